@@ -1,0 +1,172 @@
+//! `chat_messages`: the committed history of every chat, in id order.
+
+use chrono::{DateTime, Utc};
+use postgres_types::Json;
+use tokio_postgres::Row;
+
+use super::{DbResult, GenericClient};
+use crate::{
+    ids::{ChatId, Generation, MessageId, ModelConfigId, UserId},
+    parts::{Part, Usage},
+    status::{MessageRole, MessageVisibility},
+};
+
+/// A row of `chat_messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Its id; message order is id order.
+    pub id: MessageId,
+    /// Its chat.
+    pub chat_id: ChatId,
+    /// Who it is from.
+    pub role: MessageRole,
+    /// Who sees it.
+    pub visibility: MessageVisibility,
+    /// Its parts.
+    pub content: Vec<Part>,
+    /// The user who sent it (user messages).
+    pub created_by: Option<UserId>,
+    /// The model that wrote it (assistant messages).
+    pub model_config_id: Option<ModelConfigId>,
+    /// The run that wrote it.
+    pub generation: Option<Generation>,
+    /// The step of that run.
+    pub step: Option<i32>,
+    /// Token usage of the model call.
+    pub usage: Usage,
+    /// Cost in micro-dollars.
+    pub cost_micros: Option<i64>,
+    /// Wall time of the model call.
+    pub runtime_ms: Option<i64>,
+    /// Folded into a compaction summary.
+    pub compacted: bool,
+    /// Soft-deleted (by an edit).
+    pub deleted: bool,
+    /// The client's idempotency key, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Message {
+    /// Maps a row holding every column of `chat_messages`.
+    pub fn from_row(row: &Row) -> DbResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            chat_id: row.try_get("chat_id")?,
+            role: row.try_get("role")?,
+            visibility: row.try_get("visibility")?,
+            content: row.try_get::<_, Json<Vec<Part>>>("content")?.0,
+            created_by: row.try_get("created_by")?,
+            model_config_id: row.try_get("model_config_id")?,
+            generation: row.try_get("generation")?,
+            step: row.try_get("step")?,
+            usage: Usage {
+                input_tokens: row.try_get("input_tokens")?,
+                output_tokens: row.try_get("output_tokens")?,
+                reasoning_tokens: row.try_get("reasoning_tokens")?,
+                cache_read_tokens: row.try_get("cache_read_tokens")?,
+                cache_write_tokens: row.try_get("cache_write_tokens")?,
+            },
+            cost_micros: row.try_get("cost_micros")?,
+            runtime_ms: row.try_get("runtime_ms")?,
+            compacted: row.try_get("compacted")?,
+            deleted: row.try_get("deleted")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// Every column of `chat_messages`, for `SELECT`/`RETURNING` lists.
+pub const COLUMNS: &str = "id, chat_id, role, visibility, content, created_by, model_config_id,
+    generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+    cache_write_tokens, cost_micros, runtime_ms, compacted, deleted, idempotency_key, created_at";
+
+/// What [`insert`] stores.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage<'a> {
+    /// Visibility (`both` when None).
+    pub visibility: Option<MessageVisibility>,
+    /// Parts.
+    pub content: &'a [Part],
+    /// Sender.
+    pub created_by: Option<UserId>,
+    /// Model.
+    pub model_config_id: Option<ModelConfigId>,
+    /// Writing run.
+    pub generation: Option<Generation>,
+    /// Step.
+    pub step: Option<i32>,
+    /// Usage.
+    pub usage: Usage,
+    /// Cost.
+    pub cost_micros: Option<i64>,
+    /// Model call wall time.
+    pub runtime_ms: Option<i64>,
+    /// Idempotency key.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Stores a message without any condition. Worker writes go through the
+/// fenced statements instead.
+pub async fn insert(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    role: MessageRole,
+    message: &NewMessage<'_>,
+) -> DbResult<Message> {
+    let sql = format!(
+        "INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, model_config_id,
+             generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+             cache_write_tokens, cost_micros, runtime_ms, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let visibility = message.visibility.unwrap_or(MessageVisibility::Both);
+    let usage = &message.usage;
+    let row = db
+        .query_one(
+            &stmt,
+            &[
+                &chat_id,
+                &role,
+                &visibility,
+                &Json(message.content),
+                &message.created_by,
+                &message.model_config_id,
+                &message.generation,
+                &message.step,
+                &usage.input_tokens,
+                &usage.output_tokens,
+                &usage.reasoning_tokens,
+                &usage.cache_read_tokens,
+                &usage.cache_write_tokens,
+                &message.cost_micros,
+                &message.runtime_ms,
+                &message.idempotency_key,
+            ],
+        )
+        .await?;
+    Message::from_row(&row)
+}
+
+/// Live (not deleted) messages of a chat with id > `after`, ascending, at most `limit`.
+pub async fn list_after(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    after: MessageId,
+    limit: i64,
+) -> DbResult<Vec<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_messages
+         WHERE chat_id = $1 AND id > $2 AND NOT deleted ORDER BY id LIMIT $3"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[&chat_id, &after, &limit])
+        .await?
+        .iter()
+        .map(Message::from_row)
+        .collect()
+}

@@ -1,0 +1,52 @@
+//! The database layer: the connection pool, the error type, and one module
+//! per table with one function per statement (`chats`, `messages`, …).
+//!
+//! Statement functions take any [`GenericClient`] so the same code runs on a
+//! pooled connection or inside a transaction, and use `prepare_cached` so a
+//! statement is parsed once per connection.
+
+pub mod chats;
+pub mod messages;
+pub mod model_configs;
+pub mod pool;
+pub mod providers;
+pub mod queued_messages;
+pub mod replicas;
+pub mod tokens;
+pub mod users;
+
+pub use deadpool_postgres::{GenericClient, Pool, Transaction};
+pub use pool::{DbConfig, Target, connect_dedicated, connect_pool};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The connection URL could not be parsed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// No connection could be taken from the pool in time (or it is closed).
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed, or the connection did.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// The SQLSTATE of a failed statement, if that is what this is.
+    pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Self::Postgres(err) => err.code(),
+            Self::Pool(deadpool_postgres::PoolError::Backend(err)) => err.code(),
+            _ => None,
+        }
+    }
+
+    /// True when a unique constraint rejected the row.
+    pub fn is_unique_violation(&self) -> bool {
+        self.sql_state() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    }
+}
+
+/// Result of a database call.
+pub type DbResult<T> = Result<T, DbError>;

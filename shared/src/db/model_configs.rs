@@ -1,0 +1,171 @@
+//! `model_configs`: the models users can pick, with limits and prices.
+
+use chrono::{DateTime, Utc};
+use postgres_types::Json;
+use tokio_postgres::Row;
+
+use super::{DbResult, GenericClient};
+use crate::ids::{ModelConfigId, ProviderId};
+
+/// A row of `model_configs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Its id.
+    pub id: ModelConfigId,
+    /// The provider that serves it.
+    pub provider_id: ProviderId,
+    /// The provider's model name.
+    pub model: String,
+    /// What users see.
+    pub display_name: String,
+    /// Disabled models cannot be picked.
+    pub enabled: bool,
+    /// The model of chats that name none (at most one).
+    pub is_default: bool,
+    /// Context window in tokens.
+    pub context_limit: i32,
+    /// Compact the history past this % of the context window.
+    pub compaction_threshold_pct: i16,
+    /// Output token cap per call.
+    pub max_output_tokens: i32,
+    /// Price of a million input tokens, in micro-dollars.
+    pub price_input_micros_per_mtok: Option<i64>,
+    /// Price of a million output tokens.
+    pub price_output_micros_per_mtok: Option<i64>,
+    /// Price of a million cache-read tokens.
+    pub price_cache_read_micros_per_mtok: Option<i64>,
+    /// Price of a million cache-write tokens.
+    pub price_cache_write_micros_per_mtok: Option<i64>,
+    /// Provider-specific request options (temperature, reasoning effort, …).
+    pub options: serde_json::Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Soft-deleted: kept for old chats, hidden from new ones.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl ModelConfig {
+    fn from_row(row: &Row) -> DbResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            provider_id: row.try_get("provider_id")?,
+            model: row.try_get("model")?,
+            display_name: row.try_get("display_name")?,
+            enabled: row.try_get("enabled")?,
+            is_default: row.try_get("is_default")?,
+            context_limit: row.try_get("context_limit")?,
+            compaction_threshold_pct: row.try_get("compaction_threshold_pct")?,
+            max_output_tokens: row.try_get("max_output_tokens")?,
+            price_input_micros_per_mtok: row.try_get("price_input_micros_per_mtok")?,
+            price_output_micros_per_mtok: row.try_get("price_output_micros_per_mtok")?,
+            price_cache_read_micros_per_mtok: row.try_get("price_cache_read_micros_per_mtok")?,
+            price_cache_write_micros_per_mtok: row.try_get("price_cache_write_micros_per_mtok")?,
+            options: row.try_get::<_, Json<serde_json::Value>>("options")?.0,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            deleted_at: row.try_get("deleted_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, provider_id, model, display_name, enabled, is_default, context_limit,
+    compaction_threshold_pct, max_output_tokens, price_input_micros_per_mtok,
+    price_output_micros_per_mtok, price_cache_read_micros_per_mtok,
+    price_cache_write_micros_per_mtok, options, created_at, updated_at, deleted_at";
+
+/// What [`insert`] stores.
+#[derive(Debug, Clone)]
+pub struct NewModelConfig<'a> {
+    /// Serving provider.
+    pub provider_id: ProviderId,
+    /// Provider's model name.
+    pub model: &'a str,
+    /// Display name.
+    pub display_name: &'a str,
+    /// Enabled?
+    pub enabled: bool,
+    /// Default?
+    pub is_default: bool,
+    /// Context window.
+    pub context_limit: i32,
+    /// Compaction threshold %.
+    pub compaction_threshold_pct: i16,
+    /// Output cap.
+    pub max_output_tokens: i32,
+    /// Prices (input, output, cache read, cache write) in micro-dollars per million tokens.
+    pub prices: [Option<i64>; 4],
+    /// Options.
+    pub options: serde_json::Value,
+}
+
+/// Stores a model config.
+pub async fn insert(db: &impl GenericClient, config: &NewModelConfig<'_>) -> DbResult<ModelConfig> {
+    let sql = format!(
+        "INSERT INTO model_configs (id, provider_id, model, display_name, enabled, is_default,
+             context_limit, compaction_threshold_pct, max_output_tokens, price_input_micros_per_mtok,
+             price_output_micros_per_mtok, price_cache_read_micros_per_mtok,
+             price_cache_write_micros_per_mtok, options)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let row = db
+        .query_one(
+            &stmt,
+            &[
+                &ModelConfigId::new_random(),
+                &config.provider_id,
+                &config.model,
+                &config.display_name,
+                &config.enabled,
+                &config.is_default,
+                &config.context_limit,
+                &config.compaction_threshold_pct,
+                &config.max_output_tokens,
+                &config.prices[0],
+                &config.prices[1],
+                &config.prices[2],
+                &config.prices[3],
+                &Json(&config.options),
+            ],
+        )
+        .await?;
+    ModelConfig::from_row(&row)
+}
+
+/// One model config (also a soft-deleted one: old chats still name it).
+pub async fn get(db: &impl GenericClient, id: ModelConfigId) -> DbResult<Option<ModelConfig>> {
+    let sql = format!("SELECT {COLUMNS} FROM model_configs WHERE id = $1");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(ModelConfig::from_row)
+        .transpose()
+}
+
+/// The live default model, if one is set.
+pub async fn get_default(db: &impl GenericClient) -> DbResult<Option<ModelConfig>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM model_configs WHERE is_default AND deleted_at IS NULL");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[])
+        .await?
+        .as_ref()
+        .map(ModelConfig::from_row)
+        .transpose()
+}
+
+/// Every model config that is not deleted, by display name.
+pub async fn list(db: &impl GenericClient) -> DbResult<Vec<ModelConfig>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM model_configs WHERE deleted_at IS NULL ORDER BY display_name, id"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(ModelConfig::from_row)
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! Building connection pools and dedicated connections from a URL.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{Client, NoTls, config::Host};
+
+use super::DbError;
+
+/// How to reach the database and how the pool behaves.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// A libpq-style URL or key=value string.
+    pub url: String,
+    /// Connections kept at most.
+    pub pool_size: usize,
+    /// Longest wait for a free connection; a pool wait never hangs forever.
+    pub wait_timeout: Duration,
+    /// Longest time to open a new connection.
+    pub create_timeout: Duration,
+    /// Longest time to check a returned connection.
+    pub recycle_timeout: Duration,
+}
+
+impl DbConfig {
+    /// A config for `url` with the default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            wait_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
+            recycle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Parses the URL; the error never repeats the URL (it may hold a password).
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, DbError> {
+        parse_url(&self.url)
+    }
+}
+
+/// Parses a libpq URL without ever echoing it back in the error.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, DbError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|err| {
+        DbError::InvalidUrl(format!(
+            "{err} (expected postgres://user:password@host:port/dbname)"
+        ))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("chatd");
+    }
+    Ok(config)
+}
+
+/// Where a config points, for messages: `user@host:port/dbname`, never the password.
+pub struct Target<'a>(pub &'a tokio_postgres::Config);
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = self.0;
+        if let Some(user) = config.get_user() {
+            write!(f, "{user}@")?;
+        }
+        let ports = config.get_ports();
+        for (index, host) in config.get_hosts().iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            match host {
+                Host::Tcp(name) => f.write_str(name)?,
+                Host::Unix(path) => write!(f, "{}", path.display())?,
+            }
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            write!(f, ":{port}")?;
+        }
+        if config.get_hosts().is_empty() {
+            f.write_str("localhost:5432")?;
+        }
+        write!(f, "/{}", config.get_dbname().unwrap_or("(default)"))
+    }
+}
+
+/// A pool with every timeout set. Connections are opened lazily.
+pub fn connect_pool(config: &DbConfig) -> Result<Pool, DbError> {
+    let pg = config.pg_config()?;
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.wait_timeout))
+        .create_timeout(Some(config.create_timeout))
+        .recycle_timeout(Some(config.recycle_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|err| DbError::InvalidUrl(err.to_string()))
+}
+
+/// One connection outside any pool (the pubsub listener, the migrator). Its
+/// driver task runs until the client is dropped or the connection breaks; the
+/// returned receiver resolves then, with the error if there was one.
+pub async fn connect_dedicated(
+    url: &str,
+) -> Result<
+    (
+        Client,
+        tokio::sync::oneshot::Receiver<Option<tokio_postgres::Error>>,
+    ),
+    DbError,
+> {
+    let config = parse_url(url)?;
+    let (client, connection) = config.connect(NoTls).await?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = connection.await.err();
+        let _ = done_tx.send(outcome);
+    });
+    Ok((client, done_rx))
+}

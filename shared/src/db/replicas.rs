@@ -1,0 +1,144 @@
+//! `replicas`: the registry of running replica processes and their leases.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use super::{DbResult, GenericClient};
+use crate::ids::ReplicaId;
+
+/// A row of `replicas`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    /// The replica's id (the `worker_id` of its chats).
+    pub id: ReplicaId,
+    /// The host it runs on.
+    pub hostname: String,
+    /// Where peers reach its relay listener (`ws://host:port`), if it has one.
+    pub relay_url: Option<String>,
+    /// Its build version.
+    pub version: String,
+    /// When it registered.
+    pub started_at: DateTime<Utc>,
+    /// Its last renewal.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Its chats are someone else's to recover after this.
+    pub lease_expires_at: DateTime<Utc>,
+    /// True once it began shutting down.
+    pub draining: bool,
+}
+
+impl Replica {
+    fn from_row(row: &Row) -> DbResult<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            hostname: row.try_get("hostname")?,
+            relay_url: row.try_get("relay_url")?,
+            version: row.try_get("version")?,
+            started_at: row.try_get("started_at")?,
+            heartbeat_at: row.try_get("heartbeat_at")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            draining: row.try_get("draining")?,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "id, hostname, relay_url, version, started_at, heartbeat_at, lease_expires_at, draining";
+
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// Registers (or re-registers) a replica with a fresh lease of `lease_ttl`.
+pub async fn register(
+    db: &impl GenericClient,
+    id: ReplicaId,
+    hostname: &str,
+    relay_url: Option<&str>,
+    version: &str,
+    lease_ttl: Duration,
+) -> DbResult<Replica> {
+    let sql = format!(
+        "INSERT INTO replicas (id, hostname, relay_url, version, lease_expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname, relay_url = EXCLUDED.relay_url,
+             version = EXCLUDED.version, heartbeat_at = now(),
+             lease_expires_at = EXCLUDED.lease_expires_at, draining = false
+         RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let row = db
+        .query_one(
+            &stmt,
+            &[&id, &hostname, &relay_url, &version, &seconds(lease_ttl)],
+        )
+        .await?;
+    Replica::from_row(&row)
+}
+
+/// Extends the lease to `now() + lease_ttl` (database clock). Returns false
+/// when the row is gone: the replica must re-register and assume its chats
+/// were taken.
+pub async fn renew_lease(
+    db: &impl GenericClient,
+    id: ReplicaId,
+    lease_ttl: Duration,
+) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE replicas SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $2)
+             WHERE id = $1",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&id, &seconds(lease_ttl)]).await? == 1)
+}
+
+/// Marks a replica as draining (shutting down).
+pub async fn mark_draining(db: &impl GenericClient, id: ReplicaId) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached("UPDATE replicas SET draining = true WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id]).await? == 1)
+}
+
+/// Removes a replica's row (end of a graceful shutdown).
+pub async fn delete(db: &impl GenericClient, id: ReplicaId) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached("DELETE FROM replicas WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id]).await? == 1)
+}
+
+/// Deletes rows whose lease expired more than `older_than` ago. Returns how many.
+pub async fn delete_expired(db: &impl GenericClient, older_than: Duration) -> DbResult<u64> {
+    let stmt = db
+        .prepare_cached(
+            "DELETE FROM replicas WHERE lease_expires_at < now() - make_interval(secs => $1)",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&seconds(older_than)]).await?)
+}
+
+/// One replica.
+pub async fn get(db: &impl GenericClient, id: ReplicaId) -> DbResult<Option<Replica>> {
+    let sql = format!("SELECT {COLUMNS} FROM replicas WHERE id = $1");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(Replica::from_row)
+        .transpose()
+}
+
+/// Every registered replica, oldest first.
+pub async fn list(db: &impl GenericClient) -> DbResult<Vec<Replica>> {
+    let sql = format!("SELECT {COLUMNS} FROM replicas ORDER BY started_at, id");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(Replica::from_row)
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! chatd-shared: what every chatd crate agrees on.
+//!
+//! - [`ids`], [`status`], [`parts`]: the domain vocabulary (typed ids, chat
+//!   status and roles, message parts).
+//! - [`db`]: the PostgreSQL pool and one function per statement, by table.
+//! - [`pg_server`]: running a private PostgreSQL from the installed binaries
+//!   (used by the test harness and `chatd dev`).
+//! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.
+
+pub mod db;
+pub mod ids;
+pub mod parts;
+pub mod pg_server;
+pub mod status;
+
+#[cfg(feature = "testing")]
+pub mod testing;
