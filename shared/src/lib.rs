@@ -3,14 +3,18 @@
 //! - [`ids`], [`status`], [`parts`]: the domain vocabulary (typed ids, chat
 //!   status and roles, message parts).
 //! - [`db`]: the PostgreSQL pool and one function per statement, by table.
+//! - [`pubsub`]: LISTEN/NOTIFY with batching, routing and resync.
+//! - [`backoff`]: reconnect delays.
 //! - [`pg_server`]: running a private PostgreSQL from the installed binaries
 //!   (used by the test harness and `chatd dev`).
 //! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.
 
+pub mod backoff;
 pub mod db;
 pub mod ids;
 pub mod parts;
 pub mod pg_server;
+pub mod pubsub;
 pub mod status;
 
 #[cfg(feature = "testing")]

@@ -140,3 +140,282 @@ pub async fn get(db: &impl GenericClient, id: ChatId) -> DbResult<Option<Chat>> 
         .map(Chat::from_row)
         .transpose()
 }
+
+/// What a worker holds while it runs a chat: every write it makes is
+/// conditional on all three still matching the row (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// The replica running it.
+    pub worker_id: ReplicaId,
+    /// The generation it acquired.
+    pub generation: Generation,
+}
+
+/// A chat that just became `pending` (recovery, hand-back). Whoever causes
+/// the transition must announce it with a wake, hence `must_use`.
+#[must_use = "every transition to pending must publish a wake"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BecamePending {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Its owner (for the owner's chat-list event).
+    pub owner_id: UserId,
+    /// Its generation after the transition.
+    pub generation: Generation,
+}
+
+impl BecamePending {
+    fn from_row(row: &Row) -> DbResult<Self> {
+        Ok(Self {
+            chat_id: row.try_get("id")?,
+            owner_id: row.try_get("owner_id")?,
+            generation: row.try_get("generation")?,
+        })
+    }
+}
+
+/// A chat this replica just acquired.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The row after the claim (status `running`, the new generation).
+    pub chat: Chat,
+    /// How long it had been pending.
+    pub queue_wait_secs: f64,
+}
+
+/// Claims up to `limit` pending chats for `worker` in one statement, oldest
+/// first, skipping rows other replicas are claiming (DESIGN §4).
+pub async fn claim_pending(
+    db: &impl GenericClient,
+    worker: ReplicaId,
+    limit: i64,
+) -> DbResult<Vec<Claimed>> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats c SET status = 'running', worker_id = $1, generation = c.generation + 1,
+                    started_at = now(), updated_at = now(), interrupt_requested = false
+             FROM (SELECT id, updated_at FROM chats WHERE status = 'pending' AND NOT archived
+                   ORDER BY updated_at, id FOR UPDATE SKIP LOCKED LIMIT $2) p
+             WHERE c.id = p.id
+             RETURNING c.*, extract(epoch FROM now() - p.updated_at)::float8 AS queue_wait_secs",
+        )
+        .await?;
+    db.query(&stmt, &[&worker, &limit])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Claimed {
+                chat: Chat::from_row(row)?,
+                queue_wait_secs: row.try_get("queue_wait_secs")?,
+            })
+        })
+        .collect()
+}
+
+/// A chat the database says a replica runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedRun {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Its current generation.
+    pub generation: Generation,
+    /// Whether an interrupt was requested.
+    pub interrupt_requested: bool,
+}
+
+/// What one heartbeat learned.
+#[derive(Debug, Clone, Default)]
+pub struct Beat {
+    /// False when the replica's row is gone (it must re-register, and assume
+    /// its chats were taken).
+    pub lease_renewed: bool,
+    /// Every chat the database says this replica runs.
+    pub owned: Vec<OwnedRun>,
+    /// Chats of dead replicas this beat put back to `pending`.
+    pub recovered: Vec<BecamePending>,
+}
+
+/// One heartbeat in one statement: renews the lease (`now() + lease_ttl`,
+/// database clock), reads what the database says this replica runs, and
+/// requeues up to `recovery_limit` running chats of other replicas whose
+/// lease expired or whose row is gone (`FOR UPDATE SKIP LOCKED`, so replicas
+/// recovering at once do not contend). One statement keeps an idle replica's
+/// cost at one statement per heartbeat, whatever it runs.
+pub async fn beat(
+    db: &impl GenericClient,
+    replica: ReplicaId,
+    lease_ttl: std::time::Duration,
+    recovery_limit: i64,
+) -> DbResult<Beat> {
+    let stmt = db
+        .prepare_cached(
+            "WITH lease AS (
+                 UPDATE replicas SET heartbeat_at = now(),
+                        lease_expires_at = now() + make_interval(secs => $2)
+                 WHERE id = $1 RETURNING id
+             ), recovered AS (
+                 UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
+                        started_at = NULL, updated_at = now()
+                 FROM (SELECT s.id FROM chats s LEFT JOIN replicas r ON r.id = s.worker_id
+                       WHERE s.status = 'running' AND s.worker_id <> $1
+                         AND (r.id IS NULL OR r.lease_expires_at < now())
+                       ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED) stale
+                 WHERE c.id = stale.id
+                 RETURNING c.id, c.owner_id, c.generation
+             )
+             SELECT 'lease' AS kind, NULL::uuid AS id, NULL::uuid AS owner_id, NULL::bigint AS generation,
+                    false AS interrupt_requested FROM lease
+             UNION ALL
+             SELECT 'owned', id, owner_id, generation, interrupt_requested FROM chats
+             WHERE worker_id = $1 AND status = 'running'
+             UNION ALL
+             SELECT 'recovered', id, owner_id, generation, false FROM recovered",
+        )
+        .await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[&replica, &lease_ttl.as_secs_f64(), &recovery_limit],
+        )
+        .await?;
+    let mut beat = Beat::default();
+    for row in &rows {
+        match row.try_get::<_, &str>("kind")? {
+            "lease" => beat.lease_renewed = true,
+            "owned" => beat.owned.push(OwnedRun {
+                chat_id: row.try_get("id")?,
+                generation: row.try_get("generation")?,
+                interrupt_requested: row.try_get("interrupt_requested")?,
+            }),
+            _ => beat.recovered.push(BecamePending::from_row(row)?),
+        }
+    }
+    Ok(beat)
+}
+
+/// Gives chats back to `pending` (generation + 1) that `worker` still runs
+/// under the given generations: shutdown hand-back, orphans, phantom claims.
+/// Rows that moved on (released, recovered, edited) are left alone.
+pub async fn hand_back(
+    db: &impl GenericClient,
+    worker: ReplicaId,
+    runs: &[(ChatId, Generation)],
+) -> DbResult<Vec<BecamePending>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<ChatId> = runs.iter().map(|(id, _)| *id).collect();
+    let generations: Vec<Generation> = runs.iter().map(|(_, generation)| *generation).collect();
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
+                    started_at = NULL, updated_at = now()
+             FROM unnest($2::uuid[], $3::bigint[]) AS h(id, generation)
+             WHERE c.id = h.id AND c.generation = h.generation AND c.worker_id = $1 AND c.status = 'running'
+             RETURNING c.id, c.owner_id, c.generation",
+        )
+        .await?;
+    db.query(&stmt, &[&worker, &ids, &generations])
+        .await?
+        .iter()
+        .map(BecamePending::from_row)
+        .collect()
+}
+
+/// How a turn ended, for [`release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// Finished (or interrupted): `waiting` unless a queued message continues.
+    Done,
+    /// Failed: `error` with this message unless a queued message continues.
+    Failed(String),
+}
+
+/// The chat after [`release`].
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// `running` when a queued message was popped (the same worker continues
+    /// under the same generation), else `waiting` or `error`.
+    pub status: ChatStatus,
+    /// The owner, for chat-list events.
+    pub owner_id: UserId,
+    /// The queued message, now a user message, when one was popped.
+    pub next: Option<super::messages::Message>,
+}
+
+/// Ends a turn in one fenced statement (DESIGN §3): if a message is queued it
+/// is popped and inserted as a user message and the chat stays `running`
+/// under the same worker and generation; otherwise the chat becomes `waiting`
+/// (or `error` with `last_error`). `interrupt_requested` is cleared either
+/// way. `None` when the fence no longer matches (ownership lost).
+pub async fn release(
+    db: &impl GenericClient,
+    fence: &Fence,
+    end: &TurnEnd,
+) -> DbResult<Option<Released>> {
+    let (idle_status, error) = match end {
+        TurnEnd::Done => (ChatStatus::Waiting, None),
+        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str())),
+    };
+    let sql = format!(
+        "WITH owned AS (
+             SELECT id FROM chats
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+             FOR UPDATE
+         ), next AS (
+             SELECT q.id FROM chat_queued_messages q JOIN owned o ON q.chat_id = o.id
+             ORDER BY q.id LIMIT 1
+         ), popped AS (
+             DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
+             RETURNING q.chat_id, q.content, q.created_by, q.idempotency_key
+         ), inserted AS (
+             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
+             SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
+             RETURNING {message_columns}
+         ), released AS (
+             UPDATE chats c SET
+                 status = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN 'running'::chat_status ELSE $4 END,
+                 worker_id = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.worker_id END,
+                 started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
+                 last_error = $5, interrupt_requested = false, updated_at = now()
+             FROM owned WHERE c.id = owned.id
+             RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
+         )
+         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true",
+        message_columns = super::messages::COLUMNS,
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let Some(row) = db
+        .query_opt(
+            &stmt,
+            &[
+                &fence.chat_id,
+                &fence.worker_id,
+                &fence.generation,
+                &idle_status,
+                &error,
+            ],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let popped: Option<crate::ids::MessageId> = row.try_get("id")?;
+    Ok(Some(Released {
+        status: row.try_get("chat_status")?,
+        owner_id: row.try_get("chat_owner_id")?,
+        next: popped
+            .map(|_| super::messages::Message::from_row(&row))
+            .transpose()?,
+    }))
+}
+
+/// Number of pending, unarchived chats (the `chatd_pending_chats` gauge).
+pub async fn count_pending(db: &impl GenericClient) -> DbResult<i64> {
+    let stmt = db
+        .prepare_cached("SELECT count(*) FROM chats WHERE status = 'pending' AND NOT archived")
+        .await?;
+    Ok(db.query_one(&stmt, &[]).await?.try_get(0)?)
+}

@@ -170,3 +170,79 @@ pub async fn list_after(
         .map(Message::from_row)
         .collect()
 }
+
+/// A message a worker writes as part of a step (assistant or tool).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepMessage {
+    /// `assistant` or `tool`.
+    pub role: MessageRole,
+    /// Parts.
+    pub content: Vec<Part>,
+    /// The model that produced it.
+    pub model_config_id: Option<ModelConfigId>,
+    /// The step number within the run.
+    pub step: i32,
+    /// Usage of the model call (assistant messages).
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// Cost in micro-dollars.
+    pub cost_micros: Option<i64>,
+    /// Wall time of the model call.
+    pub runtime_ms: Option<i64>,
+}
+
+/// Inserts a step's messages, in order, in one statement fenced on
+/// `fence` (DESIGN §3): nothing is written unless the chat is still running
+/// under this worker and generation. `None` means ownership was lost.
+///
+/// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
+/// concurrent recovery or edit either commits first (and the fence fails) or
+/// waits until these messages are committed.
+pub async fn insert_step(
+    db: &impl GenericClient,
+    fence: &super::chats::Fence,
+    step_messages: &[StepMessage],
+) -> DbResult<Option<Vec<Message>>> {
+    let sql = format!(
+        "WITH owned AS (
+             UPDATE chats SET updated_at = now()
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+             RETURNING id
+         )
+         INSERT INTO chat_messages (chat_id, role, visibility, content, model_config_id, generation, step,
+             input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens,
+             cost_micros, runtime_ms)
+         SELECT owned.id, m.role, 'both', m.content, m.model_config_id, $3, m.step,
+             m.input_tokens, m.output_tokens, m.reasoning_tokens, m.cache_read_tokens,
+             m.cache_write_tokens, m.cost_micros, m.runtime_ms
+         FROM owned, ROWS FROM (jsonb_to_recordset($4::jsonb) AS (
+             role message_role, content jsonb, model_config_id uuid, step int,
+             input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+             cache_read_tokens bigint, cache_write_tokens bigint, cost_micros bigint, runtime_ms bigint
+         )) WITH ORDINALITY AS m(role, content, model_config_id, step, input_tokens, output_tokens,
+             reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)
+         ORDER BY m.ord
+         RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[
+                &fence.chat_id,
+                &fence.worker_id,
+                &fence.generation,
+                &Json(step_messages),
+            ],
+        )
+        .await?;
+    if rows.is_empty() && !step_messages.is_empty() {
+        return Ok(None);
+    }
+    let mut messages: Vec<Message> = rows
+        .iter()
+        .map(Message::from_row)
+        .collect::<DbResult<_>>()?;
+    messages.sort_by_key(|m| m.id);
+    Ok(Some(messages))
+}

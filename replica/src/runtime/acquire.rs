@@ -1,0 +1,117 @@
+//! The acquirer: claims pending chats when woken (or on a jittered poll tick,
+//! the fallback), up to the free slots, and starts a run for each.
+
+use std::{sync::Arc, time::Duration};
+
+use chatd_shared::{
+    backoff::jittered,
+    db::{DbError, chats},
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, spawn_run};
+
+/// Runs until `stop` fires. A claim statement in flight is never cancelled;
+/// rows it returns after `stop` fired are handed back at once.
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let config = &shared.config;
+    let mut wake = shared.pubsub.subscribe_wake();
+    // True when the last claim filled every free slot: more work may wait for a slot.
+    let mut starved = false;
+    let mut last_claim = Instant::now();
+    // The first pass claims at once: work may have been waiting for us.
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        // Registered before looking at the free slots, so a run that ends
+        // right after we looked still wakes us.
+        let slot_freed = shared.registry.changed.notified();
+        if shared.lease_valid() {
+            let free = config
+                .max_running_chats
+                .saturating_sub(shared.registry.len());
+            starved = free == 0;
+            if free > 0 {
+                let limit = free.min(config.acquire_batch);
+                last_claim = Instant::now();
+                match claim(&shared, limit as i64, &stop).await {
+                    Ok(claimed) => {
+                        starved = claimed == free;
+                        // A full batch with slots to spare: more may be pending, go on.
+                        if claimed == limit && claimed < free {
+                            continue;
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "claiming pending chats failed"),
+                }
+            }
+        }
+        let poll = jittered(config.poll_interval, 0.2);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            delivery = wake.recv() => {
+                if delivery.is_none() {
+                    // Pubsub closed: fall back to polling until told to stop.
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(last_claim + poll) => {}
+            _ = slot_freed, if starved => {}
+        }
+    }
+}
+
+/// One claim. Returns how many chats were claimed and started.
+async fn claim(
+    shared: &Arc<Shared>,
+    limit: i64,
+    stop: &CancellationToken,
+) -> Result<usize, DbError> {
+    // Held from before the statement until every claimed run is registered,
+    // so reconciliation never mistakes a fresh claim for an orphan.
+    let _claiming = shared.claim_lock.lock().await;
+    let started = Instant::now();
+    let claimed = {
+        let client = shared.pool.get().await?;
+        chats::claim_pending(&client, shared.config.replica_id, limit).await?
+    };
+    shared
+        .metrics
+        .acquire_batch
+        .record(claimed.len() as u64, &[]);
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    if stop.is_cancelled() || !shared.lease_valid() {
+        // Phantom acquire: we are stopping (or fenced). Give them back now.
+        let runs: Vec<_> = claimed
+            .iter()
+            .map(|c| (c.chat.id, c.chat.generation))
+            .collect();
+        let client = shared.pool.get().await?;
+        let back = chats::hand_back(&client, shared.config.replica_id, &runs).await?;
+        shared.metrics.hand_back(back.len(), "phantom");
+        shared.pubsub.announce_pending(&back);
+        return Ok(0);
+    }
+    shared.metrics.acquires.add(claimed.len() as u64, &[]);
+    let count = claimed.len();
+    for chat in claimed {
+        shared
+            .metrics
+            .queue_wait
+            .record(chat.queue_wait_secs.max(0.0), &[]);
+        spawn_run(
+            shared,
+            chat.chat,
+            Duration::from_secs_f64(chat.queue_wait_secs.max(0.0)),
+        );
+    }
+    tracing::debug!(count, elapsed = ?started.elapsed(), "claimed chats");
+    Ok(count)
+}

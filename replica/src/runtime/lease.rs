@@ -1,0 +1,194 @@
+//! The lease: one heartbeat statement every interval renews it, reads what
+//! the database says we run, and recovers chats of dead replicas. The beat
+//! then reconciles the local runs with the database, and if the lease cannot
+//! be renewed before it expires the replica fences itself.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chatd_shared::{
+    db::{
+        DbError,
+        chats::{self, Beat},
+        replicas,
+    },
+    ids::{ChatId, Generation},
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, registry::StopReason};
+
+/// How often expired replica rows are deleted (they go after an hour).
+const REPLICA_GC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Runs until `stop` fires.
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let config = &shared.config;
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_gc = Instant::now();
+    loop {
+        let deadline = shared.lease_deadline();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(deadline), if shared.lease_valid() => {
+                fence_self(&shared);
+                continue;
+            }
+        }
+        heartbeat(&shared).await;
+        if last_gc.elapsed() >= REPLICA_GC_INTERVAL {
+            last_gc = Instant::now();
+            if let Ok(client) = shared.pool.get().await {
+                match replicas::delete_expired(&client, config.replica_row_retention).await {
+                    Ok(0) => {}
+                    Ok(count) => {
+                        tracing::info!(count, "deleted replica rows expired for over an hour")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "deleting expired replica rows failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The lease lapsed: others may take our chats now, so every run stops.
+fn fence_self(shared: &Shared) {
+    if !shared.set_lease_valid(false) {
+        return;
+    }
+    let stopped = shared.registry.stop_all(StopReason::LeaseLost);
+    shared.metrics.lease_lost.add(1, &[]);
+    tracing::error!(
+        runs = stopped,
+        "lease expired before it could be renewed; stopped every run"
+    );
+}
+
+/// One beat: renew, reconcile, announce recoveries.
+pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
+    let config = &shared.config;
+    let started = Instant::now();
+    // Never wait on the database past the lease: the deadline check must run.
+    let budget = config.heartbeat_interval.min(config.lease_ttl);
+    let outcome = tokio::time::timeout(budget, async {
+        let client = shared.pool.get().await?;
+        chats::beat(
+            &client,
+            config.replica_id,
+            config.lease_ttl,
+            config.recovery_batch,
+        )
+        .await
+    })
+    .await;
+    shared
+        .metrics
+        .lease_renew
+        .record(started.elapsed().as_secs_f64(), &[]);
+    let beat = match outcome {
+        Ok(Ok(beat)) => beat,
+        Ok(Err(err)) => return beat_failed(shared, &err.to_string()),
+        Err(_) => return beat_failed(shared, &format!("no answer within {budget:?}")),
+    };
+    if !beat.lease_renewed {
+        // Our row is gone (deleted as expired, or by hand): whatever we run
+        // may be someone else's now. Stop everything, then register again.
+        fence_self(shared);
+        if let Err(err) = shared.register().await {
+            return beat_failed(shared, &format!("re-registering: {err}"));
+        }
+        tracing::warn!("replica row was missing; registered again");
+    }
+    // The lease now reaches `started + ttl` at the earliest (measured from
+    // before the statement was sent, so we expire before the database thinks).
+    shared.renewed_at(started);
+    if !beat.recovered.is_empty() {
+        shared
+            .metrics
+            .recoveries
+            .add(beat.recovered.len() as u64, &[]);
+        tracing::info!(
+            count = beat.recovered.len(),
+            "requeued chats of replicas whose lease expired"
+        );
+        shared.pubsub.announce_pending(&beat.recovered);
+    }
+    if let Err(err) = reconcile(shared, &beat, started).await {
+        tracing::warn!(error = %err, "reconciling runs with the database failed");
+    }
+}
+
+fn beat_failed(shared: &Shared, reason: &str) {
+    shared.metrics.lease_failures.add(1, &[]);
+    let left = shared
+        .lease_deadline()
+        .saturating_duration_since(Instant::now());
+    tracing::warn!(reason, lease_left = ?left, "heartbeat failed");
+}
+
+/// Makes the local runs agree with what the database said at `read_at`.
+async fn reconcile(shared: &Arc<Shared>, beat: &Beat, read_at: Instant) -> Result<(), DbError> {
+    let owned: HashMap<ChatId, (Generation, bool)> = beat
+        .owned
+        .iter()
+        .map(|run| (run.chat_id, (run.generation, run.interrupt_requested)))
+        .collect();
+
+    // Runs the database no longer gives us. Runs registered after the read
+    // began may simply not be visible to it yet: leave them.
+    let mut stale = 0;
+    let mut interrupts = 0;
+    for (chat_id, generation, registered_at, control) in shared.registry.snapshot() {
+        match owned.get(&chat_id) {
+            Some((db_generation, interrupt)) if *db_generation == generation => {
+                // A flag read before the run's last release may be one that
+                // release already handled: only trust reads that began after it.
+                if *interrupt && !control.is_interrupted() && control.turn_started_before(read_at) {
+                    control.interrupt();
+                    interrupts += 1;
+                }
+            }
+            _ if registered_at >= read_at => {}
+            _ => {
+                control.stop(StopReason::OwnershipLost);
+                stale += 1;
+            }
+        }
+    }
+    shared.metrics.reconciled(stale, "cancel_stale");
+    shared.metrics.reconciled(interrupts, "interrupt");
+
+    // Rows we own that nothing runs (a run that died without releasing).
+    // Holding the claim lock means every claim the read could see is registered.
+    let orphans: Vec<(ChatId, Generation)> = {
+        let _claims = shared.claim_lock.lock().await;
+        beat.owned
+            .iter()
+            .filter(|run| {
+                shared
+                    .registry
+                    .control(run.chat_id, run.generation)
+                    .is_none()
+            })
+            .map(|run| (run.chat_id, run.generation))
+            .collect()
+    };
+    if !orphans.is_empty() {
+        let client = shared.pool.get().await?;
+        let back = chats::hand_back(&client, shared.config.replica_id, &orphans).await?;
+        shared.metrics.reconciled(back.len(), "hand_back_orphan");
+        shared.metrics.hand_back(back.len(), "orphan");
+        if !back.is_empty() {
+            tracing::warn!(
+                count = back.len(),
+                "handed back chats this replica owned but was not running"
+            );
+        }
+        shared.pubsub.announce_pending(&back);
+    }
+    Ok(())
+}

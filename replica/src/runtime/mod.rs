@@ -1,0 +1,523 @@
+//! The replica runtime (DESIGN §4): registration and lease, the acquirer,
+//! recovery of dead replicas' chats, the runs themselves, and graceful
+//! shutdown. Replicas share work through PostgreSQL alone.
+
+mod acquire;
+mod lease;
+mod metrics;
+mod registry;
+mod run;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chatd_shared::{
+    backoff::Backoff,
+    db::{
+        DbError, Pool,
+        chats::{self, Chat, Fence, TurnEnd},
+        replicas,
+    },
+    ids::{ChatId, Generation, ReplicaId},
+    pubsub::PubSub,
+};
+use futures::FutureExt;
+use opentelemetry::metrics::Meter;
+use tokio::{sync::watch, task::AbortHandle, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::registry::{Registry, RunEntry};
+pub use self::{
+    metrics::RuntimeMetrics,
+    registry::{RunControl, StopReason},
+    run::{ChatRunner, RunContext, RunError},
+};
+
+/// How a replica runs (DESIGN §10 defaults).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// This replica's id (the `worker_id` of its chats).
+    pub replica_id: ReplicaId,
+    /// Host name recorded in the replica row.
+    pub hostname: String,
+    /// Where peers reach this replica's relay.
+    pub relay_url: Option<String>,
+    /// Build version recorded in the replica row.
+    pub version: String,
+    /// Chats run at once at most.
+    pub max_running_chats: usize,
+    /// Chats claimed per statement at most.
+    pub acquire_batch: usize,
+    /// Fallback poll for pending work (wake notifications are the fast path).
+    pub poll_interval: Duration,
+    /// How often the lease is renewed.
+    pub heartbeat_interval: Duration,
+    /// How long a renewal keeps the lease.
+    pub lease_ttl: Duration,
+    /// How long runs may finish after shutdown began before they are handed back.
+    pub drain_timeout: Duration,
+    /// Chats of dead replicas requeued per heartbeat at most.
+    pub recovery_batch: i64,
+    /// Expired replica rows are deleted after this.
+    pub replica_row_retention: Duration,
+    /// How often `chatd_pending_chats` is counted.
+    pub pending_gauge_interval: Duration,
+}
+
+impl RuntimeConfig {
+    /// The defaults of DESIGN §10 for a replica with this id.
+    pub fn new(replica_id: ReplicaId) -> Self {
+        Self {
+            replica_id,
+            hostname: hostname(),
+            relay_url: None,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_running_chats: 512,
+            acquire_batch: 32,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            recovery_batch: 1000,
+            replica_row_retention: Duration::from_secs(3600),
+            pending_gauge_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// State shared by the runtime's tasks.
+pub(crate) struct Shared {
+    config: RuntimeConfig,
+    pool: Pool,
+    pubsub: PubSub,
+    runner: Arc<dyn ChatRunner>,
+    registry: Arc<Registry>,
+    metrics: RuntimeMetrics,
+    tracker: TaskTracker,
+    /// Held from a claim statement until its runs are registered.
+    claim_lock: tokio::sync::Mutex<()>,
+    /// When the lease runs out by our own (conservative) clock.
+    lease_deadline: Mutex<Instant>,
+    /// False while fenced (lease lapsed): no claims, no runs.
+    lease_valid: AtomicBool,
+    /// The acquirer's task, awaited by shutdown so no claim is in flight
+    /// when the drain starts.
+    acquirer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn lease_deadline(&self) -> Instant {
+        *self
+            .lease_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.lease_valid.load(Ordering::Acquire)
+    }
+
+    /// Sets validity; returns whether it changed.
+    fn set_lease_valid(&self, valid: bool) -> bool {
+        self.lease_valid.swap(valid, Ordering::AcqRel) != valid
+    }
+
+    /// A renewal sent at `sent_at` succeeded.
+    fn renewed_at(&self, sent_at: Instant) {
+        *self
+            .lease_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = sent_at + self.config.lease_ttl;
+        if self.set_lease_valid(true) {
+            tracing::info!("lease renewed; acquiring again");
+        }
+    }
+
+    /// Inserts (or refreshes) the replica row with a fresh lease.
+    async fn register(&self) -> Result<(), DbError> {
+        let config = &self.config;
+        let sent_at = Instant::now();
+        let client = self.pool.get().await?;
+        replicas::register(
+            &client,
+            config.replica_id,
+            &config.hostname,
+            config.relay_url.as_deref(),
+            &config.version,
+            config.lease_ttl,
+        )
+        .await?;
+        self.renewed_at(sent_at);
+        Ok(())
+    }
+}
+
+/// Starts the run of an acquired chat on the tracker and registers it.
+fn spawn_run(shared: &Arc<Shared>, chat: Chat, queue_wait: Duration) {
+    let fence = Fence {
+        chat_id: chat.id,
+        worker_id: shared.config.replica_id,
+        generation: chat.generation,
+    };
+    let control = Arc::new(RunControl::default());
+    shared.registry.insert(
+        chat.id,
+        RunEntry {
+            generation: chat.generation,
+            control: control.clone(),
+            registered_at: Instant::now(),
+            task: None,
+        },
+    );
+    let context = RunContext::new(
+        chat,
+        fence,
+        queue_wait,
+        shared.pool.clone(),
+        shared.pubsub.clone(),
+        control.clone(),
+    );
+    let task = shared
+        .tracker
+        .spawn(drive(shared.clone(), context, control));
+    shared
+        .registry
+        .set_task(fence.chat_id, fence.generation, task.abort_handle());
+}
+
+/// Runs one chat and cleans up after it, whatever happens to it.
+async fn drive(shared: Arc<Shared>, context: RunContext, control: Arc<RunControl>) {
+    let fence = *context.fence();
+    let chat = context.chat().clone();
+    context.announce_running();
+    let outcome = std::panic::AssertUnwindSafe(shared.runner.run(context))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        // A panic is a bug, and likely repeats on the same input: end the
+        // turn in error rather than bouncing the chat between replicas.
+        shared.metrics.run_panics.add(1, &[]);
+        tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
+        if control.stop_reason().is_none() {
+            let context = RunContext::new(
+                chat,
+                fence,
+                Duration::ZERO,
+                shared.pool.clone(),
+                shared.pubsub.clone(),
+                control,
+            );
+            let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
+            if let Err(err) = context.release(failed).await {
+                tracing::warn!(chat_id = %fence.chat_id, error = %err, "could not release after a panic; reconciliation will hand it back");
+            }
+        }
+    }
+    shared.registry.remove(fence.chat_id, fence.generation);
+}
+
+/// Readiness as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Registering (retrying while the database is unreachable).
+    Starting,
+    /// Registered, acquiring and running chats.
+    Running,
+    /// Shutting down: no new work.
+    Draining,
+    /// Stopped.
+    Stopped,
+}
+
+/// A running replica runtime. Stop it with [`Runtime::shutdown`] (graceful)
+/// or [`Runtime::abort`] (a crash, for tests).
+pub struct Runtime {
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+    phase_tx: Arc<watch::Sender<Phase>>,
+    /// Stops the acquirer (first step of a shutdown).
+    stop_acquiring: CancellationToken,
+    /// Stops the lease, the gauge and the startup loop (last step).
+    stop_background: CancellationToken,
+    background: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Runtime {
+    /// Starts the runtime: registers the replica (retrying with backoff while
+    /// the database is unreachable, one log line per attempt), then runs the
+    /// lease and the acquirer. Returns at once; see [`Runtime::wait_running`].
+    pub fn start(
+        config: RuntimeConfig,
+        pool: Pool,
+        pubsub: PubSub,
+        runner: Arc<dyn ChatRunner>,
+        meter: &Meter,
+    ) -> Self {
+        let registry = Arc::new(Registry::default());
+        let shared = Arc::new(Shared {
+            metrics: RuntimeMetrics::new(meter, registry.clone()),
+            config,
+            pool,
+            pubsub,
+            runner,
+            registry,
+            tracker: TaskTracker::new(),
+            claim_lock: tokio::sync::Mutex::new(()),
+            lease_deadline: Mutex::new(Instant::now()),
+            lease_valid: AtomicBool::new(false),
+            acquirer: Mutex::new(None),
+        });
+        let (phase_tx, phase) = watch::channel(Phase::Starting);
+        let runtime = Self {
+            shared,
+            phase,
+            phase_tx: Arc::new(phase_tx),
+            stop_acquiring: CancellationToken::new(),
+            stop_background: CancellationToken::new(),
+            background: Arc::new(Mutex::new(Vec::new())),
+        };
+        let startup = runtime.shared.tracker.spawn(startup(
+            runtime.shared.clone(),
+            runtime.phase_tx.clone(),
+            runtime.stop_acquiring.clone(),
+            runtime.stop_background.clone(),
+            runtime.background.clone(),
+        ));
+        runtime.track(startup.abort_handle());
+        runtime
+    }
+
+    fn track(&self, task: AbortHandle) {
+        self.background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.shared.config.replica_id
+    }
+
+    /// Where the runtime is in its life.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// True while registered, holding the lease, and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.phase() == Phase::Running && self.shared.lease_valid()
+    }
+
+    /// Resolves once the replica is registered and acquiring.
+    pub async fn wait_running(&self) {
+        let mut phase = self.phase.clone();
+        let _ = phase.wait_for(|p| *p != Phase::Starting).await;
+    }
+
+    /// The chats running here, with their generations.
+    pub fn running(&self) -> Vec<(ChatId, Generation)> {
+        self.shared
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|(id, g, _, _)| (id, g))
+            .collect()
+    }
+
+    /// The runtime's instruments.
+    pub fn metrics(&self) -> &RuntimeMetrics {
+        &self.shared.metrics
+    }
+
+    /// Graceful shutdown (DESIGN §4): stop acquiring and mark the row
+    /// draining; give runs `drain_timeout` to finish; hand back the rest
+    /// (`pending`, generation + 1, wake); delete the replica row.
+    pub async fn shutdown(self) {
+        let shared = self.shared.clone();
+        let _ = self.phase_tx.send(Phase::Draining);
+        // The acquirer finishes a claim in flight and hands back what it
+        // returns; wait for it, so the drain below sees every run.
+        self.stop_acquiring.cancel();
+        let acquirer = shared
+            .acquirer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(acquirer) = acquirer {
+            let _ = acquirer.await;
+        }
+        let marked = async {
+            let client = shared.pool.get().await?;
+            replicas::mark_draining(&client, shared.config.replica_id).await
+        };
+        if let Err(err) = marked.await {
+            tracing::warn!(error = %err, "could not mark the replica draining");
+        }
+        let deadline = Instant::now() + shared.config.drain_timeout;
+        loop {
+            let changed = shared.registry.changed.notified();
+            if shared.registry.is_empty() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+        let remaining: Vec<(ChatId, Generation)> = shared
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|(id, generation, _, control)| {
+                control.stop(StopReason::HandBack);
+                (id, generation)
+            })
+            .collect();
+        if !remaining.is_empty() {
+            match shared.pool.get().await.map_err(DbError::from) {
+                Ok(client) => {
+                    match chats::hand_back(&client, shared.config.replica_id, &remaining).await {
+                        Ok(back) => {
+                            shared.metrics.hand_back(back.len(), "shutdown");
+                            tracing::info!(count = back.len(), "handed back unfinished chats");
+                            shared.pubsub.announce_pending(&back);
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "handing back chats failed; recovery will requeue them when the lease expires")
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "handing back chats failed; recovery will requeue them when the lease expires")
+                }
+            }
+        }
+        // Runs were told to stop; give them a moment, then cut them off.
+        let stopped = shared.tracker.clone();
+        stopped.close();
+        let settle = Instant::now() + Duration::from_secs(5);
+        while !shared.registry.is_empty() && Instant::now() < settle {
+            let changed = shared.registry.changed.notified();
+            if shared.registry.is_empty() {
+                break;
+            }
+            let _ = tokio::time::timeout_at(settle, changed).await;
+        }
+        shared.registry.abort_all();
+        self.stop_background.cancel();
+        shared.tracker.wait().await;
+        let deleted = async {
+            let client = shared.pool.get().await?;
+            replicas::delete(&client, shared.config.replica_id).await
+        };
+        if let Err(err) = deleted.await {
+            tracing::warn!(error = %err, "could not delete the replica row; it expires with its lease");
+        }
+        let _ = self.phase_tx.send(Phase::Stopped);
+    }
+
+    /// Stops every task at once without writing anything: the replica row
+    /// stays and its lease lapses, exactly as if the process had been killed.
+    /// For fault tests.
+    pub fn abort(self) {
+        self.stop_acquiring.cancel();
+        self.stop_background.cancel();
+        for task in self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        self.shared.registry.abort_all();
+        let _ = self.phase_tx.send(Phase::Stopped);
+    }
+}
+
+/// Registers (retrying), then starts the lease, the acquirer and the gauge.
+async fn startup(
+    shared: Arc<Shared>,
+    phase: Arc<watch::Sender<Phase>>,
+    stop_acquiring: CancellationToken,
+    stop_background: CancellationToken,
+    background: Arc<Mutex<Vec<AbortHandle>>>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut attempt = 1;
+    loop {
+        match shared.register().await {
+            Ok(()) => break,
+            Err(err) => {
+                tracing::warn!(attempt, error = %err, "cannot register the replica (database unreachable?); retrying");
+                attempt += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = stop_acquiring.cancelled() => return,
+                }
+            }
+        }
+    }
+    tracing::info!(replica_id = %shared.config.replica_id, "replica registered");
+    let mut tasks = vec![
+        shared
+            .tracker
+            .spawn(lease::run(shared.clone(), stop_background.clone()))
+            .abort_handle(),
+        shared
+            .tracker
+            .spawn(pending_gauge(shared.clone(), stop_background.clone()))
+            .abort_handle(),
+    ];
+    if !stop_acquiring.is_cancelled() {
+        let acquirer = shared
+            .tracker
+            .spawn(acquire::run(shared.clone(), stop_acquiring.clone()));
+        tasks.push(acquirer.abort_handle());
+        *shared.acquirer.lock().unwrap_or_else(|p| p.into_inner()) = Some(acquirer);
+        let _ = phase.send_if_modified(|p| {
+            let starting = *p == Phase::Starting;
+            if starting {
+                *p = Phase::Running;
+            }
+            starting
+        });
+    }
+    background
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(tasks);
+}
+
+/// Counts pending chats every `pending_gauge_interval` for `chatd_pending_chats`.
+async fn pending_gauge(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.pending_gauge_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let count = async {
+            let client = shared.pool.get().await?;
+            chats::count_pending(&client).await
+        }
+        .await;
+        match count {
+            Ok(count) => shared.metrics.pending.store(count, Ordering::Relaxed),
+            Err(err) => tracing::debug!(error = %err, "counting pending chats failed"),
+        }
+    }
+}

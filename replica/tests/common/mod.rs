@@ -1,0 +1,268 @@
+//! Shared pieces of the replica's integration tests: replicas in one process
+//! against one test database, chats made pending, scripted runners.
+#![allow(dead_code)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chatd_replica::runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig};
+use chatd_shared::{
+    db::{
+        Pool,
+        chats::{self, Chat, TurnEnd},
+        messages::{self, StepMessage},
+    },
+    ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
+    parts::{Part, Usage},
+    pubsub::{PubSub, PubSubConfig},
+    status::{ChatStatus, MessageRole},
+    testing::{TestDb, eventually},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Generous deadline for conditions in tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A replica (pool, pubsub, runtime) inside the test process.
+pub struct TestReplica {
+    pub id: ReplicaId,
+    pub runtime: Runtime,
+    pub pubsub: PubSub,
+    pub pool: Pool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Test defaults: fast heartbeats and a short lease so recovery takes ~1 s.
+pub fn fast_config(id: ReplicaId) -> RuntimeConfig {
+    let mut config = RuntimeConfig::new(id);
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.lease_ttl = Duration::from_secs(1);
+    config.poll_interval = Duration::from_millis(500);
+    config.drain_timeout = Duration::from_secs(2);
+    config.pending_gauge_interval = Duration::from_secs(60);
+    config
+}
+
+impl TestReplica {
+    /// Starts a replica with `runner`; `tweak` adjusts the fast defaults.
+    pub async fn start(
+        db: &TestDb,
+        runner: Arc<dyn ChatRunner>,
+        tweak: impl FnOnce(&mut RuntimeConfig),
+    ) -> Self {
+        let id = ReplicaId::new_random();
+        let mut config = fast_config(id);
+        tweak(&mut config);
+        let mut db_config = db.config();
+        db_config.pool_size = 8;
+        let pool = chatd_shared::db::connect_pool(&db_config).unwrap();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let meter = opentelemetry::global::meter("test");
+        let pubsub = PubSub::start(
+            id,
+            db.url(),
+            pool.clone(),
+            PubSubConfig::default(),
+            &meter,
+            &tracker,
+            cancel.clone(),
+        );
+        let runtime = Runtime::start(config, pool.clone(), pubsub.clone(), runner, &meter);
+        chatd_shared::testing::wait_for("replica registered", WAIT, runtime.wait_running()).await;
+        let listening = pubsub.clone();
+        eventually("pubsub listening", WAIT, || {
+            let up = listening.is_connected();
+            async move { up.then_some(()) }
+        })
+        .await;
+        Self {
+            id,
+            runtime,
+            pubsub,
+            pool,
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Graceful shutdown of the runtime, then its pubsub.
+    pub async fn shutdown(self) {
+        self.runtime.shutdown().await;
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Kills the replica: no cleanup at all, its row stays and its lease lapses.
+    pub fn crash(self) {
+        self.runtime.abort();
+        self.cancel.cancel();
+    }
+}
+
+/// Inserts a user.
+pub async fn user(db: &TestDb) -> UserId {
+    let client = db.pool().get().await.unwrap();
+    let name = format!("user-{}", uuid_suffix());
+    chatd_shared::db::users::insert(
+        &client,
+        UserId::new_random(),
+        &name,
+        chatd_shared::status::UserRole::Member,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+fn uuid_suffix() -> String {
+    ChatId::new_v7().to_string()[24..].to_owned()
+}
+
+/// Inserts `count` pending chats of `owner`, each with one user message, in
+/// one statement each for chats and messages. Returns their ids.
+pub async fn pending_chats(db: &TestDb, owner: UserId, count: i64) -> Vec<ChatId> {
+    let client = db.pool().get().await.unwrap();
+    let rows = client
+        .query(
+            "INSERT INTO chats (id, owner_id, status)
+             SELECT uuidv7_like, $1, 'pending'
+             FROM (SELECT gen_random_uuid() AS uuidv7_like FROM generate_series(1, $2::bigint)) ids
+             RETURNING id",
+            &[&owner, &count],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<ChatId> = rows.iter().map(|row| row.get(0)).collect();
+    client
+        .execute(
+            "INSERT INTO chat_messages (chat_id, role, content)
+             SELECT id, 'user', '[{\"type\":\"text\",\"text\":\"hello\"}]'::jsonb FROM unnest($1::uuid[]) AS t(id)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    ids
+}
+
+/// The chat row.
+pub async fn chat(db: &TestDb, id: ChatId) -> Chat {
+    let client = db.pool().get().await.unwrap();
+    chats::get(&client, id).await.unwrap().expect("chat exists")
+}
+
+/// Waits until `id` has `status`.
+pub async fn wait_status(db: &TestDb, id: ChatId, status: ChatStatus) -> Chat {
+    eventually(&format!("chat {id} to be {status}"), WAIT, || async move {
+        let row = chat(db, id).await;
+        (row.status == status).then_some(row)
+    })
+    .await
+}
+
+/// Messages of a chat, in id order.
+pub async fn messages(db: &TestDb, id: ChatId) -> Vec<chatd_shared::db::messages::Message> {
+    let client = db.pool().get().await.unwrap();
+    messages::list_after(&client, id, MessageId(0), 1000)
+        .await
+        .unwrap()
+}
+
+/// An assistant message saying `text`.
+pub fn assistant(text: &str, step: i32) -> StepMessage {
+    StepMessage {
+        role: MessageRole::Assistant,
+        content: vec![Part::text(text)],
+        model_config_id: None,
+        step,
+        usage: Usage::default(),
+        cost_micros: None,
+        runtime_ms: None,
+    }
+}
+
+/// What a scripted runner did: (chat, generation, replica) per run.
+pub type RunLog = Arc<Mutex<Vec<(ChatId, Generation, ReplicaId)>>>;
+
+/// Per turn, appends one assistant message naming its replica and releases;
+/// goes on while the release hands it a queued message.
+pub struct AppendAndRelease {
+    pub log: RunLog,
+}
+
+impl AppendAndRelease {
+    pub fn new() -> (Arc<Self>, RunLog) {
+        let log = RunLog::default();
+        (Arc::new(Self { log: log.clone() }), log)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatRunner for AppendAndRelease {
+    async fn run(&self, run: RunContext) {
+        let fence = *run.fence();
+        self.log
+            .lock()
+            .unwrap()
+            .push((fence.chat_id, fence.generation, fence.worker_id));
+        for step in 0.. {
+            let text = format!("done by {}", fence.worker_id);
+            if run.persist_step(&[assistant(&text, step)]).await.is_err() {
+                return;
+            }
+            match run.release(TurnEnd::Done).await {
+                Ok(released) if released.next.is_some() => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Persists one step ("step 0"), records itself in `started`, then waits:
+/// for `release` (then saves "step 1" and releases), for an interrupt (then
+/// saves "interrupted" and releases), or until stopped.
+#[derive(Default)]
+pub struct Holding {
+    pub release: tokio::sync::Notify,
+    pub started: Mutex<Vec<(ChatId, Generation, ReplicaId)>>,
+    /// Fences of runs that were stopped (for writes after ownership loss).
+    pub stopped: Mutex<
+        Vec<(
+            chatd_shared::db::chats::Fence,
+            Option<chatd_replica::runtime::StopReason>,
+        )>,
+    >,
+}
+
+#[async_trait::async_trait]
+impl ChatRunner for Holding {
+    async fn run(&self, run: RunContext) {
+        let fence = *run.fence();
+        if run.persist_step(&[assistant("step 0", 0)]).await.is_err() {
+            return;
+        }
+        self.started
+            .lock()
+            .unwrap()
+            .push((fence.chat_id, fence.generation, fence.worker_id));
+        tokio::select! {
+            _ = self.release.notified() => {
+                if run.persist_step(&[assistant("step 1", 1)]).await.is_ok() {
+                    let _ = run.release(TurnEnd::Done).await;
+                }
+            }
+            _ = run.interrupted() => {
+                if run.persist_step(&[assistant("interrupted", 1)]).await.is_ok() {
+                    let _ = run.release(TurnEnd::Done).await;
+                }
+            }
+            _ = run.cancelled() => {
+                self.stopped.lock().unwrap().push((fence, run.stop_reason()));
+            }
+        }
+    }
+}
