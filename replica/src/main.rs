@@ -21,26 +21,8 @@ async fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("chatd: {}", one_line(&err));
+            eprintln!("chatd: {}", chatd_shared::error_chain::Chain(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The whole cause chain on one line. Causes already spelled out by the
-/// error above them (some libraries print their source in their own message)
-/// are not repeated.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }

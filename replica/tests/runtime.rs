@@ -143,11 +143,7 @@ async fn a_crashed_replicas_chats_are_recovered_and_its_late_writes_rejected() {
     let owner = user(&db).await;
     let ids = pending_chats(&db, owner, 5).await;
     doomed.pubsub.publish_wake();
-    eventually("the doomed replica to run all five", WAIT, || {
-        let started = holding.started.lock().unwrap().len();
-        async move { (started == 5).then_some(()) }
-    })
-    .await;
+    holding.wait_started(5).await;
     let old_fences: Vec<Fence> = holding
         .started
         .lock()
@@ -234,11 +230,7 @@ async fn graceful_drain_hands_back_unfinished_runs_and_never_repeats_finished_on
     let owner = user(&db).await;
     let ids = pending_chats(&db, owner, 4).await;
     draining.pubsub.publish_wake();
-    eventually("all four running", WAIT, || {
-        let started = holding.started.lock().unwrap().len();
-        async move { (started == 4).then_some(()) }
-    })
-    .await;
+    holding.wait_started(4).await;
     let draining_id = draining.id;
     let (runner, log) = AppendAndRelease::new();
     let other = TestReplica::start(&db, runner, |_| {}).await;
@@ -356,11 +348,7 @@ async fn a_missed_interrupt_notification_is_acted_on_through_the_lease() {
     let owner = user(&db).await;
     let ids = pending_chats(&db, owner, 1).await;
     replica.pubsub.publish_wake();
-    eventually("the chat running", WAIT, || {
-        let started = holding.started.lock().unwrap().len();
-        async move { (started == 1).then_some(()) }
-    })
-    .await;
+    holding.wait_started(1).await;
     // No notification is published from here on: only the lease's read can
     // find the flag.
     replica.pubsub.set_publishing(false);
@@ -392,11 +380,7 @@ async fn a_worker_that_lost_ownership_writes_nothing() {
     let owner = user(&db).await;
     pending_chats(&db, owner, 1).await;
     replica.pubsub.publish_wake();
-    eventually("the chat running", WAIT, || {
-        let started = holding.started.lock().unwrap().len();
-        async move { (started == 1).then_some(()) }
-    })
-    .await;
+    holding.wait_started(1).await;
     let (chat_id, generation, worker_id) = holding.started.lock().unwrap()[0];
     // Someone else takes the chat over (as an edit or a recovery would).
     db.pool()
@@ -445,11 +429,7 @@ async fn release_pops_a_queued_message_and_the_same_worker_goes_on() {
     let owner = user(&db).await;
     pending_chats(&db, owner, 1).await;
     replica.pubsub.publish_wake();
-    eventually("the chat running", WAIT, || {
-        let started = holding.started.lock().unwrap().len();
-        async move { (started == 1).then_some(()) }
-    })
-    .await;
+    holding.wait_started(1).await;
     let (chat_id, generation, worker_id) = holding.started.lock().unwrap()[0];
     let fence = Fence {
         chat_id,

@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod db;
+pub mod error_chain;
 pub mod ids;
 pub mod parts;
 pub mod pg_server;

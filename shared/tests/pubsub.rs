@@ -5,54 +5,12 @@ use std::time::Duration;
 
 use chatd_shared::{
     db::Pool,
-    ids::{ChatId, Generation, ReplicaId, UserId},
-    pubsub::{ChatEvent, ChatNotice, Delivery, OwnerEventKind, PubSub, PubSubConfig, PublishError},
-    testing::{TestDb, eventually, wait_for},
+    ids::{ChatId, Generation, UserId},
+    pubsub::{ChatEvent, ChatNotice, Delivery, OwnerEventKind, PublishError},
+    testing::{TestDb, TestPubSub, wait_for},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Node {
-    pubsub: PubSub,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Node {
-    async fn start(db: &TestDb) -> Self {
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let meter = opentelemetry::global::meter("test");
-        let pubsub = PubSub::start(
-            ReplicaId::new_random(),
-            db.url(),
-            db.pool().clone(),
-            PubSubConfig::default(),
-            &meter,
-            &tracker,
-            cancel.clone(),
-        );
-        let node = Self {
-            pubsub,
-            cancel,
-            tracker,
-        };
-        let pubsub = node.pubsub.clone();
-        eventually("listener connected", WAIT, || {
-            let connected = pubsub.is_connected();
-            async move { connected.then_some(()) }
-        })
-        .await;
-        node
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        wait_for("pubsub tasks to stop", WAIT, self.tracker.wait()).await;
-    }
-}
 
 /// Skips the initial Resync every subscriber may get when the listener connects.
 async fn next_notice<T>(sub: &mut chatd_shared::pubsub::Subscription<T>) -> T {
@@ -76,7 +34,7 @@ fn status(generation: i64) -> ChatEvent {
 #[tokio::test]
 async fn notices_reach_subscribers_on_another_replica() {
     let db = TestDb::new().await;
-    let (a, b) = (Node::start(&db).await, Node::start(&db).await);
+    let (a, b) = (TestPubSub::start(&db).await, TestPubSub::start(&db).await);
     let chat = ChatId::new_v7();
     let owner = UserId::new_random();
     let mut on_b = b.pubsub.subscribe_chat(chat);
@@ -114,7 +72,7 @@ async fn notices_reach_subscribers_on_another_replica() {
 #[tokio::test]
 async fn one_notice_fans_out_to_a_thousand_local_subscribers() {
     let db = TestDb::new().await;
-    let node = Node::start(&db).await;
+    let node = TestPubSub::start(&db).await;
     let chat = ChatId::new_v7();
     let mut subscribers: Vec<_> = (0..1000)
         .map(|_| node.pubsub.subscribe_chat(chat))
@@ -149,8 +107,8 @@ async fn notify_statement_calls(pool: &Pool) -> i64 {
 #[tokio::test]
 async fn a_burst_of_a_thousand_publishes_goes_out_in_a_few_statements() {
     let db = TestDb::new().await;
-    let sender = Node::start(&db).await;
-    let receiver = Node::start(&db).await;
+    let sender = TestPubSub::start(&db).await;
+    let receiver = TestPubSub::start(&db).await;
     let chat = ChatId::new_v7();
     let mut sub = receiver.pubsub.subscribe_all_chats();
     let before = notify_statement_calls(db.pool()).await;
@@ -182,7 +140,7 @@ async fn a_burst_of_a_thousand_publishes_goes_out_in_a_few_statements() {
 #[tokio::test]
 async fn payloads_over_one_kilobyte_are_refused() {
     let db = TestDb::new().await;
-    let node = Node::start(&db).await;
+    let node = TestPubSub::start(&db).await;
     let big = ChatEvent::Retry {
         generation: Generation(1),
         attempt: 1,

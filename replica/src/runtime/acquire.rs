@@ -1,6 +1,7 @@
 //! The acquirer: claims pending chats when woken (or on a jittered poll tick,
 //! the fallback), up to the free slots, and starts a run for each.
 
+use chatd_shared::error_chain::Chain;
 use std::{sync::Arc, time::Duration};
 
 use chatd_shared::{
@@ -44,7 +45,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                             continue;
                         }
                     }
-                    Err(err) => tracing::warn!(error = %err, "claiming pending chats failed"),
+                    Err(err) => {
+                        tracing::warn!(error = %Chain(&err), "claiming pending chats failed")
+                    }
                 }
             }
         }

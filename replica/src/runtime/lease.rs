@@ -3,6 +3,7 @@
 //! then reconciles the local runs with the database, and if the lease cannot
 //! be renewed before it expires the replica fences itself.
 
+use chatd_shared::error_chain::Chain;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chatd_shared::{
@@ -21,6 +22,53 @@ use super::{Shared, registry::StopReason};
 /// How often expired replica rows are deleted (they go after an hour).
 const REPLICA_GC_INTERVAL: Duration = Duration::from_secs(300);
 
+/// The lease as this replica sees it. Its deadline counts from when a
+/// renewal was *sent*, so the replica always believes its lease ends before
+/// the database does, and stops its runs before anyone may take them.
+pub(crate) struct LeaseClock {
+    ttl: Duration,
+    /// (deadline, valid)
+    state: std::sync::Mutex<(Instant, bool)>,
+}
+
+impl LeaseClock {
+    /// Invalid until the first renewal.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            state: std::sync::Mutex::new((Instant::now(), false)),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (Instant, bool)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the lease ends unless renewed.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.state().0
+    }
+
+    /// True while held.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.state().1
+    }
+
+    /// A renewal sent at `sent_at` succeeded. Returns true when the lease
+    /// was not held before (first renewal, or after a lapse).
+    pub(crate) fn renewed(&self, sent_at: Instant) -> bool {
+        let mut state = self.state();
+        let was_valid = state.1;
+        *state = (sent_at + self.ttl, true);
+        !was_valid
+    }
+
+    /// The deadline passed. Returns true when the lease was held until now.
+    pub(crate) fn lapse(&self) -> bool {
+        std::mem::replace(&mut self.state().1, false)
+    }
+}
+
 /// Runs until `stop` fires.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let config = &shared.config;
@@ -28,27 +76,36 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_gc = Instant::now();
     loop {
-        let deadline = shared.lease_deadline();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
-            _ = tokio::time::sleep_until(deadline), if shared.lease_valid() => {
+            _ = tokio::time::sleep_until(shared.lease_deadline()), if shared.lease_valid() => {
                 fence_self(&shared);
                 continue;
             }
         }
-        heartbeat(&shared).await;
+        // A slow beat must not keep the deadline from being noticed: watch
+        // both. Beats never overlap, so a slow database gets no pile-up.
+        let beat = heartbeat(&shared);
+        tokio::pin!(beat);
+        loop {
+            tokio::select! {
+                _ = &mut beat => break,
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(shared.lease_deadline()), if shared.lease_valid() => fence_self(&shared),
+            }
+        }
         if last_gc.elapsed() >= REPLICA_GC_INTERVAL {
             last_gc = Instant::now();
-            if let Ok(client) = shared.pool.get().await {
-                match replicas::delete_expired(&client, config.replica_row_retention).await {
-                    Ok(0) => {}
-                    Ok(count) => {
-                        tracing::info!(count, "deleted replica rows expired for over an hour")
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "deleting expired replica rows failed")
-                    }
+            let deleted = async {
+                let client = shared.pool.get().await?;
+                replicas::delete_expired(&client, config.replica_row_retention).await
+            };
+            match deleted.await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "deleted replica rows expired for over an hour"),
+                Err(err) => {
+                    tracing::warn!(error = %Chain(&err), "deleting expired replica rows failed")
                 }
             }
         }
@@ -57,7 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// The lease lapsed: others may take our chats now, so every run stops.
 fn fence_self(shared: &Shared) {
-    if !shared.set_lease_valid(false) {
+    if !shared.lease.lapse() {
         return;
     }
     let stopped = shared.registry.stop_all(StopReason::LeaseLost);
@@ -68,31 +125,44 @@ fn fence_self(shared: &Shared) {
     );
 }
 
+/// The heartbeat statement, given at most a lease's length. On timeout the
+/// statement is cancelled on the server and its connection discarded, so
+/// it cannot delay whoever takes that connection next.
+async fn beat_statement(shared: &Shared) -> Result<Beat, String> {
+    let config = &shared.config;
+    let client = shared.pool.get().await.map_err(|err| Chain(&err).to_string())?;
+    let cancel = client.cancel_token();
+    let statement = chats::beat(
+        &client,
+        config.replica_id,
+        config.lease_ttl,
+        config.recovery_batch,
+    );
+    match tokio::time::timeout(config.lease_ttl, statement).await {
+        Ok(result) => result.map_err(|err| Chain(&err).to_string()),
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(client));
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                cancel.cancel_query(tokio_postgres::NoTls),
+            )
+            .await;
+            Err(format!("no answer within {:?}", config.lease_ttl))
+        }
+    }
+}
+
 /// One beat: renew, reconcile, announce recoveries.
 pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
-    let config = &shared.config;
     let started = Instant::now();
-    // Never wait on the database past the lease: the deadline check must run.
-    let budget = config.heartbeat_interval.min(config.lease_ttl);
-    let outcome = tokio::time::timeout(budget, async {
-        let client = shared.pool.get().await?;
-        chats::beat(
-            &client,
-            config.replica_id,
-            config.lease_ttl,
-            config.recovery_batch,
-        )
-        .await
-    })
-    .await;
+    let outcome = beat_statement(shared).await;
     shared
         .metrics
         .lease_renew
         .record(started.elapsed().as_secs_f64(), &[]);
     let beat = match outcome {
-        Ok(Ok(beat)) => beat,
-        Ok(Err(err)) => return beat_failed(shared, &err.to_string()),
-        Err(_) => return beat_failed(shared, &format!("no answer within {budget:?}")),
+        Ok(beat) => beat,
+        Err(reason) => return beat_failed(shared, &reason),
     };
     if !beat.lease_renewed {
         // Our row is gone (deleted as expired, or by hand): whatever we run
@@ -118,7 +188,7 @@ pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
         shared.pubsub.announce_pending(&beat.recovered);
     }
     if let Err(err) = reconcile(shared, &beat, started).await {
-        tracing::warn!(error = %err, "reconciling runs with the database failed");
+        tracing::warn!(error = %Chain(&err), "reconciling runs with the database failed");
     }
 }
 
@@ -191,4 +261,36 @@ async fn reconcile(shared: &Arc<Shared>, beat: &Beat, read_at: Instant) -> Resul
         shared.pubsub.announce_pending(&back);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_when_the_renewal_was_sent() {
+        let clock = LeaseClock::new(Duration::from_secs(10));
+        assert!(!clock.is_valid(), "no lease before the first renewal");
+        let sent = Instant::now();
+        // The answer takes 3 s; the lease still ends 10 s after sending.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(clock.renewed(sent), "first renewal makes it valid");
+        assert_eq!(clock.deadline(), sent + Duration::from_secs(10));
+
+        tokio::time::sleep_until(clock.deadline()).await;
+        assert_eq!(Instant::now() - sent, Duration::from_secs(10));
+        assert!(clock.lapse(), "it was held until the deadline");
+        assert!(!clock.lapse(), "a second lapse changes nothing");
+        assert!(!clock.is_valid());
+
+        let again = Instant::now();
+        assert!(
+            clock.renewed(again),
+            "a renewal after a lapse makes it valid again"
+        );
+        assert!(
+            !clock.renewed(again),
+            "a renewal of a held lease is not a change"
+        );
+    }
 }

@@ -8,11 +8,9 @@ mod metrics;
 mod registry;
 mod run;
 
+use chatd_shared::error_chain::Chain;
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -31,7 +29,10 @@ use opentelemetry::metrics::Meter;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use self::registry::{Registry, RunEntry};
+use self::{
+    lease::LeaseClock,
+    registry::{Registry, RunEntry},
+};
 pub use self::{
     metrics::RuntimeMetrics,
     registry::{RunControl, StopReason},
@@ -108,10 +109,8 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Held from a claim statement until its runs are registered.
     claim_lock: tokio::sync::Mutex<()>,
-    /// When the lease runs out by our own (conservative) clock.
-    lease_deadline: Mutex<Instant>,
-    /// False while fenced (lease lapsed): no claims, no runs.
-    lease_valid: AtomicBool,
+    /// The lease by our own (conservative) clock; invalid while fenced.
+    lease: LeaseClock,
     /// The acquirer's task, awaited by shutdown so no claim is in flight
     /// when the drain starts.
     acquirer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -119,28 +118,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn lease_deadline(&self) -> Instant {
-        *self
-            .lease_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lease.deadline()
     }
 
     fn lease_valid(&self) -> bool {
-        self.lease_valid.load(Ordering::Acquire)
-    }
-
-    /// Sets validity; returns whether it changed.
-    fn set_lease_valid(&self, valid: bool) -> bool {
-        self.lease_valid.swap(valid, Ordering::AcqRel) != valid
+        self.lease.is_valid()
     }
 
     /// A renewal sent at `sent_at` succeeded.
     fn renewed_at(&self, sent_at: Instant) {
-        *self
-            .lease_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = sent_at + self.config.lease_ttl;
-        if self.set_lease_valid(true) {
+        if self.lease.renewed(sent_at) {
             tracing::info!("lease renewed; acquiring again");
         }
     }
@@ -221,7 +208,7 @@ async fn drive(shared: Arc<Shared>, context: RunContext, control: Arc<RunControl
             );
             let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
             if let Err(err) = context.release(failed).await {
-                tracing::warn!(chat_id = %fence.chat_id, error = %err, "could not release after a panic; reconciliation will hand it back");
+                tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
             }
         }
     }
@@ -268,6 +255,7 @@ impl Runtime {
         let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
             metrics: RuntimeMetrics::new(meter, registry.clone()),
+            lease: LeaseClock::new(config.lease_ttl),
             config,
             pool,
             pubsub,
@@ -275,8 +263,6 @@ impl Runtime {
             registry,
             tracker: TaskTracker::new(),
             claim_lock: tokio::sync::Mutex::new(()),
-            lease_deadline: Mutex::new(Instant::now()),
-            lease_valid: AtomicBool::new(false),
             acquirer: Mutex::new(None),
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
@@ -364,7 +350,7 @@ impl Runtime {
             replicas::mark_draining(&client, shared.config.replica_id).await
         };
         if let Err(err) = marked.await {
-            tracing::warn!(error = %err, "could not mark the replica draining");
+            tracing::warn!(error = %Chain(&err), "could not mark the replica draining");
         }
         let deadline = Instant::now() + shared.config.drain_timeout;
         loop {
@@ -395,12 +381,12 @@ impl Runtime {
                             shared.pubsub.announce_pending(&back);
                         }
                         Err(err) => {
-                            tracing::error!(error = %err, "handing back chats failed; recovery will requeue them when the lease expires")
+                            tracing::error!(error = %Chain(&err), "handing back chats failed; recovery will requeue them when the lease expires")
                         }
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "handing back chats failed; recovery will requeue them when the lease expires")
+                    tracing::error!(error = %Chain(&err), "handing back chats failed; recovery will requeue them when the lease expires")
                 }
             }
         }
@@ -423,7 +409,7 @@ impl Runtime {
             replicas::delete(&client, shared.config.replica_id).await
         };
         if let Err(err) = deleted.await {
-            tracing::warn!(error = %err, "could not delete the replica row; it expires with its lease");
+            tracing::warn!(error = %Chain(&err), "could not delete the replica row; it expires with its lease");
         }
         let _ = self.phase_tx.send(Phase::Stopped);
     }
@@ -461,7 +447,7 @@ async fn startup(
         match shared.register().await {
             Ok(()) => break,
             Err(err) => {
-                tracing::warn!(attempt, error = %err, "cannot register the replica (database unreachable?); retrying");
+                tracing::warn!(attempt, error = %Chain(&err), "cannot register the replica (database unreachable?); retrying");
                 attempt += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -517,7 +503,7 @@ async fn pending_gauge(shared: Arc<Shared>, stop: CancellationToken) {
         .await;
         match count {
             Ok(count) => shared.metrics.pending.store(count, Ordering::Relaxed),
-            Err(err) => tracing::debug!(error = %err, "counting pending chats failed"),
+            Err(err) => tracing::debug!(error = %Chain(&err), "counting pending chats failed"),
         }
     }
 }

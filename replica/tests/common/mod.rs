@@ -16,11 +16,10 @@ use chatd_shared::{
     },
     ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
     parts::{Part, Usage},
-    pubsub::{PubSub, PubSubConfig},
+    pubsub::PubSub,
     status::{ChatStatus, MessageRole},
-    testing::{TestDb, eventually},
+    testing::{TestDb, TestPubSub, eventually, wait_for},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Generous deadline for conditions in tests.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -31,8 +30,7 @@ pub struct TestReplica {
     pub runtime: Runtime,
     pub pubsub: PubSub,
     pub pool: Pool,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    node: TestPubSub,
 }
 
 /// Test defaults: fast heartbeats and a short lease so recovery takes ~1 s.
@@ -59,48 +57,30 @@ impl TestReplica {
         let mut db_config = db.config();
         db_config.pool_size = 8;
         let pool = chatd_shared::db::connect_pool(&db_config).unwrap();
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let node = TestPubSub::start_with(id, db.url(), pool.clone()).await;
+        let pubsub = node.pubsub.clone();
         let meter = opentelemetry::global::meter("test");
-        let pubsub = PubSub::start(
-            id,
-            db.url(),
-            pool.clone(),
-            PubSubConfig::default(),
-            &meter,
-            &tracker,
-            cancel.clone(),
-        );
         let runtime = Runtime::start(config, pool.clone(), pubsub.clone(), runner, &meter);
-        chatd_shared::testing::wait_for("replica registered", WAIT, runtime.wait_running()).await;
-        let listening = pubsub.clone();
-        eventually("pubsub listening", WAIT, || {
-            let up = listening.is_connected();
-            async move { up.then_some(()) }
-        })
-        .await;
+        wait_for("replica registered", WAIT, runtime.wait_running()).await;
         Self {
             id,
             runtime,
             pubsub,
             pool,
-            cancel,
-            tracker,
+            node,
         }
     }
 
     /// Graceful shutdown of the runtime, then its pubsub.
     pub async fn shutdown(self) {
         self.runtime.shutdown().await;
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.node.stop().await;
     }
 
     /// Kills the replica: no cleanup at all, its row stays and its lease lapses.
     pub fn crash(self) {
         self.runtime.abort();
-        self.cancel.cancel();
+        self.node.kill();
     }
 }
 
@@ -236,6 +216,17 @@ pub struct Holding {
             Option<chatd_replica::runtime::StopReason>,
         )>,
     >,
+}
+
+impl Holding {
+    /// Waits until `count` runs have saved their first step and are holding.
+    pub async fn wait_started(&self, count: usize) {
+        eventually(&format!("{count} runs holding"), WAIT, || {
+            let started = self.started.lock().unwrap().len();
+            async move { (started == count).then_some(()) }
+        })
+        .await;
+    }
 }
 
 #[async_trait::async_trait]

@@ -20,6 +20,9 @@ pub struct DbConfig {
     pub create_timeout: Duration,
     /// Longest time to check a returned connection.
     pub recycle_timeout: Duration,
+    /// Server-side limit on any one statement of a pooled connection, so a
+    /// statement whose caller gave up cannot hold a connection forever.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl DbConfig {
@@ -31,6 +34,7 @@ impl DbConfig {
             wait_timeout: Duration::from_secs(5),
             create_timeout: Duration::from_secs(5),
             recycle_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
         }
     }
 
@@ -86,7 +90,15 @@ impl fmt::Display for Target<'_> {
 
 /// A pool with every timeout set. Connections are opened lazily.
 pub fn connect_pool(config: &DbConfig) -> Result<Pool, DbError> {
-    let pg = config.pg_config()?;
+    let mut pg = config.pg_config()?;
+    if let Some(limit) = config.statement_timeout {
+        let setting = format!("-c statement_timeout={}", limit.as_millis());
+        let options = match pg.get_options() {
+            Some(existing) => format!("{existing} {setting}"),
+            None => setting,
+        };
+        pg.options(options);
+    }
     let manager = Manager::from_config(
         pg,
         NoTls,

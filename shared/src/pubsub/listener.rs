@@ -2,6 +2,7 @@
 //! what arrives, probe the connection, and on any failure reconnect with
 //! backoff and tell every subscriber to resync.
 
+use crate::error_chain::Chain;
 use std::{sync::atomic::Ordering, time::Duration};
 
 use futures::FutureExt;
@@ -73,7 +74,7 @@ async fn session(
     let pg = crate::db::pool::parse_url(url).map_err(|err| err.to_string())?;
     let connect = pg.connect(NoTls);
     let (client, mut connection) = tokio::select! {
-        result = connect => result.map_err(|err| format!("connect: {err}"))?,
+        result = connect => result.map_err(|err| format!("connect: {}", Chain(&err)))?,
         _ = cancel.cancelled() => return Ok(()),
     };
     // The connection is driven here, not in a task of its own, and routes
@@ -85,7 +86,7 @@ async fn session(
                     shared.on_notification(note.channel(), note.payload())
                 }
                 Some(Ok(_)) => {}
-                Some(Err(err)) => return format!("connection: {err}"),
+                Some(Err(err)) => return format!("connection: {}", Chain(&err)),
                 None => return "connection closed".to_owned(),
             }
         }
@@ -98,7 +99,7 @@ async fn session(
         .map(|c| format!("LISTEN {};", c.name()))
         .collect();
     tokio::select! {
-        result = client.batch_execute(&listen) => result.map_err(|err| format!("LISTEN: {err}"))?,
+        result = client.batch_execute(&listen) => result.map_err(|err| format!("LISTEN: {}", Chain(&err)))?,
         reason = &mut driver => return Err(reason),
         _ = cancel.cancelled() => return Ok(()),
     }
@@ -126,7 +127,7 @@ async fn session(
                 tokio::select! {
                     result = check => match result {
                         Ok(Ok(_)) => {}
-                        Ok(Err(err)) => return Err(format!("keep-alive: {err}")),
+                        Ok(Err(err)) => return Err(format!("keep-alive: {}", Chain(&err))),
                         Err(_) => return Err(format!("keep-alive took longer than {:?}", config.keepalive_timeout)),
                     },
                     reason = &mut driver => return Err(reason),

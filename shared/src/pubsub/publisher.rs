@@ -2,6 +2,7 @@
 //! `pg_notify … FROM unnest(…)` statement, outside any caller's transaction
 //! (NOTIFY inside a transaction takes a cluster-wide lock at commit).
 
+use crate::error_chain::Chain;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -107,7 +108,7 @@ async fn send(pool: &Pool, batch: &mut Vec<Outgoing>, metrics: &PubSubMetrics) {
         Err(err) => {
             // Notices are hints: receivers have polling fallbacks. Count and move on.
             metrics.publish_failures.add(1, &[]);
-            tracing::warn!(error = %err, notices = batch.len(), "publishing notifications failed");
+            tracing::warn!(error = %Chain(&err), notices = batch.len(), "publishing notifications failed");
         }
     }
     batch.clear();

@@ -16,9 +16,11 @@
 //! kernel closes the pipe on exit, panic or kill alike.
 
 mod cluster;
+mod pubsub;
 mod wait;
 
 pub use cluster::{PASSWORD_ROLE, TestCluster, TestDb, cluster};
+pub use pubsub::{TestPubSub, wait_connected};
 pub use wait::{eventually, wait_for};
 
 /// Initialises tracing once for the test process; output only with `TEST_LOG=1`.
