@@ -130,7 +130,11 @@ fn fence_self(shared: &Shared) {
 /// it cannot delay whoever takes that connection next.
 async fn beat_statement(shared: &Shared) -> Result<Beat, String> {
     let config = &shared.config;
-    let client = shared.pool.get().await.map_err(|err| Chain(&err).to_string())?;
+    let client = shared
+        .pool
+        .get()
+        .await
+        .map_err(|err| Chain(&err).to_string())?;
     let cancel = client.cancel_token();
     let statement = chats::beat(
         &client,
