@@ -493,3 +493,119 @@ async fn release_pops_a_queued_message_and_the_same_worker_goes_on() {
     drop(client);
     replica.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stale_run_cannot_write_after_its_replica_acquired_the_chat_again() {
+    let db = TestDb::new().await;
+    let holding = Arc::new(Holding::default());
+    let replica = TestReplica::start(&db, holding.clone(), |_| {}).await;
+    let owner = user(&db).await;
+    pending_chats(&db, owner, 1).await;
+    replica.pubsub.publish_wake();
+    holding.wait_started(1).await;
+    let (chat_id, generation, worker_id) = holding.started.lock().unwrap()[0];
+    // The chat is taken back to pending (as an edit does) and this same
+    // replica acquires it again: same worker, same status, newer generation.
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE chats SET status = 'pending', worker_id = NULL, generation = generation + 1 WHERE id = $1",
+            &[&chat_id],
+        )
+        .await
+        .unwrap();
+    replica.pubsub.publish_wake();
+    holding.wait_started(2).await;
+    let (_, newer, again) = holding.started.lock().unwrap()[1];
+    assert_eq!(again, worker_id);
+    assert!(newer > generation);
+
+    // Only the generation tells the old run from the new one: its write fails.
+    let stale = Fence {
+        chat_id,
+        worker_id,
+        generation,
+    };
+    let client = db.pool().get().await.unwrap();
+    assert!(
+        messages::insert_step(&client, &stale, &[assistant("stale", 5)])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        chats::release(&client, &stale, &TurnEnd::Done)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!texts(&messages(&db, chat_id).await).contains(&"stale".to_owned()));
+    // The old run was told to stop.
+    eventually("the stale run to be stopped", WAIT, || {
+        let stopped = holding.stopped.lock().unwrap().clone();
+        async move {
+            stopped
+                .iter()
+                .any(|(fence, _)| fence.generation == generation)
+                .then_some(())
+        }
+    })
+    .await;
+    drop(client);
+    replica.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_popped_message_that_cannot_be_inserted_stays_queued() {
+    let db = TestDb::new().await;
+    let holding = Arc::new(Holding::default());
+    let replica = TestReplica::start(&db, holding.clone(), |_| {}).await;
+    let owner = user(&db).await;
+    pending_chats(&db, owner, 1).await;
+    replica.pubsub.publish_wake();
+    holding.wait_started(1).await;
+    let (chat_id, generation, worker_id) = holding.started.lock().unwrap()[0];
+    let fence = Fence {
+        chat_id,
+        worker_id,
+        generation,
+    };
+    let client = db.pool().get().await.unwrap();
+    // A message with idempotency key "k" exists; the queued one carries "k" too,
+    // so inserting it violates the unique index.
+    client
+        .execute(
+            "INSERT INTO chat_messages (chat_id, role, content, idempotency_key) VALUES ($1, 'user', '[]', 'k')",
+            &[&chat_id],
+        )
+        .await
+        .unwrap();
+    let queued = queued_messages::push(
+        &client,
+        chat_id,
+        &[Part::text("queued")],
+        Some(owner),
+        Some("k"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let err = chats::release(&client, &fence, &TurnEnd::Done)
+        .await
+        .unwrap_err();
+    assert!(err.is_unique_violation(), "{err}");
+    // Pop and insert are one statement: the failed insert undid the pop.
+    assert_eq!(
+        queued_messages::list(&client, chat_id).await.unwrap(),
+        vec![queued]
+    );
+    let row = chat(&db, chat_id).await;
+    assert_eq!(
+        (row.status, row.generation),
+        (ChatStatus::Running, generation)
+    );
+    drop(client);
+    replica.shutdown().await;
+}

@@ -132,9 +132,13 @@ impl Registry {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a run.
+    /// Adds a run. A run of an older generation of the same chat (the chat
+    /// was taken away and acquired again) is told to stop: it can no longer
+    /// write, and nothing else would ever stop it.
     pub fn insert(&self, chat_id: ChatId, entry: RunEntry) {
-        self.lock().insert(chat_id, entry);
+        if let Some(old) = self.lock().insert(chat_id, entry) {
+            old.control.stop(StopReason::OwnershipLost);
+        }
     }
 
     /// Sets the abort handle of a run that was just spawned.
