@@ -10,7 +10,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chatd_replica::runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig};
+use chatd_replica::{
+    hub::StreamHub,
+    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig},
+};
 use chatd_shared::{
     db::{Pool, chats::TurnEnd},
     ids::{ReplicaId, UserId},
@@ -40,10 +43,12 @@ async fn start(db: &TestDb, config: RuntimeConfig) -> Replica {
     let pool = chatd_shared::db::connect_pool(&db_config).unwrap();
     let node = TestPubSub::start_with(config.replica_id, db.url(), pool.clone()).await;
     let meter = opentelemetry::global::meter("bench");
+    let hub = StreamHub::new(Default::default(), 256, &meter);
     let runtime = Runtime::start(
         config,
         pool,
         node.pubsub.clone(),
+        hub,
         Arc::new(NoopRunner),
         &meter,
     );

@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use chatd_replica::runtime::{Phase, Runtime};
+use chatd_replica::{
+    hub::StreamHub,
+    runtime::{Phase, Runtime},
+};
 use chatd_shared::{
     ids::ReplicaId,
     pubsub::{PubSub, PubSubConfig},
@@ -39,7 +42,14 @@ async fn a_replica_started_while_the_database_is_down_registers_when_it_returns(
         cancel.clone(),
     );
     let (runner, _log) = AppendAndRelease::new();
-    let runtime = Runtime::start(fast_config(id), pool, pubsub.clone(), runner, &meter);
+    let runtime = Runtime::start(
+        fast_config(id),
+        pool,
+        pubsub.clone(),
+        StreamHub::new(Default::default(), 256, &meter),
+        runner,
+        &meter,
+    );
 
     // Time passes with the database down: the replica retries, never panics,
     // and does not claim to be ready.

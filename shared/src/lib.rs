@@ -9,6 +9,7 @@
 //!   (used by the test harness and `chatd dev`).
 //! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.
 
+pub mod api;
 pub mod backoff;
 pub mod db;
 pub mod error_chain;
@@ -17,6 +18,7 @@ pub mod parts;
 pub mod pg_server;
 pub mod pubsub;
 pub mod status;
+pub mod stream;
 
 #[cfg(feature = "testing")]
 pub mod testing;

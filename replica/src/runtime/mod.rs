@@ -26,6 +26,8 @@ use chatd_shared::{
 };
 use futures::FutureExt;
 use opentelemetry::metrics::Meter;
+
+use crate::hub::StreamHub;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -104,6 +106,7 @@ pub(crate) struct Shared {
     pool: Pool,
     pubsub: PubSub,
     runner: Arc<dyn ChatRunner>,
+    hub: Arc<StreamHub>,
     registry: Arc<Registry>,
     metrics: RuntimeMetrics,
     tracker: TaskTracker,
@@ -168,6 +171,24 @@ fn spawn_run(shared: &Arc<Shared>, chat: Chat, queue_wait: Duration) {
             task: None,
         },
     );
+    let task = shared
+        .tracker
+        .spawn(drive(shared.clone(), chat, queue_wait, control));
+    shared
+        .registry
+        .set_task(fence.chat_id, fence.generation, task.abort_handle());
+}
+
+/// Runs one chat and cleans up after it, whatever happens to it.
+async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: Arc<RunControl>) {
+    let fence = Fence {
+        chat_id: chat.id,
+        worker_id: shared.config.replica_id,
+        generation: chat.generation,
+    };
+    // Local subscribers hear `running` from the hub before any part; then
+    // everyone else through pubsub.
+    let stream = shared.hub.begin_run(chat.id, chat.generation);
     let context = RunContext::new(
         chat,
         fence,
@@ -175,19 +196,8 @@ fn spawn_run(shared: &Arc<Shared>, chat: Chat, queue_wait: Duration) {
         shared.pool.clone(),
         shared.pubsub.clone(),
         control.clone(),
+        stream,
     );
-    let task = shared
-        .tracker
-        .spawn(drive(shared.clone(), context, control));
-    shared
-        .registry
-        .set_task(fence.chat_id, fence.generation, task.abort_handle());
-}
-
-/// Runs one chat and cleans up after it, whatever happens to it.
-async fn drive(shared: Arc<Shared>, context: RunContext, control: Arc<RunControl>) {
-    let fence = *context.fence();
-    let chat = context.chat().clone();
     context.announce_running();
     let outcome = std::panic::AssertUnwindSafe(shared.runner.run(context))
         .catch_unwind()
@@ -198,16 +208,8 @@ async fn drive(shared: Arc<Shared>, context: RunContext, control: Arc<RunControl
         shared.metrics.run_panics.add(1, &[]);
         tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
         if control.stop_reason().is_none() {
-            let context = RunContext::new(
-                chat,
-                fence,
-                Duration::ZERO,
-                shared.pool.clone(),
-                shared.pubsub.clone(),
-                control,
-            );
             let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
-            if let Err(err) = context.release(failed).await {
+            if let Err(err) = run::release(&shared.pool, &shared.pubsub, &fence, &failed).await {
                 tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
             }
         }
@@ -249,6 +251,7 @@ impl Runtime {
         config: RuntimeConfig,
         pool: Pool,
         pubsub: PubSub,
+        hub: Arc<StreamHub>,
         runner: Arc<dyn ChatRunner>,
         meter: &Meter,
     ) -> Self {
@@ -260,6 +263,7 @@ impl Runtime {
             pool,
             pubsub,
             runner,
+            hub,
             registry,
             tracker: TaskTracker::new(),
             claim_lock: tokio::sync::Mutex::new(()),

@@ -15,6 +15,7 @@ use chatd_shared::{
 };
 
 use super::registry::{RunControl, StopReason};
+use crate::hub::RunStream;
 
 /// Why a run's write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,7 @@ pub struct RunContext {
     db: Pool,
     pubsub: PubSub,
     control: Arc<RunControl>,
+    stream: RunStream,
 }
 
 impl RunContext {
@@ -59,6 +61,7 @@ impl RunContext {
         db: Pool,
         pubsub: PubSub,
         control: Arc<RunControl>,
+        stream: RunStream,
     ) -> Self {
         Self {
             chat,
@@ -67,7 +70,13 @@ impl RunContext {
             db,
             pubsub,
             control,
+            stream,
         }
+    }
+
+    /// The run's stream in the local hub: parts, committed messages, retries.
+    pub fn stream(&mut self) -> &mut RunStream {
+        &mut self.stream
     }
 
     /// The chat row as acquired.
@@ -154,38 +163,13 @@ impl RunContext {
     /// this run, which goes on with that message.
     pub async fn release(&self, end: TurnEnd) -> Result<Released, RunError> {
         self.check_running()?;
-        let released = {
-            let client = self.db.get().await.map_err(DbError::from)?;
-            chats::release(&client, &self.fence, &end).await?
-        };
-        let Some(released) = released else {
-            return Err(self.lost());
-        };
-        self.control.released();
-        let chat_id = self.fence.chat_id;
-        match &released.next {
-            Some(next) => {
-                let _ = self.pubsub.publish_chat(
-                    chat_id,
-                    ChatEvent::Message {
-                        after_id: MessageId(next.id.0 - 1),
-                    },
-                );
-                let _ = self.pubsub.publish_chat(chat_id, ChatEvent::Queue);
+        match release(&self.db, &self.pubsub, &self.fence, &end).await? {
+            Some(released) => {
+                self.control.released();
+                Ok(released)
             }
-            None => {
-                let status = ChatEvent::Status {
-                    status: released.status,
-                    generation: self.fence.generation,
-                    worker_id: None,
-                };
-                let _ = self.pubsub.publish_chat(chat_id, status);
-                let _ =
-                    self.pubsub
-                        .publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
-            }
+            None => Err(self.lost()),
         }
-        Ok(released)
     }
 
     /// Announces that this run started (status `running`).
@@ -202,4 +186,44 @@ impl RunContext {
             OwnerEventKind::Status,
         );
     }
+}
+
+/// Releases `fence`'s chat and announces the outcome; `None` when the fence
+/// no longer matches. Runs use [`RunContext::release`]; the runtime calls
+/// this directly after a run crashed.
+pub(crate) async fn release(
+    db: &Pool,
+    pubsub: &PubSub,
+    fence: &Fence,
+    end: &TurnEnd,
+) -> Result<Option<Released>, DbError> {
+    let released = {
+        let client = db.get().await?;
+        chats::release(&client, fence, end).await?
+    };
+    let Some(released) = released else {
+        return Ok(None);
+    };
+    let chat_id = fence.chat_id;
+    match &released.next {
+        Some(next) => {
+            let _ = pubsub.publish_chat(
+                chat_id,
+                ChatEvent::Message {
+                    after_id: MessageId(next.id.0 - 1),
+                },
+            );
+            let _ = pubsub.publish_chat(chat_id, ChatEvent::Queue);
+        }
+        None => {
+            let status = ChatEvent::Status {
+                status: released.status,
+                generation: fence.generation,
+                worker_id: None,
+            };
+            let _ = pubsub.publish_chat(chat_id, status);
+            let _ = pubsub.publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
+        }
+    }
+    Ok(Some(released))
 }

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use chatd_replica::runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig};
+use chatd_replica::{
+    hub::StreamHub,
+    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig},
+};
 use chatd_shared::{
     db::{
         Pool,
@@ -30,6 +33,7 @@ pub struct TestReplica {
     pub runtime: Runtime,
     pub pubsub: PubSub,
     pub pool: Pool,
+    pub hub: Arc<StreamHub>,
     node: TestPubSub,
 }
 
@@ -60,13 +64,22 @@ impl TestReplica {
         let node = TestPubSub::start_with(id, db.url(), pool.clone()).await;
         let pubsub = node.pubsub.clone();
         let meter = opentelemetry::global::meter("test");
-        let runtime = Runtime::start(config, pool.clone(), pubsub.clone(), runner, &meter);
+        let hub = StreamHub::new(Default::default(), 1024, &meter);
+        let runtime = Runtime::start(
+            config,
+            pool.clone(),
+            pubsub.clone(),
+            hub.clone(),
+            runner,
+            &meter,
+        );
         wait_for("replica registered", WAIT, runtime.wait_running()).await;
         Self {
             id,
             runtime,
             pubsub,
             pool,
+            hub,
             node,
         }
     }

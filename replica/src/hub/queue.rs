@@ -1,0 +1,108 @@
+//! A subscriber's bounded queue. A subscriber that falls behind is cut off
+//! (and told so), never allowed to block the worker or other subscribers.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use chatd_shared::{ids::ChatId, stream::StreamEvent};
+use tokio::sync::Notify;
+
+use super::StreamHub;
+
+pub(super) struct SubscriberQueue {
+    events: Mutex<VecDeque<Arc<StreamEvent>>>,
+    capacity: usize,
+    overflowed: AtomicBool,
+    ready: Notify,
+}
+
+impl SubscriberQueue {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            events: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            overflowed: AtomicBool::new(false),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Queues an event; false when the queue is full (the subscriber is cut off).
+    pub(super) fn push(&self, event: Arc<StreamEvent>) -> bool {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() >= self.capacity {
+            events.clear();
+            drop(events);
+            self.overflowed.store(true, Ordering::Release);
+            self.ready.notify_one();
+            return false;
+        }
+        events.push_back(event);
+        drop(events);
+        self.ready.notify_one();
+        true
+    }
+}
+
+/// The subscriber fell behind and was cut off; it must resume from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("subscriber fell behind")]
+pub struct Overflowed;
+
+/// Receives a subscriber's events. Dropping it unsubscribes.
+pub struct HubReceiver {
+    queue: Arc<SubscriberQueue>,
+    hub: Arc<StreamHub>,
+    chat_id: ChatId,
+    id: u64,
+}
+
+impl HubReceiver {
+    pub(super) fn new(
+        queue: Arc<SubscriberQueue>,
+        hub: Arc<StreamHub>,
+        chat_id: ChatId,
+        id: u64,
+    ) -> Self {
+        Self {
+            queue,
+            hub,
+            chat_id,
+            id,
+        }
+    }
+
+    /// The next event; `Err(Overflowed)` once the subscriber was cut off.
+    pub async fn recv(&mut self) -> Result<Arc<StreamEvent>, Overflowed> {
+        loop {
+            let notified = self.queue.ready.notified();
+            if let Some(event) = self.try_recv()? {
+                return Ok(event);
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&self) -> Result<Option<Arc<StreamEvent>>, Overflowed> {
+        if self.queue.overflowed.load(Ordering::Acquire) {
+            return Err(Overflowed);
+        }
+        Ok(self
+            .queue
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front())
+    }
+}
+
+impl Drop for HubReceiver {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.chat_id, self.id);
+    }
+}
