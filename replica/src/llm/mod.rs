@@ -5,6 +5,33 @@
 //! come back classified ([`ProviderError::is_retryable`]) so the turn loop
 //! decides about retries. No provider ever retries or re-POSTs by itself: a
 //! silent retry doubles cost.
+//!
+//! # Layout
+//!
+//! - [`OpenAiProvider`], [`AnthropicProvider`]: the two HTTP wire formats;
+//!   [`MockProvider`]: chatd's in-process model.
+//! - [`build`] turns a `providers` row into one of them; [`http_client`] is
+//!   the one HTTP client a replica shares between them.
+//! - [`start_call`] is how the turn loop calls a provider: it adds the
+//!   first-chunk and idle timeouts.
+//! - Private: `error` classifies failures the same way for every provider,
+//!   `sse` reads server-sent events, `prompt` holds what both wire formats
+//!   share when rendering a [`Prompt`].
+
+mod anthropic;
+mod call;
+mod config;
+mod error;
+mod mock;
+mod openai;
+mod prompt;
+mod sse;
+
+pub use anthropic::AnthropicProvider;
+pub use call::start_call;
+pub use config::{ProviderConfigError, build, http_client};
+pub use mock::MockProvider;
+pub use openai::OpenAiProvider;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
