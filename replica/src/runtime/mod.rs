@@ -3,6 +3,7 @@
 //! shutdown. Replicas share work through PostgreSQL alone.
 
 mod acquire;
+mod interrupts;
 mod lease;
 mod metrics;
 mod registry;
@@ -469,6 +470,10 @@ async fn startup(
         shared
             .tracker
             .spawn(pending_gauge(shared.clone(), stop_background.clone()))
+            .abort_handle(),
+        shared
+            .tracker
+            .spawn(interrupts::run(shared.clone(), stop_background.clone()))
             .abort_handle(),
     ];
     if !stop_acquiring.is_cancelled() {

@@ -104,6 +104,12 @@ impl RunContext {
         &self.pubsub
     }
 
+    /// The run's stop and interrupt switches, to watch while the stream is
+    /// borrowed.
+    pub fn control(&self) -> Arc<RunControl> {
+        self.control.clone()
+    }
+
     /// Resolves when the run must stop at once and write nothing more.
     pub async fn cancelled(&self) {
         self.control.cancelled().await

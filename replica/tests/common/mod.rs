@@ -270,3 +270,127 @@ impl ChatRunner for Holding {
         }
     }
 }
+
+/// Which wire format a test drives the turn loop through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+/// Registers a provider of `wire` pointing at `mock` (with `api_key`) and a
+/// default model on it.
+pub async fn mock_model(db: &TestDb, mock: &chatd_mockllm::MockLlm, wire: Wire, api_key: &str) -> chatd_shared::ids::ModelConfigId {
+    use chatd_shared::{
+        db::{model_configs, providers},
+        status::ProviderKind,
+    };
+    let client = db.pool().get().await.unwrap();
+    let (kind, base_url) = match wire {
+        Wire::OpenAi => (ProviderKind::Openai, mock.openai_base_url()),
+        Wire::Anthropic => (ProviderKind::Anthropic, mock.anthropic_base_url()),
+    };
+    let provider = providers::insert(
+        &client,
+        &providers::NewProvider {
+            name: &format!("mock-{kind}"),
+            kind,
+            base_url: &base_url,
+            api_key: Some(api_key),
+            api_key_env: None,
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    let model = model_configs::insert(
+        &client,
+        &model_configs::NewModelConfig {
+            provider_id: provider.id,
+            model: "mock-model",
+            display_name: "Mock",
+            enabled: true,
+            is_default: false,
+            context_limit: 100_000,
+            compaction_threshold_pct: 70,
+            max_output_tokens: 1024,
+            prices: [Some(1_000_000), Some(2_000_000), None, None],
+            options: serde_json::json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    model_configs::set_default(&client, model.id).await.unwrap();
+    model.id
+}
+
+/// The turn loop of a real replica, calling providers over HTTP.
+pub fn turn_runner(pool: &Pool, tools: chatd_replica::tools::ToolRegistry, config: chatd_replica::turn::TurnConfig) -> Arc<chatd_replica::turn::TurnRunner> {
+    let http = chatd_replica::llm::http_client().unwrap();
+    let factory: chatd_replica::models::ProviderFactory =
+        Arc::new(move |row| chatd_replica::llm::build(row, &http).map_err(|err| err.to_string()));
+    let catalog = chatd_replica::models::ModelCatalog::new(pool.clone(), factory);
+    let metrics = chatd_replica::turn::TurnMetrics::new(&opentelemetry::global::meter("test"));
+    Arc::new(chatd_replica::turn::TurnRunner::new(catalog, tools, config, metrics))
+}
+
+/// Inserts a waiting chat of `owner` on `model` with one user message saying
+/// `text`, then makes it pending (one statement, as a send does) and wakes
+/// the acquirers through `pubsub`.
+pub async fn start_chat(db: &TestDb, pubsub: &PubSub, owner: UserId, model: chatd_shared::ids::ModelConfigId, text: &str) -> ChatId {
+    let client = db.pool().get().await.unwrap();
+    let chat = chats::insert(
+        &client,
+        &chats::NewChat {
+            id: ChatId::new_v7(),
+            owner_id: owner,
+            parent_chat_id: None,
+            root_chat_id: None,
+            title: "",
+            status: ChatStatus::Waiting,
+            model_config_id: Some(model),
+            system_prompt: Some("You are a test."),
+            labels: &serde_json::json!({}),
+        },
+    )
+    .await
+    .unwrap();
+    send(db, pubsub, chat.id, owner, text).await;
+    chat.id
+}
+
+/// Sends a user message to an idle chat and makes it pending, then wakes.
+pub async fn send(db: &TestDb, pubsub: &PubSub, chat_id: ChatId, owner: UserId, text: &str) {
+    let client = db.pool().get().await.unwrap();
+    messages::insert(
+        &client,
+        chat_id,
+        MessageRole::User,
+        &messages::NewMessage { content: &[Part::text(text)], created_by: Some(owner), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    client
+        .execute("UPDATE chats SET status = 'pending', updated_at = now() WHERE id = $1", &[&chat_id])
+        .await
+        .unwrap();
+    pubsub.publish_wake();
+}
+
+/// Waits until the chat is idle (`waiting` or `error`) and returns it.
+pub async fn wait_idle(db: &TestDb, id: ChatId) -> Chat {
+    eventually(&format!("chat {id} to be idle"), WAIT, || async move {
+        let row = chat(db, id).await;
+        matches!(row.status, ChatStatus::Waiting | ChatStatus::Error).then_some(row)
+    })
+    .await
+}
+
+/// Every event queued for `receiver` right now.
+pub fn drain(receiver: &chatd_replica::hub::HubReceiver) -> Vec<chatd_shared::stream::StreamEvent> {
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = receiver.try_recv() {
+        events.push((*event).clone());
+    }
+    events
+}

@@ -246,3 +246,19 @@ pub async fn insert_step(
     messages.sort_by_key(|m| m.id);
     Ok(Some(messages))
 }
+
+/// What the model sees of a chat, in id order: live messages visible to the
+/// model (`model` or `both`) that were not folded into a compaction summary.
+pub async fn list_for_prompt(db: &impl GenericClient, chat_id: ChatId) -> DbResult<Vec<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_messages
+         WHERE chat_id = $1 AND NOT deleted AND NOT compacted AND visibility <> 'user'
+         ORDER BY id"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[&chat_id])
+        .await?
+        .iter()
+        .map(Message::from_row)
+        .collect()
+}

@@ -169,3 +169,36 @@ pub async fn list(db: &impl GenericClient) -> DbResult<Vec<ModelConfig>> {
         .map(ModelConfig::from_row)
         .collect()
 }
+
+/// The live (not deleted) config of `model` on `provider_id`, if any.
+pub async fn find_live(
+    db: &impl GenericClient,
+    provider_id: ProviderId,
+    model: &str,
+) -> DbResult<Option<ModelConfig>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM model_configs
+         WHERE provider_id = $1 AND model = $2 AND deleted_at IS NULL ORDER BY created_at LIMIT 1"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&provider_id, &model])
+        .await?
+        .as_ref()
+        .map(ModelConfig::from_row)
+        .transpose()
+}
+
+/// Makes `id` the default model. Two statements (clear, then set), so call
+/// it inside a transaction: the single-default index is checked per row.
+pub async fn set_default(db: &impl GenericClient, id: ModelConfigId) -> DbResult<bool> {
+    let clear = db
+        .prepare_cached("UPDATE model_configs SET is_default = false, updated_at = now() WHERE is_default AND id <> $1")
+        .await?;
+    db.execute(&clear, &[&id]).await?;
+    let set = db
+        .prepare_cached(
+            "UPDATE model_configs SET is_default = true, updated_at = now() WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .await?;
+    Ok(db.execute(&set, &[&id]).await? == 1)
+}

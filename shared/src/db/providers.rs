@@ -121,3 +121,66 @@ pub async fn list(db: &impl GenericClient) -> DbResult<Vec<Provider>> {
         .map(Provider::from_row)
         .collect()
 }
+
+/// Changes to a provider; `None` leaves a field as it is (for the nullable
+/// key fields, `Some(None)` clears them).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderChanges<'a> {
+    /// New name.
+    pub name: Option<&'a str>,
+    /// New wire format.
+    pub kind: Option<ProviderKind>,
+    /// New base URL.
+    pub base_url: Option<&'a str>,
+    /// New stored key (or none).
+    pub api_key: Option<Option<&'a str>>,
+    /// New key variable (or none).
+    pub api_key_env: Option<Option<&'a str>>,
+    /// Enabled?
+    pub enabled: Option<bool>,
+}
+
+/// Applies `changes`; `None` when the provider does not exist.
+pub async fn update(
+    db: &impl GenericClient,
+    id: ProviderId,
+    changes: &ProviderChanges<'_>,
+) -> DbResult<Option<Provider>> {
+    let sql = format!(
+        "UPDATE providers SET
+             name = COALESCE($2, name),
+             kind = COALESCE($3, kind),
+             base_url = COALESCE($4, base_url),
+             api_key = CASE WHEN $5 THEN $6 ELSE api_key END,
+             api_key_env = CASE WHEN $7 THEN $8 ELSE api_key_env END,
+             enabled = COALESCE($9, enabled),
+             updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let row = db
+        .query_opt(
+            &stmt,
+            &[
+                &id,
+                &changes.name,
+                &changes.kind,
+                &changes.base_url,
+                &changes.api_key.is_some(),
+                &changes.api_key.flatten(),
+                &changes.api_key_env.is_some(),
+                &changes.api_key_env.flatten(),
+                &changes.enabled,
+            ],
+        )
+        .await?;
+    row.as_ref().map(Provider::from_row).transpose()
+}
+
+/// Deletes a provider that no model config uses; false when it did not exist.
+pub async fn delete(db: &impl GenericClient, id: ProviderId) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached("DELETE FROM providers WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id]).await? == 1)
+}

@@ -1,0 +1,166 @@
+//! The model catalog: model configs and their providers, cached in memory so
+//! a turn costs no statement to find its model, and dropped whenever a
+//! `chatd_control` notice says they changed (or the listener resynced).
+
+use std::{collections::HashMap, sync::Arc};
+
+use chatd_shared::{
+    db::{
+        DbError, Pool, model_configs, model_configs::ModelConfig, providers, providers::Provider,
+    },
+    ids::ModelConfigId,
+    pubsub::{Delivery, PubSub},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::llm::SharedProvider;
+
+/// Builds a provider client from its row.
+pub type ProviderFactory = Arc<dyn Fn(&Provider) -> Result<SharedProvider, String> + Send + Sync>;
+
+/// A model ready to call.
+pub struct ResolvedModel {
+    /// Its configuration (limits, prices, options).
+    pub config: ModelConfig,
+    /// Its provider's row.
+    pub provider_row: Provider,
+    /// The client.
+    pub provider: SharedProvider,
+}
+
+/// Why a chat's model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The chat names no model and none is the default.
+    #[error("no model is configured: set a default model (or CHATD_PROVIDER_KIND and CHATD_MODEL)")]
+    NoDefault,
+    /// The model config does not exist (any more).
+    #[error("model config {0} does not exist")]
+    Missing(ModelConfigId),
+    /// The model config is disabled or deleted.
+    #[error("model {0} is disabled")]
+    Disabled(String),
+    /// Its provider is disabled or broken.
+    #[error("provider {name}: {reason}")]
+    Provider {
+        /// The provider.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Model configs and provider clients, by id.
+pub struct ModelCatalog {
+    pool: Pool,
+    factory: ProviderFactory,
+    cache: std::sync::Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    models: HashMap<ModelConfigId, Arc<ResolvedModel>>,
+    default: Option<ModelConfigId>,
+    /// Bumped on every invalidation, so a lookup that raced one is not cached.
+    epoch: u64,
+}
+
+impl ModelCatalog {
+    /// An empty catalog.
+    pub fn new(pool: Pool, factory: ProviderFactory) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            factory,
+            cache: std::sync::Mutex::new(Cache::default()),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets everything cached.
+    pub fn invalidate(&self) {
+        let mut cache = self.cache();
+        cache.models.clear();
+        cache.default = None;
+        cache.epoch += 1;
+    }
+
+    /// The model `id`, or the default model when `None`.
+    pub async fn resolve(
+        &self,
+        id: Option<ModelConfigId>,
+    ) -> Result<Arc<ResolvedModel>, ModelError> {
+        let (cached, epoch) = {
+            let cache = self.cache();
+            let key = id.or(cache.default);
+            (
+                key.and_then(|key| cache.models.get(&key).cloned()),
+                cache.epoch,
+            )
+        };
+        if let Some(model) = cached {
+            return Ok(model);
+        }
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        let config = match id {
+            Some(id) => model_configs::get(&client, id)
+                .await?
+                .ok_or(ModelError::Missing(id))?,
+            None => model_configs::get_default(&client)
+                .await?
+                .ok_or(ModelError::NoDefault)?,
+        };
+        if !config.enabled || config.deleted_at.is_some() {
+            return Err(ModelError::Disabled(config.display_name));
+        }
+        let provider_row = providers::get(&client, config.provider_id)
+            .await?
+            .ok_or_else(|| ModelError::Provider {
+                name: config.provider_id.to_string(),
+                reason: "does not exist".into(),
+            })?;
+        drop(client);
+        if !provider_row.enabled {
+            return Err(ModelError::Provider {
+                name: provider_row.name,
+                reason: "is disabled".into(),
+            });
+        }
+        let provider = (self.factory)(&provider_row).map_err(|reason| ModelError::Provider {
+            name: provider_row.name.clone(),
+            reason,
+        })?;
+        let model = Arc::new(ResolvedModel {
+            config,
+            provider_row,
+            provider,
+        });
+        let mut cache = self.cache();
+        if cache.epoch == epoch {
+            cache.models.insert(model.config.id, model.clone());
+            if id.is_none() {
+                cache.default = Some(model.config.id);
+            }
+        }
+        Ok(model)
+    }
+
+    /// Drops the cache on every control notice and resync, until `stop`.
+    pub async fn watch(self: Arc<Self>, pubsub: PubSub, stop: CancellationToken) {
+        let mut control = pubsub.subscribe_control();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                delivery = control.recv() => match delivery {
+                    Some(Delivery::Notice(_) | Delivery::Resync) => self.invalidate(),
+                    None => return,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The turn loop's instruments (DESIGN §11).
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter},
+};
+
+const SECONDS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Turn, step, provider and tool instruments.
+#[derive(Clone)]
+pub struct TurnMetrics {
+    turns: Counter<u64>,
+    turn_duration: Histogram<f64>,
+    step_duration: Histogram<f64>,
+    first_token: Histogram<f64>,
+    provider_requests: Counter<u64>,
+    retries: Counter<u64>,
+    tool_calls: Counter<u64>,
+}
+
+impl TurnMetrics {
+    /// Registers the instruments on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        let seconds = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_description(description)
+                .with_unit("s")
+                .with_boundaries(SECONDS.to_vec())
+                .build()
+        };
+        Self {
+            turns: meter
+                .u64_counter("chatd_turns")
+                .with_description("Turns ended, by outcome")
+                .build(),
+            turn_duration: seconds(
+                "chatd_turn_duration_seconds",
+                "From the start of a turn to its release",
+            ),
+            step_duration: seconds(
+                "chatd_step_duration_seconds",
+                "One model call plus its tools",
+            ),
+            first_token: seconds(
+                "chatd_time_to_first_token_seconds",
+                "From sending a model request to its first event",
+            ),
+            provider_requests: meter
+                .u64_counter("chatd_provider_requests")
+                .with_description("Model calls, by provider and outcome")
+                .build(),
+            retries: meter
+                .u64_counter("chatd_provider_retries")
+                .with_description("Model calls retried, by provider and error kind")
+                .build(),
+            tool_calls: meter
+                .u64_counter("chatd_tool_calls")
+                .with_description("Tool calls, by tool and outcome")
+                .build(),
+        }
+    }
+
+    pub(crate) fn turn(&self, outcome: &'static str, seconds: f64) {
+        self.turns.add(1, &[KeyValue::new("outcome", outcome)]);
+        self.turn_duration
+            .record(seconds, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn step(&self, seconds: f64) {
+        self.step_duration.record(seconds, &[]);
+    }
+
+    pub(crate) fn first_token(&self, seconds: f64) {
+        self.first_token.record(seconds, &[]);
+    }
+
+    pub(crate) fn provider_request(&self, provider: &str, outcome: &'static str) {
+        self.provider_requests.add(
+            1,
+            &[
+                KeyValue::new("provider", provider.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+
+    pub(crate) fn retry(&self, provider: &str, kind: &'static str) {
+        self.retries.add(
+            1,
+            &[
+                KeyValue::new("provider", provider.to_owned()),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+
+    pub(crate) fn tool_call(&self, tool: &str, is_error: bool) {
+        let outcome = if is_error { "error" } else { "ok" };
+        self.tool_calls.add(
+            1,
+            &[
+                KeyValue::new("tool", tool.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
+    }
+}

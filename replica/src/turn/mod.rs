@@ -1,0 +1,522 @@
+//! The turn loop (DESIGN §8): what a replica does with a chat it owns.
+//!
+//! A turn streams a model step into the hub, runs the step's tool calls in
+//! parallel, persists the step in one fenced statement, and goes on while
+//! the model asks for tools. Retryable provider errors are retried with
+//! backoff; an interrupt saves the partial step (with error results for the
+//! tool calls that have none) and releases; a stop writes nothing.
+
+mod draft;
+mod metrics;
+mod prompt;
+mod retry;
+
+use std::{sync::Arc, time::Duration};
+
+use chatd_shared::{
+    api,
+    db::{
+        DbError,
+        chats::TurnEnd,
+        messages::{self, StepMessage},
+        model_configs::ModelConfig,
+    },
+    parts::{Part, Usage},
+    pubsub::ChatEvent,
+    status::MessageRole,
+    stream::{ErrorBody, StreamEvent},
+};
+use futures::{StreamExt, stream::FuturesOrdered};
+use tokio::time::Instant;
+
+pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
+use crate::{
+    hub::RunStream,
+    llm::{self, Prompt, ProviderError, StreamTimeouts},
+    models::{ModelCatalog, ResolvedModel},
+    runtime::{ChatRunner, RunContext, RunControl, RunError},
+    tools::{Call, Outcome, ToolRegistry},
+};
+
+/// How turns run.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Model calls per turn at most; past it the turn ends in `error`.
+    pub max_steps: u32,
+    /// First-chunk and idle timeouts of every model call.
+    pub timeouts: StreamTimeouts,
+    /// Retries of failed model calls.
+    pub retry: RetryPolicy,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 25,
+            timeouts: StreamTimeouts::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The [`ChatRunner`] of a real replica.
+pub struct TurnRunner {
+    catalog: Arc<ModelCatalog>,
+    tools: ToolRegistry,
+    config: TurnConfig,
+    metrics: TurnMetrics,
+}
+
+impl TurnRunner {
+    /// A runner calling models from `catalog` with `tools`.
+    pub fn new(
+        catalog: Arc<ModelCatalog>,
+        tools: ToolRegistry,
+        config: TurnConfig,
+        metrics: TurnMetrics,
+    ) -> Self {
+        Self {
+            catalog,
+            tools,
+            config,
+            metrics,
+        }
+    }
+}
+
+/// How a turn ended.
+enum TurnFlow {
+    /// Released, and a queued message continues on this run.
+    Continue(Box<messages::Message>),
+    /// Released (idle or error), or stopped: the run is over.
+    Done,
+}
+
+/// How a model call ended.
+enum CallEnd {
+    /// The model finished its response.
+    Finished(Draft),
+    /// An interrupt arrived: save what there is.
+    Interrupted(Draft),
+    /// A fatal error, or retries ran out.
+    Failed(ProviderError),
+    /// The run must stop and write nothing.
+    Stopped,
+}
+
+#[async_trait::async_trait]
+impl ChatRunner for TurnRunner {
+    async fn run(&self, mut run: RunContext) {
+        let mut step: i32 = 0;
+        // The prompt is loaded once per run and then kept in step with what
+        // this run persists: nobody else can add to a chat we own.
+        let mut prompt: Option<(Arc<ResolvedModel>, Prompt)> = None;
+        loop {
+            let started = Instant::now();
+            let flow = self.turn(&mut run, &mut step, &mut prompt).await;
+            match flow {
+                Ok(TurnFlow::Continue(next)) => {
+                    if let Some((_, prompt)) = prompt.as_mut() {
+                        prompt::append(prompt, std::slice::from_ref(&next));
+                    }
+                    run.stream().event(StreamEvent::Message {
+                        chat_id: next.chat_id,
+                        message: api::Message::from(next.as_ref()),
+                    });
+                    self.metrics
+                        .turn("released", started.elapsed().as_secs_f64());
+                }
+                Ok(TurnFlow::Done) => {
+                    self.metrics
+                        .turn("released", started.elapsed().as_secs_f64());
+                    return;
+                }
+                Err(err) => {
+                    match &err {
+                        RunError::OwnershipLost | RunError::Stopped(_) => {
+                            tracing::info!(chat_id = %run.fence().chat_id, reason = %err, "run stopped")
+                        }
+                        RunError::Db(db) => tracing::warn!(
+                            chat_id = %run.fence().chat_id,
+                            error = %chatd_shared::error_chain::Chain(db),
+                            "run failed on the database; the lease will hand it back"
+                        ),
+                    }
+                    self.metrics
+                        .turn("stopped", started.elapsed().as_secs_f64());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl TurnRunner {
+    /// One turn: steps until the model stops asking for tools, then release.
+    async fn turn(
+        &self,
+        run: &mut RunContext,
+        step: &mut i32,
+        loaded: &mut Option<(Arc<ResolvedModel>, Prompt)>,
+    ) -> Result<TurnFlow, RunError> {
+        if loaded.is_none() {
+            let model = match self.catalog.resolve(run.chat().model_config_id).await {
+                Ok(model) => model,
+                Err(err) => return self.fail(run, "model_unavailable", err.to_string()).await,
+            };
+            let history = {
+                let client = run.db().get().await.map_err(DbError::from)?;
+                messages::list_for_prompt(&client, run.fence().chat_id).await?
+            };
+            let prompt = prompt::build(run.chat(), &model, &self.tools, &history);
+            *loaded = Some((model, prompt));
+        }
+        let Some((model, prompt)) = loaded.as_mut() else {
+            unreachable!("loaded above");
+        };
+        let model = model.clone();
+        for _ in 0..self.config.max_steps {
+            let step_started = Instant::now();
+            let call_started = Instant::now();
+            let end = self.call_model(run, &model, prompt, *step).await;
+            let runtime_ms = call_started.elapsed().as_millis() as i64;
+            let (draft, interrupted) = match end {
+                CallEnd::Stopped => {
+                    return Err(RunError::Stopped(
+                        run.stop_reason()
+                            .unwrap_or(crate::runtime::StopReason::OwnershipLost),
+                    ));
+                }
+                CallEnd::Failed(err) => {
+                    let code = if err.is_retryable() {
+                        "provider_unavailable"
+                    } else {
+                        "provider_error"
+                    };
+                    return self.fail(run, code, err.to_string()).await;
+                }
+                CallEnd::Interrupted(draft) => (draft, true),
+                CallEnd::Finished(draft) => (draft, false),
+            };
+            let calls = draft.calls();
+            if interrupted && !draft.has_output() {
+                // Interrupted before the model said anything: nothing to save.
+                return self.release(run, TurnEnd::Done).await;
+            }
+            let (outcomes, interrupted) = if interrupted {
+                (
+                    vec![Outcome::error("interrupted before the tool ran"); calls.len()],
+                    true,
+                )
+            } else {
+                match self.run_tools(run, *step, &calls).await {
+                    Some(outcomes) => outcomes,
+                    None => {
+                        return Err(RunError::Stopped(
+                            run.stop_reason()
+                                .unwrap_or(crate::runtime::StopReason::OwnershipLost),
+                        ));
+                    }
+                }
+            };
+            let committed = self
+                .persist(
+                    run,
+                    &model.config,
+                    *step,
+                    &draft,
+                    &calls,
+                    &outcomes,
+                    runtime_ms,
+                )
+                .await?;
+            prompt::append(prompt, &committed);
+            self.metrics.step(step_started.elapsed().as_secs_f64());
+            *step += 1;
+            if interrupted || calls.is_empty() {
+                return self.release(run, TurnEnd::Done).await;
+            }
+        }
+        let limit = self.config.max_steps;
+        self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
+            .await
+    }
+
+    /// Ends the turn; `Continue` when a queued message is next.
+    async fn release(&self, run: &mut RunContext, end: TurnEnd) -> Result<TurnFlow, RunError> {
+        let released = run.release(end).await?;
+        Ok(match released.next {
+            Some(next) => TurnFlow::Continue(Box::new(next)),
+            None => TurnFlow::Done,
+        })
+    }
+
+    /// Ends the turn in `error`, telling local subscribers why first.
+    async fn fail(
+        &self,
+        run: &mut RunContext,
+        code: &str,
+        message: String,
+    ) -> Result<TurnFlow, RunError> {
+        tracing::info!(chat_id = %run.fence().chat_id, code, %message, "turn failed");
+        let chat_id = run.fence().chat_id;
+        run.stream().event(StreamEvent::Error {
+            chat_id,
+            error: ErrorBody {
+                code: code.to_owned(),
+                message: message.clone(),
+            },
+        });
+        self.release(run, TurnEnd::Failed(message)).await
+    }
+
+    /// One model call with retries, streamed into the hub.
+    async fn call_model(
+        &self,
+        run: &mut RunContext,
+        model: &ResolvedModel,
+        prompt: &Prompt,
+        step: i32,
+    ) -> CallEnd {
+        let control = run.control();
+        let provider = model.provider.as_ref();
+        let mut attempt: u32 = 1;
+        loop {
+            let mut draft = Draft::default();
+            let sent = Instant::now();
+            let outcome = {
+                let stream = run.stream();
+                let call = stream_call(
+                    provider,
+                    prompt,
+                    self.config.timeouts,
+                    stream,
+                    step,
+                    &mut draft,
+                    &self.metrics,
+                    sent,
+                );
+                tokio::select! {
+                    biased;
+                    _ = control.cancelled() => return CallEnd::Stopped,
+                    _ = control.interrupted() => None,
+                    outcome = call => Some(outcome),
+                }
+            };
+            let Some(outcome) = outcome else {
+                self.metrics
+                    .provider_request(provider.name(), "interrupted");
+                return CallEnd::Interrupted(draft);
+            };
+            let err = match outcome {
+                Ok(()) => {
+                    self.metrics.provider_request(provider.name(), "ok");
+                    return CallEnd::Finished(draft);
+                }
+                Err(err) => err,
+            };
+            self.metrics
+                .provider_request(provider.name(), err.kind.as_str());
+            let delay = match err
+                .is_retryable()
+                .then(|| self.config.retry.delay(attempt, err.retry_after))
+                .flatten()
+            {
+                Some(delay) => delay,
+                None => return CallEnd::Failed(err),
+            };
+            attempt += 1;
+            self.metrics.retry(provider.name(), err.kind.as_str());
+            self.announce_retry(run, step, attempt, delay, &err);
+            tokio::select! {
+                biased;
+                _ = control.cancelled() => return CallEnd::Stopped,
+                _ = control.interrupted() => return CallEnd::Interrupted(Draft::default()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn announce_retry(
+        &self,
+        run: &mut RunContext,
+        step: i32,
+        attempt: u32,
+        delay: Duration,
+        err: &ProviderError,
+    ) {
+        let delay_ms = delay.as_millis() as u64;
+        // Short and bounded: it travels in a notification.
+        let error: String = err.to_string().chars().take(300).collect();
+        tracing::info!(chat_id = %run.fence().chat_id, attempt, delay_ms, %error, "retrying model call");
+        run.stream().retry(step, attempt, delay_ms, &error);
+        let notice = ChatEvent::Retry {
+            generation: run.fence().generation,
+            attempt,
+            delay_ms,
+            error,
+        };
+        let _ = run.pubsub().publish_chat(run.fence().chat_id, notice);
+    }
+
+    /// Runs the step's calls in parallel, streaming each result in call
+    /// order as soon as it and all before it are done. `None` when stopped.
+    /// On interrupt the calls still running get error results.
+    async fn run_tools(
+        &self,
+        run: &mut RunContext,
+        step: i32,
+        calls: &[Call],
+    ) -> Option<(Vec<Outcome>, bool)> {
+        if calls.is_empty() {
+            return Some((Vec::new(), false));
+        }
+        let control: Arc<RunControl> = run.control();
+        let mut pending: FuturesOrdered<_> =
+            calls.iter().map(|call| self.tools.run(call)).collect();
+        let mut outcomes = Vec::with_capacity(calls.len());
+        let mut interrupted = false;
+        while outcomes.len() < calls.len() {
+            tokio::select! {
+                biased;
+                _ = control.cancelled() => return None,
+                _ = control.interrupted() => {
+                    interrupted = true;
+                    break;
+                }
+                Some(outcome) = pending.next() => {
+                    let call = &calls[outcomes.len()];
+                    self.metrics.tool_call(&call.name, outcome.is_error);
+                    run.stream().part(step, result_part(call, &outcome));
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        // Dropping the rest aborts their tasks; they get error results.
+        drop(pending);
+        while outcomes.len() < calls.len() {
+            let call = &calls[outcomes.len()];
+            let outcome = Outcome::error("interrupted before the tool finished");
+            run.stream().part(step, result_part(call, &outcome));
+            outcomes.push(outcome);
+        }
+        Some((outcomes, interrupted))
+    }
+
+    /// Persists the step (assistant message + one tool message per call) in
+    /// one fenced statement and hands the committed messages to the hub.
+    #[allow(clippy::too_many_arguments)]
+    async fn persist(
+        &self,
+        run: &mut RunContext,
+        model: &ModelConfig,
+        step: i32,
+        draft: &Draft,
+        calls: &[Call],
+        outcomes: &[Outcome],
+        runtime_ms: i64,
+    ) -> Result<Vec<messages::Message>, RunError> {
+        let usage = draft.usage();
+        let mut rows = vec![StepMessage {
+            role: MessageRole::Assistant,
+            content: draft.parts(),
+            model_config_id: Some(model.id),
+            step,
+            usage,
+            cost_micros: cost_micros(model, &usage),
+            runtime_ms: Some(runtime_ms),
+        }];
+        rows.extend(
+            calls
+                .iter()
+                .zip(outcomes)
+                .map(|(call, outcome)| StepMessage {
+                    role: MessageRole::Tool,
+                    content: vec![result_part(call, outcome)],
+                    model_config_id: None,
+                    step,
+                    usage: Usage::default(),
+                    cost_micros: None,
+                    runtime_ms: None,
+                }),
+        );
+        let committed = run.persist_step(&rows).await?;
+        let views: Vec<api::Message> = committed.iter().map(api::Message::from).collect();
+        run.stream().committed(step, &views);
+        Ok(committed)
+    }
+}
+
+/// Streams one model call into `draft` and the hub. Returns once the model
+/// finished, or with the call's error.
+#[allow(clippy::too_many_arguments)]
+async fn stream_call(
+    provider: &dyn llm::Provider,
+    prompt: &Prompt,
+    timeouts: StreamTimeouts,
+    stream: &mut RunStream,
+    step: i32,
+    draft: &mut Draft,
+    metrics: &TurnMetrics,
+    sent: Instant,
+) -> Result<(), ProviderError> {
+    let mut events = llm::start_call(provider, prompt, timeouts).await?;
+    let mut first = true;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if first {
+            first = false;
+            metrics.first_token(sent.elapsed().as_secs_f64());
+        }
+        for part in draft.apply(event) {
+            stream.part(step, part);
+        }
+        if draft.is_finished() {
+            return Ok(());
+        }
+    }
+    Err(ProviderError {
+        provider: provider.name().to_owned(),
+        kind: llm::ErrorKind::Connection,
+        status: None,
+        message: "the response ended before the model finished".to_owned(),
+        retry_after: None,
+    })
+}
+
+fn result_part(call: &Call, outcome: &Outcome) -> Part {
+    Part::ToolResult {
+        tool_call_id: call.id.clone(),
+        name: call.name.clone(),
+        result: outcome.result.clone(),
+        is_error: outcome.is_error,
+    }
+}
+
+/// Cost in micro-dollars, rounded up, when the model has prices. Input
+/// tokens include cache reads and writes, which have prices of their own.
+fn cost_micros(model: &ModelConfig, usage: &Usage) -> Option<i64> {
+    let price = |p: Option<i64>| p.unwrap_or(0) as i128;
+    if model.price_input_micros_per_mtok.is_none() && model.price_output_micros_per_mtok.is_none() {
+        return None;
+    }
+    let cache_read = usage.cache_read_tokens.unwrap_or(0) as i128;
+    let cache_write = usage.cache_write_tokens.unwrap_or(0) as i128;
+    let uncached = (usage.input_tokens.unwrap_or(0) as i128 - cache_read - cache_write).max(0);
+    let output = usage.output_tokens.unwrap_or(0) as i128;
+    let total = uncached * price(model.price_input_micros_per_mtok)
+        + output * price(model.price_output_micros_per_mtok)
+        + cache_read
+            * price(
+                model
+                    .price_cache_read_micros_per_mtok
+                    .or(model.price_input_micros_per_mtok),
+            )
+        + cache_write
+            * price(
+                model
+                    .price_cache_write_micros_per_mtok
+                    .or(model.price_input_micros_per_mtok),
+            );
+    Some(((total + 999_999) / 1_000_000) as i64)
+}
