@@ -19,10 +19,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         };
         match delivery {
             Some(Delivery::Notice(notice)) => {
-                if let ChatEvent::Interrupt { generation } = notice.event {
-                    if let Some(control) = shared.registry.control(notice.chat_id, generation) {
-                        control.interrupt();
-                    }
+                if let ChatEvent::Interrupt { generation } = notice.event
+                    && let Some(control) = shared.registry.control(notice.chat_id, generation)
+                {
+                    control.interrupt();
                 }
             }
             Some(Delivery::Resync) => {}
