@@ -51,7 +51,14 @@ async fn setup_with(wire: Wire, tools: ToolRegistry, config: TurnConfig, key: &s
     let runner = turn_runner(db.pool(), tools, config);
     let replica = TestReplica::start(&db, runner, |_| {}).await;
     let owner = user(&db).await;
-    Setup { db, mock, replica, owner, model, wire }
+    Setup {
+        db,
+        mock,
+        replica,
+        owner,
+        model,
+        wire,
+    }
 }
 
 async fn setup(wire: Wire) -> Setup {
@@ -84,7 +91,14 @@ impl Setup {
         )
         .await
         .unwrap();
-        send(&self.db, &self.replica.pubsub, id, self.owner, &directive(script)).await;
+        send(
+            &self.db,
+            &self.replica.pubsub,
+            id,
+            self.owner,
+            &directive(script),
+        )
+        .await;
         (id, receiver)
     }
 
@@ -108,7 +122,10 @@ fn deltas(events: &[StreamEvent]) -> String {
     events
         .iter()
         .filter_map(|event| match event {
-            StreamEvent::Part { part: Part::TextDelta { text }, .. } => Some(text.as_str()),
+            StreamEvent::Part {
+                part: Part::TextDelta { text },
+                ..
+            } => Some(text.as_str()),
             _ => None,
         })
         .collect()
@@ -171,7 +188,10 @@ async fn text_streams_into_the_hub_and_is_stored_with_usage(wire: Wire) {
             _ => None,
         })
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 0, "{seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == 0,
+        "{seqs:?}"
+    );
     let Some(StreamEvent::Message { message, .. }) = events.last() else {
         panic!("the committed message ends the run's events: {events:?}");
     };
@@ -181,10 +201,20 @@ async fn text_streams_into_the_hub_and_is_stored_with_usage(wire: Wire) {
     assert_eq!(roles(&history), [MessageRole::User, MessageRole::Assistant]);
     let reply = &history[1];
     assert_eq!(text_of(reply), "Hello there, world");
-    assert!(reply.usage.input_tokens.unwrap() > 0 && reply.usage.output_tokens.unwrap() > 0, "{:?}", reply.usage);
+    assert!(
+        reply.usage.input_tokens.unwrap() > 0 && reply.usage.output_tokens.unwrap() > 0,
+        "{:?}",
+        reply.usage
+    );
     assert!(reply.runtime_ms.is_some());
-    assert!(reply.cost_micros.unwrap() >= 1, "priced model: cost is recorded");
-    assert_eq!((reply.generation, reply.step), (Some(row.generation), Some(0)));
+    assert!(
+        reply.cost_micros.unwrap() >= 1,
+        "priced model: cost is recorded"
+    );
+    assert_eq!(
+        (reply.generation, reply.step),
+        (Some(row.generation), Some(0))
+    );
     s.shutdown().await;
 }
 
@@ -199,13 +229,27 @@ async fn tools_run_over_steps_and_the_model_sees_the_whole_history(wire: Wire) {
     let history = messages(&s.db, id).await;
     assert_eq!(
         roles(&history),
-        [MessageRole::User, MessageRole::Assistant, MessageRole::Tool, MessageRole::Assistant]
+        [
+            MessageRole::User,
+            MessageRole::Assistant,
+            MessageRole::Tool,
+            MessageRole::Assistant
+        ]
     );
-    let Part::ToolCall { id: call_id, name, .. } = &history[1].content[0] else {
+    let Part::ToolCall {
+        id: call_id, name, ..
+    } = &history[1].content[0]
+    else {
         panic!("{:?}", history[1].content);
     };
     assert_eq!(name, "current_time");
-    let Part::ToolResult { tool_call_id, is_error, result, .. } = &history[2].content[0] else {
+    let Part::ToolResult {
+        tool_call_id,
+        is_error,
+        result,
+        ..
+    } = &history[2].content[0]
+    else {
         panic!("{:?}", history[2].content);
     };
     assert_eq!((tool_call_id, *is_error), (call_id, false));
@@ -261,7 +305,9 @@ impl Tool for Rendezvous {
     async fn call(&self, args: Value) -> Result<Value, ToolError> {
         match tokio::time::timeout(Duration::from_secs(10), self.0.wait()).await {
             Ok(_) => Ok(json!({"met": true, "who": args["who"]})),
-            Err(_) => Err(ToolError("nobody else came: the calls did not run in parallel".into())),
+            Err(_) => Err(ToolError(
+                "nobody else came: the calls did not run in parallel".into(),
+            )),
         }
     }
 }
@@ -284,34 +330,54 @@ async fn parallel_tool_calls_run_at_once_and_results_come_in_call_order(wire: Wi
         .iter()
         .filter(|m| m.role == MessageRole::Tool)
         .map(|m| match &m.content[0] {
-            Part::ToolResult { tool_call_id, is_error, result, .. } => (tool_call_id.clone(), *is_error, result["who"].clone()),
+            Part::ToolResult {
+                tool_call_id,
+                is_error,
+                result,
+                ..
+            } => (tool_call_id.clone(), *is_error, result["who"].clone()),
             other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(
         results,
-        [("call_a".into(), false, json!("first")), ("call_b".into(), false, json!("second"))],
+        [
+            ("call_a".into(), false, json!("first")),
+            ("call_b".into(), false, json!("second"))
+        ],
         "both met (parallel), stored in call order"
     );
     let streamed: Vec<String> = drain(&receiver)
         .into_iter()
         .filter_map(|e| match e {
-            StreamEvent::Part { part: Part::ToolResult { tool_call_id, .. }, .. } => Some(tool_call_id),
+            StreamEvent::Part {
+                part: Part::ToolResult { tool_call_id, .. },
+                ..
+            } => Some(tool_call_id),
             _ => None,
         })
         .collect();
-    assert_eq!(streamed, ["call_a", "call_b"], "results are streamed in call order");
+    assert_eq!(
+        streamed,
+        ["call_a", "call_b"],
+        "results are streamed in call order"
+    );
     s.shutdown().await;
 }
 
 async fn reasoning_is_streamed_and_stored(wire: Wire) {
     let s = setup(wire).await;
-    let (id, receiver) = s.chat(json!({"thinking": "Let me think.", "text": "42"})).await;
+    let (id, receiver) = s
+        .chat(json!({"thinking": "Let me think.", "text": "42"}))
+        .await;
     wait_idle(&s.db, id).await;
     let reasoning: String = drain(&receiver)
         .iter()
         .filter_map(|e| match e {
-            StreamEvent::Part { part: Part::ReasoningDelta { text }, .. } => Some(text.clone()),
+            StreamEvent::Part {
+                part: Part::ReasoningDelta { text },
+                ..
+            } => Some(text.clone()),
             _ => None,
         })
         .collect();
@@ -322,7 +388,10 @@ async fn reasoning_is_streamed_and_stored(wire: Wire) {
     };
     assert_eq!(text, "Let me think.");
     if s.wire == Wire::Anthropic {
-        assert!(signature.is_some(), "Anthropic thinking keeps its signature");
+        assert!(
+            signature.is_some(),
+            "Anthropic thinking keeps its signature"
+        );
     }
     assert_eq!(history[1].content[1], Part::text("42"));
     s.shutdown().await;
@@ -352,7 +421,9 @@ async fn rate_limit_then_success_retries_and_discards_the_draft(wire: Wire) {
 
 async fn server_error_then_success_retries(wire: Wire) {
     let s = setup(wire).await;
-    let (id, receiver) = s.chat(json!({"error": {"status": 500, "times": 1}, "text": "recovered"})).await;
+    let (id, receiver) = s
+        .chat(json!({"error": {"status": 500, "times": 1}, "text": "recovered"}))
+        .await;
     assert_eq!(wait_idle(&s.db, id).await.status, ChatStatus::Waiting);
     assert_eq!(retries(&drain(&receiver)), [2]);
     assert_eq!(text_of(&messages(&s.db, id).await[1]), "recovered");
@@ -362,12 +433,25 @@ async fn server_error_then_success_retries(wire: Wire) {
 async fn a_cut_stream_is_retried_and_its_draft_discarded(wire: Wire) {
     let s = setup(wire).await;
     let text = "one two three four five";
-    let (id, receiver) = s.chat(json!({"text": text, "cut_after": 2, "cut_times": 1})).await;
+    let (id, receiver) = s
+        .chat(json!({"text": text, "cut_after": 2, "cut_times": 1}))
+        .await;
     assert_eq!(wait_idle(&s.db, id).await.status, ChatStatus::Waiting);
     let events = drain(&receiver);
-    let retry_at = events.iter().position(|e| matches!(e, StreamEvent::Retry { .. })).expect("a retry");
-    assert_eq!(deltas(&events[..retry_at]), "one two", "the cut attempt streamed two pieces");
-    assert_eq!(deltas(&events[retry_at..]), text, "after the retry the whole reply streams again");
+    let retry_at = events
+        .iter()
+        .position(|e| matches!(e, StreamEvent::Retry { .. }))
+        .expect("a retry");
+    assert_eq!(
+        deltas(&events[..retry_at]),
+        "one two",
+        "the cut attempt streamed two pieces"
+    );
+    assert_eq!(
+        deltas(&events[retry_at..]),
+        text,
+        "after the retry the whole reply streams again"
+    );
     let history = messages(&s.db, id).await;
     assert_eq!(history.len(), 2);
     assert_eq!(text_of(&history[1]), text, "stored once, whole");
@@ -375,15 +459,28 @@ async fn a_cut_stream_is_retried_and_its_draft_discarded(wire: Wire) {
 }
 
 async fn a_wrong_key_ends_the_turn_in_error_without_retrying(wire: Wire) {
-    let s = setup_with(wire, ToolRegistry::builtin(false), fast_turns(), "wrong-key").await;
+    let s = setup_with(
+        wire,
+        ToolRegistry::builtin(false),
+        fast_turns(),
+        "wrong-key",
+    )
+    .await;
     let (id, receiver) = s.chat(json!({"text": "never"})).await;
     let row = wait_idle(&s.db, id).await;
     assert_eq!(row.status, ChatStatus::Error);
     let error = row.last_error.unwrap();
-    assert!(error.contains("mock-") && error.contains("401"), "readable, names the provider: {error}");
+    assert!(
+        error.contains("mock-") && error.contains("401"),
+        "readable, names the provider: {error}"
+    );
     assert!(!error.contains("wrong-key"), "never the key: {error}");
     assert_eq!(s.mock.requests().len(), 1, "auth errors are not retried");
-    assert!(drain(&receiver).iter().any(|e| matches!(e, StreamEvent::Error { error, .. } if error.code == "provider_error")));
+    assert!(
+        drain(&receiver).iter().any(
+            |e| matches!(e, StreamEvent::Error { error, .. } if error.code == "provider_error")
+        )
+    );
     assert_eq!(roles(&messages(&s.db, id).await), [MessageRole::User]);
     s.shutdown().await;
 }
@@ -395,7 +492,10 @@ async fn malformed_provider_output_ends_the_turn_in_a_readable_error(wire: Wire)
         let row = wait_idle(&s.db, id).await;
         assert_eq!(row.status, ChatStatus::Error, "{kind}");
         let error = row.last_error.unwrap();
-        assert!(error.starts_with("mock-"), "names the provider ({kind}): {error}");
+        assert!(
+            error.starts_with("mock-"),
+            "names the provider ({kind}): {error}"
+        );
     }
     s.shutdown().await;
 }
@@ -403,14 +503,22 @@ async fn malformed_provider_output_ends_the_turn_in_a_readable_error(wire: Wire)
 async fn interrupt(s: &Setup, id: ChatId) {
     let client = s.db.pool().get().await.unwrap();
     let generation: chatd_shared::ids::Generation = client
-        .query_one("UPDATE chats SET interrupt_requested = true WHERE id = $1 RETURNING generation", &[&id])
+        .query_one(
+            "UPDATE chats SET interrupt_requested = true WHERE id = $1 RETURNING generation",
+            &[&id],
+        )
         .await
         .unwrap()
         .get(0);
-    s.replica.pubsub.publish_chat(id, ChatEvent::Interrupt { generation }).unwrap();
+    s.replica
+        .pubsub
+        .publish_chat(id, ChatEvent::Interrupt { generation })
+        .unwrap();
 }
 
-async fn an_interrupt_while_streaming_saves_the_partial_reply_before_the_queued_message(wire: Wire) {
+async fn an_interrupt_while_streaming_saves_the_partial_reply_before_the_queued_message(
+    wire: Wire,
+) {
     let s = setup(wire).await;
     let long = "a b c d e f g h i j k l m n o p q r s t";
     let (id, receiver) = s.chat(json!({"text": long, "token_delay_ms": 100})).await;
@@ -422,10 +530,16 @@ async fn an_interrupt_while_streaming_saves_the_partial_reply_before_the_queued_
     })
     .await;
     let client = s.db.pool().get().await.unwrap();
-    queued_messages::push(&client, id, &[Part::text(directive(json!({"text": "second answer"})))], Some(s.owner), None)
-        .await
-        .unwrap()
-        .unwrap();
+    queued_messages::push(
+        &client,
+        id,
+        &[Part::text(directive(json!({"text": "second answer"})))],
+        Some(s.owner),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     interrupt(&s, id).await;
     eventually("the queued message to be answered", WAIT, || async {
         let history = messages(&s.db, id).await;
@@ -435,44 +549,76 @@ async fn an_interrupt_while_streaming_saves_the_partial_reply_before_the_queued_
     let history = messages(&s.db, id).await;
     assert_eq!(
         roles(&history),
-        [MessageRole::User, MessageRole::Assistant, MessageRole::User, MessageRole::Assistant]
+        [
+            MessageRole::User,
+            MessageRole::Assistant,
+            MessageRole::User,
+            MessageRole::Assistant
+        ]
     );
     let partial = text_of(&history[1]);
-    assert!(!partial.is_empty() && long.starts_with(&partial) && partial.len() < long.len(), "partial: {partial:?}");
+    assert!(
+        !partial.is_empty() && long.starts_with(&partial) && partial.len() < long.len(),
+        "partial: {partial:?}"
+    );
     assert!(text_of(&history[2]).contains("second answer"));
     assert_eq!(text_of(&history[3]), "second answer");
     assert!(history.windows(2).all(|w| w[0].id < w[1].id));
     let row = chat(&s.db, id).await;
-    assert_eq!(history[3].generation, Some(row.generation), "the same run went on with the queued message");
+    assert_eq!(
+        history[3].generation,
+        Some(row.generation),
+        "the same run went on with the queued message"
+    );
     s.shutdown().await;
 }
 
 async fn an_interrupt_while_a_tool_runs_saves_error_results(wire: Wire) {
     let s = setup(wire).await;
-    let script = json!({"steps": [{"tool_calls": [{"name": "test_sleep", "args": {"ms": 60000}}]}]});
+    let script =
+        json!({"steps": [{"tool_calls": [{"name": "test_sleep", "args": {"ms": 60000}}]}]});
     let (id, receiver) = s.chat(script).await;
     let mut seen = Vec::new();
     eventually("the tool call to start", WAIT, || {
         seen.extend(drain(&receiver));
-        let called = seen.iter().any(|e| matches!(e, StreamEvent::Part { part: Part::ToolCall { .. }, .. }));
+        let called = seen.iter().any(|e| {
+            matches!(
+                e,
+                StreamEvent::Part {
+                    part: Part::ToolCall { .. },
+                    ..
+                }
+            )
+        });
         async move { called.then_some(()) }
     })
     .await;
     interrupt(&s, id).await;
     assert_eq!(wait_idle(&s.db, id).await.status, ChatStatus::Waiting);
     let history = messages(&s.db, id).await;
-    assert_eq!(roles(&history), [MessageRole::User, MessageRole::Assistant, MessageRole::Tool]);
-    let Part::ToolResult { is_error, result, .. } = &history[2].content[0] else {
+    assert_eq!(
+        roles(&history),
+        [MessageRole::User, MessageRole::Assistant, MessageRole::Tool]
+    );
+    let Part::ToolResult {
+        is_error, result, ..
+    } = &history[2].content[0]
+    else {
         panic!("{:?}", history[2].content);
     };
     assert!(*is_error);
-    assert!(result["error"].as_str().unwrap().contains("interrupted"), "{result}");
+    assert!(
+        result["error"].as_str().unwrap().contains("interrupted"),
+        "{result}"
+    );
     s.shutdown().await;
 }
 
 async fn a_run_that_lost_ownership_persists_nothing(wire: Wire) {
     let s = setup(wire).await;
-    let (id, receiver) = s.chat(json!({"text": "a b c d e f g h i j k l m n o p", "token_delay_ms": 100})).await;
+    let (id, receiver) = s
+        .chat(json!({"text": "a b c d e f g h i j k l m n o p", "token_delay_ms": 100}))
+        .await;
     let mut seen = Vec::new();
     eventually("streaming started", WAIT, || {
         seen.extend(drain(&receiver));
@@ -496,7 +642,11 @@ async fn a_run_that_lost_ownership_persists_nothing(wire: Wire) {
         async move { (!running).then_some(()) }
     })
     .await;
-    assert_eq!(roles(&messages(&s.db, id).await), [MessageRole::User], "nothing written after ownership was lost");
+    assert_eq!(
+        roles(&messages(&s.db, id).await),
+        [MessageRole::User],
+        "nothing written after ownership was lost"
+    );
     s.shutdown().await;
 }
 
@@ -513,12 +663,19 @@ async fn unknown_and_crashing_tools_become_error_results_and_the_turn_goes_on(wi
         .iter()
         .filter(|m| m.role == MessageRole::Tool)
         .map(|m| match &m.content[0] {
-            Part::ToolResult { is_error: true, result, .. } => result["error"].as_str().unwrap().to_owned(),
+            Part::ToolResult {
+                is_error: true,
+                result,
+                ..
+            } => result["error"].as_str().unwrap().to_owned(),
             other => panic!("expected an error result: {other:?}"),
         })
         .collect();
     assert_eq!(errors.len(), 2);
-    assert!(errors[0].contains("unknown tool") && errors[1].contains("crashed"), "{errors:?}");
+    assert!(
+        errors[0].contains("unknown tool") && errors[1].contains("crashed"),
+        "{errors:?}"
+    );
     assert_eq!(text_of(history.last().unwrap()), "recovered");
     s.shutdown().await;
 }
@@ -531,8 +688,21 @@ async fn the_step_limit_ends_the_turn_in_error(wire: Wire) {
     let (id, _receiver) = s.chat(script).await;
     let row = wait_idle(&s.db, id).await;
     assert_eq!(row.status, ChatStatus::Error);
-    assert!(row.last_error.as_deref().unwrap().contains("step limit of 3"), "{:?}", row.last_error);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .contains("step limit of 3"),
+        "{:?}",
+        row.last_error
+    );
     let history = messages(&s.db, id).await;
-    assert_eq!(history.iter().filter(|m| m.role == MessageRole::Assistant).count(), 3);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|m| m.role == MessageRole::Assistant)
+            .count(),
+        3
+    );
     s.shutdown().await;
 }

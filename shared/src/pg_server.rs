@@ -285,7 +285,7 @@ impl LocalPostgres {
              unix_socket_directories = '{socket}'\n\
              max_connections = {max_connections}\n\
              shared_preload_libraries = 'pg_stat_statements'\n\
-             pg_stat_statements.track = all\n\
+             pg_stat_statements.track = top\n\
              log_min_messages = warning\n\
              log_min_error_statement = panic\n",
             port = settings.port,

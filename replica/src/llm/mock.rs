@@ -333,7 +333,9 @@ impl Playback {
             };
             let group = self.groups.pop_front();
             // A reply without events still waits its time to first token.
-            if group.is_some() || self.sent == 0 {
+            // A zero delay must not touch the timer: tokio rounds every sleep
+            // up to its next millisecond tick.
+            if !delay.is_zero() && (group.is_some() || self.sent == 0) {
                 tokio::time::sleep(delay).await;
             }
             match group {

@@ -210,7 +210,8 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
         tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
         if control.stop_reason().is_none() {
             let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
-            if let Err(err) = run::release(&shared.pool, &shared.pubsub, &fence, &failed).await {
+            if let Err(err) = run::finish(&shared.pool, &shared.pubsub, &fence, &[], &failed).await
+            {
                 tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
             }
         }

@@ -168,11 +168,21 @@ impl RunContext {
     /// outcome. When `Released::next` is set the chat stays `running` under
     /// this run, which goes on with that message.
     pub async fn release(&self, end: TurnEnd) -> Result<Released, RunError> {
+        self.finish(&[], end).await.map(|(_, released)| released)
+    }
+
+    /// Persists the turn's last step and ends the turn, in one fenced
+    /// statement; returns the committed step messages and the release.
+    pub async fn finish(
+        &self,
+        step: &[StepMessage],
+        end: TurnEnd,
+    ) -> Result<(Vec<Message>, Released), RunError> {
         self.check_running()?;
-        match release(&self.db, &self.pubsub, &self.fence, &end).await? {
-            Some(released) => {
+        match finish(&self.db, &self.pubsub, &self.fence, step, &end).await? {
+            Some(done) => {
                 self.control.released();
-                Ok(released)
+                Ok(done)
             }
             None => Err(self.lost()),
         }
@@ -194,42 +204,43 @@ impl RunContext {
     }
 }
 
-/// Releases `fence`'s chat and announces the outcome; `None` when the fence
-/// no longer matches. Runs use [`RunContext::release`]; the runtime calls
-/// this directly after a run crashed.
-pub(crate) async fn release(
+/// Finishes `fence`'s turn (persisting `step` if any) and announces the
+/// outcome; `None` when the fence no longer matches. Runs use
+/// [`RunContext::finish`]; the runtime calls this directly after a run crashed.
+pub(crate) async fn finish(
     db: &Pool,
     pubsub: &PubSub,
     fence: &Fence,
+    step: &[StepMessage],
     end: &TurnEnd,
-) -> Result<Option<Released>, DbError> {
-    let released = {
+) -> Result<Option<(Vec<Message>, Released)>, DbError> {
+    let finished = {
         let client = db.get().await?;
-        chats::release(&client, fence, end).await?
+        chats::finish_turn(&client, fence, step, end).await?
     };
-    let Some(released) = released else {
+    let Some((committed, released)) = finished else {
         return Ok(None);
     };
     let chat_id = fence.chat_id;
-    match &released.next {
-        Some(next) => {
-            let _ = pubsub.publish_chat(
-                chat_id,
-                ChatEvent::Message {
-                    after_id: MessageId(next.id.0 - 1),
-                },
-            );
-            let _ = pubsub.publish_chat(chat_id, ChatEvent::Queue);
-        }
-        None => {
-            let status = ChatEvent::Status {
-                status: released.status,
-                generation: fence.generation,
-                worker_id: None,
-            };
-            let _ = pubsub.publish_chat(chat_id, status);
-            let _ = pubsub.publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
-        }
+    let first_new = committed.first().or(released.next.as_ref());
+    if let Some(first) = first_new {
+        let _ = pubsub.publish_chat(
+            chat_id,
+            ChatEvent::Message {
+                after_id: MessageId(first.id.0 - 1),
+            },
+        );
     }
-    Ok(Some(released))
+    if released.next.is_some() {
+        let _ = pubsub.publish_chat(chat_id, ChatEvent::Queue);
+    } else {
+        let status = ChatEvent::Status {
+            status: released.status,
+            generation: fence.generation,
+            worker_id: None,
+        };
+        let _ = pubsub.publish_chat(chat_id, status);
+        let _ = pubsub.publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
+    }
+    Ok(Some((committed, released)))
 }

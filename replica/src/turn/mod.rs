@@ -219,23 +219,24 @@ impl TurnRunner {
                     }
                 }
             };
-            let committed = self
-                .persist(
-                    run,
-                    &model.config,
-                    *step,
-                    &draft,
-                    &calls,
-                    &outcomes,
-                    runtime_ms,
-                )
-                .await?;
+            let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
+            let last = interrupted || calls.is_empty();
+            if last {
+                // The usual end of a turn: the last step and the release in one statement.
+                let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
+                self.committed(run, *step, &committed);
+                self.metrics.step(step_started.elapsed().as_secs_f64());
+                *step += 1;
+                return Ok(match released.next {
+                    Some(next) => TurnFlow::Continue(Box::new(next)),
+                    None => TurnFlow::Done,
+                });
+            }
+            let committed = run.persist_step(&rows).await?;
+            self.committed(run, *step, &committed);
             prompt::append(prompt, &committed);
             self.metrics.step(step_started.elapsed().as_secs_f64());
             *step += 1;
-            if interrupted || calls.is_empty() {
-                return self.release(run, TurnEnd::Done).await;
-            }
         }
         let limit = self.config.max_steps;
         self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
@@ -403,48 +404,47 @@ impl TurnRunner {
         Some((outcomes, interrupted))
     }
 
-    /// Persists the step (assistant message + one tool message per call) in
-    /// one fenced statement and hands the committed messages to the hub.
-    #[allow(clippy::too_many_arguments)]
-    async fn persist(
-        &self,
-        run: &mut RunContext,
-        model: &ModelConfig,
-        step: i32,
-        draft: &Draft,
-        calls: &[Call],
-        outcomes: &[Outcome],
-        runtime_ms: i64,
-    ) -> Result<Vec<messages::Message>, RunError> {
-        let usage = draft.usage();
-        let mut rows = vec![StepMessage {
-            role: MessageRole::Assistant,
-            content: draft.parts(),
-            model_config_id: Some(model.id),
-            step,
-            usage,
-            cost_micros: cost_micros(model, &usage),
-            runtime_ms: Some(runtime_ms),
-        }];
-        rows.extend(
-            calls
-                .iter()
-                .zip(outcomes)
-                .map(|(call, outcome)| StepMessage {
-                    role: MessageRole::Tool,
-                    content: vec![result_part(call, outcome)],
-                    model_config_id: None,
-                    step,
-                    usage: Usage::default(),
-                    cost_micros: None,
-                    runtime_ms: None,
-                }),
-        );
-        let committed = run.persist_step(&rows).await?;
+    /// Hands committed messages to the hub: they supersede the step's parts.
+    fn committed(&self, run: &mut RunContext, step: i32, committed: &[messages::Message]) {
         let views: Vec<api::Message> = committed.iter().map(api::Message::from).collect();
         run.stream().committed(step, &views);
-        Ok(committed)
     }
+}
+
+/// The messages of a step: the assistant message, then one tool message per call.
+fn step_rows(
+    model: &ModelConfig,
+    step: i32,
+    draft: &Draft,
+    calls: &[Call],
+    outcomes: &[Outcome],
+    runtime_ms: i64,
+) -> Vec<StepMessage> {
+    let usage = draft.usage();
+    let mut rows = vec![StepMessage {
+        role: MessageRole::Assistant,
+        content: draft.parts(),
+        model_config_id: Some(model.id),
+        step,
+        usage,
+        cost_micros: cost_micros(model, &usage),
+        runtime_ms: Some(runtime_ms),
+    }];
+    rows.extend(
+        calls
+            .iter()
+            .zip(outcomes)
+            .map(|(call, outcome)| StepMessage {
+                role: MessageRole::Tool,
+                content: vec![result_part(call, outcome)],
+                model_config_id: None,
+                step,
+                usage: Usage::default(),
+                cost_micros: None,
+                runtime_ms: None,
+            }),
+    );
+    rows
 }
 
 /// Streams one model call into `draft` and the hub. Returns once the model

@@ -117,29 +117,25 @@ fn uuid_suffix() -> String {
 }
 
 /// Inserts `count` pending chats of `owner`, each with one user message, in
-/// one statement each for chats and messages. Returns their ids.
+/// one statement (so no replica can claim a chat before its message exists).
 pub async fn pending_chats(db: &TestDb, owner: UserId, count: i64) -> Vec<ChatId> {
     let client = db.pool().get().await.unwrap();
     let rows = client
         .query(
-            "INSERT INTO chats (id, owner_id, status)
-             SELECT uuidv7_like, $1, 'pending'
-             FROM (SELECT gen_random_uuid() AS uuidv7_like FROM generate_series(1, $2::bigint)) ids
-             RETURNING id",
+            "WITH new_chats AS (
+                 INSERT INTO chats (id, owner_id, status)
+                 SELECT gen_random_uuid(), $1, 'pending' FROM generate_series(1, $2::bigint)
+                 RETURNING id
+             ), first_messages AS (
+                 INSERT INTO chat_messages (chat_id, role, content)
+                 SELECT id, 'user', '[{\"type\":\"text\",\"text\":\"hello\"}]'::jsonb FROM new_chats
+             )
+             SELECT id FROM new_chats",
             &[&owner, &count],
         )
         .await
         .unwrap();
-    let ids: Vec<ChatId> = rows.iter().map(|row| row.get(0)).collect();
-    client
-        .execute(
-            "INSERT INTO chat_messages (chat_id, role, content)
-             SELECT id, 'user', '[{\"type\":\"text\",\"text\":\"hello\"}]'::jsonb FROM unnest($1::uuid[]) AS t(id)",
-            &[&ids],
-        )
-        .await
-        .unwrap();
-    ids
+    rows.iter().map(|row| row.get(0)).collect()
 }
 
 /// The chat row.
@@ -280,7 +276,12 @@ pub enum Wire {
 
 /// Registers a provider of `wire` pointing at `mock` (with `api_key`) and a
 /// default model on it.
-pub async fn mock_model(db: &TestDb, mock: &chatd_mockllm::MockLlm, wire: Wire, api_key: &str) -> chatd_shared::ids::ModelConfigId {
+pub async fn mock_model(
+    db: &TestDb,
+    mock: &chatd_mockllm::MockLlm,
+    wire: Wire,
+    api_key: &str,
+) -> chatd_shared::ids::ModelConfigId {
     use chatd_shared::{
         db::{model_configs, providers},
         status::ProviderKind,
@@ -325,19 +326,31 @@ pub async fn mock_model(db: &TestDb, mock: &chatd_mockllm::MockLlm, wire: Wire, 
 }
 
 /// The turn loop of a real replica, calling providers over HTTP.
-pub fn turn_runner(pool: &Pool, tools: chatd_replica::tools::ToolRegistry, config: chatd_replica::turn::TurnConfig) -> Arc<chatd_replica::turn::TurnRunner> {
+pub fn turn_runner(
+    pool: &Pool,
+    tools: chatd_replica::tools::ToolRegistry,
+    config: chatd_replica::turn::TurnConfig,
+) -> Arc<chatd_replica::turn::TurnRunner> {
     let http = chatd_replica::llm::http_client().unwrap();
     let factory: chatd_replica::models::ProviderFactory =
         Arc::new(move |row| chatd_replica::llm::build(row, &http).map_err(|err| err.to_string()));
     let catalog = chatd_replica::models::ModelCatalog::new(pool.clone(), factory);
     let metrics = chatd_replica::turn::TurnMetrics::new(&opentelemetry::global::meter("test"));
-    Arc::new(chatd_replica::turn::TurnRunner::new(catalog, tools, config, metrics))
+    Arc::new(chatd_replica::turn::TurnRunner::new(
+        catalog, tools, config, metrics,
+    ))
 }
 
 /// Inserts a waiting chat of `owner` on `model` with one user message saying
 /// `text`, then makes it pending (one statement, as a send does) and wakes
 /// the acquirers through `pubsub`.
-pub async fn start_chat(db: &TestDb, pubsub: &PubSub, owner: UserId, model: chatd_shared::ids::ModelConfigId, text: &str) -> ChatId {
+pub async fn start_chat(
+    db: &TestDb,
+    pubsub: &PubSub,
+    owner: UserId,
+    model: chatd_shared::ids::ModelConfigId,
+    text: &str,
+) -> ChatId {
     let client = db.pool().get().await.unwrap();
     let chat = chats::insert(
         &client,
@@ -359,22 +372,16 @@ pub async fn start_chat(db: &TestDb, pubsub: &PubSub, owner: UserId, model: chat
     chat.id
 }
 
-/// Sends a user message to an idle chat and makes it pending, then wakes.
+/// Sends a user message to an idle chat (one statement: insert + pending),
+/// then announces it, as the API does.
 pub async fn send(db: &TestDb, pubsub: &PubSub, chat_id: ChatId, owner: UserId, text: &str) {
     let client = db.pool().get().await.unwrap();
-    messages::insert(
-        &client,
-        chat_id,
-        MessageRole::User,
-        &messages::NewMessage { content: &[Part::text(text)], created_by: Some(owner), ..Default::default() },
-    )
-    .await
-    .unwrap();
-    client
-        .execute("UPDATE chats SET status = 'pending', updated_at = now() WHERE id = $1", &[&chat_id])
-        .await
-        .unwrap();
-    pubsub.publish_wake();
+    let (_, pending) =
+        messages::send_to_idle(&client, chat_id, &[Part::text(text)], Some(owner), None)
+            .await
+            .unwrap()
+            .expect("the chat is idle");
+    pubsub.announce_pending(&[pending]);
 }
 
 /// Waits until the chat is idle (`waiting` or `error`) and returns it.

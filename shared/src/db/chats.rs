@@ -167,7 +167,7 @@ pub struct BecamePending {
 }
 
 impl BecamePending {
-    fn from_row(row: &Row) -> DbResult<Self> {
+    pub(crate) fn from_row(row: &Row) -> DbResult<Self> {
         Ok(Self {
             chat_id: row.try_get("id")?,
             owner_id: row.try_get("owner_id")?,
@@ -355,6 +355,22 @@ pub async fn release(
     fence: &Fence,
     end: &TurnEnd,
 ) -> DbResult<Option<Released>> {
+    Ok(finish_turn(db, fence, &[], end)
+        .await?
+        .map(|(_, released)| released))
+}
+
+/// Persists a turn's last step and ends the turn, in one fenced statement:
+/// [`super::messages::insert_step`] and [`release`] together, which saves a
+/// round trip on every turn. The step's messages get lower ids than a popped
+/// queued message (one `INSERT`, in order), so an interrupted reply is
+/// always stored before the message that interrupted it.
+pub async fn finish_turn(
+    db: &impl GenericClient,
+    fence: &Fence,
+    step: &[super::messages::StepMessage],
+    end: &TurnEnd,
+) -> DbResult<Option<(Vec<super::messages::Message>, Released)>> {
     let (idle_status, error) = match end {
         TurnEnd::Done => (ChatStatus::Waiting, None),
         TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str())),
@@ -369,10 +385,30 @@ pub async fn release(
              ORDER BY q.id LIMIT 1
          ), popped AS (
              DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
-             RETURNING q.chat_id, q.content, q.created_by, q.idempotency_key
+             RETURNING q.content, q.created_by, q.idempotency_key
+         ), new_rows AS (
+             SELECT m.ord, m.role, m.content, NULL::uuid AS created_by, m.model_config_id,
+                    $3::bigint AS generation, m.step, m.input_tokens, m.output_tokens,
+                    m.reasoning_tokens, m.cache_read_tokens, m.cache_write_tokens, m.cost_micros,
+                    m.runtime_ms, NULL::text AS idempotency_key
+             FROM owned, ROWS FROM (jsonb_to_recordset($6::jsonb) AS (
+                 role message_role, content jsonb, model_config_id uuid, step int,
+                 input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+                 cache_read_tokens bigint, cache_write_tokens bigint, cost_micros bigint, runtime_ms bigint
+             )) WITH ORDINALITY AS m(role, content, model_config_id, step, input_tokens, output_tokens,
+                 reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)
+             UNION ALL
+             SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL, p.idempotency_key
+             FROM popped p
          ), inserted AS (
-             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
-             SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
+             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, model_config_id,
+                 generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+                 cache_write_tokens, cost_micros, runtime_ms, idempotency_key)
+             SELECT $1, role, 'both', content, created_by, model_config_id, generation, step,
+                    input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens,
+                    cost_micros, runtime_ms, idempotency_key
+             FROM new_rows ORDER BY ord
              RETURNING {message_columns}
          ), released AS (
              UPDATE chats c SET
@@ -383,12 +419,13 @@ pub async fn release(
              FROM owned WHERE c.id = owned.id
              RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
          )
-         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true",
+         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true
+         ORDER BY i.id",
         message_columns = super::messages::COLUMNS,
     );
     let stmt = db.prepare_cached(&sql).await?;
-    let Some(row) = db
-        .query_opt(
+    let rows = db
+        .query(
             &stmt,
             &[
                 &fence.chat_id,
@@ -396,20 +433,34 @@ pub async fn release(
                 &fence.generation,
                 &idle_status,
                 &error,
+                &Json(step),
             ],
         )
-        .await?
-    else {
+        .await?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let popped: Option<crate::ids::MessageId> = row.try_get("id")?;
-    Ok(Some(Released {
-        status: row.try_get("chat_status")?,
-        owner_id: row.try_get("chat_owner_id")?,
-        next: popped
-            .map(|_| super::messages::Message::from_row(&row))
-            .transpose()?,
-    }))
+    let mut released = Released {
+        status: first.try_get("chat_status")?,
+        owner_id: first.try_get("chat_owner_id")?,
+        next: None,
+    };
+    let mut committed = Vec::with_capacity(step.len());
+    for row in &rows {
+        if row
+            .try_get::<_, Option<crate::ids::MessageId>>("id")?
+            .is_none()
+        {
+            continue;
+        }
+        let message = super::messages::Message::from_row(row)?;
+        if message.role == crate::status::MessageRole::User {
+            released.next = Some(message);
+        } else {
+            committed.push(message);
+        }
+    }
+    Ok(Some((committed, released)))
 }
 
 /// Number of pending, unarchived chats (the `chatd_pending_chats` gauge).

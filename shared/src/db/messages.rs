@@ -262,3 +262,44 @@ pub async fn list_for_prompt(db: &impl GenericClient, chat_id: ChatId) -> DbResu
         .map(Message::from_row)
         .collect()
 }
+
+/// A send to an idle chat, in one statement (DESIGN §3): inserts the user
+/// message and makes the chat `pending`, but only if the chat is `waiting`
+/// or `error` and not archived. `None` when it is busy (or gone).
+pub async fn send_to_idle(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    content: &[Part],
+    created_by: Option<UserId>,
+    idempotency_key: Option<&str>,
+) -> DbResult<Option<(Message, super::chats::BecamePending)>> {
+    let sql = format!(
+        "WITH chat AS (
+             UPDATE chats SET status = 'pending', last_error = NULL, updated_at = now()
+             WHERE id = $1 AND status IN ('waiting', 'error') AND NOT archived
+             RETURNING id, owner_id, generation
+         ), inserted AS (
+             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
+             SELECT id, 'user', 'both', $2, $3, $4 FROM chat
+             RETURNING {COLUMNS}
+         )
+         SELECT inserted.*, chat.owner_id AS chat_owner_id, chat.generation AS chat_generation
+         FROM inserted, chat"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let Some(row) = db
+        .query_opt(
+            &stmt,
+            &[&chat_id, &Json(content), &created_by, &idempotency_key],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let pending = super::chats::BecamePending {
+        chat_id,
+        owner_id: row.try_get("chat_owner_id")?,
+        generation: row.try_get("chat_generation")?,
+    };
+    Ok(Some((Message::from_row(&row)?, pending)))
+}

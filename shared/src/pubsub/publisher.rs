@@ -14,7 +14,9 @@ use super::{metrics::PubSubMetrics, notice::Channel};
 /// How the publisher batches.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
-    /// After the first notice of a batch, wait at most this long for more.
+    /// At most one batch goes out per window: a notice that arrives after a
+    /// quiet window goes out at once (no added latency when idle); under load
+    /// everything queued within a window shares one statement.
     pub batch_window: Duration,
     /// Send as soon as a batch holds this many notices.
     pub max_batch: usize,
@@ -49,6 +51,8 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let mut batch: Vec<Outgoing> = Vec::with_capacity(config.max_batch);
+    // When the last batch went out; the next may go at `last_sent + window`.
+    let mut last_sent = Instant::now() - config.batch_window;
     loop {
         let first = tokio::select! {
             biased;
@@ -68,7 +72,7 @@ pub(crate) async fn run(
             return;
         };
         batch.push(first);
-        let deadline = Instant::now() + config.batch_window;
+        let deadline = last_sent + config.batch_window;
         while batch.len() < config.max_batch {
             match queue.try_recv() {
                 Ok(item) => batch.push(item),
@@ -81,6 +85,7 @@ pub(crate) async fn run(
                 }
             }
         }
+        last_sent = Instant::now();
         send(&pool, &mut batch, &metrics).await;
     }
 }
