@@ -167,7 +167,47 @@ both_wires!(
     a_run_that_lost_ownership_persists_nothing,
     unknown_and_crashing_tools_become_error_results_and_the_turn_goes_on,
     the_step_limit_ends_the_turn_in_error,
+    a_second_turn_sends_the_whole_history,
 );
+
+async fn a_second_turn_sends_the_whole_history(wire: Wire) {
+    let s = setup(wire).await;
+    let (id, _receiver) = s.chat(json!({"text": "first answer"})).await;
+    wait_idle(&s.db, id).await;
+    send(
+        &s.db,
+        &s.replica.pubsub,
+        id,
+        s.owner,
+        &directive(json!({"text": "second answer"})),
+    )
+    .await;
+    eventually("the second answer", WAIT, || async {
+        let history = messages(&s.db, id).await;
+        (history.len() == 4 && chat(&s.db, id).await.status == ChatStatus::Waiting)
+            .then_some(history)
+    })
+    .await;
+    let requests = s.mock.requests();
+    let sent = serde_json::to_string(&requests.last().unwrap().body.as_ref().unwrap()["messages"])
+        .unwrap();
+    let first_question = sent
+        .find("first answer")
+        .expect("the first question was sent");
+    let first_reply = sent[first_question + 1..]
+        .find("first answer")
+        .expect("the first reply was sent");
+    let second_question = sent
+        .find("second answer")
+        .expect("the second question was sent");
+    assert!(
+        first_question < first_question + 1 + first_reply
+            && first_question + 1 + first_reply < second_question,
+        "{sent}"
+    );
+    assert_eq!(text_of(&messages(&s.db, id).await[3]), "second answer");
+    s.shutdown().await;
+}
 
 async fn text_streams_into_the_hub_and_is_stored_with_usage(wire: Wire) {
     let s = setup(wire).await;

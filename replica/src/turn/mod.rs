@@ -225,6 +225,7 @@ impl TurnRunner {
                 // The usual end of a turn: the last step and the release in one statement.
                 let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
                 self.committed(run, *step, &committed);
+                prompt::append(prompt, &committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
                 *step += 1;
                 return Ok(match released.next {
