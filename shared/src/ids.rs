@@ -12,6 +12,7 @@ macro_rules! uuid_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSql, FromSql,
+            utoipa::ToSchema,
         )]
         #[serde(transparent)]
         #[postgres(transparent)]
@@ -50,6 +51,7 @@ macro_rules! serial_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSql, FromSql,
+            utoipa::ToSchema,
         )]
         #[serde(transparent)]
         #[postgres(transparent)]
@@ -114,7 +116,19 @@ serial_id!(
 /// The fencing token of a chat: +1 on every change of ownership. A worker's
 /// writes are conditional on the generation it acquired.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSql, FromSql,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSql,
+    FromSql,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 #[postgres(transparent)]

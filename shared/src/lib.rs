@@ -20,5 +20,7 @@ pub mod pubsub;
 pub mod status;
 pub mod stream;
 
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -7,7 +7,19 @@ use postgres_types::{FromSql, ToSql};
 use serde::{Deserialize, Serialize};
 
 /// Where a chat is in its lifecycle (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSql, FromSql)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSql,
+    FromSql,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[postgres(name = "chat_status", rename_all = "snake_case")]
 pub enum ChatStatus {
@@ -48,7 +60,19 @@ impl fmt::Display for ChatStatus {
 }
 
 /// Who a message is from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSql, FromSql)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSql,
+    FromSql,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[postgres(name = "message_role", rename_all = "snake_case")]
 pub enum MessageRole {
@@ -68,7 +92,19 @@ impl MessageRole {
 }
 
 /// Who sees a message: the user interface, the model, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSql, FromSql)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSql,
+    FromSql,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[postgres(name = "message_visibility", rename_all = "snake_case")]
 pub enum MessageVisibility {
@@ -98,7 +134,7 @@ pub struct UnknownValue {
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident, $kind:literal, { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* $variant),+

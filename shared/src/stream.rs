@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{Message, QueuedMessage},
-    ids::{ChatId, Generation},
+    ids::{ChatId, Generation, MessageId},
     parts::Part,
     status::ChatStatus,
 };
 
 /// One stream event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// The chat's status (and generation) changed. `running` of generation G
@@ -95,10 +95,130 @@ pub enum StreamEvent {
 }
 
 /// The `error` object of error events and error responses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable snake_case code.
     pub code: String,
     /// A human sentence.
     pub message: String,
+}
+
+/// Where a client is in a chat's stream: the newest message and the newest
+/// part it has. Sent back on reconnect (`?after_message_id=N&after_part=G.S`,
+/// or SSE `Last-Event-ID: N.G.S`) so nothing is missed or repeated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Messages with an id up to this were received.
+    pub after_message_id: Option<MessageId>,
+    /// Parts up to this were received.
+    pub after_part: Option<PartCursor>,
+}
+
+/// A part's position: its run's generation and its seq within the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartCursor {
+    /// The run.
+    pub generation: Generation,
+    /// The part's seq.
+    pub seq: u64,
+}
+
+/// A cursor that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid stream cursor {0:?}: expected N, or N.G.S (message id, generation, seq)")]
+pub struct CursorError(pub String);
+
+impl std::str::FromStr for PartCursor {
+    type Err = CursorError;
+
+    /// `G.S`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || CursorError(text.to_owned());
+        let (generation, seq) = text.split_once('.').ok_or_else(error)?;
+        Ok(Self {
+            generation: Generation(generation.parse().map_err(|_| error())?),
+            seq: seq.parse().map_err(|_| error())?,
+        })
+    }
+}
+
+impl std::fmt::Display for PartCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.generation.0, self.seq)
+    }
+}
+
+impl Cursor {
+    /// Moves the cursor past `event` (messages and parts; other events do
+    /// not move it).
+    pub fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Message { message, .. } => {
+                if self.after_message_id.is_none_or(|seen| message.id > seen) {
+                    self.after_message_id = Some(message.id);
+                }
+            }
+            StreamEvent::Part {
+                generation, seq, ..
+            } => {
+                let position = PartCursor {
+                    generation: *generation,
+                    seq: *seq,
+                };
+                if self.after_part.is_none_or(|seen| position > seen) {
+                    self.after_part = Some(position);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The SSE event id: `N` (message id, 0 for none), or `N.G.S` once a part was seen.
+    pub fn to_event_id(&self) -> String {
+        let message = self.after_message_id.map_or(0, |id| id.0);
+        match self.after_part {
+            Some(part) => format!("{message}.{part}"),
+            None => message.to_string(),
+        }
+    }
+
+    /// Parses an SSE `Last-Event-ID`.
+    pub fn from_event_id(text: &str) -> Result<Self, CursorError> {
+        let error = || CursorError(text.to_owned());
+        let (message, part) = match text.split_once('.') {
+            Some((message, part)) => (
+                message,
+                Some(part.parse::<PartCursor>().map_err(|_| error())?),
+            ),
+            None => (text, None),
+        };
+        let message: i64 = message.trim().parse().map_err(|_| error())?;
+        Ok(Self {
+            after_message_id: (message > 0).then_some(MessageId(message)),
+            after_part: part,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip() {
+        let cursor = Cursor {
+            after_message_id: Some(MessageId(12)),
+            after_part: Some(PartCursor {
+                generation: Generation(3),
+                seq: 41,
+            }),
+        };
+        assert_eq!(cursor.to_event_id(), "12.3.41");
+        assert_eq!(Cursor::from_event_id("12.3.41"), Ok(cursor));
+        assert_eq!(Cursor::from_event_id("0"), Ok(Cursor::default()));
+        assert_eq!(Cursor::default().to_event_id(), "0");
+        assert!(Cursor::from_event_id("x.1.2").is_err());
+        assert!(Cursor::from_event_id("1.2").is_err());
+        assert!("3".parse::<PartCursor>().is_err());
+    }
 }

@@ -153,14 +153,7 @@ impl RunContext {
         let Some(written) = written else {
             return Err(self.lost());
         };
-        if let Some(first) = written.first() {
-            let _ = self.pubsub.publish_chat(
-                self.fence.chat_id,
-                ChatEvent::Message {
-                    after_id: MessageId(first.id.0 - 1),
-                },
-            );
-        }
+        announce_messages(&self.pubsub, self.fence.chat_id, written.iter());
         Ok(written)
     }
 
@@ -222,15 +215,11 @@ pub(crate) async fn finish(
         return Ok(None);
     };
     let chat_id = fence.chat_id;
-    let first_new = committed.first().or(released.next.as_ref());
-    if let Some(first) = first_new {
-        let _ = pubsub.publish_chat(
-            chat_id,
-            ChatEvent::Message {
-                after_id: MessageId(first.id.0 - 1),
-            },
-        );
-    }
+    announce_messages(
+        pubsub,
+        chat_id,
+        committed.iter().chain(released.next.as_ref()),
+    );
     if released.next.is_some() {
         let _ = pubsub.publish_chat(chat_id, ChatEvent::Queue);
     } else {
@@ -243,4 +232,21 @@ pub(crate) async fn finish(
         let _ = pubsub.publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
     }
     Ok(Some((committed, released)))
+}
+
+/// Publishes one notice for messages just committed (ids ascending).
+fn announce_messages<'a>(
+    pubsub: &PubSub,
+    chat_id: chatd_shared::ids::ChatId,
+    mut messages: impl Iterator<Item = &'a Message>,
+) {
+    let Some(first) = messages.next() else {
+        return;
+    };
+    let last = messages.last().unwrap_or(first);
+    let notice = ChatEvent::Message {
+        after_id: MessageId(first.id.0 - 1),
+        last_id: last.id,
+    };
+    let _ = pubsub.publish_chat(chat_id, notice);
 }

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// A committed message of a chat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     /// Its id; messages are ordered by id.
     pub id: MessageId,
@@ -53,7 +53,7 @@ impl From<&db::messages::Message> for Message {
 }
 
 /// A message waiting in a chat's queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueuedMessage {
     /// Its id; the queue is FIFO by id.
     pub id: QueuedMessageId,
@@ -74,4 +74,79 @@ impl From<&db::queued_messages::QueuedMessage> for QueuedMessage {
             created_at: row.created_at,
         }
     }
+}
+
+/// A page of messages (`GET /chats/{id}/messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageList {
+    /// Messages in ascending id order.
+    pub messages: Vec<Message>,
+    /// True when older messages exist (pass the first id as `before_id`).
+    pub has_more: bool,
+}
+
+/// What to do with a message sent while the chat is busy (DESIGN §3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BusyBehavior {
+    /// Append to the queue (202); it runs after the current turn.
+    #[default]
+    Queue,
+    /// Append to the queue and interrupt the current turn, so it runs next.
+    Interrupt,
+    /// Refuse with 409.
+    Reject,
+}
+
+/// `POST /chats/{id}/messages`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The message's parts (or use `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<Part>>,
+    /// The message as plain text (or use `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// What to do if the chat is busy (default `queue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_behavior: Option<BusyBehavior>,
+    /// Switch the chat to this model from this message on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_config_id: Option<crate::ids::ModelConfigId>,
+}
+
+/// The answer to a send: the committed message (201), or the queued one (202).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum SendResult {
+    /// The chat was idle: the message is committed and a turn starts.
+    Sent {
+        /// The user message.
+        message: Message,
+    },
+    /// The chat was busy: the message waits in the queue.
+    Queued {
+        /// The queued message.
+        queued: QueuedMessage,
+    },
+}
+
+/// `PATCH /chats/{id}/messages/{message_id}`: replace a user message and re-run from it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessage {
+    /// The new parts (or use `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<Part>>,
+    /// The new text (or use `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `GET /chats/{id}/queue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueList {
+    /// Queued messages in the order they will run.
+    pub queued: Vec<QueuedMessage>,
 }

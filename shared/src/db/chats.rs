@@ -382,7 +382,7 @@ pub async fn finish_turn(
              FOR UPDATE
          ), next AS (
              SELECT q.id FROM chat_queued_messages q JOIN owned o ON q.chat_id = o.id
-             ORDER BY q.id LIMIT 1
+             ORDER BY q.priority DESC, q.id LIMIT 1
          ), popped AS (
              DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
              RETURNING q.content, q.created_by, q.idempotency_key

@@ -82,7 +82,9 @@ pub async fn push(
 
 /// A chat's queue, oldest first.
 pub async fn list(db: &impl GenericClient, chat_id: ChatId) -> DbResult<Vec<QueuedMessage>> {
-    let sql = format!("SELECT {COLUMNS} FROM chat_queued_messages WHERE chat_id = $1 ORDER BY id");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_queued_messages WHERE chat_id = $1 ORDER BY priority DESC, id"
+    );
     let stmt = db.prepare_cached(&sql).await?;
     db.query(&stmt, &[&chat_id])
         .await?

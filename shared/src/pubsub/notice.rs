@@ -71,10 +71,12 @@ pub enum ChatEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worker_id: Option<ReplicaId>,
     },
-    /// Messages with ids greater than `after_id` were committed.
+    /// Messages with ids in `after_id + 1 ..= last_id` were committed.
     Message {
         /// Readers fetch messages with id > this (and > their own cursor).
         after_id: MessageId,
+        /// The newest of them: a reader that has seen it needs no read.
+        last_id: MessageId,
     },
     /// An interrupt was requested for this generation.
     Interrupt {

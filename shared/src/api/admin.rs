@@ -1,0 +1,397 @@
+//! Users, tokens, providers and model configs: the admin API and `/models`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::{
+    db,
+    ids::{ModelConfigId, ProviderId, TokenId, UserId},
+    status::{ProviderKind, UserRole},
+};
+
+/// For PATCH bodies: distinguishes a field left out (`None`) from one set to
+/// `null` (`Some(None)`).
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct User {
+    /// Its id.
+    pub id: UserId,
+    /// Its unique name.
+    pub username: String,
+    /// Member or admin.
+    pub role: UserRole,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&db::users::User> for User {
+    fn from(row: &db::users::User) -> Self {
+        Self {
+            id: row.id,
+            username: row.username.clone(),
+            role: row.role,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// `POST /admin/users`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Unique name (1–64 characters).
+    pub username: String,
+    /// Role (default `member`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<UserRole>,
+}
+
+/// `POST /admin/users/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When it stops working (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token's row (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Token {
+    /// Its id.
+    pub id: TokenId,
+    /// Whose it is.
+    pub user_id: UserId,
+    /// Its label.
+    pub name: String,
+    /// Its first characters, to recognise it.
+    pub prefix: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Roughly when it was last used (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&db::tokens::ApiToken> for Token {
+    fn from(row: &db::tokens::ApiToken) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name.clone(),
+            prefix: row.prefix.clone(),
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// A new token: the secret is in this answer and nowhere else, ever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    /// The secret (`chatd_…`): send it as `Authorization: Bearer …`.
+    pub token: String,
+    /// The stored row.
+    #[serde(flatten)]
+    pub details: Token,
+}
+
+/// A provider (the key itself is never shown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Provider {
+    /// Its id.
+    pub id: ProviderId,
+    /// Unique name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL (vendor SDK convention).
+    pub base_url: String,
+    /// True when a key is stored in the database.
+    pub has_api_key: bool,
+    /// The environment variable holding the key, if that is how it is given.
+    pub api_key_env: Option<String>,
+    /// Disabled providers serve no model.
+    pub enabled: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&db::providers::Provider> for Provider {
+    fn from(row: &db::providers::Provider) -> Self {
+        Self {
+            id: row.id,
+            name: row.name.clone(),
+            kind: row.kind,
+            base_url: row.base_url.clone(),
+            has_api_key: row.api_key.is_some(),
+            api_key_env: row.api_key_env.clone(),
+            enabled: row.enabled,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// `POST /admin/providers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    /// Unique name.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL: with the version for `openai` (`https://api.openai.com/v1`),
+    /// without for `anthropic` (`https://api.anthropic.com`).
+    pub base_url: String,
+    /// The key, stored in the database (prefer `api_key_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The environment variable (on every replica) that holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Enabled (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /admin/providers/{id}`: fields left out stay as they are; `null`
+/// clears `api_key` / `api_key_env`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProvider {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New wire format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ProviderKind>,
+    /// New base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// New key, or `null` to remove it.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub api_key: Option<Option<String>>,
+    /// New key variable, or `null` to remove it.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub api_key_env: Option<Option<String>>,
+    /// Enabled?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A model config, as admins see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelConfig {
+    /// Its id.
+    pub id: ModelConfigId,
+    /// Serving provider.
+    pub provider_id: ProviderId,
+    /// The provider's model name.
+    pub model: String,
+    /// What users see.
+    pub display_name: String,
+    /// Disabled models cannot be picked.
+    pub enabled: bool,
+    /// The model of chats that name none.
+    pub is_default: bool,
+    /// Context window (tokens).
+    pub context_limit: i32,
+    /// Compact the history past this % of the window.
+    pub compaction_threshold_pct: i16,
+    /// Output cap per call.
+    pub max_output_tokens: i32,
+    /// Price per million input tokens, micro-dollars.
+    pub price_input_micros_per_mtok: Option<i64>,
+    /// Price per million output tokens.
+    pub price_output_micros_per_mtok: Option<i64>,
+    /// Price per million cache-read tokens.
+    pub price_cache_read_micros_per_mtok: Option<i64>,
+    /// Price per million cache-write tokens.
+    pub price_cache_write_micros_per_mtok: Option<i64>,
+    /// Provider-specific request options, merged into each request.
+    #[schema(value_type = Object)]
+    pub options: Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&db::model_configs::ModelConfig> for ModelConfig {
+    fn from(row: &db::model_configs::ModelConfig) -> Self {
+        Self {
+            id: row.id,
+            provider_id: row.provider_id,
+            model: row.model.clone(),
+            display_name: row.display_name.clone(),
+            enabled: row.enabled,
+            is_default: row.is_default,
+            context_limit: row.context_limit,
+            compaction_threshold_pct: row.compaction_threshold_pct,
+            max_output_tokens: row.max_output_tokens,
+            price_input_micros_per_mtok: row.price_input_micros_per_mtok,
+            price_output_micros_per_mtok: row.price_output_micros_per_mtok,
+            price_cache_read_micros_per_mtok: row.price_cache_read_micros_per_mtok,
+            price_cache_write_micros_per_mtok: row.price_cache_write_micros_per_mtok,
+            options: row.options.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// `POST /admin/model-configs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModelConfig {
+    /// Serving provider.
+    pub provider_id: ProviderId,
+    /// The provider's model name.
+    pub model: String,
+    /// What users see (default: `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Enabled (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Make it the default (the previous default stops being one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+    /// Context window (tokens).
+    pub context_limit: i32,
+    /// Compaction threshold % (default 70).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction_threshold_pct: Option<i16>,
+    /// Output cap per call (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<i32>,
+    /// Price per million input tokens, micro-dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_input_micros_per_mtok: Option<i64>,
+    /// Price per million output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_output_micros_per_mtok: Option<i64>,
+    /// Price per million cache-read tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_cache_read_micros_per_mtok: Option<i64>,
+    /// Price per million cache-write tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_cache_write_micros_per_mtok: Option<i64>,
+    /// Request options (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+}
+
+/// `PATCH /admin/model-configs/{id}`: fields left out stay as they are;
+/// `null` clears a price.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModelConfig {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Enabled?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Make it the default (only `true` is accepted: pick another default to change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+    /// New context window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_limit: Option<i32>,
+    /// New compaction threshold %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction_threshold_pct: Option<i16>,
+    /// New output cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<i32>,
+    /// New input price, or `null`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub price_input_micros_per_mtok: Option<Option<i64>>,
+    /// New output price, or `null`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub price_output_micros_per_mtok: Option<Option<i64>>,
+    /// New cache-read price, or `null`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub price_cache_read_micros_per_mtok: Option<Option<i64>>,
+    /// New cache-write price, or `null`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<i64>)]
+    pub price_cache_write_micros_per_mtok: Option<Option<i64>>,
+    /// New options (replaces the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<Value>,
+}
+
+/// A model users can pick (`GET /models`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Model {
+    /// Its id (use as `model_config_id`).
+    pub id: ModelConfigId,
+    /// What to show.
+    pub display_name: String,
+    /// The provider's model name.
+    pub model: String,
+    /// Context window (tokens).
+    pub context_limit: i32,
+    /// True for the default model.
+    pub is_default: bool,
+}
+
+/// `GET /models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelList {
+    /// Enabled models.
+    pub models: Vec<Model>,
+}

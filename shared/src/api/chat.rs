@@ -1,0 +1,116 @@
+//! `Chat` and the requests that create, list and change chats.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    db,
+    ids::{ChatId, Generation, ModelConfigId, UserId},
+    parts::Part,
+    status::ChatStatus,
+};
+
+/// A chat as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Chat {
+    /// UUIDv7 id (sorts by creation time).
+    pub id: ChatId,
+    /// Its owner.
+    pub owner_id: UserId,
+    /// Its title ("" until set).
+    pub title: String,
+    /// Where it is in its lifecycle.
+    pub status: ChatStatus,
+    /// The current run's generation (changes on every change of ownership).
+    pub generation: Generation,
+    /// Its model.
+    pub model_config_id: Option<ModelConfigId>,
+    /// Archived chats are hidden from listings and never run.
+    pub archived: bool,
+    /// Free-form labels (a JSON object).
+    #[schema(value_type = Object)]
+    pub labels: Value,
+    /// Why the last turn failed.
+    pub last_error: Option<String>,
+    /// The chat that spawned this one.
+    pub parent_chat_id: Option<ChatId>,
+    /// Messages waiting in its queue.
+    pub queued_count: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Chat {
+    /// The view of a row with its queue length.
+    pub fn from_row(row: &db::chats::Chat, queued_count: i64) -> Self {
+        Self {
+            id: row.id,
+            owner_id: row.owner_id,
+            title: row.title.clone(),
+            status: row.status,
+            generation: row.generation,
+            model_config_id: row.model_config_id,
+            archived: row.archived,
+            labels: row.labels.clone(),
+            last_error: row.last_error.clone(),
+            parent_chat_id: row.parent_chat_id,
+            queued_count,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// `POST /chats`. With `content` or `text` the chat starts with that message
+/// and runs at once; without, it is created idle.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChat {
+    /// The first message's parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Vec<Part>>,
+    /// The first message as plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The model (default: the default model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_config_id: Option<ModelConfigId>,
+    /// A title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// Labels (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub labels: Option<Value>,
+}
+
+/// `PATCH /chats/{id}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChat {
+    /// New title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Archive (true) or restore (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<bool>,
+    /// New labels (a JSON object; replaces the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub labels: Option<Value>,
+}
+
+/// `GET /chats`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChatList {
+    /// This page.
+    pub chats: Vec<Chat>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
