@@ -152,25 +152,21 @@ impl Cursor {
     /// Moves the cursor past `event` (messages and parts; other events do
     /// not move it).
     pub fn observe(&mut self, event: &StreamEvent) {
-        match event {
-            StreamEvent::Message { message, .. } => {
-                if self.after_message_id.is_none_or(|seen| message.id > seen) {
-                    self.after_message_id = Some(message.id);
-                }
-            }
+        let (message, part) = match event {
+            StreamEvent::Message { message, .. } => (Some(message.id), None),
             StreamEvent::Part {
                 generation, seq, ..
-            } => {
-                let position = PartCursor {
+            } => (
+                None,
+                Some(PartCursor {
                     generation: *generation,
                     seq: *seq,
-                };
-                if self.after_part.is_none_or(|seen| position > seen) {
-                    self.after_part = Some(position);
-                }
-            }
-            _ => {}
-        }
+                }),
+            ),
+            _ => (None, None),
+        };
+        self.after_message_id = self.after_message_id.max(message);
+        self.after_part = self.after_part.max(part);
     }
 
     /// The SSE event id: `N` (message id, 0 for none), or `N.G.S` once a part was seen.
