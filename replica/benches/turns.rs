@@ -161,7 +161,7 @@ async fn run(
     let begin = Instant::now();
     let hello = [Part::text("hello")];
     for id in &ids {
-        let (_, pending) = messages::send_to_idle(&client, *id, &hello, Some(owner), None)
+        let (_, pending) = messages::send_to_idle(&client, *id, &hello, Some(owner), None, None)
             .await
             .unwrap()
             .unwrap();
@@ -190,7 +190,7 @@ async fn run(
         *left -= 1;
         if *left > 0 {
             let (_, pending) =
-                messages::send_to_idle(&client, notice.chat_id, &hello, Some(owner), None)
+                messages::send_to_idle(&client, notice.chat_id, &hello, Some(owner), None, None)
                     .await
                     .unwrap()
                     .unwrap();

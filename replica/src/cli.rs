@@ -1,5 +1,8 @@
 //! The command line: every flag also reads its `CHATD_*` variable.
 
+use std::{net::SocketAddr, time::Duration};
+
+use chatd_shared::{ids::ReplicaId, status::ProviderKind};
 use clap::{Args, Parser, Subcommand};
 
 /// chatd runs AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL.
@@ -17,8 +20,191 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run one replica (migrates first unless --no-migrate).
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations to CHATD_DATABASE_URL and exit.
     Migrate(MigrateArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `chatd token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token (and the user, if missing); prints the token as the last line.
+    Create(TokenCreateArgs),
+}
+
+/// `chatd token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "CHATD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The user (created as a member, or an admin with --admin, if missing).
+    #[arg(long)]
+    pub username: String,
+    /// Make the user an admin.
+    #[arg(long)]
+    pub admin: bool,
+    /// A label for the token.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+}
+
+/// A duration like `1s`, `500ms`, `2m` or `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 1s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `chatd serve`: every flag also reads the `CHATD_*` variable shown in its
+/// value name, so a bad value's error names the variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// PostgreSQL URL.
+    #[arg(
+        long,
+        env = "CHATD_DATABASE_URL",
+        value_name = "CHATD_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Where the API listens.
+    #[arg(
+        long,
+        env = "CHATD_HTTP_ADDR",
+        value_name = "CHATD_HTTP_ADDR",
+        default_value = "127.0.0.1:7080"
+    )]
+    pub http_addr: SocketAddr,
+    /// This replica's id (default: random).
+    #[arg(long, env = "CHATD_REPLICA_ID", value_name = "CHATD_REPLICA_ID")]
+    pub replica_id: Option<ReplicaId>,
+    /// Chats run at once at most.
+    #[arg(
+        long,
+        env = "CHATD_MAX_RUNNING_CHATS",
+        value_name = "CHATD_MAX_RUNNING_CHATS",
+        default_value_t = 512
+    )]
+    pub max_running_chats: usize,
+    /// Chats claimed per statement at most.
+    #[arg(
+        long,
+        env = "CHATD_ACQUIRE_BATCH",
+        value_name = "CHATD_ACQUIRE_BATCH",
+        default_value_t = 32
+    )]
+    pub acquire_batch: usize,
+    /// Fallback poll for pending chats (wake-ups are the fast path).
+    #[arg(long, env = "CHATD_POLL_INTERVAL", value_name = "CHATD_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// How often the lease is renewed.
+    #[arg(long, env = "CHATD_HEARTBEAT_INTERVAL", value_name = "CHATD_HEARTBEAT_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long a renewal keeps the lease.
+    #[arg(long, env = "CHATD_LEASE_TTL", value_name = "CHATD_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// How long runs may finish at shutdown before they are handed back.
+    #[arg(long, env = "CHATD_DRAIN_TIMEOUT", value_name = "CHATD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Database connections kept at most.
+    #[arg(
+        long,
+        env = "CHATD_DB_POOL_SIZE",
+        value_name = "CHATD_DB_POOL_SIZE",
+        default_value_t = 16
+    )]
+    pub db_pool_size: usize,
+    /// Do not apply migrations at start.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Model calls per turn at most.
+    #[arg(
+        long,
+        env = "CHATD_MAX_STEPS",
+        value_name = "CHATD_MAX_STEPS",
+        default_value_t = 25
+    )]
+    pub max_steps: u32,
+    /// Offer the test tools (test_sleep, test_fail, test_panic) to models.
+    #[arg(long, env = "CHATD_TEST_TOOLS", value_name = "CHATD_TEST_TOOLS")]
+    pub test_tools: bool,
+    /// Provider bootstrap.
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// `CHATD_PROVIDER_*`: a provider and default model to make sure of at start.
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// Provider kind: openai, anthropic or mock.
+    #[arg(long, env = "CHATD_PROVIDER_KIND", value_name = "CHATD_PROVIDER_KIND", value_parser = parse_kind)]
+    pub provider_kind: Option<ProviderKind>,
+    /// Provider name (default: its kind).
+    #[arg(long, env = "CHATD_PROVIDER_NAME", value_name = "CHATD_PROVIDER_NAME")]
+    pub provider_name: Option<String>,
+    /// Base URL (openai: with /v1; anthropic: without).
+    #[arg(
+        long,
+        env = "CHATD_PROVIDER_BASE_URL",
+        value_name = "CHATD_PROVIDER_BASE_URL"
+    )]
+    pub provider_base_url: Option<String>,
+    /// The API key (stored nowhere: the provider row names this variable).
+    #[arg(
+        long,
+        env = "CHATD_PROVIDER_API_KEY",
+        value_name = "CHATD_PROVIDER_API_KEY",
+        hide_env_values = true
+    )]
+    pub provider_api_key: Option<String>,
+    /// The variable that holds the API key.
+    #[arg(
+        long,
+        env = "CHATD_PROVIDER_API_KEY_ENV",
+        value_name = "CHATD_PROVIDER_API_KEY_ENV"
+    )]
+    pub provider_api_key_env: Option<String>,
+    /// The model name.
+    #[arg(long, env = "CHATD_MODEL", value_name = "CHATD_MODEL")]
+    pub model: Option<String>,
+    /// The model's context window.
+    #[arg(
+        long,
+        env = "CHATD_CONTEXT_LIMIT",
+        value_name = "CHATD_CONTEXT_LIMIT",
+        default_value_t = 128_000
+    )]
+    pub context_limit: i32,
+}
+
+fn parse_kind(text: &str) -> Result<ProviderKind, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a provider kind (openai, anthropic or mock)"))
 }
 
 /// Logging flags, shared by every subcommand.

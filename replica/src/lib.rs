@@ -8,10 +8,13 @@
 //! - [`tools`]: what the model can call.
 //! - [`hub`]: the per-replica stream hub (parts of running chats, local subscribers).
 
+pub mod api;
 pub mod bootstrap;
 pub mod hub;
 pub mod llm;
 pub mod models;
 pub mod runtime;
+pub mod server;
+pub mod telemetry;
 pub mod tools;
 pub mod turn;

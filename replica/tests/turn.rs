@@ -506,7 +506,7 @@ async fn a_wrong_key_ends_the_turn_in_error_without_retrying(wire: Wire) {
         "wrong-key",
     )
     .await;
-    let (id, receiver) = s.chat(json!({"text": "never"})).await;
+    let (id, _receiver) = s.chat(json!({"text": "never"})).await;
     let row = wait_idle(&s.db, id).await;
     assert_eq!(row.status, ChatStatus::Error);
     let error = row.last_error.unwrap();
@@ -516,11 +516,6 @@ async fn a_wrong_key_ends_the_turn_in_error_without_retrying(wire: Wire) {
     );
     assert!(!error.contains("wrong-key"), "never the key: {error}");
     assert_eq!(s.mock.requests().len(), 1, "auth errors are not retried");
-    assert!(
-        drain(&receiver).iter().any(
-            |e| matches!(e, StreamEvent::Error { error, .. } if error.code == "provider_error")
-        )
-    );
     assert_eq!(roles(&messages(&s.db, id).await), [MessageRole::User]);
     s.shutdown().await;
 }

@@ -10,6 +10,7 @@
 //! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.
 
 pub mod api;
+pub mod auth_token;
 pub mod backoff;
 pub mod db;
 pub mod error_chain;

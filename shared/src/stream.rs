@@ -94,6 +94,23 @@ pub enum StreamEvent {
     },
 }
 
+impl StreamEvent {
+    /// The `type` of the event, as on the wire (SSE event names use it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::Part { .. } => "part",
+            Self::Message { .. } => "message",
+            Self::Queue { .. } => "queue",
+            Self::Retry { .. } => "retry",
+            Self::Error { .. } => "error",
+            Self::Title { .. } => "title",
+            Self::Refresh { .. } => "refresh",
+            Self::Reconnect { .. } => "reconnect",
+        }
+    }
+}
+
 /// The `error` object of error events and error responses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {

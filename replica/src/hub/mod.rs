@@ -16,7 +16,7 @@ use std::{
 
 use chatd_shared::{
     api,
-    ids::{ChatId, Generation},
+    ids::{ChatId, Generation, MessageId},
     parts::Part,
     status::ChatStatus,
     stream::StreamEvent,
@@ -24,7 +24,7 @@ use chatd_shared::{
 use opentelemetry::metrics::{Counter, Meter};
 
 use queue::SubscriberQueue;
-pub use queue::{HubReceiver, Overflowed};
+pub use queue::{HubItem, HubReceiver, Overflowed};
 
 /// Limits of one run's part buffer (DESIGN §6): past either, the oldest
 /// parts are evicted (and counted).
@@ -68,6 +68,9 @@ struct RunBuffer {
 struct ChatState {
     run: Option<RunBuffer>,
     subscribers: Vec<(u64, Arc<SubscriberQueue>)>,
+    /// The newest message fanned out here (by the run or a feed): a notice
+    /// of messages up to it needs no read.
+    last_message_id: Option<MessageId>,
 }
 
 /// What a new subscriber gets: the run in progress here (if any) and its
@@ -128,7 +131,7 @@ impl StreamHub {
                 parts: VecDeque::new(),
                 bytes: 0,
             });
-            self.fan_out(&mut state.subscribers, &status);
+            self.fan_out(&mut state.subscribers, &HubItem::Event(status));
         }
         RunStream {
             hub: self.clone(),
@@ -172,8 +175,26 @@ impl StreamHub {
     pub fn publish(&self, chat_id: ChatId, event: StreamEvent) {
         let event = Arc::new(event);
         if let Some(state) = self.lock().get_mut(&chat_id) {
-            self.fan_out(&mut state.subscribers, &event);
+            if let StreamEvent::Message { message, .. } = event.as_ref() {
+                state.last_message_id = state.last_message_id.max(Some(message.id));
+            }
+            self.fan_out(&mut state.subscribers, &HubItem::Event(event));
         }
+    }
+
+    /// Tells every local subscriber of `chat_id` to re-read it (notices may
+    /// have been lost).
+    pub fn resync(&self, chat_id: ChatId) {
+        if let Some(state) = self.lock().get_mut(&chat_id) {
+            self.fan_out(&mut state.subscribers, &HubItem::Resync);
+        }
+    }
+
+    /// The newest message fanned out here for `chat_id`.
+    pub fn last_message_id(&self, chat_id: ChatId) -> Option<MessageId> {
+        self.lock()
+            .get(&chat_id)
+            .and_then(|state| state.last_message_id)
     }
 
     /// Number of local subscribers of `chat_id`.
@@ -183,14 +204,10 @@ impl StreamHub {
             .map_or(0, |state| state.subscribers.len())
     }
 
-    fn fan_out(
-        &self,
-        subscribers: &mut Vec<(u64, Arc<SubscriberQueue>)>,
-        event: &Arc<StreamEvent>,
-    ) {
+    fn fan_out(&self, subscribers: &mut Vec<(u64, Arc<SubscriberQueue>)>, item: &HubItem) {
         let mut overflowed = 0;
         subscribers.retain(|(_, queue)| {
-            let kept = queue.push(event.clone());
+            let kept = queue.push(item.clone());
             if !kept {
                 overflowed += 1;
             }
@@ -207,18 +224,23 @@ impl StreamHub {
         &self,
         chat_id: ChatId,
         generation: Generation,
-        apply: impl FnOnce(&mut RunBuffer, &mut Vec<(u64, Arc<SubscriberQueue>)>),
+        apply: impl FnOnce(
+            &mut RunBuffer,
+            &mut Vec<(u64, Arc<SubscriberQueue>)>,
+            &mut Option<MessageId>,
+        ),
     ) {
         let mut chats = self.lock();
-        let Some(state) = chats.get_mut(&chat_id) else {
+        let Some(ChatState {
+            run,
+            subscribers,
+            last_message_id,
+        }) = chats.get_mut(&chat_id)
+        else {
             return;
         };
-        if let Some(run) = state
-            .run
-            .as_mut()
-            .filter(|run| run.generation == generation)
-        {
-            apply(run, &mut state.subscribers);
+        if let Some(run) = run.as_mut().filter(|run| run.generation == generation) {
+            apply(run, subscribers, last_message_id);
         }
     }
 }
@@ -251,7 +273,7 @@ impl RunStream {
             part,
         });
         let hub = &self.hub;
-        hub.with_run(self.chat_id, self.generation, |run, subscribers| {
+        hub.with_run(self.chat_id, self.generation, |run, subscribers, _| {
             run.parts.push_back(BufferedPart {
                 step,
                 seq,
@@ -272,7 +294,7 @@ impl RunStream {
             if evicted > 0 {
                 hub.evictions.add(evicted, &[]);
             }
-            hub.fan_out(subscribers, &event);
+            hub.fan_out(subscribers, &HubItem::Event(event.clone()));
         });
         seq
     }
@@ -282,17 +304,22 @@ impl RunStream {
     /// part of a later step.
     pub fn committed(&mut self, step: i32, messages: &[api::Message]) {
         let hub = &self.hub;
-        hub.with_run(self.chat_id, self.generation, |run, subscribers| {
-            run.parts.retain(|part| part.step > step);
-            run.bytes = run.parts.iter().map(|part| part.bytes).sum();
-            for message in messages {
-                let event = Arc::new(StreamEvent::Message {
-                    chat_id: message.chat_id,
-                    message: message.clone(),
-                });
-                hub.fan_out(subscribers, &event);
-            }
-        });
+        hub.with_run(
+            self.chat_id,
+            self.generation,
+            |run, subscribers, last_message_id| {
+                run.parts.retain(|part| part.step > step);
+                run.bytes = run.parts.iter().map(|part| part.bytes).sum();
+                for message in messages {
+                    *last_message_id = (*last_message_id).max(Some(message.id));
+                    let event = Arc::new(StreamEvent::Message {
+                        chat_id: message.chat_id,
+                        message: message.clone(),
+                    });
+                    hub.fan_out(subscribers, &HubItem::Event(event));
+                }
+            },
+        );
     }
 
     /// A provider call of `step` failed and is retried: its parts are dropped
@@ -306,10 +333,10 @@ impl RunStream {
             error: error.to_owned(),
         });
         let hub = &self.hub;
-        hub.with_run(self.chat_id, self.generation, |run, subscribers| {
+        hub.with_run(self.chat_id, self.generation, |run, subscribers, _| {
             run.parts.retain(|part| part.step != step);
             run.bytes = run.parts.iter().map(|part| part.bytes).sum();
-            hub.fan_out(subscribers, &event);
+            hub.fan_out(subscribers, &HubItem::Event(event));
         });
     }
 
@@ -407,7 +434,7 @@ mod tests {
         run.part(1, Part::TextDelta { text: "c".into() });
         let receiver = early.receiver;
         let mut seen = Vec::new();
-        while let Some(event) = receiver.try_recv().unwrap() {
+        while let Some(HubItem::Event(event)) = receiver.try_recv().unwrap() {
             seen.push(event);
         }
         assert!(matches!(
@@ -499,7 +526,7 @@ mod tests {
         for index in 0..10 {
             run.part(0, Part::TextDelta { text: "x".into() });
             // The fast one keeps up.
-            while let Some(event) = fast.try_recv().unwrap() {
+            while let Some(HubItem::Event(event)) = fast.try_recv().unwrap() {
                 if let Some(seq) = seq_of(&event) {
                     assert_eq!(seq, index);
                 }

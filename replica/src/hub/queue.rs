@@ -10,12 +10,21 @@ use std::{
 };
 
 use chatd_shared::{ids::ChatId, stream::StreamEvent};
+
+/// What a local subscriber receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubItem {
+    /// An event to send (after the subscriber's own dedupe and ordering rules).
+    Event(Arc<StreamEvent>),
+    /// Notifications may have been lost: re-read the chat from the database.
+    Resync,
+}
 use tokio::sync::Notify;
 
 use super::StreamHub;
 
 pub(super) struct SubscriberQueue {
-    events: Mutex<VecDeque<Arc<StreamEvent>>>,
+    events: Mutex<VecDeque<HubItem>>,
     capacity: usize,
     overflowed: AtomicBool,
     ready: Notify,
@@ -31,8 +40,8 @@ impl SubscriberQueue {
         }
     }
 
-    /// Queues an event; false when the queue is full (the subscriber is cut off).
-    pub(super) fn push(&self, event: Arc<StreamEvent>) -> bool {
+    /// Queues an item; false when the queue is full (the subscriber is cut off).
+    pub(super) fn push(&self, event: HubItem) -> bool {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() >= self.capacity {
             events.clear();
@@ -76,8 +85,8 @@ impl HubReceiver {
         }
     }
 
-    /// The next event; `Err(Overflowed)` once the subscriber was cut off.
-    pub async fn recv(&mut self) -> Result<Arc<StreamEvent>, Overflowed> {
+    /// The next item; `Err(Overflowed)` once the subscriber was cut off.
+    pub async fn recv(&mut self) -> Result<HubItem, Overflowed> {
         loop {
             let notified = self.queue.ready.notified();
             if let Some(event) = self.try_recv()? {
@@ -87,8 +96,8 @@ impl HubReceiver {
         }
     }
 
-    /// The next event if one is queued.
-    pub fn try_recv(&self) -> Result<Option<Arc<StreamEvent>>, Overflowed> {
+    /// The next item if one is queued.
+    pub fn try_recv(&self) -> Result<Option<HubItem>, Overflowed> {
         if self.queue.overflowed.load(Ordering::Acquire) {
             return Err(Overflowed);
         }

@@ -24,7 +24,7 @@ use chatd_shared::{
     parts::{Part, Usage},
     pubsub::ChatEvent,
     status::MessageRole,
-    stream::{ErrorBody, StreamEvent},
+    stream::StreamEvent,
 };
 use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::time::Instant;
@@ -253,22 +253,16 @@ impl TurnRunner {
         })
     }
 
-    /// Ends the turn in `error`, telling local subscribers why first.
+    /// Ends the turn in `error` with `last_error` set.
     async fn fail(
         &self,
         run: &mut RunContext,
         code: &str,
         message: String,
     ) -> Result<TurnFlow, RunError> {
+        // Subscribers learn it from the `error` status (with `last_error`),
+        // on this replica and every other alike.
         tracing::info!(chat_id = %run.fence().chat_id, code, %message, "turn failed");
-        let chat_id = run.fence().chat_id;
-        run.stream().event(StreamEvent::Error {
-            chat_id,
-            error: ErrorBody {
-                code: code.to_owned(),
-                message: message.clone(),
-            },
-        });
         self.release(run, TurnEnd::Failed(message)).await
     }
 

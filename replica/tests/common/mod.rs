@@ -2,6 +2,8 @@
 //! against one test database, chats made pending, scripted runners.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -376,11 +378,17 @@ pub async fn start_chat(
 /// then announces it, as the API does.
 pub async fn send(db: &TestDb, pubsub: &PubSub, chat_id: ChatId, owner: UserId, text: &str) {
     let client = db.pool().get().await.unwrap();
-    let (_, pending) =
-        messages::send_to_idle(&client, chat_id, &[Part::text(text)], Some(owner), None)
-            .await
-            .unwrap()
-            .expect("the chat is idle");
+    let (_, pending) = messages::send_to_idle(
+        &client,
+        chat_id,
+        &[Part::text(text)],
+        Some(owner),
+        None,
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("the chat is idle");
     pubsub.announce_pending(&[pending]);
 }
 
@@ -396,8 +404,10 @@ pub async fn wait_idle(db: &TestDb, id: ChatId) -> Chat {
 /// Every event queued for `receiver` right now.
 pub fn drain(receiver: &chatd_replica::hub::HubReceiver) -> Vec<chatd_shared::stream::StreamEvent> {
     let mut events = Vec::new();
-    while let Ok(Some(event)) = receiver.try_recv() {
-        events.push((*event).clone());
+    while let Ok(Some(item)) = receiver.try_recv() {
+        if let chatd_replica::hub::HubItem::Event(event) = item {
+            events.push((*event).clone());
+        }
     }
     events
 }

@@ -470,3 +470,360 @@ pub async fn count_pending(db: &impl GenericClient) -> DbResult<i64> {
         .await?;
     Ok(db.query_one(&stmt, &[]).await?.try_get(0)?)
 }
+
+/// A chat with the length of its queue (what the API shows).
+pub type ChatWithQueue = (Chat, i64);
+
+fn with_queue(row: &Row) -> DbResult<ChatWithQueue> {
+    Ok((Chat::from_row(row)?, row.try_get("queued_count")?))
+}
+
+/// One chat with its queue length.
+pub async fn get_with_queue(
+    db: &impl GenericClient,
+    id: ChatId,
+) -> DbResult<Option<ChatWithQueue>> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT c.*, (SELECT count(*) FROM chat_queued_messages q WHERE q.chat_id = c.id) AS queued_count
+             FROM chats c WHERE c.id = $1",
+        )
+        .await?;
+    db.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(with_queue)
+        .transpose()
+}
+
+/// A page of chats, newest first (by id: UUIDv7 sorts by creation), of one
+/// owner or of everyone (`owner = None`, for admins), archived or not.
+pub async fn list(
+    db: &impl GenericClient,
+    owner: Option<UserId>,
+    archived: bool,
+    before: Option<ChatId>,
+    limit: i64,
+) -> DbResult<Vec<ChatWithQueue>> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT c.*, (SELECT count(*) FROM chat_queued_messages q WHERE q.chat_id = c.id) AS queued_count
+             FROM chats c
+             WHERE ($1::uuid IS NULL OR c.owner_id = $1) AND c.archived = $2
+               AND ($3::uuid IS NULL OR c.id < $3)
+             ORDER BY c.id DESC LIMIT $4",
+        )
+        .await?;
+    db.query(&stmt, &[&owner, &archived, &before, &limit])
+        .await?
+        .iter()
+        .map(with_queue)
+        .collect()
+}
+
+/// What [`create`] made (or found, for a replayed idempotency key).
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The chat.
+    pub chat: Chat,
+    /// Its first message, when one was given (and this was not a replay).
+    pub first_message: Option<super::messages::Message>,
+    /// True when the idempotency key was used before: `chat` is the original.
+    pub replayed: bool,
+}
+
+/// Creates a chat, with its first message when `first` is given (then the
+/// chat is `pending`), in one statement. With an idempotency key used before
+/// by the same owner, returns that chat instead.
+pub async fn create(
+    db: &impl GenericClient,
+    chat: &NewChat<'_>,
+    first: Option<&[crate::parts::Part]>,
+    idempotency_key: Option<&str>,
+) -> DbResult<Created> {
+    let sql = format!(
+        "WITH chat AS (
+             INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, title, status,
+                 model_config_id, system_prompt, labels, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING *
+         ), first_message AS (
+             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by)
+             SELECT id, 'user', 'both', $11, owner_id FROM chat WHERE $11::jsonb IS NOT NULL
+             RETURNING {message_columns}
+         )
+         SELECT c.*, m.id AS message_id, m.created_at AS message_created_at
+         FROM chat c LEFT JOIN first_message m ON true",
+        message_columns = super::messages::COLUMNS,
+    );
+    let status = if first.is_some() {
+        ChatStatus::Pending
+    } else {
+        chat.status
+    };
+    let stmt = db.prepare_cached(&sql).await?;
+    let content = first.map(Json);
+    let row = db
+        .query_opt(
+            &stmt,
+            &[
+                &chat.id,
+                &chat.owner_id,
+                &chat.parent_chat_id,
+                &chat.root_chat_id,
+                &chat.title,
+                &status,
+                &chat.model_config_id,
+                &chat.system_prompt,
+                &Json(chat.labels),
+                &idempotency_key,
+                &content,
+            ],
+        )
+        .await?;
+    if let Some(row) = row {
+        let created = Chat::from_row(&row)?;
+        let first_message = match (
+            row.try_get::<_, Option<crate::ids::MessageId>>("message_id")?,
+            first,
+        ) {
+            (Some(id), Some(content)) => Some(super::messages::Message {
+                id,
+                chat_id: created.id,
+                role: crate::status::MessageRole::User,
+                visibility: crate::status::MessageVisibility::Both,
+                content: content.to_vec(),
+                created_by: Some(created.owner_id),
+                model_config_id: None,
+                generation: None,
+                step: None,
+                usage: Default::default(),
+                cost_micros: None,
+                runtime_ms: None,
+                compacted: false,
+                deleted: false,
+                idempotency_key: None,
+                created_at: row.try_get("message_created_at")?,
+            }),
+            _ => None,
+        };
+        return Ok(Created {
+            chat: created,
+            first_message,
+            replayed: false,
+        });
+    }
+    // The key was used before: the original chat.
+    let stmt = db
+        .prepare_cached("SELECT * FROM chats WHERE owner_id = $1 AND idempotency_key = $2")
+        .await?;
+    let row = db
+        .query_one(&stmt, &[&chat.owner_id, &idempotency_key])
+        .await?;
+    Ok(Created {
+        chat: Chat::from_row(&row)?,
+        first_message: None,
+        replayed: true,
+    })
+}
+
+/// Changes title, archived flag or labels; `None` when the chat is gone.
+pub async fn update(
+    db: &impl GenericClient,
+    id: ChatId,
+    title: Option<&str>,
+    archived: Option<bool>,
+    labels: Option<&serde_json::Value>,
+) -> DbResult<Option<Chat>> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats SET title = COALESCE($2, title), archived = COALESCE($3, archived),
+                 labels = COALESCE($4, labels), updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .await?;
+    db.query_opt(&stmt, &[&id, &title, &archived, &labels.map(Json)])
+        .await?
+        .as_ref()
+        .map(Chat::from_row)
+        .transpose()
+}
+
+/// Deletes a chat (its messages and queue go with it). A worker still
+/// running it finds its fence gone and stops. `false` when it was not there.
+pub async fn delete(db: &impl GenericClient, id: ChatId) -> DbResult<bool> {
+    let stmt = db.prepare_cached("DELETE FROM chats WHERE id = $1").await?;
+    Ok(db.execute(&stmt, &[&id]).await? == 1)
+}
+
+/// What an interrupt request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Interrupted {
+    /// The chat runs: the flag is set; its worker stops the turn.
+    Running {
+        /// The run to interrupt.
+        generation: Generation,
+    },
+    /// It was pending (no replica had started it): it is `waiting` now.
+    WasPending,
+    /// It was pending with queued messages: the next one replaced the
+    /// interrupted message and the chat stays `pending`.
+    PendingWithQueue(Box<super::messages::Message>),
+    /// It was idle: nothing to do.
+    Idle,
+}
+
+/// Requests an interrupt (DESIGN §3): on a running chat, sets
+/// `interrupt_requested`; on a pending one, stops it before it starts (and
+/// runs the next queued message instead, if any). One transaction, with the
+/// chat row locked, so it cannot race an acquire. `None` when the chat is gone.
+pub async fn request_interrupt(
+    db: &mut deadpool_postgres::Object,
+    id: ChatId,
+) -> DbResult<Option<(Interrupted, Chat)>> {
+    let tx = db.transaction().await?;
+    let lock = tx
+        .prepare_cached("SELECT * FROM chats WHERE id = $1 FOR UPDATE")
+        .await?;
+    let Some(row) = tx.query_opt(&lock, &[&id]).await? else {
+        return Ok(None);
+    };
+    let chat = Chat::from_row(&row)?;
+    let outcome = match chat.status {
+        ChatStatus::Running => {
+            let set = tx
+                .prepare_cached("UPDATE chats SET interrupt_requested = true WHERE id = $1")
+                .await?;
+            tx.execute(&set, &[&id]).await?;
+            Interrupted::Running {
+                generation: chat.generation,
+            }
+        }
+        ChatStatus::Pending => {
+            let pop = tx
+                .prepare_cached(&format!(
+                    "WITH next AS (
+                         SELECT id FROM chat_queued_messages WHERE chat_id = $1
+                         ORDER BY priority DESC, id LIMIT 1
+                     ), popped AS (
+                         DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
+                         RETURNING q.chat_id, q.content, q.created_by, q.idempotency_key
+                     )
+                     INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
+                     SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
+                     RETURNING {}",
+                    super::messages::COLUMNS
+                ))
+                .await?;
+            match tx.query_opt(&pop, &[&id]).await? {
+                Some(row) => Interrupted::PendingWithQueue(Box::new(
+                    super::messages::Message::from_row(&row)?,
+                )),
+                None => {
+                    let idle = tx
+                        .prepare_cached(
+                            "UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1",
+                        )
+                        .await?;
+                    tx.execute(&idle, &[&id]).await?;
+                    Interrupted::WasPending
+                }
+            }
+        }
+        ChatStatus::Waiting | ChatStatus::Error => Interrupted::Idle,
+    };
+    let reread = tx
+        .prepare_cached("SELECT * FROM chats WHERE id = $1")
+        .await?;
+    let chat = Chat::from_row(&tx.query_one(&reread, &[&id]).await?)?;
+    tx.commit().await?;
+    Ok(Some((outcome, chat)))
+}
+
+/// Why an edit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditRefused {
+    /// The chat or the message is not there (or the message was deleted).
+    NotFound,
+    /// Only user messages can be edited.
+    NotUserMessage,
+}
+
+/// What an edit did.
+#[derive(Debug, Clone)]
+pub struct Edited {
+    /// The replacement message.
+    pub message: super::messages::Message,
+    /// The chat after it (pending, generation bumped).
+    pub chat: Chat,
+    /// The transition to announce.
+    pub pending: BecamePending,
+}
+
+/// Edit and re-run (DESIGN §3): soft-deletes the user message `message_id`
+/// and everything after it, inserts the replacement, clears the queue, and
+/// makes the chat `pending` with a new generation (fencing out a worker
+/// still running the old turn). One transaction, the chat row locked.
+pub async fn edit_and_rerun(
+    db: &mut deadpool_postgres::Object,
+    chat_id: ChatId,
+    message_id: crate::ids::MessageId,
+    content: &[crate::parts::Part],
+    created_by: UserId,
+) -> DbResult<Result<Edited, EditRefused>> {
+    let tx = db.transaction().await?;
+    let lock = tx
+        .prepare_cached("SELECT id FROM chats WHERE id = $1 FOR UPDATE")
+        .await?;
+    if tx.query_opt(&lock, &[&chat_id]).await?.is_none() {
+        return Ok(Err(EditRefused::NotFound));
+    }
+    let Some(original) = super::messages::get(&tx, chat_id, message_id).await? else {
+        return Ok(Err(EditRefused::NotFound));
+    };
+    if original.deleted {
+        return Ok(Err(EditRefused::NotFound));
+    }
+    if original.role != crate::status::MessageRole::User {
+        return Ok(Err(EditRefused::NotUserMessage));
+    }
+    let hide = tx
+        .prepare_cached("UPDATE chat_messages SET deleted = true WHERE chat_id = $1 AND id >= $2 AND NOT deleted")
+        .await?;
+    tx.execute(&hide, &[&chat_id, &message_id]).await?;
+    let message = super::messages::insert(
+        &tx,
+        chat_id,
+        crate::status::MessageRole::User,
+        &super::messages::NewMessage {
+            content,
+            created_by: Some(created_by),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let clear = tx
+        .prepare_cached("DELETE FROM chat_queued_messages WHERE chat_id = $1")
+        .await?;
+    tx.execute(&clear, &[&chat_id]).await?;
+    let rerun = tx
+        .prepare_cached(
+            "UPDATE chats SET status = 'pending', worker_id = NULL, generation = generation + 1,
+                 interrupt_requested = false, last_error = NULL, started_at = NULL, updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .await?;
+    let chat = Chat::from_row(&tx.query_one(&rerun, &[&chat_id]).await?)?;
+    tx.commit().await?;
+    let pending = BecamePending {
+        chat_id,
+        owner_id: chat.owner_id,
+        generation: chat.generation,
+    };
+    Ok(Ok(Edited {
+        message,
+        chat,
+        pending,
+    }))
+}

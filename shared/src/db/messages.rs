@@ -265,18 +265,21 @@ pub async fn list_for_prompt(db: &impl GenericClient, chat_id: ChatId) -> DbResu
 
 /// A send to an idle chat, in one statement (DESIGN §3): inserts the user
 /// message and makes the chat `pending`, but only if the chat is `waiting`
-/// or `error` and not archived. `None` when it is busy (or gone).
+/// or `error`, not archived, and (when `only_owner` is given) owned by that
+/// user. `None` otherwise: busy, archived, someone else's, or gone.
 pub async fn send_to_idle(
     db: &impl GenericClient,
     chat_id: ChatId,
     content: &[Part],
     created_by: Option<UserId>,
     idempotency_key: Option<&str>,
+    only_owner: Option<UserId>,
 ) -> DbResult<Option<(Message, super::chats::BecamePending)>> {
     let sql = format!(
         "WITH chat AS (
              UPDATE chats SET status = 'pending', last_error = NULL, updated_at = now()
              WHERE id = $1 AND status IN ('waiting', 'error') AND NOT archived
+               AND ($5::uuid IS NULL OR owner_id = $5)
              RETURNING id, owner_id, generation
          ), inserted AS (
              INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
@@ -290,7 +293,13 @@ pub async fn send_to_idle(
     let Some(row) = db
         .query_opt(
             &stmt,
-            &[&chat_id, &Json(content), &created_by, &idempotency_key],
+            &[
+                &chat_id,
+                &Json(content),
+                &created_by,
+                &idempotency_key,
+                &only_owner,
+            ],
         )
         .await?
     else {
@@ -302,4 +311,163 @@ pub async fn send_to_idle(
         generation: row.try_get("chat_generation")?,
     };
     Ok(Some((Message::from_row(&row)?, pending)))
+}
+
+/// A page of what users see of a chat (not deleted, not model-only), in
+/// ascending id order: the `limit` newest messages before `before` (or the
+/// newest overall), and whether older ones exist.
+pub async fn page(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> DbResult<(Vec<Message>, bool)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_messages
+         WHERE chat_id = $1 AND NOT deleted AND visibility <> 'model' AND ($2::bigint IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let mut rows: Vec<Message> = db
+        .query(&stmt, &[&chat_id, &before, &(limit + 1)])
+        .await?
+        .iter()
+        .map(Message::from_row)
+        .collect::<DbResult<_>>()?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    Ok((rows, has_more))
+}
+
+/// What users see of a chat after `after`, ascending, at most `limit`.
+pub async fn visible_after(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    after: MessageId,
+    limit: i64,
+) -> DbResult<Vec<Message>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_messages
+         WHERE chat_id = $1 AND id > $2 AND NOT deleted AND visibility <> 'model'
+         ORDER BY id LIMIT $3"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[&chat_id, &after, &limit])
+        .await?
+        .iter()
+        .map(Message::from_row)
+        .collect()
+}
+
+/// The message a client sent with `key` on this chat, if any.
+pub async fn find_by_idempotency_key(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    key: &str,
+) -> DbResult<Option<Message>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM chat_messages WHERE chat_id = $1 AND idempotency_key = $2");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&chat_id, &key])
+        .await?
+        .as_ref()
+        .map(Message::from_row)
+        .transpose()
+}
+
+/// One message of a chat.
+pub async fn get(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    id: MessageId,
+) -> DbResult<Option<Message>> {
+    let sql = format!("SELECT {COLUMNS} FROM chat_messages WHERE chat_id = $1 AND id = $2");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&chat_id, &id])
+        .await?
+        .as_ref()
+        .map(Message::from_row)
+        .transpose()
+}
+
+/// What [`send_locked`] did.
+#[derive(Debug, Clone)]
+pub enum Sent {
+    /// The chat was idle: the message is committed and the chat pending.
+    Committed(Box<Message>, super::chats::BecamePending),
+    /// The chat was busy: the message is queued.
+    Queued(super::queued_messages::QueuedMessage),
+    /// The idempotency key was used before for this message.
+    ReplayedMessage(Box<Message>),
+    /// The idempotency key was used before for this queued message.
+    ReplayedQueued(super::queued_messages::QueuedMessage),
+    /// The chat is busy and queueing was not wanted.
+    Busy,
+    /// The queue is full.
+    QueueFull,
+    /// The chat is archived.
+    Archived,
+    /// No such chat (or not `only_owner`'s).
+    Missing,
+}
+
+/// A send in one transaction with the chat row locked (DESIGN §3): replays
+/// an idempotency key used before (as a message or a queued message),
+/// commits the message when the chat is idle, otherwise queues it (when
+/// `queue_if_busy`). The lock orders it against a turn ending and against
+/// other sends, so a key never yields two messages and a message is never
+/// queued behind a chat that just went idle.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_locked(
+    db: &mut deadpool_postgres::Object,
+    chat_id: ChatId,
+    content: &[Part],
+    created_by: Option<UserId>,
+    idempotency_key: Option<&str>,
+    only_owner: Option<UserId>,
+    queue_if_busy: bool,
+) -> DbResult<Sent> {
+    let tx = db.transaction().await?;
+    let lock = tx
+        .prepare_cached("SELECT status, archived, owner_id FROM chats WHERE id = $1 FOR UPDATE")
+        .await?;
+    let Some(row) = tx.query_opt(&lock, &[&chat_id]).await? else {
+        return Ok(Sent::Missing);
+    };
+    let status: crate::status::ChatStatus = row.try_get("status")?;
+    let owner: UserId = row.try_get("owner_id")?;
+    if only_owner.is_some_and(|caller| caller != owner) {
+        return Ok(Sent::Missing);
+    }
+    if let Some(key) = idempotency_key {
+        if let Some(message) = find_by_idempotency_key(&tx, chat_id, key).await? {
+            return Ok(Sent::ReplayedMessage(Box::new(message)));
+        }
+        if let Some(queued) =
+            super::queued_messages::find_by_idempotency_key(&tx, chat_id, key).await?
+        {
+            return Ok(Sent::ReplayedQueued(queued));
+        }
+    }
+    if row.try_get::<_, bool>("archived")? {
+        return Ok(Sent::Archived);
+    }
+    let sent = if !status.is_busy() {
+        match send_to_idle(&tx, chat_id, content, created_by, idempotency_key, None).await? {
+            Some((message, pending)) => Sent::Committed(Box::new(message), pending),
+            None => return Ok(Sent::Missing),
+        }
+    } else if !queue_if_busy {
+        return Ok(Sent::Busy);
+    } else {
+        match super::queued_messages::push(&tx, chat_id, content, created_by, idempotency_key)
+            .await?
+        {
+            Some(queued) => Sent::Queued(queued),
+            None => return Ok(Sent::QueueFull),
+        }
+    };
+    tx.commit().await?;
+    Ok(sent)
 }

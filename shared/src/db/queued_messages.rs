@@ -92,3 +92,49 @@ pub async fn list(db: &impl GenericClient, chat_id: ChatId) -> DbResult<Vec<Queu
         .map(QueuedMessage::from_row)
         .collect()
 }
+
+/// The queued message a client sent with `key` on this chat, if any.
+pub async fn find_by_idempotency_key(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    key: &str,
+) -> DbResult<Option<QueuedMessage>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM chat_queued_messages WHERE chat_id = $1 AND idempotency_key = $2"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&chat_id, &key])
+        .await?
+        .as_ref()
+        .map(QueuedMessage::from_row)
+        .transpose()
+}
+
+/// Removes a queued message; false when it was not in this chat's queue.
+pub async fn delete(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    id: QueuedMessageId,
+) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached("DELETE FROM chat_queued_messages WHERE chat_id = $1 AND id = $2")
+        .await?;
+    Ok(db.execute(&stmt, &[&chat_id, &id]).await? == 1)
+}
+
+/// Moves a queued message to the front (above every other); false when it
+/// is not in this chat's queue.
+pub async fn promote(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    id: QueuedMessageId,
+) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chat_queued_messages SET priority =
+                 (SELECT coalesce(max(priority), 0) + 1 FROM chat_queued_messages WHERE chat_id = $1)
+             WHERE chat_id = $1 AND id = $2",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&chat_id, &id]).await? == 1)
+}

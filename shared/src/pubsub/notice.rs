@@ -135,6 +135,8 @@ pub enum OwnerEventKind {
 pub enum ControlNotice {
     /// Providers or model configs changed: drop cached ones.
     ModelsChanged,
+    /// Users or tokens changed (revoked, role changed): drop cached logins.
+    TokensChanged,
     /// A latency probe: its sender measures notify→receive time on arrival.
     Probe {
         /// The replica that sent it (only it measures).

@@ -1,0 +1,219 @@
+//! Bearer-token authentication (DESIGN §2, §9).
+//!
+//! A token is looked up by its SHA-256 once, then cached for a minute, so a
+//! busy client costs no statement per request. Revoking a token (or changing
+//! a user) publishes `TokensChanged`, which empties every replica's cache;
+//! the minute bounds how long a missed notice can matter. `last_used_at` is
+//! written at most once a minute per token, off the request path.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use chatd_shared::{
+    auth_token,
+    db::{Pool, chats::Chat, tokens},
+    ids::{TokenId, UserId},
+    pubsub::{Delivery, PubSub},
+    status::UserRole,
+};
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{AppState, error::ApiError};
+
+/// How long a looked-up token is trusted without asking the database again.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+/// `last_used_at` is written at most this often per token.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Entries kept at most (a flood of distinct valid tokens cannot grow it without bound).
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user_id: UserId,
+    /// Their role.
+    pub role: UserRole,
+    /// The token they used.
+    pub token_id: TokenId,
+}
+
+impl Caller {
+    /// True for admins.
+    pub fn is_admin(&self) -> bool {
+        self.role == UserRole::Admin
+    }
+
+    /// Admins only (403 otherwise).
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this needs an admin token"))
+        }
+    }
+
+    /// True when the caller may see `chat`: its owner, or an admin. Others
+    /// get the same 404 as for a chat that does not exist.
+    pub fn may_see(&self, chat: &Chat) -> bool {
+        self.is_admin() || chat.owner_id == self.user_id
+    }
+}
+
+struct Cached {
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+    fetched: Instant,
+    touched: Instant,
+}
+
+/// Tokens recently seen valid, by hash.
+pub struct TokenCache {
+    entries: Mutex<HashMap<Vec<u8>, Cached>>,
+}
+
+impl TokenCache {
+    /// An empty cache.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            entries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Cached>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets everything (a token or user changed somewhere).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Empties the cache on every `chatd_control` notice and resync, until `stop`.
+    pub async fn watch(self: Arc<Self>, pubsub: PubSub, stop: CancellationToken) {
+        let mut control = pubsub.subscribe_control();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                delivery = control.recv() => match delivery {
+                    Some(Delivery::Notice(_) | Delivery::Resync) => self.clear(),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// The caller for a bearer secret, or a 401 saying what is wrong.
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        pool: &Pool,
+        tracker: &TaskTracker,
+    ) -> Result<Caller, ApiError> {
+        if !auth_token::looks_valid(secret) {
+            return Err(ApiError::unauthorized(
+                "malformed token: expected chatd_ followed by 32 letters and digits",
+            ));
+        }
+        let hash = auth_token::hash(secret);
+        let now = Instant::now();
+        let touch = {
+            let mut entries = self.lock();
+            match entries.get_mut(&hash) {
+                Some(entry) if now.duration_since(entry.fetched) < CACHE_TTL => {
+                    if entry.expires_at.is_some_and(|at| at <= Utc::now()) {
+                        entries.remove(&hash);
+                        return Err(ApiError::unauthorized("the token has expired"));
+                    }
+                    let touch = now.duration_since(entry.touched) >= TOUCH_INTERVAL;
+                    if touch {
+                        entry.touched = now;
+                    }
+                    let caller = entry.caller;
+                    drop(entries);
+                    if touch {
+                        self.touch_later(pool, tracker, caller.token_id);
+                    }
+                    return Ok(caller);
+                }
+                _ => true,
+            }
+        };
+        let client = pool.get().await?;
+        let Some((token, user)) = tokens::find_active(&client, &hash).await? else {
+            return Err(ApiError::unauthorized("unknown, revoked or expired token"));
+        };
+        drop(client);
+        let caller = Caller {
+            user_id: user.id,
+            role: user.role,
+            token_id: token.id,
+        };
+        {
+            let mut entries = self.lock();
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(
+                hash,
+                Cached {
+                    caller,
+                    expires_at: token.expires_at,
+                    fetched: now,
+                    touched: now,
+                },
+            );
+        }
+        if touch {
+            self.touch_later(pool, tracker, token.id);
+        }
+        Ok(caller)
+    }
+
+    /// Records a use of the token in the background.
+    fn touch_later(&self, pool: &Pool, tracker: &TaskTracker, token_id: TokenId) {
+        let pool = pool.clone();
+        tracker.spawn(async move {
+            let touched = async {
+                let client = pool.get().await?;
+                tokens::touch_last_used(&client, token_id).await
+            };
+            if let Err(err) = touched.await {
+                tracing::debug!(error = %chatd_shared::error_chain::Chain(&err), "recording token use failed");
+            }
+        });
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+        let secret = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        state
+            .tokens
+            .authenticate(secret.trim(), &state.pool, &state.tracker)
+            .await
+    }
+}

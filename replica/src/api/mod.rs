@@ -1,0 +1,242 @@
+//! The public API (DESIGN §9): routes under `/api/v1` with bearer-token
+//! auth, streams over WebSocket and SSE, and the operations endpoints.
+//!
+//! One module per resource. Every handler returns [`ApiResult`]; every
+//! failure becomes the JSON error body in [`error`]. The OpenAPI document is
+//! generated from the handlers' annotations (`/api/v1/openapi.json`).
+
+pub mod auth;
+mod chats;
+pub mod error;
+mod extract;
+mod feed;
+mod messages;
+mod metrics;
+mod ops;
+mod queue;
+mod stream;
+mod subscriber;
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use chatd_shared::{db::Pool, pubsub::PubSub};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use self::error::{ApiError, ApiResult};
+use self::{
+    auth::TokenCache,
+    feed::Feeds,
+    metrics::{HttpMetrics, StreamMetrics},
+};
+use crate::{hub::StreamHub, telemetry::Telemetry};
+
+/// Limits and intervals of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body (413 past it).
+    pub body_limit: usize,
+    /// Longest a plain request may take (streams are exempt).
+    pub request_timeout: Duration,
+    /// Keep-alive interval of streams (WebSocket ping, SSE comment).
+    pub keepalive: Duration,
+    /// Events queued per stream subscriber before it is cut off as slow.
+    pub subscriber_queue: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+            subscriber_queue: 1024,
+        }
+    }
+}
+
+/// Whether the replica should get traffic (`/readyz`).
+pub type ReadinessProbe = Arc<dyn Fn() -> Readiness + Send + Sync>;
+
+/// The parts of readiness, for a precise `/readyz` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// Registered and holding a lease (so the database answers).
+    pub database: bool,
+    /// The LISTEN connection is up.
+    pub listener: bool,
+    /// Shutting down.
+    pub draining: bool,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+/// The contents of [`AppState`].
+pub struct AppInner {
+    /// The replica's pool.
+    pub pool: Pool,
+    /// The replica's pubsub.
+    pub pubsub: PubSub,
+    /// The replica's stream hub.
+    pub hub: Arc<StreamHub>,
+    /// Recently seen tokens.
+    pub tokens: Arc<TokenCache>,
+    /// `/readyz`.
+    pub readiness: ReadinessProbe,
+    /// Limits.
+    pub config: ApiConfig,
+    /// Fires when the replica shuts down: streams send `reconnect` and end.
+    pub shutdown: CancellationToken,
+    /// Background work started by requests (token touches, streams).
+    pub tracker: TaskTracker,
+    /// `/metrics`.
+    pub telemetry: Telemetry,
+    /// Durable events of chats with local subscribers.
+    feeds: Arc<Feeds>,
+    metrics: HttpMetrics,
+    streams: StreamMetrics,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The state of one replica's API.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pool: Pool,
+        pubsub: PubSub,
+        hub: Arc<StreamHub>,
+        readiness: ReadinessProbe,
+        config: ApiConfig,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+        telemetry: Telemetry,
+    ) -> Self {
+        let meter = telemetry.meter();
+        let metrics = HttpMetrics::new(&meter);
+        let streams = StreamMetrics::new(&meter);
+        let feeds = Feeds::new(pool.clone(), pubsub.clone(), hub.clone(), tracker.clone());
+        Self(Arc::new(AppInner {
+            pool,
+            pubsub,
+            hub,
+            tokens: TokenCache::new(),
+            readiness,
+            config,
+            shutdown,
+            tracker,
+            telemetry,
+            feeds,
+            metrics,
+            streams,
+        }))
+    }
+}
+
+/// The OpenAPI document's frame; paths and schemas come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("chatd_…")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every `/api/v1` route, with its OpenAPI description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(chats::routes())
+        .merge(messages::routes())
+        .merge(queue::routes())
+}
+
+/// Stream routes: no request timeout (they live long).
+fn stream_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(stream::routes())
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    all_routes().into_openapi()
+}
+
+fn all_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::<AppState>::new()
+        .nest("/api/v1", api_routes())
+        .nest("/api/v1", stream_routes())
+}
+
+/// The API's router with its state and layers.
+pub fn router(state: AppState) -> Router {
+    let document = Arc::new(openapi());
+    let (plain, _) = OpenApiRouter::<AppState>::new()
+        .nest("/api/v1", api_routes())
+        .split_for_parts();
+    let (streams, _) = OpenApiRouter::<AppState>::new()
+        .nest("/api/v1", stream_routes())
+        .split_for_parts();
+    let plain = plain
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        .merge(streams)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        );
+    plain
+        .merge(ops::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+/// Bounds how long a plain request may take (streams are upgraded or
+/// streamed before this returns, so only their setup is bounded).
+async fn request_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the request took too long").into_response(),
+    }
+}

@@ -1,0 +1,109 @@
+//! `chatd serve`: one replica until SIGTERM or SIGINT, then a graceful
+//! shutdown (DESIGN §4).
+
+use anyhow::{Context, bail};
+use chatd_replica::{
+    api::ApiConfig,
+    bootstrap::ProviderBootstrap,
+    runtime::RuntimeConfig,
+    server::{Replica, ReplicaConfig},
+    turn::TurnConfig,
+};
+use chatd_shared::{db::DbConfig, ids::ReplicaId, pubsub::PubSubConfig};
+
+use crate::cli::{ProviderArgs, ServeArgs};
+
+/// Runs a replica until a signal asks it to stop.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let replica = Replica::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    replica.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The replica's configuration from the flags, checked.
+pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
+    if args.heartbeat_interval.is_zero() || args.heartbeat_interval >= args.lease_ttl {
+        bail!("CHATD_HEARTBEAT_INTERVAL must be above zero and below CHATD_LEASE_TTL");
+    }
+    if args.max_running_chats == 0 || args.acquire_batch == 0 || args.db_pool_size == 0 {
+        bail!(
+            "CHATD_MAX_RUNNING_CHATS, CHATD_ACQUIRE_BATCH and CHATD_DB_POOL_SIZE must be above zero"
+        );
+    }
+    let mut database = DbConfig::new(args.database_url);
+    database.pg_config().context("CHATD_DATABASE_URL")?;
+    database.pool_size = args.db_pool_size;
+    let mut runtime = RuntimeConfig::new(args.replica_id.unwrap_or_else(ReplicaId::new_random));
+    runtime.max_running_chats = args.max_running_chats;
+    runtime.acquire_batch = args.acquire_batch;
+    runtime.poll_interval = args.poll_interval;
+    runtime.heartbeat_interval = args.heartbeat_interval;
+    runtime.lease_ttl = args.lease_ttl;
+    runtime.drain_timeout = args.drain_timeout;
+    let turn = TurnConfig {
+        max_steps: args.max_steps.max(1),
+        ..TurnConfig::default()
+    };
+    Ok(ReplicaConfig {
+        database,
+        http_addr: args.http_addr,
+        migrate: !args.no_migrate,
+        bootstrap: bootstrap(args.provider)?,
+        runtime,
+        turn,
+        api: ApiConfig::default(),
+        test_tools: args.test_tools,
+        pubsub: PubSubConfig::default(),
+    })
+}
+
+fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBootstrap>> {
+    let Some(kind) = args.provider_kind else {
+        if args.model.is_some() || args.provider_base_url.is_some() {
+            bail!(
+                "CHATD_MODEL and CHATD_PROVIDER_BASE_URL need CHATD_PROVIDER_KIND (openai, anthropic or mock)"
+            );
+        }
+        return Ok(None);
+    };
+    let model = match args.model {
+        Some(model) => model,
+        None if kind == chatd_shared::status::ProviderKind::Mock => "mock".to_owned(),
+        None => bail!("CHATD_PROVIDER_KIND is set: CHATD_MODEL must name the model"),
+    };
+    if args.context_limit <= 0 {
+        bail!("CHATD_CONTEXT_LIMIT must be above zero");
+    }
+    let api_key_env = match (args.provider_api_key, args.provider_api_key_env) {
+        (Some(_), Some(_)) => {
+            bail!("set CHATD_PROVIDER_API_KEY or CHATD_PROVIDER_API_KEY_ENV, not both")
+        }
+        (Some(_), None) => Some("CHATD_PROVIDER_API_KEY".to_owned()),
+        (None, named) => named,
+    };
+    Ok(Some(ProviderBootstrap {
+        name: args.provider_name.unwrap_or_else(|| kind.to_string()),
+        kind,
+        base_url: args
+            .provider_base_url
+            .unwrap_or_else(|| ProviderBootstrap::default_base_url(kind).to_owned()),
+        api_key_env,
+        model,
+        context_limit: args.context_limit,
+    }))
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("listening for SIGINT")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Whole replicas (API included) against one test database, for tests that
+//! drive chatd the way a client does: over HTTP.
+
+use std::{net::SocketAddr, time::Duration};
+
+use chatd_replica::{
+    api::ApiConfig,
+    bootstrap::ProviderBootstrap,
+    runtime::RuntimeConfig,
+    server::{Replica, ReplicaConfig},
+    turn::TurnConfig,
+};
+use chatd_shared::{
+    auth_token,
+    db::{tokens, users},
+    ids::{ReplicaId, UserId},
+    pubsub::PubSubConfig,
+    status::{ProviderKind, UserRole},
+    testing::{TestDb, eventually},
+};
+
+use super::{WAIT, fast_config};
+
+/// Test settings of a whole replica: fast lease, the in-process mock model.
+pub fn replica_config(db: &TestDb) -> ReplicaConfig {
+    let mut database = db.config();
+    database.pool_size = 8;
+    let mut turn = TurnConfig::default();
+    turn.retry.base = Duration::from_millis(10);
+    ReplicaConfig {
+        database,
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        migrate: false,
+        bootstrap: Some(ProviderBootstrap {
+            name: "mock".into(),
+            kind: ProviderKind::Mock,
+            base_url: "mock://?tokens=8".into(),
+            api_key_env: None,
+            model: "mock".into(),
+            context_limit: 100_000,
+        }),
+        runtime: fast_config(ReplicaId::new_random()),
+        turn,
+        api: ApiConfig::default(),
+        test_tools: true,
+        pubsub: PubSubConfig::default(),
+    }
+}
+
+/// Replicas with their API, and an admin.
+pub struct TestApp {
+    pub db: TestDb,
+    pub replicas: Vec<Replica>,
+    pub admin_token: String,
+    pub admin_id: UserId,
+}
+
+impl TestApp {
+    /// `count` replicas with test settings (`tweak` adjusts each).
+    pub async fn start(count: usize, tweak: impl Fn(&mut ReplicaConfig)) -> Self {
+        let db = TestDb::new().await;
+        let mut replicas = Vec::new();
+        for _ in 0..count {
+            let mut config = replica_config(&db);
+            config.runtime = RuntimeConfig {
+                replica_id: ReplicaId::new_random(),
+                ..config.runtime
+            };
+            tweak(&mut config);
+            let replica = Replica::start(config).await.expect("replica starts");
+            replicas.push(replica);
+        }
+        for replica in &replicas {
+            eventually("the replica to run", WAIT, || {
+                let up = replica.is_running() && replica.pubsub().is_connected();
+                async move { up.then_some(()) }
+            })
+            .await;
+        }
+        let (admin_id, admin_token) = user_with_token(&db, "admin", UserRole::Admin).await;
+        Self {
+            db,
+            replicas,
+            admin_token,
+            admin_id,
+        }
+    }
+
+    /// The API URL of replica `index`.
+    pub fn url(&self, index: usize) -> String {
+        self.replicas[index].url()
+    }
+
+    /// A new user and a token for them.
+    pub async fn user(&self, name: &str) -> (UserId, String) {
+        user_with_token(&self.db, name, UserRole::Member).await
+    }
+
+    /// Stops every replica gracefully.
+    pub async fn shutdown(self) {
+        for replica in self.replicas {
+            replica.shutdown().await;
+        }
+    }
+}
+
+/// Inserts a user and a token; returns the secret.
+pub async fn user_with_token(db: &TestDb, name: &str, role: UserRole) -> (UserId, String) {
+    let client = db.pool().get().await.unwrap();
+    let user = users::insert(&client, UserId::new_random(), name, role)
+        .await
+        .unwrap();
+    let secret = auth_token::generate();
+    tokens::insert(
+        &client,
+        &tokens::NewApiToken {
+            user_id: user.id,
+            name: "test",
+            token_hash: &auth_token::hash(&secret),
+            prefix: &auth_token::display_prefix(&secret),
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    (user.id, secret)
+}
