@@ -108,10 +108,7 @@ impl StreamMetrics {
     }
 
     /// A `reconnect` event went out.
-    pub fn reconnect_sent(&self, event: &chatd_shared::stream::StreamEvent) {
-        if let chatd_shared::stream::StreamEvent::Reconnect { reason, .. } = event {
-            self.reconnects
-                .add(1, &[KeyValue::new("reason", reason.clone())]);
-        }
+    pub fn reconnect_sent(&self, reason: &'static str) {
+        self.reconnects.add(1, &[KeyValue::new("reason", reason)]);
     }
 }

@@ -16,6 +16,7 @@ mod ops;
 mod queue;
 mod stream;
 mod subscriber;
+mod transport;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 

@@ -21,21 +21,16 @@ use chatd_shared::{
     stream::{Cursor, PartCursor, StreamEvent},
 };
 
-use super::{AppState, error::ApiResult, feed::FeedGuard};
+use super::{
+    AppState,
+    error::ApiResult,
+    feed::FeedGuard,
+    transport::{EventSource, Next},
+};
 use crate::hub::{HubItem, HubReceiver, Overflowed};
 
 /// Messages read per query when catching up.
 const READ_BATCH: i64 = 200;
-
-/// What to do next on the wire.
-pub enum Next {
-    /// Send this event; `Cursor` is where the client is after it.
-    Event(Box<StreamEvent>, Cursor),
-    /// Send `reconnect` with this reason, then close.
-    Reconnect(&'static str),
-    /// Close without a word (the chat is gone: an `error` event was sent).
-    Close,
-}
 
 /// The state of one stream subscriber.
 pub struct ChatSubscriber {
@@ -213,10 +208,10 @@ impl ChatSubscriber {
     }
 
     /// The next thing to put on the wire.
-    pub async fn next(&mut self) -> Next {
+    pub async fn next_event(&mut self) -> Next<StreamEvent> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                return Next::Event(Box::new(event), self.cursor());
+                return Next::Event(Box::new(event), Some(self.cursor()));
             }
             if self.closing {
                 return Next::Close;
@@ -231,5 +226,24 @@ impl ChatSubscriber {
                 Err(Overflowed) => return Next::Reconnect("slow_consumer"),
             }
         }
+    }
+}
+
+impl EventSource for ChatSubscriber {
+    type Event = StreamEvent;
+
+    fn next(&mut self) -> impl std::future::Future<Output = Next<StreamEvent>> + Send {
+        self.next_event()
+    }
+
+    fn reconnect(&self, reason: &str) -> StreamEvent {
+        StreamEvent::Reconnect {
+            chat_id: Some(self.chat_id),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn kind(event: &StreamEvent) -> &'static str {
+        event.kind()
     }
 }
