@@ -13,7 +13,7 @@ use chatd_shared::{
     api,
     db::{DbError, Pool, chats, messages, queued_messages},
     error_chain::Chain,
-    ids::{ChatId, MessageId},
+    ids::ChatId,
     pubsub::{ChatEvent, ChatNotice, Delivery, PubSub, Subscription},
     status::ChatStatus,
     stream::{ErrorBody, StreamEvent},
@@ -156,19 +156,17 @@ async fn forward(
             );
         }
         ChatEvent::Message { after_id, last_id } => {
-            let mut seen = hub
-                .last_message_id(chat_id)
-                .max(Some(after_id))
-                .unwrap_or(MessageId(0));
+            // Read from where every local subscriber is, never from the
+            // notice's own start: notices of different writers can arrive
+            // out of order, reads from the watermark cannot.
+            let mut seen = hub.watermark(chat_id).unwrap_or(after_id);
             if seen >= last_id {
                 return Ok(());
             }
             let client = pool.get().await?;
-            while seen < last_id {
+            loop {
                 let batch = messages::visible_after(&client, chat_id, seen, READ_BATCH).await?;
-                let Some(newest) = batch.last().map(|m| m.id) else {
-                    break;
-                };
+                let full = batch.len() as i64 == READ_BATCH;
                 for message in &batch {
                     hub.publish(
                         chat_id,
@@ -177,8 +175,11 @@ async fn forward(
                             message: api::Message::from(message),
                         },
                     );
+                    seen = message.id;
                 }
-                seen = newest;
+                if !full {
+                    break;
+                }
             }
         }
         ChatEvent::Queue => {

@@ -17,6 +17,7 @@ mod queue;
 mod stream;
 mod subscriber;
 mod transport;
+mod watch;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -186,7 +187,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// Stream routes: no request timeout (they live long).
 fn stream_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(stream::routes())
+    OpenApiRouter::new()
+        .merge(stream::routes())
+        .merge(watch::routes())
 }
 
 /// The OpenAPI document of the whole API.

@@ -114,6 +114,10 @@ impl ChatSubscriber {
                 break;
             }
         }
+        // Later messages must come to us through the hub.
+        self.state
+            .hub
+            .snapshot_read(self.chat_id, self.last_message);
         let queued = queued_messages::list(&client, self.chat_id).await?;
         self.offer(StreamEvent::Queue {
             chat_id: self.chat_id,

@@ -68,9 +68,10 @@ struct RunBuffer {
 struct ChatState {
     run: Option<RunBuffer>,
     subscribers: Vec<(u64, Arc<SubscriberQueue>)>,
-    /// The newest message fanned out here (by the run or a feed): a notice
-    /// of messages up to it needs no read.
-    last_message_id: Option<MessageId>,
+    /// Messages up to here reached every local subscriber, in id order
+    /// (fanned out by the run or a feed, or read by each subscriber itself):
+    /// a feed reads only what comes after it.
+    watermark: Option<MessageId>,
 }
 
 /// What a new subscriber gets: the run in progress here (if any) and its
@@ -176,7 +177,7 @@ impl StreamHub {
         let event = Arc::new(event);
         if let Some(state) = self.lock().get_mut(&chat_id) {
             if let StreamEvent::Message { message, .. } = event.as_ref() {
-                state.last_message_id = state.last_message_id.max(Some(message.id));
+                state.watermark = state.watermark.max(Some(message.id));
             }
             self.fan_out(&mut state.subscribers, &HubItem::Event(event));
         }
@@ -190,11 +191,22 @@ impl StreamHub {
         }
     }
 
-    /// The newest message fanned out here for `chat_id`.
-    pub fn last_message_id(&self, chat_id: ChatId) -> Option<MessageId> {
-        self.lock()
-            .get(&chat_id)
-            .and_then(|state| state.last_message_id)
+    /// A subscriber read the chat's messages itself, up to `upto`: the
+    /// watermark may not be above it (what lies beyond must still be fanned
+    /// out, for this subscriber's sake).
+    pub fn snapshot_read(&self, chat_id: ChatId, upto: Option<MessageId>) {
+        if let Some(state) = self.lock().get_mut(&chat_id) {
+            state.watermark = match (state.watermark, upto) {
+                (Some(current), Some(upto)) => Some(current.min(upto)),
+                (None, upto) => upto,
+                (Some(current), None) => Some(current.min(MessageId(0))),
+            };
+        }
+    }
+
+    /// Messages of `chat_id` up to this reached every local subscriber in order.
+    pub fn watermark(&self, chat_id: ChatId) -> Option<MessageId> {
+        self.lock().get(&chat_id).and_then(|state| state.watermark)
     }
 
     /// Number of local subscribers of `chat_id`.
@@ -234,13 +246,13 @@ impl StreamHub {
         let Some(ChatState {
             run,
             subscribers,
-            last_message_id,
+            watermark,
         }) = chats.get_mut(&chat_id)
         else {
             return;
         };
         if let Some(run) = run.as_mut().filter(|run| run.generation == generation) {
-            apply(run, subscribers, last_message_id);
+            apply(run, subscribers, watermark);
         }
     }
 }
@@ -299,6 +311,30 @@ impl RunStream {
         seq
     }
 
+    /// True when someone on this replica watches the chat.
+    pub fn has_subscribers(&self) -> bool {
+        self.hub.subscriber_count(self.chat_id) > 0
+    }
+
+    /// Messages committed before this run's steps (the message that started
+    /// the turn): fanned out first, so the run's own messages never overtake
+    /// them and subscribers get every message in id order.
+    pub fn preceding(&mut self, messages: &[api::Message]) {
+        let watermark = self.hub.watermark(self.chat_id);
+        for message in messages
+            .iter()
+            .filter(|m| watermark.is_none_or(|w| m.id > w))
+        {
+            self.hub.publish(
+                self.chat_id,
+                StreamEvent::Message {
+                    chat_id: message.chat_id,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
     /// The messages of `step` committed: they supersede its parts, which
     /// leave the buffer; local subscribers get the messages now, before any
     /// part of a later step.
@@ -307,11 +343,11 @@ impl RunStream {
         hub.with_run(
             self.chat_id,
             self.generation,
-            |run, subscribers, last_message_id| {
+            |run, subscribers, watermark| {
                 run.parts.retain(|part| part.step > step);
                 run.bytes = run.parts.iter().map(|part| part.bytes).sum();
                 for message in messages {
-                    *last_message_id = (*last_message_id).max(Some(message.id));
+                    *watermark = (*watermark).max(Some(message.id));
                     let event = Arc::new(StreamEvent::Message {
                         chat_id: message.chat_id,
                         message: message.clone(),

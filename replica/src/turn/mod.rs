@@ -169,6 +169,21 @@ impl TurnRunner {
                 messages::list_for_prompt(&client, run.fence().chat_id).await?
             };
             let prompt = prompt::build(run.chat(), &model, &self.tools, &history);
+            // The message that started the turn reaches local subscribers
+            // before anything this run writes.
+            if run.stream().has_subscribers() {
+                let visible: Vec<api::Message> = history
+                    .iter()
+                    .rev()
+                    .take_while(|m| m.role == chatd_shared::status::MessageRole::User)
+                    .filter(|m| m.visibility != chatd_shared::status::MessageVisibility::Model)
+                    .map(api::Message::from)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                run.stream().preceding(&visible);
+            }
             *loaded = Some((model, prompt));
         }
         let Some((model, prompt)) = loaded.as_mut() else {

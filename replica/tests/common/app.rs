@@ -125,3 +125,53 @@ pub async fn user_with_token(db: &TestDb, name: &str, role: UserRole) -> (UserId
     .unwrap();
     (user.id, secret)
 }
+
+impl TestApp {
+    /// A typed client of replica `index`, acting with `token`.
+    pub fn client(&self, index: usize, token: &str) -> chatd_shared::client::Client {
+        chatd_shared::client::Client::new(&self.url(index), token).expect("client")
+    }
+
+    /// The admin's client of replica `index`.
+    pub fn admin(&self, index: usize) -> chatd_shared::client::Client {
+        self.client(index, &self.admin_token)
+    }
+}
+
+/// `@mock` directive text for the in-process mock model.
+pub fn say(script: serde_json::Value) -> String {
+    format!("@mock {script}")
+}
+
+/// Reads events from `stream` until `done` says so (deadline: [`WAIT`]).
+pub async fn read_until<S>(
+    stream: &mut S,
+    mut done: impl FnMut(&chatd_shared::stream::StreamEvent) -> bool,
+) -> Vec<chatd_shared::stream::StreamEvent>
+where
+    S: futures::Stream<
+            Item = Result<chatd_shared::stream::StreamEvent, chatd_shared::client::ClientError>,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(event) = stream.next().await {
+            let event = event.expect("stream event");
+            let stop = done(&event);
+            events.push(event);
+            if stop {
+                return;
+            }
+        }
+        panic!("the stream ended before the condition held: {events:#?}");
+    };
+    chatd_shared::testing::wait_for("stream events", WAIT, collect).await;
+    events
+}
+
+/// True for `status: waiting` (or `error`) of a generation at least `generation`.
+pub fn idle_at(event: &chatd_shared::stream::StreamEvent, generation: i64) -> bool {
+    use chatd_shared::{status::ChatStatus, stream::StreamEvent};
+    matches!(event, StreamEvent::Status { status: ChatStatus::Waiting | ChatStatus::Error, generation: g, .. } if g.0 >= generation)
+}
