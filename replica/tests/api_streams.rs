@@ -419,10 +419,7 @@ async fn the_watch_stream_shows_the_callers_chats_only() {
         )
         .await
         .unwrap();
-    let event = wait_for("the title event", WAIT, watch.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let event = next_besides_status(&mut watch).await;
     assert!(
         matches!(&event, WatchEvent::Chat { kind: WatchKind::Title, chat } if chat.title == "Renamed"),
         "{event:?}"
@@ -437,19 +434,13 @@ async fn the_watch_stream_shows_the_callers_chats_only() {
         )
         .await
         .unwrap();
-    let event = wait_for("the archive event", WAIT, watch.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let event = next_besides_status(&mut watch).await;
     assert!(
         matches!(&event, WatchEvent::Chat { kind: WatchKind::Archived, chat } if chat.archived),
         "{event:?}"
     );
     alice.delete_chat(id).await.unwrap();
-    let event = wait_for("the delete event", WAIT, watch.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let event = next_besides_status(&mut watch).await;
     assert!(
         matches!(&event, WatchEvent::Deleted { chat_id } if *chat_id == id),
         "{event:?}"
