@@ -1,0 +1,559 @@
+//! What clients get wrong: authentication, other users' chats, and bad input
+//! on every write route. Each gets the right status and error code, and
+//! nothing is written.
+
+mod common;
+
+use chatd_shared::{
+    api::{CreateChat, SendMessage},
+    client::{Client, RawBody, Transport},
+    ids::ChatId,
+    pubsub::ControlNotice,
+    stream::Cursor,
+    testing::eventually,
+};
+use common::{
+    WAIT,
+    app::{TestApp, say},
+};
+use reqwest::Method;
+use serde_json::json;
+
+async fn expect(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<RawBody>,
+    status: u16,
+    code: &str,
+) {
+    let response = client.raw(method.clone(), path, body, &[]).await.unwrap();
+    assert_eq!(
+        response.status.as_u16(),
+        status,
+        "{method} {path}: {}",
+        response.body
+    );
+    let error = response
+        .error()
+        .unwrap_or_else(|| panic!("{method} {path}: no error body: {}", response.body));
+    assert_eq!(error.code, code, "{method} {path}: {}", error.message);
+    assert!(!error.message.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_valid_token_are_refused() {
+    let app = TestApp::start(1, |_| {}).await;
+    let anonymous = app.admin(0).with_token(None).unwrap();
+    expect(&anonymous, Method::GET, "/chats", None, 401, "unauthorized").await;
+    let malformed = app.admin(0).with_token(Some("not-a-token")).unwrap();
+    expect(&malformed, Method::GET, "/chats", None, 401, "unauthorized").await;
+    let unknown = app
+        .admin(0)
+        .with_token(Some(&chatd_shared::auth_token::generate()))
+        .unwrap();
+    expect(&unknown, Method::GET, "/chats", None, 401, "unauthorized").await;
+
+    // Expired.
+    let (user, _) = app.user("expiring").await;
+    let expired = chatd_shared::auth_token::generate();
+    let client = app.db.pool().get().await.unwrap();
+    chatd_shared::db::tokens::insert(
+        &client,
+        &chatd_shared::db::tokens::NewApiToken {
+            user_id: user,
+            name: "old",
+            token_hash: &chatd_shared::auth_token::hash(&expired),
+            prefix: &chatd_shared::auth_token::display_prefix(&expired),
+            expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+        },
+    )
+    .await
+    .unwrap();
+    expect(
+        &app.client(0, &expired),
+        Method::GET,
+        "/chats",
+        None,
+        401,
+        "unauthorized",
+    )
+    .await;
+
+    // Revoked: works, is revoked (every replica hears of it), stops working.
+    let (_, token) = app.user("revoked").await;
+    let member = app.client(0, &token);
+    assert!(member.list_chats(&Default::default()).await.is_ok());
+    client
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1",
+            &[&chatd_shared::auth_token::hash(&token)],
+        )
+        .await
+        .unwrap();
+    app.replicas[0]
+        .pubsub()
+        .publish_control(&ControlNotice::TokensChanged)
+        .unwrap();
+    eventually("the revoked token to stop working", WAIT, || async {
+        let error = member.list_chats(&Default::default()).await.err()?;
+        (error.status().map(|s| s.as_u16()) == Some(401)).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_chat_is_not_found_on_every_route() {
+    let app = TestApp::start(1, |_| {}).await;
+    let (_, alice_token) = app.user("alice").await;
+    let (_, bob_token) = app.user("bob").await;
+    let alice = app.client(0, &alice_token);
+    let bob = app.client(0, &bob_token);
+    let chat = alice
+        .create_chat(
+            &CreateChat {
+                text: Some(say(json!({"text": "mine"}))),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .body;
+    let id = chat.id;
+    let missing = ChatId::new_v7();
+    for target in [id, missing] {
+        let path = format!("/chats/{target}");
+        expect(&bob, Method::GET, &path, None, 404, "not_found").await;
+        expect(
+            &bob,
+            Method::PATCH,
+            &path,
+            Some(RawBody::Json(json!({"title": "x"}))),
+            404,
+            "not_found",
+        )
+        .await;
+        expect(&bob, Method::DELETE, &path, None, 404, "not_found").await;
+        expect(
+            &bob,
+            Method::GET,
+            &format!("{path}/messages"),
+            None,
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::POST,
+            &format!("{path}/messages"),
+            Some(RawBody::Json(json!({"text": "hi"}))),
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::PATCH,
+            &format!("{path}/messages/1"),
+            Some(RawBody::Json(json!({"text": "hi"}))),
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::POST,
+            &format!("{path}/interrupt"),
+            None,
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::GET,
+            &format!("{path}/queue"),
+            None,
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::DELETE,
+            &format!("{path}/queue/1"),
+            None,
+            404,
+            "not_found",
+        )
+        .await;
+        expect(
+            &bob,
+            Method::POST,
+            &format!("{path}/queue/1/promote"),
+            None,
+            404,
+            "not_found",
+        )
+        .await;
+        for transport in [Transport::WebSocket, Transport::Sse] {
+            let refused = bob
+                .stream_chat(target, Cursor::default(), transport)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Some("not_found"));
+        }
+    }
+    assert!(
+        bob.list_chats(&Default::default())
+            .await
+            .unwrap()
+            .chats
+            .is_empty(),
+        "bob lists none of alice's chats"
+    );
+    // Admins see everything.
+    let admin = app.admin(0);
+    assert_eq!(admin.get_chat(id).await.unwrap().owner_id, chat.owner_id);
+    assert!(
+        admin
+            .list_chats(&Default::default())
+            .await
+            .unwrap()
+            .chats
+            .iter()
+            .any(|c| c.id == id)
+    );
+    // Nothing bob did changed anything.
+    let after = alice.get_chat(id).await.unwrap();
+    assert_eq!((after.title.as_str(), after.archived), ("", false));
+    app.shutdown().await;
+}
+
+async fn counts(app: &TestApp) -> (i64, i64, i64) {
+    let client = app.db.pool().get().await.unwrap();
+    let count = |table: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    (
+        count("chats").await,
+        count("chat_messages").await,
+        count("chat_queued_messages").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_every_write_route_is_refused_and_writes_nothing() {
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let chat = client
+        .create_chat(&CreateChat::default(), None)
+        .await
+        .unwrap()
+        .body;
+    let id = chat.id;
+    let before = counts(&app).await;
+    let bytes = |text: &str| Some(RawBody::Bytes(text.as_bytes().to_vec().into()));
+    let json_body = |value: serde_json::Value| Some(RawBody::Json(value));
+    let chat_path = format!("/chats/{id}");
+    let messages = format!("{chat_path}/messages");
+
+    for (method, path) in [
+        (Method::POST, "/chats".to_owned()),
+        (Method::PATCH, chat_path.clone()),
+        (Method::POST, messages.clone()),
+        (Method::PATCH, format!("{messages}/1")),
+    ] {
+        expect(
+            &client,
+            method.clone(),
+            &path,
+            bytes("{not json"),
+            400,
+            "malformed_json",
+        )
+        .await;
+        expect(
+            &client,
+            method.clone(),
+            &path,
+            json_body(json!({"text": "hi", "surprise": 1})),
+            400,
+            "invalid_body",
+        )
+        .await;
+        expect(
+            &client,
+            method.clone(),
+            &path,
+            json_body(json!({"text": 42})),
+            400,
+            "invalid_body",
+        )
+        .await;
+        let oversize = json!({"text": "x".repeat(1024 * 1024 + 1)});
+        expect(
+            &client,
+            method,
+            &path,
+            json_body(oversize),
+            413,
+            "payload_too_large",
+        )
+        .await;
+    }
+    // Empty or forbidden content.
+    for body in [json!({"text": "   "}), json!({"content": []})] {
+        expect(
+            &client,
+            Method::POST,
+            &messages,
+            json_body(body.clone()),
+            422,
+            "empty_message",
+        )
+        .await;
+        expect(
+            &client,
+            Method::POST,
+            "/chats",
+            json_body(body),
+            422,
+            "empty_message",
+        )
+        .await;
+    }
+    expect(
+        &client,
+        Method::POST,
+        &messages,
+        json_body(json!({})),
+        400,
+        "invalid_body",
+    )
+    .await;
+    expect(
+        &client,
+        Method::POST,
+        &messages,
+        json_body(json!({"text": "a", "content": [{"type": "text", "text": "b"}]})),
+        400,
+        "invalid_body",
+    )
+    .await;
+    let tool_call = json!({"content": [{"type": "tool_call", "id": "x", "name": "y", "args": {}}]});
+    expect(
+        &client,
+        Method::POST,
+        &messages,
+        json_body(tool_call),
+        422,
+        "invalid_content",
+    )
+    .await;
+    expect(
+        &client,
+        Method::POST,
+        &messages,
+        json_body(json!({"text": "hi", "busy_behavior": "sometimes"})),
+        400,
+        "invalid_body",
+    )
+    .await;
+    expect(
+        &client,
+        Method::POST,
+        "/chats",
+        json_body(json!({"labels": [1, 2]})),
+        422,
+        "invalid_labels",
+    )
+    .await;
+    expect(
+        &client,
+        Method::POST,
+        "/chats",
+        json_body(json!({"model_config_id": ChatId::new_v7()})),
+        422,
+        "invalid_model",
+    )
+    .await;
+    expect(
+        &client,
+        Method::PATCH,
+        &chat_path,
+        json_body(json!({"title": "t".repeat(201)})),
+        422,
+        "invalid_title",
+    )
+    .await;
+    // Bad ids, bad queries.
+    expect(
+        &client,
+        Method::GET,
+        "/chats/not-a-uuid",
+        None,
+        400,
+        "invalid_path",
+    )
+    .await;
+    expect(
+        &client,
+        Method::POST,
+        "/chats/not-a-uuid/messages",
+        json_body(json!({"text": "hi"})),
+        400,
+        "invalid_path",
+    )
+    .await;
+    expect(
+        &client,
+        Method::PATCH,
+        &format!("{messages}/abc"),
+        json_body(json!({"text": "hi"})),
+        400,
+        "invalid_path",
+    )
+    .await;
+    expect(
+        &client,
+        Method::DELETE,
+        &format!("{chat_path}/queue/abc"),
+        None,
+        400,
+        "invalid_path",
+    )
+    .await;
+    for limit in ["0", "201", "-1", "many"] {
+        expect(
+            &client,
+            Method::GET,
+            &format!("/chats?limit={limit}"),
+            None,
+            400,
+            "invalid_query",
+        )
+        .await;
+        expect(
+            &client,
+            Method::GET,
+            &format!("{messages}?limit={limit}"),
+            None,
+            400,
+            "invalid_query",
+        )
+        .await;
+    }
+    expect(
+        &client,
+        Method::GET,
+        "/chats?cursor=nope",
+        None,
+        400,
+        "invalid_query",
+    )
+    .await;
+    expect(
+        &client,
+        Method::GET,
+        "/chats?unknown=1",
+        None,
+        400,
+        "invalid_query",
+    )
+    .await;
+    expect(
+        &client,
+        Method::GET,
+        &format!("{chat_path}/stream?after_part=7"),
+        None,
+        400,
+        "stream_transport",
+    )
+    .await;
+    let bad_cursor = client
+        .raw(
+            Method::GET,
+            &format!("{chat_path}/stream?after_part=x.y"),
+            None,
+            &[("accept", "text/event-stream")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad_cursor.error().unwrap().code, "invalid_cursor");
+    // Idempotency keys must be usable.
+    let long_key = "k".repeat(300);
+    let response = client
+        .raw(
+            Method::POST,
+            &messages,
+            json_body(json!({"text": "hi"})),
+            &[("idempotency-key", &long_key)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.error().unwrap().code, "invalid_idempotency_key");
+    // Unknown routes and methods get the JSON error body too.
+    expect(&client, Method::GET, "/nowhere", None, 404, "not_found").await;
+
+    assert_eq!(counts(&app).await, before, "nothing was written");
+    // And the chat still works.
+    let sent = client
+        .send_message(
+            id,
+            &SendMessage {
+                text: Some(say(json!({"text": "fine"}))),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 201);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let app = TestApp::start(1, |_| {}).await;
+    let spec: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", app.url(0)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with('3'));
+    let paths = spec["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/api/v1/chats", &["get", "post"][..]),
+        ("/api/v1/chats/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/chats/{id}/messages", &["get", "post"]),
+        ("/api/v1/chats/{id}/messages/{message_id}", &["patch"]),
+        ("/api/v1/chats/{id}/interrupt", &["post"]),
+        ("/api/v1/chats/{id}/queue", &["get"]),
+        ("/api/v1/chats/{id}/queue/{queued_id}", &["delete"]),
+        ("/api/v1/chats/{id}/queue/{queued_id}/promote", &["post"]),
+        ("/api/v1/chats/{id}/stream", &["get"]),
+        ("/api/v1/chats/watch", &["get"]),
+    ] {
+        let entry = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing: {:?}", paths.keys().collect::<Vec<_>>()));
+        for method in methods {
+            assert!(entry.get(*method).is_some(), "{method} {path} missing");
+        }
+    }
+    assert!(spec["components"]["schemas"]["StreamEvent"].is_object());
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    app.shutdown().await;
+}
