@@ -100,9 +100,35 @@ async fn shutdown_tells_open_streams_to_reconnect_and_readiness_goes_false() {
     read_until(&mut ws, |e| matches!(e, StreamEvent::Queue { .. })).await;
     read_until(&mut sse, |e| matches!(e, StreamEvent::Queue { .. })).await;
     let mut watch = client.watch(Transport::WebSocket).await.unwrap();
+    // A slow turn keeps the drain busy long enough to look at readiness.
+    let busy = client
+        .create_chat(
+            &CreateChat {
+                text: Some(say(
+                    json!({"text": "a b c d e f g h", "token_delay_ms": 1000}),
+                )),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .body
+        .id;
+    eventually("the slow turn to run", WAIT, || async {
+        (client.get_chat(busy).await.ok()?.status == chatd_shared::status::ChatStatus::Running)
+            .then_some(())
+    })
+    .await;
 
     let url = app.url(0);
     let shutdown = tokio::spawn(app.shutdown());
+    let http = reqwest::Client::new();
+    eventually("readiness to turn false while draining", WAIT, || {
+        let request = http.get(format!("{url}/readyz"));
+        async move { (request.send().await.ok()?.status() == 503).then_some(()) }
+    })
+    .await;
     for stream in [&mut ws, &mut sse] {
         let last = wait_for("the stream to end", WAIT, async {
             let mut last = None;
