@@ -24,6 +24,11 @@ use super::{
     error::{ApiError, ApiResult},
 };
 
+/// Read buffer of a server WebSocket (clients send pongs and closes only).
+const READ_BUFFER: usize = 4 * 1024;
+/// Largest message a client may send on a stream.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
 /// What to do next on the wire.
 pub enum Next<E> {
     /// Send this event; with the client's cursor after it, when the stream has one.
@@ -80,9 +85,14 @@ pub fn transport(
 /// The response that serves `source` over `transport`.
 pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S) -> Response {
     match transport {
-        Transport::WebSocket(upgrade) => {
-            upgrade.on_upgrade(move |socket| websocket(state, source, socket))
-        }
+        // Clients only send pongs and closes: tungstenite's default 128 KiB
+        // read buffer per connection would dominate a replica's memory.
+        Transport::WebSocket(upgrade) => upgrade
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(MAX_CLIENT_MESSAGE)
+            .max_frame_size(MAX_CLIENT_MESSAGE)
+            .on_upgrade(move |socket| websocket(state, source, socket)),
         Transport::Sse => sse(state, source).into_response(),
     }
 }
