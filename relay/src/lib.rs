@@ -1,6 +1,24 @@
 //! chatd-relay: token-level parts of a running chat travel from the replica
-//! that runs it to replicas whose clients watch it, over one multiplexed
-//! WebSocket per peer (DESIGN §7). Parts are never durable and never pass
-//! through PostgreSQL.
+//! that runs it ("B") to replicas whose clients watch it ("A"), over one
+//! multiplexed WebSocket per pair of replicas (DESIGN §7). Parts are never
+//! durable and never pass through PostgreSQL.
 //!
-//! Filled in by the relay issue.
+//! - [`server`]: B's side. `GET /relay/v1` on the relay listener, bearer
+//!   secret checked in constant time; serves `sub`/`unsub` from its
+//!   [`PartSource`] (the replica's stream hub).
+//! - [`peers`]: A's side. [`PeerManager`] keeps at most one connection per
+//!   peer, follows chats on the replica that runs them, reconnects with
+//!   backoff and resubscribes from the last seq seen, and hands parts to its
+//!   [`PartSink`] (the same hub), discarding anything of a stale generation.
+//! - [`protocol`]: the frames.
+
+pub mod metrics;
+pub mod peers;
+pub mod protocol;
+pub mod server;
+mod source;
+
+pub use metrics::RelayMetrics;
+pub use peers::{PeerConfig, PeerManager};
+pub use server::{RelayServerConfig, router};
+pub use source::{PartSink, PartSource, PeerDirectory, SourceItem, Watch, WatchItems};

@@ -1,0 +1,96 @@
+//! `chatd_relay_*` instruments.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter},
+};
+
+/// The relay's counters, gauges and latency histogram.
+#[derive(Clone)]
+pub struct RelayMetrics {
+    pub(crate) peers_connected: Arc<AtomicI64>,
+    pub(crate) subscriptions: Arc<AtomicI64>,
+    pub(crate) frames: Counter<u64>,
+    pub(crate) parts: Counter<u64>,
+    pub(crate) bytes: Counter<u64>,
+    pub(crate) overflows: Counter<u64>,
+    pub(crate) reconnects: Counter<u64>,
+    pub(crate) stale: Counter<u64>,
+    pub(crate) rejected: Counter<u64>,
+    pub(crate) latency: Histogram<f64>,
+}
+
+impl RelayMetrics {
+    /// Registers the instruments on `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        let peers_connected = Arc::new(AtomicI64::new(0));
+        let subscriptions = Arc::new(AtomicI64::new(0));
+        let observed = peers_connected.clone();
+        meter
+            .i64_observable_gauge("chatd_relay_peers_connected")
+            .with_description("Peer replicas this replica holds a relay connection to")
+            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
+            .build();
+        let observed = subscriptions.clone();
+        meter
+            .i64_observable_gauge("chatd_relay_subscriptions")
+            .with_description("Chats this replica follows on peers")
+            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
+            .build();
+        Self {
+            peers_connected,
+            subscriptions,
+            frames: meter
+                .u64_counter("chatd_relay_frames")
+                .with_description("Relay frames, by direction")
+                .build(),
+            parts: meter
+                .u64_counter("chatd_relay_parts")
+                .with_description("Parts relayed, by direction")
+                .build(),
+            bytes: meter
+                .u64_counter("chatd_relay_bytes")
+                .with_description("Relay frame bytes, by direction")
+                .build(),
+            overflows: meter
+                .u64_counter("chatd_relay_overflows")
+                .with_description("Chats whose relay subscription overflowed and was restarted")
+                .build(),
+            reconnects: meter
+                .u64_counter("chatd_relay_reconnects")
+                .with_description("Peer connections lost and dialed again")
+                .build(),
+            stale: meter
+                .u64_counter("chatd_relay_stale_discarded")
+                .with_description("Relayed parts discarded for a stale worker or generation")
+                .build(),
+            rejected: meter
+                .u64_counter("chatd_relay_rejected")
+                .with_description("Relay connections refused (bad or missing secret)")
+                .build(),
+            latency: meter
+                .f64_histogram("chatd_relay_latency_seconds")
+                .with_description(
+                    "From the worker sending a parts frame to this replica receiving it",
+                )
+                .with_boundaries(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ])
+                .build(),
+        }
+    }
+
+    pub(crate) fn frame(&self, direction: &'static str, bytes: usize, parts: usize) {
+        let labels = [KeyValue::new("direction", direction)];
+        self.frames.add(1, &labels);
+        self.bytes.add(bytes as u64, &labels);
+        if parts > 0 {
+            self.parts.add(parts as u64, &labels);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The following replica's side of the relay: at most one connection per
+//! peer, carrying every chat followed there.
+//!
+//! A peer task owns its connection. It dials the peer's advertised relay URL
+//! (refreshing it after a failed dial), subscribes to every chat followed
+//! there from the last seq it saw, hands parts to the [`PartSink`], and on
+//! any failure reconnects with jittered backoff (100 ms → 5 s) and
+//! subscribes again, so nothing is skipped or repeated. Parts of a
+//! generation (or worker) that is no longer the one followed are discarded.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use chatd_shared::{
+    backoff::Backoff,
+    ids::{ChatId, Generation, ReplicaId},
+};
+use futures::{SinkExt, StreamExt};
+use tokio::{net::TcpStream, sync::mpsc, time::Instant};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest, http::HeaderValue},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    metrics::RelayMetrics,
+    protocol::{EndReason, FromWorker, RELAY_PATH, ToWorker, now_us},
+    source::{PartSink, PeerDirectory},
+};
+
+/// How peer connections behave.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The shared secret presented to peers.
+    pub secret: Option<String>,
+    /// How often a silent connection is pinged.
+    pub ping_interval: Duration,
+    /// A peer silent this long is considered gone (and dialed again).
+    pub idle_timeout: Duration,
+    /// How long a dial may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Command {
+    Follow {
+        chat_id: ChatId,
+        generation: Generation,
+    },
+    Unfollow {
+        chat_id: ChatId,
+    },
+}
+
+struct Inner {
+    config: PeerConfig,
+    directory: Arc<dyn PeerDirectory>,
+    sink: Arc<dyn PartSink>,
+    metrics: RelayMetrics,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Command queues of the running peer tasks.
+    peers: Mutex<HashMap<ReplicaId, mpsc::UnboundedSender<Command>>>,
+    /// What each followed chat is followed on: `(worker, generation)`.
+    follows: Mutex<HashMap<ChatId, (ReplicaId, Generation)>>,
+}
+
+/// Follows chats on the replicas that run them. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerManager {
+    inner: Arc<Inner>,
+}
+
+impl PeerManager {
+    /// A manager whose peer tasks run on `tracker` until `shutdown`.
+    pub fn new(
+        config: PeerConfig,
+        directory: Arc<dyn PeerDirectory>,
+        sink: Arc<dyn PartSink>,
+        metrics: RelayMetrics,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                directory,
+                sink,
+                metrics,
+                tracker,
+                shutdown,
+                peers: Mutex::new(HashMap::new()),
+                follows: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Follows `chat_id`'s run `generation` on `worker`. Following it
+    /// anywhere else (or under another generation) stops first, so parts of
+    /// the old run are never mixed with the new one's.
+    pub fn follow(&self, chat_id: ChatId, worker: ReplicaId, generation: Generation) {
+        let previous = {
+            let mut follows = lock(&self.inner.follows);
+            match follows.get(&chat_id) {
+                Some(&current) if current == (worker, generation) => return,
+                // A late notice of an older run: the newer one stands.
+                Some(&current) if current.1 > generation => return,
+                _ => follows.insert(chat_id, (worker, generation)),
+            }
+        };
+        if let Some((old_worker, _)) = previous
+            && old_worker != worker
+        {
+            self.command(old_worker, Command::Unfollow { chat_id });
+        }
+        self.inner
+            .metrics
+            .subscriptions
+            .store(lock(&self.inner.follows).len() as i64, Ordering::Relaxed);
+        self.command(
+            worker,
+            Command::Follow {
+                chat_id,
+                generation,
+            },
+        );
+    }
+
+    /// Stops following `chat_id`.
+    pub fn unfollow(&self, chat_id: ChatId) {
+        let previous = lock(&self.inner.follows).remove(&chat_id);
+        self.inner
+            .metrics
+            .subscriptions
+            .store(lock(&self.inner.follows).len() as i64, Ordering::Relaxed);
+        if let Some((worker, _)) = previous {
+            self.command(worker, Command::Unfollow { chat_id });
+        }
+    }
+
+    /// How many peer connections are up now.
+    pub fn connected_peers(&self) -> i64 {
+        self.inner.metrics.peers_connected.load(Ordering::Relaxed)
+    }
+
+    fn command(&self, worker: ReplicaId, command: Command) {
+        let mut peers = lock(&self.inner.peers);
+        let sender = peers.entry(worker).or_insert_with(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            self.inner
+                .tracker
+                .spawn(peer(self.inner.clone(), worker, receiver));
+            sender
+        });
+        if let Err(mpsc::error::SendError(command)) = sender.send(command) {
+            // The task ended (it had nothing left to follow): start another.
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let _ = sender.send(command);
+            self.inner
+                .tracker
+                .spawn(peer(self.inner.clone(), worker, receiver));
+            peers.insert(worker, sender);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a peer task knows of one followed chat.
+struct Followed {
+    generation: Generation,
+    last_seq: Option<u64>,
+    /// The worker said this run is over: do not subscribe again.
+    ended: bool,
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One peer's connection, for as long as something is followed there.
+async fn peer(
+    inner: Arc<Inner>,
+    worker: ReplicaId,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut followed: HashMap<ChatId, Followed> = HashMap::new();
+    let mut backoff = Backoff::for_reconnect();
+    let mut refresh = false;
+    let mut first = true;
+    loop {
+        // Nothing to follow: wait for something (or stop).
+        if followed.values().all(|f| f.ended) {
+            followed.retain(|_, f| !f.ended);
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                command = commands.recv() => match command {
+                    Some(command) => {
+                        let _ = apply(&mut followed, command, None).await;
+                    }
+                    None => return,
+                },
+            }
+            continue;
+        }
+        let Some(url) = inner.directory.relay_url(worker, refresh).await else {
+            // The peer is gone: its runs are over, recovery will start new ones.
+            tracing::debug!(%worker, "relay peer has no address; dropping its follows");
+            for (chat_id, follow) in followed.drain() {
+                inner.sink.ended(chat_id, follow.generation);
+            }
+            refresh = false;
+            continue;
+        };
+        let dialed = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            dialed = dial(&inner.config, &url) => dialed,
+        };
+        let mut socket = match dialed {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::debug!(%worker, %url, error = %err, "relay dial failed");
+                refresh = true;
+                if !wait_backoff(&inner, &mut backoff, &mut followed, &mut commands).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        refresh = false;
+        if !first {
+            inner.metrics.reconnects.add(1, &[]);
+        }
+        first = false;
+        inner
+            .metrics
+            .peers_connected
+            .fetch_add(1, Ordering::Relaxed);
+        let outcome = session(
+            &inner,
+            &mut socket,
+            &mut followed,
+            &mut commands,
+            &mut backoff,
+        )
+        .await;
+        inner
+            .metrics
+            .peers_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        let _ = socket.close(None).await;
+        match outcome {
+            Session::Stop => return,
+            Session::Idle => {}
+            Session::Lost(reason) => {
+                tracing::info!(%worker, reason, "relay connection lost; reconnecting");
+                if !wait_backoff(&inner, &mut backoff, &mut followed, &mut commands).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Session {
+    /// Shut down.
+    Stop,
+    /// Nothing left to follow.
+    Idle,
+    /// The connection failed.
+    Lost(&'static str),
+}
+
+async fn dial(config: &PeerConfig, url: &str) -> Result<Socket, tungstenite::Error> {
+    let endpoint = format!("{}{RELAY_PATH}", url.trim_end_matches('/'));
+    let mut request = endpoint.into_client_request()?;
+    if let Some(secret) = &config.secret {
+        let value = HeaderValue::from_str(&format!("Bearer {secret}"))
+            .map_err(|err| tungstenite::Error::HttpFormat(err.into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    match tokio::time::timeout(
+        config.connect_timeout,
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    {
+        Ok(result) => result.map(|(socket, _)| socket),
+        Err(_) => Err(tungstenite::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "relay dial timed out",
+        ))),
+    }
+}
+
+/// Waits out a backoff delay, still taking commands. False on shutdown.
+async fn wait_backoff(
+    inner: &Inner,
+    backoff: &mut Backoff,
+    followed: &mut HashMap<ChatId, Followed>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> bool {
+    let until = Instant::now() + backoff.next_delay();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(until) => return true,
+            command = commands.recv() => match command {
+                Some(command) => {
+                    let _ = apply(followed, command, None).await;
+                }
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Records a command, and tells the peer when connected.
+async fn apply(
+    followed: &mut HashMap<ChatId, Followed>,
+    command: Command,
+    socket: Option<&mut Socket>,
+) -> Result<(), tungstenite::Error> {
+    let frame = match command {
+        Command::Follow {
+            chat_id,
+            generation,
+        } => {
+            let follow = followed.entry(chat_id).or_insert(Followed {
+                generation,
+                last_seq: None,
+                ended: false,
+            });
+            if follow.generation != generation {
+                *follow = Followed {
+                    generation,
+                    last_seq: None,
+                    ended: false,
+                };
+            }
+            ToWorker::Sub {
+                chat_id,
+                generation,
+                after_seq: follow.last_seq,
+            }
+        }
+        Command::Unfollow { chat_id } => {
+            if followed.remove(&chat_id).is_none() {
+                return Ok(());
+            }
+            ToWorker::Unsub { chat_id }
+        }
+    };
+    match socket {
+        Some(socket) => send(socket, &frame).await,
+        None => Ok(()),
+    }
+}
+
+async fn send(socket: &mut Socket, frame: &ToWorker) -> Result<(), tungstenite::Error> {
+    let text = serde_json::to_string(frame)
+        .map_err(|err| tungstenite::Error::Io(std::io::Error::other(err)))?;
+    socket.send(Message::Text(text.into())).await
+}
+
+async fn session(
+    inner: &Inner,
+    socket: &mut Socket,
+    followed: &mut HashMap<ChatId, Followed>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    backoff: &mut Backoff,
+) -> Session {
+    // Subscribe again to everything, from where we were.
+    for (chat_id, follow) in followed.iter().filter(|(_, f)| !f.ended) {
+        let sub = ToWorker::Sub {
+            chat_id: *chat_id,
+            generation: follow.generation,
+            after_seq: follow.last_seq,
+        };
+        if send(socket, &sub).await.is_err() {
+            return Session::Lost("subscribing");
+        }
+    }
+    // The connection works: later failures start from the smallest delay.
+    backoff.reset();
+    let mut ping = tokio::time::interval(inner.config.ping_interval);
+    ping.reset();
+    let mut last_heard = Instant::now();
+    loop {
+        if followed.values().all(|f| f.ended) {
+            followed.retain(|_, f| !f.ended);
+            return Session::Idle;
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return Session::Stop,
+            command = commands.recv() => match command {
+                Some(command) => {
+                    if apply(followed, command, Some(&mut *socket)).await.is_err() {
+                        return Session::Lost("sending a command");
+                    }
+                }
+                None => return Session::Stop,
+            },
+            message = socket.next() => {
+                last_heard = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        inner.metrics.frame("received", text.len(), 0);
+                        match serde_json::from_str::<FromWorker>(&text) {
+                            Ok(frame) => {
+                                if let Some(resubscribe) = receive(inner, followed, frame)
+                                    && send(socket, &resubscribe).await.is_err()
+                                {
+                                    return Session::Lost("resubscribing");
+                                }
+                            }
+                            Err(err) => tracing::debug!(%err, "ignoring an unreadable relay frame"),
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => return Session::Lost("closed by the peer"),
+                    Some(Err(_)) => return Session::Lost("connection error"),
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= inner.config.idle_timeout {
+                    return Session::Lost("peer silent too long");
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return Session::Lost("pinging");
+                }
+            }
+        }
+    }
+}
+
+/// Handles one frame; returns a `sub` to send when the chat must be
+/// subscribed again (after an overflow).
+fn receive(
+    inner: &Inner,
+    followed: &mut HashMap<ChatId, Followed>,
+    frame: FromWorker,
+) -> Option<ToWorker> {
+    match frame {
+        FromWorker::Parts {
+            chat_id,
+            generation,
+            parts,
+            sent_at_us,
+        } => {
+            inner.metrics.parts.add(
+                parts.len() as u64,
+                &[opentelemetry::KeyValue::new("direction", "received")],
+            );
+            let latency = (now_us() - sent_at_us).max(0) as f64 / 1e6;
+            inner.metrics.latency.record(latency, &[]);
+            let Some(follow) = followed
+                .get_mut(&chat_id)
+                .filter(|f| f.generation == generation && !f.ended)
+            else {
+                // A run we no longer follow (the chat moved on): never deliver it.
+                inner.metrics.stale.add(parts.len() as u64, &[]);
+                return None;
+            };
+            let fresh: Vec<_> = parts
+                .into_iter()
+                .filter(|p| follow.last_seq.is_none_or(|s| p.seq > s))
+                .collect();
+            if let Some(last) = fresh.last() {
+                follow.last_seq = Some(last.seq);
+                inner.sink.parts(chat_id, generation, &fresh);
+            }
+            None
+        }
+        FromWorker::End {
+            chat_id,
+            generation,
+            reason,
+        } => {
+            if let Some(follow) = followed
+                .get_mut(&chat_id)
+                .filter(|f| f.generation == generation)
+            {
+                follow.ended = true;
+                inner.sink.ended(chat_id, generation);
+                if reason == EndReason::GenerationChanged {
+                    tracing::debug!(%chat_id, %generation, "relay: the worker runs a newer generation");
+                }
+            }
+            None
+        }
+        FromWorker::Overflow { chat_id } => {
+            inner.metrics.overflows.add(1, &[]);
+            let follow = followed.get(&chat_id).filter(|f| !f.ended)?;
+            Some(ToWorker::Sub {
+                chat_id,
+                generation: follow.generation,
+                after_seq: follow.last_seq,
+            })
+        }
+    }
+}

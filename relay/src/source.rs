@@ -1,0 +1,67 @@
+//! What the relay needs from the replica: where parts come from (B), where
+//! they go (A), and where peers listen.
+
+use chatd_shared::ids::{ChatId, Generation, ReplicaId};
+
+use crate::protocol::RelayPart;
+
+/// Something that happened in a chat, as the relay server sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceItem {
+    /// A part of run `generation`.
+    Part {
+        /// The run.
+        generation: Generation,
+        /// The part.
+        part: RelayPart,
+    },
+    /// This replica started running the chat under `generation`.
+    RunStarted(Generation),
+    /// This replica's run of `generation` ended.
+    RunEnded(Generation),
+    /// The watcher fell behind and was cut off.
+    Overflowed,
+    /// Anything else (durable events travel another way).
+    Other,
+}
+
+/// Items of one watched chat.
+#[async_trait::async_trait]
+pub trait WatchItems: Send {
+    /// The next item.
+    async fn next(&mut self) -> SourceItem;
+    /// The next item if one is ready now (to batch parts into one frame).
+    fn try_next(&mut self) -> Option<SourceItem>;
+}
+
+/// A watched chat: the run running here now (if any) with its buffered
+/// parts, then what happens next. Registered before the snapshot was taken,
+/// so nothing falls in between.
+pub struct Watch {
+    /// `(generation, parts)` of the run this replica runs now.
+    pub run: Option<(Generation, Vec<RelayPart>)>,
+    /// Live items.
+    pub items: Box<dyn WatchItems>,
+}
+
+/// Where a worker replica's parts come from (its stream hub).
+pub trait PartSource: Send + Sync + 'static {
+    /// Starts watching `chat_id`.
+    fn watch(&self, chat_id: ChatId) -> Watch;
+}
+
+/// Where a following replica delivers parts (its stream hub).
+pub trait PartSink: Send + Sync + 'static {
+    /// Parts of `chat_id`'s run `generation` (seq ascending, never repeated).
+    fn parts(&self, chat_id: ChatId, generation: Generation, parts: &[RelayPart]);
+    /// That run sends no more parts.
+    fn ended(&self, chat_id: ChatId, generation: Generation);
+}
+
+/// Where peers' relay listeners are (the `replicas` table).
+#[async_trait::async_trait]
+pub trait PeerDirectory: Send + Sync + 'static {
+    /// The relay URL of `replica` (`ws://host:port`); `refresh` skips any
+    /// cache (after a failed dial). `None` when the replica is gone or has no relay.
+    async fn relay_url(&self, replica: ReplicaId, refresh: bool) -> Option<String>;
+}
