@@ -296,11 +296,9 @@ async fn subscription(
                     SourceItem::Part {
                         generation: g,
                         part,
-                    } if g == generation && running => {
-                        if last_seq.is_none_or(|s| part.seq > s) {
-                            last_seq = Some(part.seq);
-                            batch.push(part);
-                        }
+                    } if g == generation && running && last_seq.is_none_or(|s| part.seq > s) => {
+                        last_seq = Some(part.seq);
+                        batch.push(part);
                     }
                     SourceItem::RunStarted(g) if g == generation => running = true,
                     SourceItem::RunStarted(g) if g > generation => {

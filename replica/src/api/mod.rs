@@ -5,6 +5,7 @@
 //! failure becomes the JSON error body in [`error`]. The OpenAPI document is
 //! generated from the handlers' annotations (`/api/v1/openapi.json`).
 
+mod admin;
 pub mod auth;
 mod chats;
 pub mod error;
@@ -12,11 +13,13 @@ mod extract;
 mod feed;
 mod messages;
 mod metrics;
+mod models;
 mod ops;
 mod queue;
 mod stream;
 mod subscriber;
 mod transport;
+mod users;
 mod watch;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
@@ -183,6 +186,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
+        .merge(users::routes())
+        .merge(models::routes())
+        .merge(admin::routes())
 }
 
 /// Stream routes: no request timeout (they live long).

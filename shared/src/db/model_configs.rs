@@ -202,3 +202,139 @@ pub async fn set_default(db: &impl GenericClient, id: ModelConfigId) -> DbResult
         .await?;
     Ok(db.execute(&set, &[&id]).await? == 1)
 }
+
+/// The models users can pick: enabled, not deleted, on an enabled provider;
+/// the default first, then by display name.
+pub async fn list_available(db: &impl GenericClient) -> DbResult<Vec<ModelConfig>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM model_configs m
+         WHERE enabled AND deleted_at IS NULL
+           AND EXISTS (SELECT 1 FROM providers p WHERE p.id = m.provider_id AND p.enabled)
+         ORDER BY is_default DESC, display_name, id"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(ModelConfig::from_row)
+        .collect()
+}
+
+/// Changes to a model config; `None` leaves a field as it is (for prices,
+/// `Some(None)` clears them). Making it the default is [`set_default`].
+#[derive(Debug, Clone, Default)]
+pub struct ModelConfigChanges<'a> {
+    /// New display name.
+    pub display_name: Option<&'a str>,
+    /// Enabled?
+    pub enabled: Option<bool>,
+    /// New context window.
+    pub context_limit: Option<i32>,
+    /// New compaction threshold %.
+    pub compaction_threshold_pct: Option<i16>,
+    /// New output cap.
+    pub max_output_tokens: Option<i32>,
+    /// New prices (input, output, cache read, cache write), each set, cleared or kept.
+    pub prices: [Option<Option<i64>>; 4],
+    /// New options (replacing the old ones).
+    pub options: Option<&'a serde_json::Value>,
+}
+
+/// Applies `changes` to a live model config; `None` when it does not exist
+/// or is deleted.
+pub async fn update(
+    db: &impl GenericClient,
+    id: ModelConfigId,
+    changes: &ModelConfigChanges<'_>,
+) -> DbResult<Option<ModelConfig>> {
+    let sql = format!(
+        "UPDATE model_configs SET
+             display_name = COALESCE($2, display_name),
+             enabled = COALESCE($3, enabled),
+             context_limit = COALESCE($4, context_limit),
+             compaction_threshold_pct = COALESCE($5, compaction_threshold_pct),
+             max_output_tokens = COALESCE($6, max_output_tokens),
+             price_input_micros_per_mtok =
+                 CASE WHEN $7 THEN $8 ELSE price_input_micros_per_mtok END,
+             price_output_micros_per_mtok =
+                 CASE WHEN $9 THEN $10 ELSE price_output_micros_per_mtok END,
+             price_cache_read_micros_per_mtok =
+                 CASE WHEN $11 THEN $12 ELSE price_cache_read_micros_per_mtok END,
+             price_cache_write_micros_per_mtok =
+                 CASE WHEN $13 THEN $14 ELSE price_cache_write_micros_per_mtok END,
+             options = COALESCE($15, options),
+             updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let [input, output, cache_read, cache_write] = changes.prices;
+    let row = db
+        .query_opt(
+            &stmt,
+            &[
+                &id,
+                &changes.display_name,
+                &changes.enabled,
+                &changes.context_limit,
+                &changes.compaction_threshold_pct,
+                &changes.max_output_tokens,
+                &input.is_some(),
+                &input.flatten(),
+                &output.is_some(),
+                &output.flatten(),
+                &cache_read.is_some(),
+                &cache_read.flatten(),
+                &cache_write.is_some(),
+                &cache_write.flatten(),
+                &changes.options.map(Json),
+            ],
+        )
+        .await?;
+    row.as_ref().map(ModelConfig::from_row).transpose()
+}
+
+/// Soft-deletes a model config (old chats keep naming it) and takes the
+/// default away from it. Returns false when it did not exist or was deleted
+/// already.
+pub async fn soft_delete(db: &impl GenericClient, id: ModelConfigId) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE model_configs SET deleted_at = now(), is_default = false, updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&id]).await? == 1)
+}
+
+/// True when a live (not deleted) model config is served by `provider_id`.
+pub async fn provider_has_live(db: &impl GenericClient, provider_id: ProviderId) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT EXISTS (
+                 SELECT 1 FROM model_configs WHERE provider_id = $1 AND deleted_at IS NULL
+             )",
+        )
+        .await?;
+    Ok(db.query_one(&stmt, &[&provider_id]).await?.try_get(0)?)
+}
+
+/// Removes `provider_id`'s deleted model configs that no chat and no message
+/// names any more (so the provider itself can go); returns how many. The
+/// ones still named stay, and keep the provider.
+///
+/// `chat_messages.model_config_id` has no index: this scans the messages,
+/// which is fine for an admin deleting a provider and for nothing frequent.
+pub async fn purge_deleted_unused(
+    db: &impl GenericClient,
+    provider_id: ProviderId,
+) -> DbResult<u64> {
+    let stmt = db
+        .prepare_cached(
+            "DELETE FROM model_configs m
+             WHERE m.provider_id = $1 AND m.deleted_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.model_config_id = m.id)
+               AND NOT EXISTS (SELECT 1 FROM chat_messages cm WHERE cm.model_config_id = m.id)",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&provider_id]).await?)
+}

@@ -184,3 +184,15 @@ pub async fn delete(db: &impl GenericClient, id: ProviderId) -> DbResult<bool> {
         .await?;
     Ok(db.execute(&stmt, &[&id]).await? == 1)
 }
+
+/// One provider, locked until the transaction ends (so a change checked
+/// against the current row cannot race another change).
+pub async fn get_for_update(db: &impl GenericClient, id: ProviderId) -> DbResult<Option<Provider>> {
+    let sql = format!("SELECT {COLUMNS} FROM providers WHERE id = $1 FOR UPDATE");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(Provider::from_row)
+        .transpose()
+}

@@ -147,3 +147,20 @@ pub async fn list_for_user(db: &impl GenericClient, user_id: UserId) -> DbResult
         .map(ApiToken::from_row)
         .collect()
 }
+
+/// Revokes `user_id`'s token `id`. Returns false when the user has no such
+/// token or it was revoked already (so one user's token id cannot revoke
+/// another's).
+pub async fn revoke_for_user(
+    db: &impl GenericClient,
+    user_id: UserId,
+    id: TokenId,
+) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE api_tokens SET revoked_at = now()
+             WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        )
+        .await?;
+    Ok(db.execute(&stmt, &[&id, &user_id]).await? == 1)
+}

@@ -92,3 +92,14 @@ pub async fn get_by_username(db: &impl GenericClient, username: &str) -> DbResul
         .map(User::from_row)
         .transpose()
 }
+
+/// Every user, by name.
+pub async fn list(db: &impl GenericClient) -> DbResult<Vec<User>> {
+    let sql = format!("SELECT {COLUMNS} FROM users ORDER BY username");
+    let stmt = db.prepare_cached(&sql).await?;
+    db.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(User::from_row)
+        .collect()
+}

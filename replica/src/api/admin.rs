@@ -1,0 +1,81 @@
+//! `/admin/*`: users and their tokens, providers, model configs (DESIGN §2,
+//! §9). Admins only: every handler takes [`Admin`], so anyone else gets a 403
+//! before their request is looked at.
+
+mod model_configs;
+mod providers;
+mod users;
+
+use std::ops::RangeInclusive;
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use chatd_shared::{db::DbError, pubsub::ControlNotice};
+use tokio_postgres::error::SqlState;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(users::routes())
+        .merge(providers::routes())
+        .merge(model_configs::routes())
+}
+
+/// A caller with the admin role: 401 without a valid token, 403 for members.
+struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_admin()?;
+        Ok(Self)
+    }
+}
+
+/// `value` trimmed, if it has a length in `chars` and no control
+/// characters; a 422 with `code` naming `field` otherwise.
+fn text_field<'a>(
+    value: &'a str,
+    field: &str,
+    code: &'static str,
+    chars: RangeInclusive<usize>,
+) -> ApiResult<&'a str> {
+    let value = value.trim();
+    if !chars.contains(&value.chars().count()) {
+        let message = match (*chars.start(), *chars.end()) {
+            (0, max) => format!("{field} must have at most {max} characters"),
+            (min, max) => format!("{field} must have {min} to {max} characters"),
+        };
+        return Err(ApiError::unprocessable(code, message));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            code,
+            format!("{field} must not contain control characters"),
+        ));
+    }
+    Ok(value)
+}
+
+/// True when a foreign key refused the statement (a row it names is gone,
+/// or a row being deleted is still named).
+fn is_foreign_key_violation(error: &DbError) -> bool {
+    error.sql_state() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+/// Tells every replica (this one too) that providers or model configs
+/// changed, so their model catalogs drop what they cached.
+fn models_changed(state: &AppState) {
+    let _ = state.pubsub.publish_control(&ControlNotice::ModelsChanged);
+}

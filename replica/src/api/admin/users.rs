@@ -1,0 +1,205 @@
+//! `/admin/users`: users and their tokens. A token's secret is in the answer
+//! that creates it and nowhere else; revoking one reaches every replica's
+//! token cache through `TokensChanged`.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chatd_shared::{
+    api::{CreateToken, CreateUser, ErrorResponse, Token, TokenCreated, User},
+    auth_token,
+    db::{tokens, users},
+    ids::{TokenId, UserId},
+    pubsub::ControlNotice,
+    status::UserRole,
+};
+use chrono::Utc;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{Admin, is_foreign_key_violation, text_field};
+use crate::api::{
+    AppState,
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, ApiPath},
+};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+}
+
+/// Longest username (the column's check).
+const MAX_USERNAME: usize = 64;
+/// Longest token label.
+const MAX_TOKEN_NAME: usize = 128;
+
+/// Every user, by username.
+#[utoipa::path(
+    get, path = "/admin/users", tag = "admin",
+    responses(
+        (status = 200, body = Vec<User>),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+    )
+)]
+async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<User>>> {
+    let client = state.pool.get().await?;
+    let rows = users::list(&client).await?;
+    Ok(Json(rows.iter().map(User::from).collect()))
+}
+
+/// Create a user (a member unless `role` says otherwise). It has no token
+/// yet: create one with `POST /admin/users/{id}/tokens`.
+#[utoipa::path(
+    post, path = "/admin/users", tag = "admin", request_body = CreateUser,
+    responses(
+        (status = 201, body = User, description = "Created"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = "The username is taken"),
+        (status = 422, body = ErrorResponse),
+    )
+)]
+async fn create_user(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let username = text_field(
+        &body.username,
+        "username",
+        "invalid_username",
+        1..=MAX_USERNAME,
+    )?;
+    let role = body.role.unwrap_or(UserRole::Member);
+    let client = state.pool.get().await?;
+    match users::insert(&client, UserId::new_random(), username, role).await {
+        Ok(row) => Ok((StatusCode::CREATED, Json(User::from(&row)))),
+        Err(err) if err.is_unique_violation() => Err(ApiError::conflict(
+            "username_taken",
+            format!("the username {username:?} is taken"),
+        )),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// One user.
+#[utoipa::path(
+    get, path = "/admin/users/{id}", tag = "admin", params(("id" = UserId, Path)),
+    responses(
+        (status = 200, body = User),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+    )
+)]
+async fn get_user(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<UserId>,
+) -> ApiResult<Json<User>> {
+    let client = state.pool.get().await?;
+    let user = users::get(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(User::from(&user)))
+}
+
+/// A user's tokens, newest first, revoked ones included (never the secrets).
+#[utoipa::path(
+    get, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    responses(
+        (status = 200, body = Vec<Token>),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+    )
+)]
+async fn list_tokens(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<UserId>,
+) -> ApiResult<Json<Vec<Token>>> {
+    let client = state.pool.get().await?;
+    if users::get(&client, id).await?.is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    let rows = tokens::list_for_user(&client, id).await?;
+    Ok(Json(rows.iter().map(Token::from).collect()))
+}
+
+/// Create a token for a user. The answer holds the secret, which is shown
+/// this once: only its hash is stored.
+#[utoipa::path(
+    post, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    request_body = CreateToken,
+    responses(
+        (status = 201, body = TokenCreated, description = "Created; `token` is the secret"),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 422, body = ErrorResponse),
+    )
+)]
+async fn create_token(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(user_id): ApiPath<UserId>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
+    let name = text_field(
+        body.name.as_deref().unwrap_or_default(),
+        "name",
+        "invalid_name",
+        0..=MAX_TOKEN_NAME,
+    )?;
+    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::unprocessable(
+            "invalid_expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    let secret = auth_token::generate();
+    let new = tokens::NewApiToken {
+        user_id,
+        name,
+        token_hash: &auth_token::hash(&secret),
+        prefix: &auth_token::display_prefix(&secret),
+        expires_at: body.expires_at,
+    };
+    let client = state.pool.get().await?;
+    let row = match tokens::insert(&client, &new).await {
+        Ok(row) => row,
+        Err(err) if is_foreign_key_violation(&err) => return Err(ApiError::not_found("user")),
+        Err(err) => return Err(err.into()),
+    };
+    let created = TokenCreated {
+        token: secret,
+        details: Token::from(&row),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Revoke a token. The replica that answers refuses it at once, the others
+/// as soon as the `TokensChanged` notice reaches them (within their token
+/// cache's minute if it is lost).
+#[utoipa::path(
+    delete, path = "/admin/users/{id}/tokens/{token_id}", tag = "admin",
+    params(("id" = UserId, Path), ("token_id" = TokenId, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = "No such token of this user, or revoked already"),
+    )
+)]
+async fn revoke_token(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath((user_id, token_id)): ApiPath<(UserId, TokenId)>,
+) -> ApiResult<StatusCode> {
+    let client = state.pool.get().await?;
+    if !tokens::revoke_for_user(&client, user_id, token_id).await? {
+        return Err(ApiError::not_found("token"));
+    }
+    drop(client);
+    state.tokens.clear();
+    let _ = state.pubsub.publish_control(&ControlNotice::TokensChanged);
+    Ok(StatusCode::NO_CONTENT)
+}

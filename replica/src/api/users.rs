@@ -1,0 +1,31 @@
+//! `/users/me`: who the caller is.
+
+use axum::{Json, extract::State};
+use chatd_shared::{
+    api::{ErrorResponse, User},
+    db::users,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_me))
+}
+
+/// The user the token belongs to.
+#[utoipa::path(
+    get, path = "/users/me", tag = "users",
+    responses((status = 200, body = User), (status = 401, body = ErrorResponse))
+)]
+async fn get_me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
+    let client = state.pool.get().await?;
+    let user = users::get(&client, caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+    Ok(Json(User::from(&user)))
+}
