@@ -15,6 +15,7 @@ use opentelemetry::{
 pub struct RelayMetrics {
     pub(crate) peers_connected: Arc<AtomicI64>,
     pub(crate) subscriptions: Arc<AtomicI64>,
+    pub(crate) served: Arc<AtomicI64>,
     pub(crate) frames: Counter<u64>,
     pub(crate) parts: Counter<u64>,
     pub(crate) bytes: Counter<u64>,
@@ -25,26 +26,40 @@ pub struct RelayMetrics {
     pub(crate) latency: Histogram<f64>,
 }
 
+/// A gauge that reports the value of the returned cell.
+fn gauge(meter: &Meter, name: &'static str, description: &'static str) -> Arc<AtomicI64> {
+    let value = Arc::new(AtomicI64::new(0));
+    let observed = value.clone();
+    meter
+        .i64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
+        .build();
+    value
+}
+
 impl RelayMetrics {
     /// Registers the instruments on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        let peers_connected = Arc::new(AtomicI64::new(0));
-        let subscriptions = Arc::new(AtomicI64::new(0));
-        let observed = peers_connected.clone();
-        meter
-            .i64_observable_gauge("chatd_relay_peers_connected")
-            .with_description("Peer replicas this replica holds a relay connection to")
-            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
-            .build();
-        let observed = subscriptions.clone();
-        meter
-            .i64_observable_gauge("chatd_relay_subscriptions")
-            .with_description("Chats this replica follows on peers")
-            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
-            .build();
+        let peers_connected = gauge(
+            meter,
+            "chatd_relay_peers_connected",
+            "Peer replicas this replica holds a relay connection to",
+        );
+        let subscriptions = gauge(
+            meter,
+            "chatd_relay_subscriptions",
+            "Chats this replica follows on peers",
+        );
+        let served = gauge(
+            meter,
+            "chatd_relay_connections_served",
+            "Relay connections peers hold to this replica",
+        );
         Self {
             peers_connected,
             subscriptions,
+            served,
             frames: meter
                 .u64_counter("chatd_relay_frames")
                 .with_description("Relay frames, by direction")

@@ -41,6 +41,10 @@ pub struct PeerConfig {
     pub ping_interval: Duration,
     /// A peer silent this long is considered gone (and dialed again).
     pub idle_timeout: Duration,
+    /// How long a connection with nothing followed stays open (the next
+    /// turn of a chat usually follows within seconds; redialing per turn
+    /// would add a dial to its first parts).
+    pub linger: Duration,
     /// How long a dial may take.
     pub connect_timeout: Duration,
 }
@@ -51,6 +55,7 @@ impl Default for PeerConfig {
             secret: None,
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
+            linger: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -400,13 +405,21 @@ async fn session(
     let mut ping = tokio::time::interval(inner.config.ping_interval);
     ping.reset();
     let mut last_heard = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     loop {
         if followed.values().all(|f| f.ended) {
             followed.retain(|_, f| !f.ended);
-            return Session::Idle;
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= inner.config.linger {
+                return Session::Idle;
+            }
+        } else {
+            idle_since = None;
         }
+        let linger_over = idle_since.map(|since| since + inner.config.linger);
         tokio::select! {
             _ = inner.shutdown.cancelled() => return Session::Stop,
+            _ = sleep_until_some(linger_over) => continue,
             command = commands.recv() => match command {
                 Some(command) => {
                     if apply(followed, command, Some(&mut *socket)).await.is_err() {
@@ -448,6 +461,14 @@ async fn session(
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Handles one frame; returns a `sub` to send when the chat must be
 /// subscribed again (after an overflow).
 fn receive(
@@ -483,6 +504,19 @@ fn receive(
             if let Some(last) = fresh.last() {
                 follow.last_seq = Some(last.seq);
                 inner.sink.parts(chat_id, generation, &fresh);
+            }
+            None
+        }
+        FromWorker::Committed {
+            chat_id,
+            generation,
+            through,
+        } => {
+            if followed
+                .get(&chat_id)
+                .is_some_and(|f| f.generation == generation && !f.ended)
+            {
+                inner.sink.committed(chat_id, generation, through);
             }
             None
         }

@@ -3,7 +3,7 @@
 //! replica running the chats ("B") sends `parts`, `end` and `overflow`.
 
 use chatd_shared::{
-    ids::{ChatId, Generation},
+    ids::{ChatId, Generation, MessageId},
     parts::Part,
 };
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,18 @@ pub enum FromWorker {
         parts: Vec<RelayPart>,
         /// When B sent the frame (µs since the Unix epoch), for the latency metric.
         sent_at_us: i64,
+    },
+    /// The worker committed this run's messages up to `through`; every part
+    /// of their steps was sent before this frame. The follower holds those
+    /// messages (which reach it through the database) until this arrives,
+    /// so its clients see a step's parts before the message that ends it.
+    Committed {
+        /// The chat.
+        chat_id: ChatId,
+        /// The run.
+        generation: Generation,
+        /// The newest committed message.
+        through: MessageId,
     },
     /// No more parts of this run will come.
     End {

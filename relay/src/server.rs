@@ -27,7 +27,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chatd_shared::ids::{ChatId, Generation};
+use chatd_shared::ids::{ChatId, Generation, MessageId};
 use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -50,6 +50,9 @@ pub struct RelayServerConfig {
     pub connection_queue: usize,
     /// Frames of one chat queued at most before that chat overflows.
     pub per_chat_frames: usize,
+    /// Parts in one frame at most: the follower fans a frame out to its
+    /// subscribers at once, and their queues are bounded too.
+    pub max_frame_parts: usize,
     /// How often the server pings.
     pub ping_interval: Duration,
     /// A peer silent this long is dropped.
@@ -64,6 +67,7 @@ impl Default for RelayServerConfig {
             secret: None,
             connection_queue: 1024,
             per_chat_frames: 128,
+            max_frame_parts: 256,
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             start_grace: Duration::from_secs(5),
@@ -138,19 +142,25 @@ async fn upgrade(
         })
 }
 
-/// A frame waiting to be written, and the count of its chat's queued frames.
+/// A frame waiting to be written.
 struct Outbound {
     frame: FromWorker,
+    /// The count of its chat's queued frames (parts and commit markers).
     queued: Option<Arc<AtomicUsize>>,
+    /// The subscription this frame ends.
+    ends: Option<u64>,
 }
 
 async fn connection(server: Arc<Server>, socket: WebSocket) {
+    server.metrics.served.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut incoming) = socket.split();
     let (outbound, mut queue) = mpsc::channel::<Outbound>(server.config.connection_queue.max(1));
-    // `end` and `overflow`: few and small, but they must get through.
+    // `overflow`: few and small, and ahead of the parts. Each carries the
+    // id of the subscription it ends, to forget it.
     let (control, mut control_queue) =
-        mpsc::channel::<FromWorker>(server.config.connection_queue.max(1));
-    let mut subscriptions: HashMap<ChatId, CancellationToken> = HashMap::new();
+        mpsc::channel::<(u64, FromWorker)>(server.config.connection_queue.max(1));
+    let mut subscriptions: HashMap<ChatId, (u64, CancellationToken)> = HashMap::new();
+    let mut next_id = 0u64;
     let closing = CancellationToken::new();
     let mut ping = tokio::time::interval(server.config.ping_interval);
     ping.reset();
@@ -159,7 +169,8 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
         tokio::select! {
             biased;
             _ = server.shutdown.cancelled() => break,
-            Some(frame) = control_queue.recv() => {
+            Some((id, frame)) = control_queue.recv() => {
+                forget(&mut subscriptions, &frame, id);
                 if send(&server, &mut sink, &frame).await.is_err() {
                     break;
                 }
@@ -167,6 +178,9 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
             Some(item) = queue.recv() => {
                 if let Some(queued) = &item.queued {
                     queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                if let Some(id) = item.ends {
+                    forget(&mut subscriptions, &item.frame, id);
                 }
                 if send(&server, &mut sink, &item.frame).await.is_err() {
                     break;
@@ -177,17 +191,15 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                 match message {
                     Some(Ok(WsMessage::Text(text))) => match serde_json::from_str::<ToWorker>(&text) {
                         Ok(ToWorker::Sub { chat_id, generation, after_seq }) => {
-                            if let Some(old) = subscriptions.remove(&chat_id) {
+                            let stop = closing.child_token();
+                            next_id += 1;
+                            if let Some((_, old)) = subscriptions.insert(chat_id, (next_id, stop.clone())) {
                                 old.cancel();
                             }
-                            let stop = closing.child_token();
-                            subscriptions.insert(chat_id, stop.clone());
-                            let watch = server.source.watch(chat_id);
+                            let watch = server.source.watch(chat_id, generation);
                             server.tracker.spawn(subscription(
                                 server.clone(),
-                                chat_id,
-                                generation,
-                                after_seq,
+                                Subscription { id: next_id, chat_id, generation, after_seq },
                                 watch,
                                 outbound.clone(),
                                 control.clone(),
@@ -195,7 +207,7 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                             ));
                         }
                         Ok(ToWorker::Unsub { chat_id }) => {
-                            if let Some(stop) = subscriptions.remove(&chat_id) {
+                            if let Some((_, stop)) = subscriptions.remove(&chat_id) {
                                 stop.cancel();
                             }
                         }
@@ -210,14 +222,31 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                     tracing::info!("relay peer silent too long; closing");
                     break;
                 }
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                if send_within(&server, &mut sink, WsMessage::Ping(Default::default())).await.is_err() {
                     break;
                 }
             }
         }
     }
     closing.cancel();
-    let _ = sink.send(WsMessage::Close(None)).await;
+    server.metrics.served.fetch_sub(1, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::Close(None))).await;
+}
+
+/// Drops the record of subscription `id` that `frame` ends (unless a newer
+/// `sub` of the chat replaced it already).
+fn forget(
+    subscriptions: &mut HashMap<ChatId, (u64, CancellationToken)>,
+    frame: &FromWorker,
+    id: u64,
+) {
+    if let FromWorker::End { chat_id, .. } | FromWorker::Overflow { chat_id } = frame
+        && subscriptions
+            .get(chat_id)
+            .is_some_and(|(current, _)| *current == id)
+    {
+        subscriptions.remove(chat_id);
+    }
 }
 
 async fn send(
@@ -231,53 +260,103 @@ async fn send(
         _ => 0,
     };
     server.metrics.frame("sent", text.len(), parts);
-    sink.send(WsMessage::Text(text.into())).await
+    send_within(server, sink, WsMessage::Text(text.into())).await
+}
+
+/// Writes a message, giving up on a peer that has not taken anything for
+/// the idle timeout: a peer that stopped reading must not hold the
+/// connection (and its subscriptions) forever.
+async fn send_within(
+    server: &Server,
+    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
+    message: WsMessage,
+) -> Result<(), axum::Error> {
+    match tokio::time::timeout(server.config.idle_timeout, sink.send(message)).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::info!("relay peer stopped reading; closing");
+            Err(axum::Error::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "relay peer stopped reading",
+            )))
+        }
+    }
 }
 
 /// What ended a subscription.
 enum Ending {
     /// Tell the peer the run is over (or not here).
-    End(Generation, EndReason),
+    End(EndReason),
     /// Tell the peer to subscribe again.
     Overflow,
     /// The peer left or unsubscribed: say nothing.
     Quiet,
 }
 
-/// Serves one `sub`: buffered parts after `after_seq`, then live ones, until
-/// the run ends, the peer unsubscribes, or this chat overflows.
-#[allow(clippy::too_many_arguments)]
-async fn subscription(
-    server: Arc<Server>,
+/// One `sub` as received.
+struct Subscription {
+    /// Tells this subscription from a later one of the same chat.
+    id: u64,
     chat_id: ChatId,
     generation: Generation,
     after_seq: Option<u64>,
+}
+
+/// Serves one `sub`: the last commit and the buffered parts after
+/// `after_seq`, then live ones, until the run ends, the peer unsubscribes, or
+/// this chat overflows.
+async fn subscription(
+    server: Arc<Server>,
+    sub: Subscription,
     mut watch: Watch,
     outbound: mpsc::Sender<Outbound>,
-    control: mpsc::Sender<FromWorker>,
+    control: mpsc::Sender<(u64, FromWorker)>,
     stop: CancellationToken,
 ) {
-    let queued = Arc::new(AtomicUsize::new(0));
+    let Subscription {
+        id,
+        chat_id,
+        generation,
+        after_seq,
+    } = sub;
+    let outlet = Outlet {
+        server: &server,
+        outbound: &outbound,
+        queued: Arc::new(AtomicUsize::new(0)),
+        chat_id,
+        generation,
+    };
     let mut last_seq = after_seq;
     let ending = 'serve: {
+        if watch.ended {
+            break 'serve Ending::End(EndReason::Released);
+        }
         // Is the run here? It may be about to start: the peer can learn that
         // a chat runs here a moment before this replica's hub does.
         let mut running = match watch.run.take() {
             Some((current, parts)) if current == generation => {
+                // Steps committed before now: their parts are gone (superseded).
+                if let Some(through) = watch.committed
+                    && !outlet.committed(through)
+                {
+                    break 'serve Ending::Overflow;
+                }
                 let fresh: Vec<RelayPart> = parts
                     .into_iter()
                     .filter(|p| last_seq.is_none_or(|s| p.seq > s))
                     .collect();
                 if let Some(last) = fresh.last() {
                     last_seq = Some(last.seq);
-                    if !offer(&server, &outbound, &queued, chat_id, generation, fresh) {
-                        break 'serve Ending::Overflow;
+                    for chunk in fresh.chunks(server.config.max_frame_parts.max(1)) {
+                        if !outlet.parts(chunk.to_vec()) {
+                            break 'serve Ending::Overflow;
+                        }
                     }
                 }
                 true
             }
             Some((current, _)) if current > generation => {
-                break 'serve Ending::End(generation, EndReason::GenerationChanged);
+                break 'serve Ending::End(EndReason::GenerationChanged);
             }
             _ => false,
         };
@@ -286,7 +365,7 @@ async fn subscription(
         loop {
             let item = tokio::select! {
                 _ = stop.cancelled() => break 'serve Ending::Quiet,
-                _ = &mut grace, if !running => break 'serve Ending::End(generation, EndReason::NotRunning),
+                _ = &mut grace, if !running => break 'serve Ending::End(EndReason::NotRunning),
                 item = watch.items.next() => item,
             };
             let mut batch = Vec::new();
@@ -299,25 +378,30 @@ async fn subscription(
                     } if g == generation && running && last_seq.is_none_or(|s| part.seq > s) => {
                         last_seq = Some(part.seq);
                         batch.push(part);
-                    }
-                    SourceItem::RunStarted(g) if g == generation => running = true,
-                    SourceItem::RunStarted(g) if g > generation => {
-                        break 'serve Ending::End(generation, EndReason::GenerationChanged);
-                    }
-                    SourceItem::RunEnded(g) if g == generation => {
-                        if !batch.is_empty()
-                            && !offer(
-                                &server,
-                                &outbound,
-                                &queued,
-                                chat_id,
-                                generation,
-                                std::mem::take(&mut batch),
-                            )
+                        if batch.len() >= server.config.max_frame_parts && !outlet.flush(&mut batch)
                         {
                             break 'serve Ending::Overflow;
                         }
-                        break 'serve Ending::End(generation, EndReason::Released);
+                    }
+                    SourceItem::Committed {
+                        generation: g,
+                        through,
+                    } if g == generation && running => {
+                        // The marker goes after every part of the step.
+                        let sent = outlet.flush(&mut batch) && outlet.committed(through);
+                        if !sent {
+                            break 'serve Ending::Overflow;
+                        }
+                    }
+                    SourceItem::RunStarted(g) if g == generation => running = true,
+                    SourceItem::RunStarted(g) if g > generation => {
+                        break 'serve Ending::End(EndReason::GenerationChanged);
+                    }
+                    SourceItem::RunEnded(g) if g == generation => {
+                        if !outlet.flush(&mut batch) {
+                            break 'serve Ending::Overflow;
+                        }
+                        break 'serve Ending::End(EndReason::Released);
                     }
                     SourceItem::Overflowed => break 'serve Ending::Overflow,
                     _ => {}
@@ -325,54 +409,95 @@ async fn subscription(
                 // Everything already waiting goes into the same frame.
                 next = watch.items.try_next();
             }
-            if !batch.is_empty() && !offer(&server, &outbound, &queued, chat_id, generation, batch)
-            {
+            if !outlet.flush(&mut batch) {
                 break 'serve Ending::Overflow;
             }
         }
     };
-    let frame = match ending {
-        Ending::End(generation, reason) => FromWorker::End {
-            chat_id,
-            generation,
-            reason,
-        },
+    // Nothing more is read from the hub.
+    drop(watch);
+    match ending {
+        // After the run's last parts, in order: the peer must not drop them
+        // as parts of an ended run.
+        Ending::End(reason) => {
+            let end = Outbound {
+                frame: FromWorker::End {
+                    chat_id,
+                    generation,
+                    reason,
+                },
+                queued: None,
+                ends: Some(id),
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = outbound.send(end) => {}
+            }
+        }
+        // Ahead of anything queued: the peer subscribes again from its last
+        // seq, and drops what it then gets twice.
         Ending::Overflow => {
             server.metrics.overflows.add(1, &[]);
-            FromWorker::Overflow { chat_id }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = control.send((id, FromWorker::Overflow { chat_id })) => {}
+            }
         }
-        Ending::Quiet => return,
-    };
-    let _ = control.send(frame).await;
+        Ending::Quiet => {}
+    }
 }
 
-/// Queues a parts frame unless this chat (or the connection) is full.
-fn offer(
-    server: &Server,
-    outbound: &mpsc::Sender<Outbound>,
-    queued: &Arc<AtomicUsize>,
+/// One subscription's way into its connection's queue.
+struct Outlet<'a> {
+    server: &'a Server,
+    outbound: &'a mpsc::Sender<Outbound>,
+    /// This chat's frames in the queue now.
+    queued: Arc<AtomicUsize>,
     chat_id: ChatId,
     generation: Generation,
-    parts: Vec<RelayPart>,
-) -> bool {
-    if queued.load(Ordering::Acquire) >= server.config.per_chat_frames {
-        return false;
+}
+
+impl Outlet<'_> {
+    /// Queues a parts frame; false when this chat (or the connection) is full.
+    fn parts(&self, parts: Vec<RelayPart>) -> bool {
+        self.offer(FromWorker::Parts {
+            chat_id: self.chat_id,
+            generation: self.generation,
+            parts,
+            sent_at_us: now_us(),
+        })
     }
-    let frame = FromWorker::Parts {
-        chat_id,
-        generation,
-        parts,
-        sent_at_us: now_us(),
-    };
-    queued.fetch_add(1, Ordering::AcqRel);
-    match outbound.try_send(Outbound {
-        frame,
-        queued: Some(queued.clone()),
-    }) {
-        Ok(()) => true,
-        Err(_) => {
-            queued.fetch_sub(1, Ordering::AcqRel);
-            false
+
+    /// Queues the parts gathered in `batch`, if any.
+    fn flush(&self, batch: &mut Vec<RelayPart>) -> bool {
+        batch.is_empty() || self.parts(std::mem::take(batch))
+    }
+
+    /// Queues a commit marker; false when full.
+    fn committed(&self, through: MessageId) -> bool {
+        self.offer(FromWorker::Committed {
+            chat_id: self.chat_id,
+            generation: self.generation,
+            through,
+        })
+    }
+
+    fn offer(&self, frame: FromWorker) -> bool {
+        if self.queued.load(Ordering::Acquire) >= self.server.config.per_chat_frames {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let item = Outbound {
+            frame,
+            queued: Some(self.queued.clone()),
+            ends: None,
+        };
+        match self.outbound.try_send(item) {
+            Ok(()) => true,
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the relay needs from the replica: where parts come from (B), where
 //! they go (A), and where peers listen.
 
-use chatd_shared::ids::{ChatId, Generation, ReplicaId};
+use chatd_shared::ids::{ChatId, Generation, MessageId, ReplicaId};
 
 use crate::protocol::RelayPart;
 
@@ -14,6 +14,13 @@ pub enum SourceItem {
         generation: Generation,
         /// The part.
         part: RelayPart,
+    },
+    /// Messages of run `generation` up to `through` were committed.
+    Committed {
+        /// The run.
+        generation: Generation,
+        /// The newest committed message.
+        through: MessageId,
     },
     /// This replica started running the chat under `generation`.
     RunStarted(Generation),
@@ -40,20 +47,27 @@ pub trait WatchItems: Send {
 pub struct Watch {
     /// `(generation, parts)` of the run this replica runs now.
     pub run: Option<(Generation, Vec<RelayPart>)>,
+    /// The newest message committed in the chat so far.
+    pub committed: Option<MessageId>,
+    /// The generation asked for already ran here and ended.
+    pub ended: bool,
     /// Live items.
     pub items: Box<dyn WatchItems>,
 }
 
 /// Where a worker replica's parts come from (its stream hub).
 pub trait PartSource: Send + Sync + 'static {
-    /// Starts watching `chat_id`.
-    fn watch(&self, chat_id: ChatId) -> Watch;
+    /// Starts watching `chat_id` for its run `generation`.
+    fn watch(&self, chat_id: ChatId, generation: Generation) -> Watch;
 }
 
 /// Where a following replica delivers parts (its stream hub).
 pub trait PartSink: Send + Sync + 'static {
     /// Parts of `chat_id`'s run `generation` (seq ascending, never repeated).
     fn parts(&self, chat_id: ChatId, generation: Generation, parts: &[RelayPart]);
+    /// That run's messages up to `through` were committed, after every
+    /// part of their steps was delivered.
+    fn committed(&self, chat_id: ChatId, generation: Generation, through: MessageId);
     /// That run sends no more parts.
     fn ended(&self, chat_id: ChatId, generation: Generation);
 }

@@ -153,6 +153,32 @@ pub struct ServeArgs {
     /// Offer the test tools (test_sleep, test_fail, test_panic) to models.
     #[arg(long, env = "CHATD_TEST_TOOLS", value_name = "CHATD_TEST_TOOLS")]
     pub test_tools: bool,
+    /// Where the relay listens (replica-to-replica; never expose it publicly).
+    #[arg(
+        long,
+        env = "CHATD_RELAY_ADDR",
+        value_name = "CHATD_RELAY_ADDR",
+        default_value = "127.0.0.1:7081"
+    )]
+    pub relay_addr: SocketAddr,
+    /// The relay URL peers dial (default ws://CHATD_RELAY_ADDR); in Kubernetes, from the pod IP.
+    #[arg(
+        long,
+        env = "CHATD_RELAY_ADVERTISE_URL",
+        value_name = "CHATD_RELAY_ADVERTISE_URL"
+    )]
+    pub relay_advertise_url: Option<String>,
+    /// The secret every replica's relay shares.
+    #[arg(
+        long,
+        env = "CHATD_RELAY_SECRET",
+        value_name = "CHATD_RELAY_SECRET",
+        hide_env_values = true
+    )]
+    pub relay_secret: Option<String>,
+    /// Allow a relay without a secret beyond loopback (trusted networks only).
+    #[arg(long)]
+    pub insecure_relay: bool,
     /// Provider bootstrap.
     #[command(flatten)]
     pub provider: ProviderArgs,

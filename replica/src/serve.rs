@@ -6,7 +6,7 @@ use chatd_replica::{
     api::ApiConfig,
     bootstrap::ProviderBootstrap,
     runtime::RuntimeConfig,
-    server::{Replica, ReplicaConfig},
+    server::{RelayConfig, Replica, ReplicaConfig},
     turn::TurnConfig,
 };
 use chatd_shared::{db::DbConfig, ids::ReplicaId, pubsub::PubSubConfig};
@@ -44,6 +44,28 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     runtime.heartbeat_interval = args.heartbeat_interval;
     runtime.lease_ttl = args.lease_ttl;
     runtime.drain_timeout = args.drain_timeout;
+    if args
+        .relay_secret
+        .as_deref()
+        .is_some_and(|secret| secret.len() < 16)
+    {
+        bail!("CHATD_RELAY_SECRET must have at least 16 characters");
+    }
+    if let Some(url) = &args.relay_advertise_url
+        && !url.starts_with("ws://")
+    {
+        bail!("CHATD_RELAY_ADVERTISE_URL must be a ws:// URL");
+    }
+    let relay = RelayConfig {
+        addr: args.relay_addr,
+        advertise_url: args.relay_advertise_url,
+        insecure: args.insecure_relay,
+        server: chatd_relay::RelayServerConfig {
+            secret: args.relay_secret,
+            ..Default::default()
+        },
+    };
+    relay.check()?;
     let turn = TurnConfig {
         max_steps: args.max_steps.max(1),
         ..TurnConfig::default()
@@ -58,6 +80,7 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
         api: ApiConfig::default(),
         test_tools: args.test_tools,
         pubsub: PubSubConfig::default(),
+        relay: Some(relay),
     })
 }
 

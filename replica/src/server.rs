@@ -25,9 +25,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, ApiConfig, AppState, Readiness},
     bootstrap::{self, ProviderBootstrap},
-    hub::{BufferLimits, StreamHub},
+    hub::{BufferLimits, HubSink, HubSource, StreamHub},
     llm,
     models::{ModelCatalog, ProviderFactory},
+    peer_directory::ReplicaDirectory,
     runtime::{Phase, Runtime, RuntimeConfig},
     telemetry::Telemetry,
     tools::ToolRegistry,
@@ -55,15 +56,48 @@ pub struct ReplicaConfig {
     pub test_tools: bool,
     /// LISTEN/NOTIFY settings.
     pub pubsub: PubSubConfig,
+    /// The relay (token-level parts between replicas); `None`: no relay,
+    /// clients of chats running elsewhere get durable events only.
+    pub relay: Option<RelayConfig>,
+}
+
+/// The relay listener and its secret (DESIGN §7, §10).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Where the relay listens (never exposed publicly).
+    pub addr: SocketAddr,
+    /// The URL peers dial (`ws://host:port`); default: `ws://` + the bound address.
+    pub advertise_url: Option<String>,
+    /// Allow a relay without a secret on a non-loopback address.
+    pub insecure: bool,
+    /// The relay server: the secret every replica of the cluster shares
+    /// (also presented to peers), queue bounds, keep-alive.
+    pub server: chatd_relay::RelayServerConfig,
+}
+
+impl RelayConfig {
+    /// Refuses a relay anyone on the network could use: without a secret it
+    /// must listen on loopback only (one host), unless explicitly insecure.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.server.secret.is_none() && !self.insecure && !self.addr.ip().is_loopback() {
+            anyhow::bail!(
+                "CHATD_RELAY_SECRET is required when the relay listens beyond loopback (CHATD_RELAY_ADDR={}); set it on every replica, or pass --insecure-relay",
+                self.addr
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A running replica.
 pub struct Replica {
     http_addr: SocketAddr,
+    relay_url: Option<String>,
     runtime: Arc<Mutex<Option<Runtime>>>,
     draining: CancellationToken,
     stop_background: CancellationToken,
     stop_streams: CancellationToken,
+    stop_relay: CancellationToken,
     stop_http: CancellationToken,
     tracker: TaskTracker,
     pubsub: PubSub,
@@ -125,6 +159,27 @@ impl Replica {
             })
         };
         let stop_streams = CancellationToken::new();
+        let stop_relay = CancellationToken::new();
+        let (relay_follow, relay_url) = match &config.relay {
+            Some(relay) => {
+                relay.check()?;
+                let (follow, url) = start_relay(
+                    relay,
+                    &pool,
+                    &hub,
+                    &meter,
+                    &tracker,
+                    &stop_relay,
+                    &stop_background,
+                    replica_id,
+                )
+                .await?;
+                (Some(follow), Some(url))
+            }
+            None => (None, None),
+        };
+        let mut config = config;
+        config.runtime.relay_url = relay_url.clone();
         let state = AppState::new(
             pool.clone(),
             pubsub.clone(),
@@ -134,6 +189,7 @@ impl Replica {
             stop_streams.clone(),
             tracker.clone(),
             telemetry.clone(),
+            relay_follow,
         );
         tracker.spawn(
             state
@@ -174,10 +230,12 @@ impl Replica {
         ));
         Ok(Self {
             http_addr,
+            relay_url,
             runtime,
             draining,
             stop_background,
             stop_streams,
+            stop_relay,
             stop_http,
             tracker,
             pubsub,
@@ -185,6 +243,11 @@ impl Replica {
             telemetry,
             hub,
         })
+    }
+
+    /// The relay URL this replica advertises to peers, if it has a relay.
+    pub fn relay_url(&self) -> Option<&str> {
+        self.relay_url.as_deref()
     }
 
     /// Where the API listens.
@@ -250,6 +313,7 @@ impl Replica {
             runtime.shutdown().await;
         }
         self.stop_streams.cancel();
+        self.stop_relay.cancel();
         self.stop_http.cancel();
         self.stop_background.cancel();
         self.tracker.close();
@@ -275,6 +339,7 @@ impl Replica {
             runtime.abort();
         }
         self.stop_streams.cancel();
+        self.stop_relay.cancel();
         self.stop_http.cancel();
         self.stop_background.cancel();
         self.pool.close();
@@ -346,4 +411,60 @@ async fn boot(
             runtime.shutdown().await;
         }
     }
+}
+
+/// Binds the relay listener, serves this replica's runs to peers, and makes
+/// the peer manager that follows runs on them. Returns the follower and the
+/// URL to advertise.
+#[allow(clippy::too_many_arguments)]
+async fn start_relay(
+    relay: &RelayConfig,
+    pool: &Pool,
+    hub: &Arc<StreamHub>,
+    meter: &opentelemetry::metrics::Meter,
+    tracker: &TaskTracker,
+    stop_relay: &CancellationToken,
+    stop_background: &CancellationToken,
+    replica_id: chatd_shared::ids::ReplicaId,
+) -> anyhow::Result<(api::feed::RelayFollow, String)> {
+    let listener = TcpListener::bind(relay.addr)
+        .await
+        .with_context(|| format!("listening on {} (CHATD_RELAY_ADDR)", relay.addr))?;
+    let bound = listener.local_addr().context("the relay's address")?;
+    let url = relay
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{bound}"));
+    let metrics = chatd_relay::RelayMetrics::new(meter);
+    let app = chatd_relay::router(
+        Arc::new(HubSource(hub.clone())),
+        relay.server.clone(),
+        metrics.clone(),
+        stop_relay.clone(),
+        tracker.clone(),
+    );
+    tracker.spawn({
+        let stop = stop_relay.clone();
+        async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the relay server failed");
+            }
+        }
+    });
+    let peers = chatd_relay::PeerManager::new(
+        chatd_relay::PeerConfig {
+            secret: relay.server.secret.clone(),
+            ..Default::default()
+        },
+        Arc::new(ReplicaDirectory::new(pool.clone())),
+        Arc::new(HubSink(hub.clone())),
+        metrics,
+        tracker.clone(),
+        stop_background.clone(),
+    );
+    tracing::info!(relay = %bound, advertised = %url, "relay listening");
+    Ok((api::feed::RelayFollow { peers, replica_id }, url))
 }

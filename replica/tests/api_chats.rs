@@ -14,7 +14,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, idle_at, read_until, say},
+    app::{TestApp, idle_at, message_texts, read_until, say},
 };
 use serde_json::json;
 
@@ -26,26 +26,6 @@ fn text(part_texts: &[StreamEvent]) -> String {
                 part: Part::TextDelta { text },
                 ..
             } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn message_texts(events: &[StreamEvent]) -> Vec<(MessageRole, String)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::Message { message, .. } => Some((
-                message.role,
-                message
-                    .content
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text { text } => Some(text.as_str()),
-                        _ => None,
-                    })
-                    .collect(),
-            )),
             _ => None,
         })
         .collect()

@@ -14,7 +14,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, read_until, say, user_with_token},
+    app::{TestApp, open_stream, read_until, say, user_with_token},
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -36,11 +36,7 @@ async fn metrics_count_requests_by_route_and_status_and_streams_by_transport() {
         .body
         .id;
     let _ = client.get_chat(chatd_shared::ids::ChatId::new_v7()).await;
-    let mut stream = client
-        .stream_chat(id, Cursor::default(), Transport::Sse)
-        .await
-        .unwrap();
-    read_until(&mut stream, |e| matches!(e, StreamEvent::Queue { .. })).await;
+    let stream = open_stream(&client, id, Transport::Sse).await;
     let text = reqwest::get(format!("{}/metrics", app.url(0)))
         .await
         .unwrap()

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use chatd_shared::{
-    api::{CreateChat, SendMessage, UpdateChat, WatchEvent, WatchKind},
+    api::{CreateChat, UpdateChat, WatchEvent, WatchKind},
     client::{Client, Transport},
     ids::{ChatId, MessageId},
     parts::Part,
@@ -17,33 +17,10 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, idle_at, read_until, say},
+    app::{TestApp, idle_at, idle_chat, open_stream, read_until, say, send_text},
 };
 use futures::StreamExt;
 use serde_json::json;
-
-async fn idle_chat(client: &Client) -> ChatId {
-    client
-        .create_chat(&CreateChat::default(), None)
-        .await
-        .unwrap()
-        .body
-        .id
-}
-
-async fn send(client: &Client, id: ChatId, text: String) {
-    client
-        .send_message(
-            id,
-            &SendMessage {
-                text: Some(text),
-                ..Default::default()
-            },
-            None,
-        )
-        .await
-        .unwrap();
-}
 
 fn parts(events: &[StreamEvent]) -> Vec<(u64, String)> {
     events
@@ -75,17 +52,13 @@ async fn resume_without_gap_or_repeat(transport: Transport) {
     let id = idle_chat(&client).await;
     let words: Vec<String> = (0..40).map(|n| format!("w{n}")).collect();
     let reply = words.join(" ");
-    let mut first = client
-        .stream_chat(id, Cursor::default(), transport)
-        .await
-        .unwrap();
-    read_until(&mut first, |e| matches!(e, StreamEvent::Queue { .. })).await;
+    let mut first = open_stream(&client, id, transport).await;
     // A second watcher tells us how far the reply got while the first is away.
     let mut watcher = client
         .stream_chat(id, Cursor::default(), Transport::WebSocket)
         .await
         .unwrap();
-    send(
+    send_text(
         &client,
         id,
         say(json!({"text": reply, "token_delay_ms": 40})),
@@ -143,12 +116,8 @@ async fn a_stream_resumed_after_the_turn_gets_the_message_not_stale_parts() {
     let app = TestApp::start(1, |_| {}).await;
     let client = app.admin(0);
     let id = idle_chat(&client).await;
-    let mut first = client
-        .stream_chat(id, Cursor::default(), Transport::Sse)
-        .await
-        .unwrap();
-    read_until(&mut first, |e| matches!(e, StreamEvent::Queue { .. })).await;
-    send(
+    let mut first = open_stream(&client, id, Transport::Sse).await;
+    send_text(
         &client,
         id,
         say(json!({"text": "a b c d e f g h", "token_delay_ms": 30})),
@@ -210,13 +179,9 @@ async fn a_replica_that_does_not_run_the_chat_streams_every_durable_event_in_ord
     let runner = app.admin(0);
     let watcher = app.admin(1);
     let id = idle_chat(&runner).await;
-    let mut stream = watcher
-        .stream_chat(id, Cursor::default(), Transport::WebSocket)
-        .await
-        .unwrap();
-    read_until(&mut stream, |e| matches!(e, StreamEvent::Queue { .. })).await;
+    let mut stream = open_stream(&watcher, id, Transport::WebSocket).await;
     for turn in 1..=2 {
-        send(
+        send_text(
             &runner,
             id,
             say(json!({"steps": [
@@ -316,14 +281,10 @@ async fn a_client_that_stops_reading_is_told_to_reconnect_and_loses_nothing() {
     let app = TestApp::start(1, |config| config.api.subscriber_queue = 64).await;
     let client = app.admin(0);
     let id = idle_chat(&client).await;
-    let mut slow = client
-        .stream_chat(id, Cursor::default(), Transport::WebSocket)
-        .await
-        .unwrap();
-    read_until(&mut slow, |e| matches!(e, StreamEvent::Queue { .. })).await;
+    let mut slow = open_stream(&client, id, Transport::WebSocket).await;
 
     // A burst far larger than the socket buffers, with no pause between parts.
-    send(&client, id, say(json!({"tokens": 200000}))).await;
+    send_text(&client, id, say(json!({"tokens": 200000}))).await;
     // The worker is not held back by a client that does not read.
     eventually("the turn to end", WAIT, || async {
         (client.get_chat(id).await.ok()?.status == ChatStatus::Waiting).then_some(())

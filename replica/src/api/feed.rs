@@ -6,8 +6,13 @@
 //! (DESIGN §6, remote catch-up is coalesced), skipping the read when the
 //! hub already carried those messages (the chat runs here). A lost notice
 //! becomes a resync that each subscriber answers by re-reading.
+//!
+//! The feed also follows the chat's run through the relay when another
+//! replica runs it (DESIGN §7): on every `running` status of another worker
+//! it follows that worker's run, and stops when the chat leaves `running`
+//! or the last local subscriber leaves.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex};
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
 use chatd_shared::{
     api,
@@ -20,7 +25,24 @@ use chatd_shared::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use chatd_relay::PeerManager;
+use chatd_shared::ids::{Generation, ReplicaId};
+
 use crate::hub::StreamHub;
+
+/// Following runs on other replicas: the peer manager, and who we are.
+#[derive(Clone)]
+pub struct RelayFollow {
+    /// The relay's client side.
+    pub peers: PeerManager,
+    /// This replica (its own runs need no relay).
+    pub replica_id: ReplicaId,
+}
+
+/// How long a message of a relayed run waits for the parts of its step
+/// (they travel through the relay, the message through the database). Far
+/// above the relay's latency (~1 ms); a relay that lags more is bypassed.
+const RELAY_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Messages read per query when catching up.
 const READ_BATCH: i64 = 200;
@@ -30,6 +52,7 @@ pub struct Feeds {
     pool: Pool,
     pubsub: PubSub,
     hub: Arc<StreamHub>,
+    relay: Option<RelayFollow>,
     tracker: TaskTracker,
     running: Mutex<HashMap<ChatId, (usize, CancellationToken)>>,
 }
@@ -42,11 +65,18 @@ pub struct FeedGuard {
 
 impl Feeds {
     /// No feeds yet.
-    pub fn new(pool: Pool, pubsub: PubSub, hub: Arc<StreamHub>, tracker: TaskTracker) -> Arc<Self> {
+    pub fn new(
+        pool: Pool,
+        pubsub: PubSub,
+        hub: Arc<StreamHub>,
+        relay: Option<RelayFollow>,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             pubsub,
             hub,
+            relay,
             tracker,
             running: Mutex::new(HashMap::new()),
         })
@@ -62,13 +92,14 @@ impl Feeds {
             None => {
                 let stop = CancellationToken::new();
                 let notices = self.pubsub.subscribe_chat(chat_id);
-                self.tracker.spawn(feed(
+                let feed = Feed {
                     chat_id,
-                    notices,
-                    self.pool.clone(),
-                    self.hub.clone(),
-                    stop.clone(),
-                ));
+                    pool: self.pool.clone(),
+                    hub: self.hub.clone(),
+                    relay: self.relay.clone(),
+                    newest: Mutex::new(None),
+                };
+                self.tracker.spawn(feed.run(notices, stop.clone()));
                 running.insert(chat_id, (1, stop));
             }
         }
@@ -92,33 +123,110 @@ impl Drop for FeedGuard {
     }
 }
 
-async fn feed(
+/// One chat's feed.
+struct Feed {
     chat_id: ChatId,
-    mut notices: Subscription<ChatNotice>,
     pool: Pool,
     hub: Arc<StreamHub>,
-    stop: CancellationToken,
-) {
-    loop {
-        let delivery = tokio::select! {
-            _ = stop.cancelled() => return,
-            delivery = notices.recv() => delivery,
-        };
-        let Some(delivery) = delivery else {
+    relay: Option<RelayFollow>,
+    /// The newest status the relay follows from: notices of different
+    /// writers arrive out of order, and an older one must not undo it.
+    newest: Mutex<Option<(Generation, ChatStatus)>>,
+}
+
+impl Feed {
+    async fn run(self, mut notices: Subscription<ChatNotice>, stop: CancellationToken) {
+        let chat_id = self.chat_id;
+        // Where the chat runs now: the relay needs it before any notice.
+        if let Err(err) = self.follow_from_row().await {
+            tracing::warn!(%chat_id, error = %Chain(&err), "stream feed could not read the chat");
+        }
+        loop {
+            let delivery = tokio::select! {
+                _ = stop.cancelled() => break,
+                delivery = notices.recv() => delivery,
+            };
+            let Some(delivery) = delivery else {
+                break;
+            };
+            let handled = async {
+                match delivery {
+                    Delivery::Notice(notice) => self.forward(notice.event).await,
+                    Delivery::Resync => {
+                        self.hub.resync(chat_id);
+                        self.follow_from_row().await
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => break,
+                outcome = handled => outcome,
+            };
+            if let Err(err) = outcome {
+                // Subscribers re-read on their own: nothing is lost, only later.
+                tracing::warn!(%chat_id, error = %Chain(&err), "stream feed could not read the database; resyncing subscribers");
+                self.hub.resync(chat_id);
+            }
+        }
+        if let Some(relay) = &self.relay {
+            relay.peers.unfollow(chat_id);
+        }
+    }
+
+    /// Follows the chat's run through the relay when another replica runs
+    /// it, and stops following when it runs nowhere else.
+    fn follow(&self, status: ChatStatus, generation: Generation, worker: Option<ReplicaId>) {
+        let Some(relay) = &self.relay else {
             return;
         };
-        let outcome = match delivery {
-            Delivery::Notice(notice) => forward(chat_id, notice.event, &pool, &hub).await,
-            Delivery::Resync => {
-                hub.resync(chat_id);
-                Ok(())
+        {
+            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = newest.is_some_and(|(g, s)| {
+                // Older, or a late `running` of a run that already ended.
+                generation < g
+                    || (generation == g
+                        && status == ChatStatus::Running
+                        && s != ChatStatus::Running)
+            });
+            if stale {
+                return;
             }
-        };
-        if let Err(err) = outcome {
-            // Subscribers re-read on their own: nothing is lost, only later.
-            tracing::warn!(%chat_id, error = %Chain(&err), "stream feed could not read the database; resyncing subscribers");
-            hub.resync(chat_id);
+            *newest = Some((generation, status));
         }
+        match worker {
+            Some(worker) if status == ChatStatus::Running && worker != relay.replica_id => {
+                // Messages of this run now wait for its parts.
+                self.hub.expect_remote(self.chat_id, generation);
+                relay.peers.follow(self.chat_id, worker, generation);
+            }
+            _ => {
+                relay.peers.unfollow(self.chat_id);
+                self.hub.forget_remote(self.chat_id);
+            }
+        }
+    }
+
+    async fn follow_from_row(&self) -> Result<(), DbError> {
+        if self.relay.is_none() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        if let Some(chat) = chats::get(&client, self.chat_id).await? {
+            self.follow(chat.status, chat.generation, chat.worker_id);
+        }
+        Ok(())
+    }
+
+    async fn forward(&self, event: ChatEvent) -> Result<(), DbError> {
+        if let ChatEvent::Status {
+            status,
+            generation,
+            worker_id,
+        } = &event
+        {
+            self.follow(*status, *generation, *worker_id);
+        }
+        forward(self.chat_id, event, &self.pool, &self.hub).await
     }
 }
 
@@ -163,23 +271,34 @@ async fn forward(
             if seen >= last_id {
                 return Ok(());
             }
-            let client = pool.get().await?;
-            loop {
-                let batch = messages::visible_after(&client, chat_id, seen, READ_BATCH).await?;
-                let full = batch.len() as i64 == READ_BATCH;
-                for message in &batch {
-                    hub.publish(
+            let mut read = Vec::new();
+            {
+                let client = pool.get().await?;
+                loop {
+                    let batch = messages::visible_after(&client, chat_id, seen, READ_BATCH).await?;
+                    let full = batch.len() as i64 == READ_BATCH;
+                    if let Some(last) = batch.last() {
+                        seen = last.id;
+                    }
+                    read.extend(batch);
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            for message in &read {
+                // A step of a run relayed from another replica: its parts first.
+                if let (Some(generation), Some(_)) = (message.generation, message.step) {
+                    hub.relayed_up_to(chat_id, generation, message.id, RELAY_PATIENCE)
+                        .await;
+                }
+                hub.publish(
+                    chat_id,
+                    StreamEvent::Message {
                         chat_id,
-                        StreamEvent::Message {
-                            chat_id,
-                            message: api::Message::from(message),
-                        },
-                    );
-                    seen = message.id;
-                }
-                if !full {
-                    break;
-                }
+                        message: api::Message::from(message),
+                    },
+                );
             }
         }
         ChatEvent::Queue => {

@@ -10,7 +10,7 @@ pub mod auth;
 mod chats;
 pub mod error;
 mod extract;
-mod feed;
+pub mod feed;
 mod messages;
 mod metrics;
 mod models;
@@ -131,11 +131,18 @@ impl AppState {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         telemetry: Telemetry,
+        relay: Option<feed::RelayFollow>,
     ) -> Self {
         let meter = telemetry.meter();
         let metrics = HttpMetrics::new(&meter);
         let streams = StreamMetrics::new(&meter);
-        let feeds = Feeds::new(pool.clone(), pubsub.clone(), hub.clone(), tracker.clone());
+        let feeds = Feeds::new(
+            pool.clone(),
+            pubsub.clone(),
+            hub.clone(),
+            relay,
+            tracker.clone(),
+        );
         Self(Arc::new(AppInner {
             pool,
             pubsub,

@@ -227,6 +227,8 @@ impl ChatSubscriber {
                         return Next::Reconnect("resync_failed");
                     }
                 }
+                // The status events say as much to clients.
+                Ok(HubItem::RunStarted(_) | HubItem::RunEnded(_)) => {}
                 Err(Overflowed) => return Next::Reconnect("slow_consumer"),
             }
         }

@@ -8,6 +8,7 @@
 //! falls between the snapshot and the live events.
 
 mod queue;
+mod remote;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -25,6 +26,7 @@ use opentelemetry::metrics::{Counter, Meter};
 
 use queue::SubscriberQueue;
 pub use queue::{HubItem, HubReceiver, Overflowed};
+pub use remote::{HubSink, HubSource};
 
 /// Limits of one run's part buffer (DESIGN §6): past either, the oldest
 /// parts are evicted (and counted).
@@ -60,8 +62,52 @@ pub struct BufferedPart {
 /// The run in progress on this replica for one chat.
 struct RunBuffer {
     generation: Generation,
+    /// True when this replica runs it; false for parts relayed from the worker.
+    local: bool,
     parts: VecDeque<BufferedPart>,
     bytes: usize,
+    /// A relayed run: the worker committed its messages up to here, and
+    /// sent every part of their steps before saying so.
+    relayed_through: Option<MessageId>,
+    /// A relayed run whose relay fell behind the database once: its
+    /// messages no longer wait for its parts.
+    lagging: bool,
+}
+
+impl RunBuffer {
+    fn new(generation: Generation, local: bool) -> Self {
+        Self {
+            generation,
+            local,
+            parts: VecDeque::new(),
+            bytes: 0,
+            relayed_through: None,
+            lagging: false,
+        }
+    }
+
+    /// Appends a part, evicting the oldest past the limits; returns how many were evicted.
+    fn push(&mut self, part: BufferedPart, limits: BufferLimits) -> u64 {
+        self.bytes += part.bytes;
+        self.parts.push_back(part);
+        let mut evicted = 0;
+        while self.parts.len() > limits.max_parts || self.bytes > limits.max_bytes {
+            match self.parts.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.bytes;
+                    evicted += 1;
+                }
+                None => break,
+            }
+        }
+        evicted
+    }
+
+    /// Drops the parts of steps up to `step` (their message committed).
+    fn prune(&mut self, step: i32) {
+        self.parts.retain(|part| part.step > step);
+        self.bytes = self.parts.iter().map(|part| part.bytes).sum();
+    }
 }
 
 #[derive(Default)]
@@ -72,13 +118,19 @@ struct ChatState {
     /// (fanned out by the run or a feed, or read by each subscriber itself):
     /// a feed reads only what comes after it.
     watermark: Option<MessageId>,
+    /// Woken when a relayed run makes progress or ends.
+    relay_progress: Arc<tokio::sync::Notify>,
 }
 
 /// What a new subscriber gets: the run in progress here (if any) and its
 /// buffered parts, then live events through the receiver.
 pub struct Subscribed {
-    /// `(generation, parts)` of the run in progress on this replica.
+    /// `(generation, parts)` of the run in progress (here, or relayed).
     pub run: Option<(Generation, Vec<BufferedPart>)>,
+    /// True when that run is this replica's own.
+    pub local: bool,
+    /// Messages up to here reached the subscribers already.
+    pub watermark: Option<MessageId>,
     /// Live events from now on.
     pub receiver: HubReceiver,
 }
@@ -91,6 +143,10 @@ pub struct StreamHub {
     next_id: std::sync::atomic::AtomicU64,
     evictions: Counter<u64>,
     overflows: Counter<u64>,
+    stale: Counter<u64>,
+    relay_lagging: Counter<u64>,
+    /// Runs of this replica that ended lately, for peers that ask after the end.
+    ended: Mutex<remote::RecentlyEnded>,
 }
 
 impl StreamHub {
@@ -98,6 +154,7 @@ impl StreamHub {
     pub fn new(limits: BufferLimits, queue_capacity: usize, meter: &Meter) -> Arc<Self> {
         Arc::new(Self {
             chats: Mutex::new(HashMap::new()),
+            ended: Mutex::default(),
             limits,
             queue_capacity,
             next_id: std::sync::atomic::AtomicU64::new(0),
@@ -108,6 +165,18 @@ impl StreamHub {
             overflows: meter
                 .u64_counter("chatd_stream_overflows")
                 .with_description("Subscribers cut off because they did not keep up")
+                .build(),
+            stale: meter
+                .u64_counter("chatd_hub_stale_parts")
+                .with_description(
+                    "Relayed parts discarded because a newer (or local) run was buffered",
+                )
+                .build(),
+            relay_lagging: meter
+                .u64_counter("chatd_hub_relay_lagging")
+                .with_description(
+                    "Relayed runs whose parts fell behind their messages (the messages went first)",
+                )
                 .build(),
         })
     }
@@ -127,12 +196,9 @@ impl StreamHub {
         {
             let mut chats = self.lock();
             let state = chats.entry(chat_id).or_default();
-            state.run = Some(RunBuffer {
-                generation,
-                parts: VecDeque::new(),
-                bytes: 0,
-            });
+            state.run = Some(RunBuffer::new(generation, true));
             self.fan_out(&mut state.subscribers, &HubItem::Event(status));
+            self.fan_out(&mut state.subscribers, &HubItem::RunStarted(generation));
         }
         RunStream {
             hub: self.clone(),
@@ -155,8 +221,11 @@ impl StreamHub {
             .run
             .as_ref()
             .map(|run| (run.generation, run.parts.iter().cloned().collect()));
+        let local = state.run.as_ref().is_some_and(|run| run.local);
         Subscribed {
             run,
+            local,
+            watermark: state.watermark,
             receiver: HubReceiver::new(queue, self.clone(), chat_id, id),
         }
     }
@@ -165,7 +234,8 @@ impl StreamHub {
         let mut chats = self.lock();
         if let Some(state) = chats.get_mut(&chat_id) {
             state.subscribers.retain(|(sub, _)| *sub != id);
-            if state.subscribers.is_empty() && state.run.is_none() {
+            // A relayed run is kept for local subscribers only.
+            if state.subscribers.is_empty() && state.run.as_ref().is_none_or(|run| !run.local) {
                 chats.remove(&chat_id);
             }
         }
@@ -178,6 +248,13 @@ impl StreamHub {
         if let Some(state) = self.lock().get_mut(&chat_id) {
             if let StreamEvent::Message { message, .. } = event.as_ref() {
                 state.watermark = state.watermark.max(Some(message.id));
+                // A committed step supersedes its parts, relayed ones too.
+                if let (Some(run), Some(generation), Some(step)) =
+                    (state.run.as_mut(), message.generation, message.step)
+                    && run.generation == generation
+                {
+                    run.prune(step);
+                }
             }
             self.fan_out(&mut state.subscribers, &HubItem::Event(event));
         }
@@ -247,6 +324,7 @@ impl StreamHub {
             run,
             subscribers,
             watermark,
+            ..
         }) = chats.get_mut(&chat_id)
         else {
             return;
@@ -286,23 +364,13 @@ impl RunStream {
         });
         let hub = &self.hub;
         hub.with_run(self.chat_id, self.generation, |run, subscribers, _| {
-            run.parts.push_back(BufferedPart {
+            let part = BufferedPart {
                 step,
                 seq,
                 event: event.clone(),
                 bytes,
-            });
-            run.bytes += bytes;
-            let mut evicted = 0;
-            while run.parts.len() > hub.limits.max_parts || run.bytes > hub.limits.max_bytes {
-                match run.parts.pop_front() {
-                    Some(old) => {
-                        run.bytes -= old.bytes;
-                        evicted += 1;
-                    }
-                    None => break,
-                }
-            }
+            };
+            let evicted = run.push(part, hub.limits);
             if evicted > 0 {
                 hub.evictions.add(evicted, &[]);
             }
@@ -389,9 +457,12 @@ impl Drop for RunStream {
             if state
                 .run
                 .as_ref()
-                .is_some_and(|run| run.generation == self.generation)
+                .is_some_and(|run| run.local && run.generation == self.generation)
             {
                 state.run = None;
+                self.hub
+                    .fan_out(&mut state.subscribers, &HubItem::RunEnded(self.generation));
+                self.hub.run_ended(self.chat_id, self.generation);
             }
             if state.run.is_none() && state.subscribers.is_empty() {
                 chats.remove(&self.chat_id);
@@ -470,8 +541,10 @@ mod tests {
         run.part(1, Part::TextDelta { text: "c".into() });
         let receiver = early.receiver;
         let mut seen = Vec::new();
-        while let Some(HubItem::Event(event)) = receiver.try_recv().unwrap() {
-            seen.push(event);
+        while let Some(item) = receiver.try_recv().unwrap() {
+            if let HubItem::Event(event) = item {
+                seen.push(event);
+            }
         }
         assert!(matches!(
             *seen[0],
@@ -527,6 +600,116 @@ mod tests {
         );
     }
 
+    fn relayed(seqs: impl IntoIterator<Item = u64>) -> Vec<chatd_relay::protocol::RelayPart> {
+        seqs.into_iter()
+            .map(|seq| chatd_relay::protocol::RelayPart {
+                seq,
+                step: 0,
+                part: Part::TextDelta {
+                    text: format!("t{seq}"),
+                },
+            })
+            .collect()
+    }
+
+    fn drain_seqs(receiver: &HubReceiver) -> Vec<(i64, u64)> {
+        let mut seen = Vec::new();
+        while let Some(item) = receiver.try_recv().unwrap() {
+            if let HubItem::Event(event) = item
+                && let StreamEvent::Part {
+                    generation, seq, ..
+                } = *event
+            {
+                seen.push((generation.0, seq));
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn relayed_parts_are_buffered_and_an_older_generation_is_discarded() {
+        let hub = hub(BufferLimits::default(), 100);
+        let chat = ChatId::new_v7();
+        let watcher = hub.subscribe(chat);
+        hub.remote_parts(chat, Generation(1), &relayed([7]));
+        hub.expect_remote(chat, Generation(1));
+        hub.remote_parts(chat, Generation(1), &relayed([0, 1]));
+        hub.expect_remote(chat, Generation(2));
+        hub.remote_parts(chat, Generation(2), &relayed([0]));
+        // Late parts of the run that generation 2 replaced.
+        hub.remote_parts(chat, Generation(1), &relayed([2]));
+        hub.remote_parts(chat, Generation(2), &relayed([1]));
+        assert_eq!(
+            drain_seqs(&watcher.receiver),
+            [(1, 0), (1, 1), (2, 0), (2, 1)]
+        );
+        let late = hub.subscribe(chat);
+        assert!(!late.local, "a relayed run is not this replica's");
+        let (generation, parts) = late.run.unwrap();
+        assert_eq!(generation, Generation(2));
+        assert_eq!(parts.iter().map(|p| p.seq).collect::<Vec<_>>(), [0, 1]);
+
+        // Once the chat is not followed, late parts go nowhere.
+        hub.forget_remote(chat);
+        hub.remote_parts(chat, Generation(2), &relayed([2]));
+        assert!(drain_seqs(&watcher.receiver).is_empty());
+        assert!(hub.subscribe(chat).run.is_none());
+
+        // This replica's own run wins over anything relayed.
+        let _run = hub.begin_run(chat, Generation(3));
+        hub.remote_parts(chat, Generation(3), &relayed([0]));
+        assert!(drain_seqs(&watcher.receiver).is_empty());
+        hub.remote_ended(chat, Generation(3));
+        assert!(
+            hub.subscribe(chat).local,
+            "a relayed end does not end a local run"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relayed_runs_message_waits_for_its_parts_but_not_forever() {
+        let hub = hub(BufferLimits::default(), 100);
+        let chat = ChatId::new_v7();
+        let _watcher = hub.subscribe(chat);
+        let patience = std::time::Duration::from_secs(1);
+        let short = std::time::Duration::from_millis(10);
+
+        // Nothing relayed is expected: no wait.
+        hub.relayed_up_to(chat, Generation(1), MessageId(5), patience)
+            .await;
+
+        hub.expect_remote(chat, Generation(1));
+        let waiting = hub.relayed_up_to(chat, Generation(1), MessageId(5), patience);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(short, waiting.as_mut()).await.is_err(),
+            "the message waits for the worker's commit marker"
+        );
+        hub.remote_committed(chat, Generation(1), MessageId(5));
+        tokio::time::timeout(short, waiting).await.unwrap();
+
+        // A marker that never comes: the wait ends at `patience`, and the run
+        // is then bypassed.
+        let started = tokio::time::Instant::now();
+        hub.relayed_up_to(chat, Generation(1), MessageId(9), patience)
+            .await;
+        assert_eq!(started.elapsed(), patience);
+        tokio::time::timeout(
+            short,
+            hub.relayed_up_to(chat, Generation(1), MessageId(12), patience),
+        )
+        .await
+        .expect("a lagging run's messages do not wait");
+
+        // The relayed run ending releases its waiters.
+        hub.expect_remote(chat, Generation(2));
+        let waiting = hub.relayed_up_to(chat, Generation(2), MessageId(20), patience);
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(short, waiting.as_mut()).await.is_err());
+        hub.remote_ended(chat, Generation(2));
+        tokio::time::timeout(short, waiting).await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_full_buffer_evicts_the_oldest_parts() {
         let hub = hub(
@@ -562,8 +745,10 @@ mod tests {
         for index in 0..10 {
             run.part(0, Part::TextDelta { text: "x".into() });
             // The fast one keeps up.
-            while let Some(HubItem::Event(event)) = fast.try_recv().unwrap() {
-                if let Some(seq) = seq_of(&event) {
+            while let Some(item) = fast.try_recv().unwrap() {
+                if let HubItem::Event(event) = item
+                    && let Some(seq) = seq_of(&event)
+                {
                     assert_eq!(seq, index);
                 }
             }

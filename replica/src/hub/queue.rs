@@ -18,6 +18,11 @@ pub enum HubItem {
     Event(Arc<StreamEvent>),
     /// Notifications may have been lost: re-read the chat from the database.
     Resync,
+    /// This replica started running the chat under this generation (the
+    /// relay serves its parts to peers from here on).
+    RunStarted(chatd_shared::ids::Generation),
+    /// This replica's run of this generation ended.
+    RunEnded(chatd_shared::ids::Generation),
 }
 use tokio::sync::Notify;
 

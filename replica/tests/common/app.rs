@@ -6,8 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use chatd_replica::{
     api::ApiConfig,
     bootstrap::ProviderBootstrap,
-    runtime::RuntimeConfig,
-    server::{Replica, ReplicaConfig},
+    server::{RelayConfig, Replica, ReplicaConfig},
     turn::TurnConfig,
 };
 use chatd_shared::{
@@ -44,8 +43,20 @@ pub fn replica_config(db: &TestDb) -> ReplicaConfig {
         api: ApiConfig::default(),
         test_tools: true,
         pubsub: PubSubConfig::default(),
+        relay: Some(RelayConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_url: None,
+            insecure: false,
+            server: chatd_relay::RelayServerConfig {
+                secret: Some(RELAY_SECRET.into()),
+                ..Default::default()
+            },
+        }),
     }
 }
+
+/// The relay secret of test clusters.
+pub const RELAY_SECRET: &str = "test-relay-secret-0123456789";
 
 /// Replicas with their API, and an admin.
 pub struct TestApp {
@@ -58,24 +69,21 @@ pub struct TestApp {
 impl TestApp {
     /// `count` replicas with test settings (`tweak` adjusts each).
     pub async fn start(count: usize, tweak: impl Fn(&mut ReplicaConfig)) -> Self {
+        Self::start_each(count, |_, config| tweak(config)).await
+    }
+
+    /// `count` replicas; `tweak` adjusts replica `index`'s settings.
+    pub async fn start_each(count: usize, tweak: impl Fn(usize, &mut ReplicaConfig)) -> Self {
         let db = TestDb::new().await;
         let mut replicas = Vec::new();
-        for _ in 0..count {
+        for index in 0..count {
             let mut config = replica_config(&db);
-            config.runtime = RuntimeConfig {
-                replica_id: ReplicaId::new_random(),
-                ..config.runtime
-            };
-            tweak(&mut config);
+            tweak(index, &mut config);
             let replica = Replica::start(config).await.expect("replica starts");
             replicas.push(replica);
         }
         for replica in &replicas {
-            eventually("the replica to run", WAIT, || {
-                let up = replica.is_running() && replica.pubsub().is_connected();
-                async move { up.then_some(()) }
-            })
-            .await;
+            wait_up(replica).await;
         }
         let (admin_id, admin_token) = user_with_token(&db, "admin", UserRole::Admin).await;
         Self {
@@ -84,6 +92,26 @@ impl TestApp {
             admin_token,
             admin_id,
         }
+    }
+
+    /// Starts one more replica (`tweak` adjusts its settings); returns its index.
+    pub async fn add(&mut self, tweak: impl FnOnce(&mut ReplicaConfig)) -> usize {
+        let mut config = replica_config(&self.db);
+        tweak(&mut config);
+        let replica = Replica::start(config).await.expect("replica starts");
+        wait_up(&replica).await;
+        self.replicas.push(replica);
+        self.replicas.len() - 1
+    }
+
+    /// The text of replica `index`'s `/metrics`.
+    pub async fn metrics(&self, index: usize) -> String {
+        reqwest::get(format!("{}/metrics", self.url(index)))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// The API URL of replica `index`.
@@ -174,4 +202,93 @@ where
 pub fn idle_at(event: &chatd_shared::stream::StreamEvent, generation: i64) -> bool {
     use chatd_shared::{status::ChatStatus, stream::StreamEvent};
     matches!(event, StreamEvent::Status { status: ChatStatus::Waiting | ChatStatus::Error, generation: g, .. } if g.0 >= generation)
+}
+
+/// The sum of every sample of metric `name` in Prometheus `text`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until `replica` runs and listens.
+pub async fn wait_up(replica: &Replica) {
+    eventually("the replica to run", WAIT, || {
+        let up = replica.is_running() && replica.pubsub().is_connected();
+        async move { up.then_some(()) }
+    })
+    .await;
+}
+
+/// A new chat with nothing in it.
+pub async fn idle_chat(client: &chatd_shared::client::Client) -> chatd_shared::ids::ChatId {
+    client
+        .create_chat(&chatd_shared::api::CreateChat::default(), None)
+        .await
+        .expect("create chat")
+        .body
+        .id
+}
+
+/// Sends `text` to chat `id`.
+pub async fn send_text(
+    client: &chatd_shared::client::Client,
+    id: chatd_shared::ids::ChatId,
+    text: String,
+) {
+    client
+        .send_message(
+            id,
+            &chatd_shared::api::SendMessage {
+                text: Some(text),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("send message");
+}
+
+/// Opens chat `id`'s stream from the start and reads its snapshot (up to
+/// the queue, its last event).
+pub async fn open_stream(
+    client: &chatd_shared::client::Client,
+    id: chatd_shared::ids::ChatId,
+    transport: chatd_shared::client::Transport,
+) -> chatd_shared::client::ChatStream {
+    use chatd_shared::stream::{Cursor, StreamEvent};
+    let mut stream = client
+        .stream_chat(id, Cursor::default(), transport)
+        .await
+        .expect("stream");
+    read_until(&mut stream, |e| matches!(e, StreamEvent::Queue { .. })).await;
+    stream
+}
+
+/// `(role, text)` of every message among `events`.
+pub fn message_texts(
+    events: &[chatd_shared::stream::StreamEvent],
+) -> Vec<(chatd_shared::status::MessageRole, String)> {
+    use chatd_shared::{parts::Part, stream::StreamEvent};
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Message { message, .. } => Some((
+                message.role,
+                message
+                    .content
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text { text } => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
 }
