@@ -1,10 +1,68 @@
-//! chatd-loadtest: the scaletest harness (DESIGN §13). It drives virtual users
-//! through the public API of a chatd cluster and reports turns per second,
-//! latency percentiles, failures by stage and database cost.
-//!
-//! Filled in by the load-test issue; until then it only says so.
+//! `chatd-loadtest`: the scaletest harness (DESIGN §13). `run` drives load
+//! against running replicas; `bench` runs the standard scenario on this
+//! machine. See `chatd-loadtest <command> --help`.
 
-fn main() {
-    eprintln!("chatd-loadtest: not built yet (see the load-test issue)");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use chatd_loadtest::{
+    bench,
+    cli::{Cli, Command, RunArgs},
+    report,
+};
+use clap::Parser;
+
+/// Exit status when the load ran and something failed.
+const LOAD_FAILED: u8 = 1;
+/// Exit status when the run could not start.
+const NOT_STARTED: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Bench(args) => match bench::bench(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(LOAD_FAILED),
+            Err(error) => {
+                eprintln!("chatd-loadtest: {error:#}");
+                ExitCode::from(NOT_STARTED)
+            }
+        },
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let summary = match chatd_loadtest::run(args.config()).await {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("chatd-loadtest: {error}");
+            return ExitCode::from(NOT_STARTED);
+        }
+    };
+    print!("{}", report::render(&summary));
+    if let Some(path) = &args.common.out
+        && let Err(error) = summary.write_json(path)
+    {
+        eprintln!("chatd-loadtest: writing {}: {error}", path.display());
+        return ExitCode::from(LOAD_FAILED);
+    }
+    if summary.succeeded() {
+        return ExitCode::SUCCESS;
+    }
+    eprint!("chatd-loadtest: {}", failure_report(&summary));
+    ExitCode::from(LOAD_FAILED)
+}
+
+/// What went wrong, for stderr: the turn counts, then each failed stage.
+fn failure_report(summary: &chatd_loadtest::Summary) -> String {
+    let turns = &summary.turns;
+    format!(
+        "{} of {} turns did not complete ({} failed, {} not run)\n{}",
+        turns.planned - turns.completed,
+        turns.planned,
+        turns.failed,
+        turns.not_run,
+        report::render_failures(summary)
+    )
 }

@@ -300,7 +300,8 @@ async fn dial(config: &PeerConfig, url: &str) -> Result<Socket, tungstenite::Err
     }
     match tokio::time::timeout(
         config.connect_timeout,
-        tokio_tungstenite::connect_async(request),
+        // No Nagle: parts frames are small and must not wait for ACKs.
+        tokio_tungstenite::connect_async_with_config(request, None, true),
     )
     .await
     {

@@ -11,113 +11,23 @@
 //! cargo bench -p chatd-replica --bench streams -- memory   # or: fanout
 //! ```
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+mod support;
 
 use chatd_shared::{
     api::SendMessage,
-    auth_token,
     client::{Client, Transport},
-    db::{tokens, users},
-    ids::{ChatId, UserId},
-    pg_server::free_port,
-    status::{ChatStatus, UserRole},
+    ids::ChatId,
+    status::ChatStatus,
     stream::{Cursor, StreamEvent},
-    testing::{TestDb, eventually, wait_for},
+    testing::{TestDb, wait_for},
 };
 use futures::StreamExt;
+use support::{WAIT, admin, serve, usage};
 use tokio::time::Instant;
-
-const WAIT: Duration = Duration::from_secs(120);
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(db: &TestDb, mock_settings: &str) -> Server {
-    let port = free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .arg("serve")
-        .env("CHATD_DATABASE_URL", db.url())
-        .env("CHATD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("CHATD_PROVIDER_KIND", "mock")
-        .env(
-            "CHATD_PROVIDER_BASE_URL",
-            format!("mock://?{mock_settings}"),
-        )
-        .env("CHATD_LOG", "warn")
-        .env("CHATD_MAX_RUNNING_CHATS", "64")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("chatd serve starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    eventually("the replica to be ready", WAIT, || {
-        let request = http.get(format!("{url}/readyz"));
-        async move { (request.send().await.ok()?.status() == 200).then_some(()) }
-    })
-    .await;
-    Server { child, url }
-}
-
-/// (resident bytes, CPU seconds) of a process.
-fn usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|f| f.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    (rss_kb * 1024, ticks / 100.0)
-}
-
-async fn admin(db: &TestDb) -> (UserId, String) {
-    let client = db.pool().get().await.unwrap();
-    let user = users::insert(&client, UserId::new_random(), "bench", UserRole::Admin)
-        .await
-        .unwrap();
-    let secret = auth_token::generate();
-    tokens::insert(
-        &client,
-        &tokens::NewApiToken {
-            user_id: user.id,
-            name: "bench",
-            token_hash: &auth_token::hash(&secret),
-            prefix: &auth_token::display_prefix(&secret),
-            expires_at: None,
-        },
-    )
-    .await
-    .unwrap();
-    (user.id, secret)
-}
 
 async fn memory(subscribers: usize) {
     let db = TestDb::new().await;
-    let server = serve(&db, "tokens=8").await;
+    let server = serve(&db, "tokens=8", &[]).await;
     let (owner, token) = admin(&db).await;
     let ids: Vec<ChatId> = db
         .pool()
@@ -169,6 +79,7 @@ async fn fanout(subscribers: usize, parts: usize, token_delay_ms: u64) {
     let server = serve(
         &db,
         &format!("tokens={parts}&token_delay_ms={token_delay_ms}"),
+        &[],
     )
     .await;
     let (_, token) = admin(&db).await;

@@ -53,32 +53,7 @@ pub struct TokenCreateArgs {
     pub name: String,
 }
 
-/// A duration like `1s`, `500ms`, `2m` or `1h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 1s, 500ms, 2m)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{text:?} is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
+pub use chatd_shared::duration::parse as parse_duration;
 
 /// `chatd serve`: every flag also reads the `CHATD_*` variable shown in its
 /// value name, so a bad value's error names the variable.
@@ -103,7 +78,8 @@ pub struct ServeArgs {
     /// This replica's id (default: random).
     #[arg(long, env = "CHATD_REPLICA_ID", value_name = "CHATD_REPLICA_ID")]
     pub replica_id: Option<ReplicaId>,
-    /// Chats run at once at most.
+    /// Chats run at once at most (0: this replica runs none; it serves the
+    /// API and streams only).
     #[arg(
         long,
         env = "CHATD_MAX_RUNNING_CHATS",

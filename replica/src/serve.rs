@@ -29,10 +29,10 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     if args.heartbeat_interval.is_zero() || args.heartbeat_interval >= args.lease_ttl {
         bail!("CHATD_HEARTBEAT_INTERVAL must be above zero and below CHATD_LEASE_TTL");
     }
-    if args.max_running_chats == 0 || args.acquire_batch == 0 || args.db_pool_size == 0 {
-        bail!(
-            "CHATD_MAX_RUNNING_CHATS, CHATD_ACQUIRE_BATCH and CHATD_DB_POOL_SIZE must be above zero"
-        );
+    // CHATD_MAX_RUNNING_CHATS=0 is allowed: a replica that serves the API and
+    // streams but runs no chats.
+    if args.acquire_batch == 0 || args.db_pool_size == 0 {
+        bail!("CHATD_ACQUIRE_BATCH and CHATD_DB_POOL_SIZE must be above zero");
     }
     let mut database = DbConfig::new(args.database_url);
     database.pg_config().context("CHATD_DATABASE_URL")?;

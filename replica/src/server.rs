@@ -22,6 +22,8 @@ use chatd_shared::{
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use axum::serve::ListenerExt;
+
 use crate::{
     api::{self, ApiConfig, AppState, Readiness},
     bootstrap::{self, ProviderBootstrap},
@@ -206,7 +208,7 @@ impl Replica {
         tracker.spawn({
             let stop_http = stop_http.clone();
             async move {
-                let served = axum::serve(listener, app)
+                let served = axum::serve(listener.tap_io(no_delay), app)
                     .with_graceful_shutdown(async move { stop_http.cancelled().await })
                     .await;
                 if let Err(err) = served {
@@ -413,6 +415,14 @@ async fn boot(
     }
 }
 
+/// Streams send many small frames: Nagle's algorithm would hold each one
+/// back waiting for the peer's (delayed) ACK of the one before.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%err, "could not set TCP_NODELAY");
+    }
+}
+
 /// Binds the relay listener, serves this replica's runs to peers, and makes
 /// the peer manager that follows runs on them. Returns the follower and the
 /// URL to advertise.
@@ -446,7 +456,7 @@ async fn start_relay(
     tracker.spawn({
         let stop = stop_relay.clone();
         async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(err) = served {

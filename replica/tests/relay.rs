@@ -14,13 +14,13 @@ use chatd_shared::{
     parts::Part,
     status::{ChatStatus, MessageRole},
     stream::{Cursor, StreamEvent},
-    testing::{eventually, wait_for},
+    testing::{eventually, metric_sum, wait_for},
 };
 use common::{
     WAIT,
     app::{
-        RELAY_SECRET, TestApp, idle_at, idle_chat, message_texts, metric, open_stream, read_until,
-        say, send_text,
+        RELAY_SECRET, TestApp, idle_at, idle_chat, message_texts, open_stream, read_until, say,
+        send_text,
     },
     proxy::Proxy,
 };
@@ -158,7 +158,7 @@ async fn a_client_on_another_replica_streams_every_part_once_in_order() {
     let events = read_until(&mut stream, |e| idle_at(e, 1)).await;
     assert_whole_turn(&events, &reply);
     let a = app.metrics(0).await;
-    assert!(metric(&a, "chatd_relay_parts_total") >= 40.0, "{a}");
+    assert!(metric_sum(&a, "chatd_relay_parts_total") >= 40.0, "{a}");
     app.shutdown().await;
 }
 
@@ -193,10 +193,10 @@ async fn two_hundred_chats_stream_through_one_connection_to_the_worker() {
         turn.unwrap();
     }
     let (a, b) = (app.metrics(0).await, app.metrics(1).await);
-    assert_eq!(metric(&a, "chatd_relay_peers_connected"), 1.0, "{a}");
-    assert_eq!(metric(&b, "chatd_relay_connections_served"), 1.0, "{b}");
-    assert_eq!(metric(&a, "chatd_relay_reconnects_total"), 0.0);
-    assert!(metric(&a, "chatd_relay_parts_total") >= 200.0 * 20.0);
+    assert_eq!(metric_sum(&a, "chatd_relay_peers_connected"), 1.0, "{a}");
+    assert_eq!(metric_sum(&b, "chatd_relay_connections_served"), 1.0, "{b}");
+    assert_eq!(metric_sum(&a, "chatd_relay_reconnects_total"), 0.0);
+    assert!(metric_sum(&a, "chatd_relay_parts_total") >= 200.0 * 20.0);
     app.shutdown().await;
 }
 
@@ -237,7 +237,7 @@ async fn a_relay_link_cut_mid_stream_resumes_without_gap_or_repeat() {
     .await;
     proxy.cut();
     eventually("A to notice the lost link", WAIT, || async {
-        (metric(&app.metrics(0).await, "chatd_relay_peers_connected") == 0.0).then_some(())
+        (metric_sum(&app.metrics(0).await, "chatd_relay_peers_connected") == 0.0).then_some(())
     })
     .await;
     read_until(
@@ -249,7 +249,7 @@ async fn a_relay_link_cut_mid_stream_resumes_without_gap_or_repeat() {
     events.extend(read_until(&mut stream, |e| idle_at(e, 1)).await);
     assert_whole_turn(&events, &reply);
     let a = app.metrics(0).await;
-    assert!(metric(&a, "chatd_relay_reconnects_total") >= 1.0, "{a}");
+    assert!(metric_sum(&a, "chatd_relay_reconnects_total") >= 1.0, "{a}");
     app.shutdown().await;
 }
 
@@ -341,7 +341,11 @@ async fn the_relay_refuses_a_missing_or_wrong_secret() {
     .await;
     assert_eq!(status_of(right), None, "the right secret is let in");
     let text = app.metrics(0).await;
-    assert_eq!(metric(&text, "chatd_relay_rejected_total"), 3.0, "{text}");
+    assert_eq!(
+        metric_sum(&text, "chatd_relay_rejected_total"),
+        3.0,
+        "{text}"
+    );
     app.shutdown().await;
 }
 
@@ -439,7 +443,7 @@ async fn a_peer_that_stops_reading_slows_neither_the_worker_nor_other_chats() {
         "{answer:?}"
     );
     let b = app.metrics(1).await;
-    assert!(metric(&b, "chatd_relay_overflows_total") >= 1.0, "{b}");
+    assert!(metric_sum(&b, "chatd_relay_overflows_total") >= 1.0, "{b}");
     app.shutdown().await;
 }
 
@@ -484,7 +488,7 @@ async fn the_last_subscriber_leaving_unsubscribes_from_the_worker() {
     })
     .await;
     assert_eq!(
-        metric(&app.metrics(0).await, "chatd_relay_subscriptions"),
+        metric_sum(&app.metrics(0).await, "chatd_relay_subscriptions"),
         0.0
     );
     assert_eq!(

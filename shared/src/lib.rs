@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth_token;
 pub mod backoff;
 pub mod db;
+pub mod duration;
 pub mod error_chain;
 pub mod ids;
 pub mod parts;

@@ -52,9 +52,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         let poll = jittered(config.poll_interval, 0.2);
+        // With every slot taken only a freed slot matters: polling (or
+        // waking) then would find nothing to do, again and again.
         tokio::select! {
             _ = stop.cancelled() => return,
-            delivery = wake.recv() => {
+            delivery = wake.recv(), if !starved => {
                 if delivery.is_none() {
                     // Pubsub closed: fall back to polling until told to stop.
                     tokio::select! {
@@ -63,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(last_claim + poll) => {}
+            _ = tokio::time::sleep_until(last_claim + poll), if !starved => {}
             _ = slot_freed, if starved => {}
         }
     }

@@ -10,8 +10,6 @@ use chatd_replica::{
     turn::TurnConfig,
 };
 use chatd_shared::{
-    auth_token,
-    db::{tokens, users},
     ids::{ReplicaId, UserId},
     pubsub::PubSubConfig,
     status::{ProviderKind, UserRole},
@@ -54,6 +52,8 @@ pub fn replica_config(db: &TestDb) -> ReplicaConfig {
         }),
     }
 }
+
+pub use chatd_shared::testing::user_with_token;
 
 /// The relay secret of test clusters.
 pub const RELAY_SECRET: &str = "test-relay-secret-0123456789";
@@ -132,28 +132,6 @@ impl TestApp {
     }
 }
 
-/// Inserts a user and a token; returns the secret.
-pub async fn user_with_token(db: &TestDb, name: &str, role: UserRole) -> (UserId, String) {
-    let client = db.pool().get().await.unwrap();
-    let user = users::insert(&client, UserId::new_random(), name, role)
-        .await
-        .unwrap();
-    let secret = auth_token::generate();
-    tokens::insert(
-        &client,
-        &tokens::NewApiToken {
-            user_id: user.id,
-            name: "test",
-            token_hash: &auth_token::hash(&secret),
-            prefix: &auth_token::display_prefix(&secret),
-            expires_at: None,
-        },
-    )
-    .await
-    .unwrap();
-    (user.id, secret)
-}
-
 impl TestApp {
     /// A typed client of replica `index`, acting with `token`.
     pub fn client(&self, index: usize, token: &str) -> chatd_shared::client::Client {
@@ -202,17 +180,6 @@ where
 pub fn idle_at(event: &chatd_shared::stream::StreamEvent, generation: i64) -> bool {
     use chatd_shared::{status::ChatStatus, stream::StreamEvent};
     matches!(event, StreamEvent::Status { status: ChatStatus::Waiting | ChatStatus::Error, generation: g, .. } if g.0 >= generation)
-}
-
-/// The sum of every sample of metric `name` in Prometheus `text`.
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Waits until `replica` runs and listens.

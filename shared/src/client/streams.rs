@@ -126,9 +126,13 @@ impl Client {
         if let Some(auth) = &self.auth {
             request.headers_mut().insert(AUTHORIZATION, auth.clone());
         }
+        // Events are small: tungstenite's 128 KiB default read buffer would
+        // cost that much per open stream (a load test opens thousands).
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4 * 1024);
         let (socket, _) = tokio::time::timeout(
             self.request_timeout,
-            tokio_tungstenite::connect_async(request),
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true),
         )
         .await
         .map_err(|_| ClientError::Timeout(self.request_timeout))?

@@ -16,11 +16,15 @@
 //! kernel closes the pipe on exit, panic or kill alike.
 
 mod cluster;
+mod metrics;
 mod pubsub;
+mod users;
 mod wait;
 
 pub use cluster::{PASSWORD_ROLE, TestCluster, TestDb, cluster};
+pub use metrics::metric_sum;
 pub use pubsub::{TestPubSub, wait_connected};
+pub use users::user_with_token;
 pub use wait::{eventually, wait_for};
 
 /// Initialises tracing once for the test process; output only with `TEST_LOG=1`.

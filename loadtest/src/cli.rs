@@ -1,0 +1,339 @@
+//! The command line (DESIGN §10, §13): `chatd-loadtest run` and
+//! `chatd-loadtest bench`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config::{DEFAULT_MESSAGE, RunConfig, StreamTransport},
+    summary::FIELDS_HELP,
+};
+
+/// What the exit status means, for `--help`.
+const EXIT_HELP: &str = "\
+Exit status: 0 when every turn completed, 1 when anything failed during the
+load (the summary says which stage and how often), 2 when the run could not
+start (bad arguments, an unreachable target, a refused token).";
+
+/// The chatd scaletest harness: drives chats through a chatd cluster and
+/// reports turns per second, latency percentiles, failures and database cost.
+#[derive(Debug, Parser)]
+#[command(name = "chatd-loadtest", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive load against running replicas.
+    #[command(after_help = "The fields of --out are listed in --help.", after_long_help = run_long_help())]
+    Run(RunArgs),
+    /// Run the standard scenario on this machine: a private PostgreSQL,
+    /// 3 replicas with the in-process mock model, then `run` against them,
+    /// with the budgets of DESIGN §15.
+    #[command(after_long_help = EXIT_HELP)]
+    Bench(BenchArgs),
+}
+
+fn run_long_help() -> String {
+    format!("{EXIT_HELP}\n\n{FIELDS_HELP}")
+}
+
+/// `chatd-loadtest run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Replica API base URLs, comma-separated or repeated. Chat i is
+    /// created on target i % n and streamed from target (i + 1) % n.
+    #[arg(long = "target", value_name = "URL[,URL…]", required = true, value_delimiter = ',', value_parser = parse_target)]
+    pub targets: Vec<String>,
+    /// The bearer token (`chatd_…`) of the user the chats belong to.
+    #[arg(long, env = "CHATD_LOADTEST_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Chats (virtual users).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chats: u32,
+    /// Turns per chat.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub turns: u32,
+    /// Chats in flight (being set up or taking turns) at most; default: all.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Spread chat starts evenly over this long (e.g. 10s).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub ramp: Duration,
+    /// Start each chat's turns as soon as it is set up, instead of creating
+    /// every chat first and starting the first turns together.
+    #[arg(long)]
+    pub no_barrier: bool,
+    /// PostgreSQL URL of chatd's database: report statements, NOTIFY
+    /// statements and transactions per turn (pg_stat_statements,
+    /// pg_stat_database). Adds about 22 s: transaction counts are read
+    /// once PostgreSQL has flushed them, before and after the turns.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CHATD_LOADTEST_PG_URL",
+        hide_env_values = true
+    )]
+    pub pg_url: Option<String>,
+    /// What the two commands share.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Flags `run` and `bench` share.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The user message of every turn (the default asks the mock model for
+    /// 20 words at once; `@mock {"tokens": 40, "token_delay_ms": 20}`
+    /// streams like a model).
+    #[arg(long, value_name = "TEXT", default_value = DEFAULT_MESSAGE)]
+    pub message: String,
+    /// How streams are carried.
+    #[arg(long, value_enum, default_value_t = StreamTransport::Ws)]
+    pub transport: StreamTransport,
+    /// How long one turn (send → waiting) may take; also bounds each
+    /// request and stream connection.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Share of chats also streamed from every other target to measure
+    /// relay staleness: a fraction (0.1) or a percentage (10%).
+    #[arg(long, value_name = "FRACTION", default_value = "10%", value_parser = parse_fraction)]
+    pub staleness_sample: f64,
+    /// Write the summary as JSON here (fields: see `run --help`).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `chatd-loadtest bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Chats (virtual users).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chats: u32,
+    /// Turns per chat.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub turns: u32,
+    /// Replicas to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: u32,
+    /// The chatd binary (default: `chatd` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub chatd_bin: Option<PathBuf>,
+    /// Keep PostgreSQL durable (fsync and synchronous commit on). By default
+    /// they are off, as in the test harness: the data is thrown away.
+    #[arg(long)]
+    pub durable: bool,
+    /// What the two commands share.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl RunArgs {
+    /// The run these arguments describe.
+    pub fn config(&self) -> RunConfig {
+        let chats = self.chats as usize;
+        let mut config =
+            RunConfig::new(self.targets.clone(), self.token.clone(), chats, self.turns);
+        config.concurrency = self.concurrency.map_or(chats, |c| c as usize);
+        config.ramp = self.ramp;
+        config.barrier = !self.no_barrier;
+        config.pg_url = self.pg_url.clone();
+        self.common.apply(&mut config);
+        config
+    }
+}
+
+impl CommonArgs {
+    /// Sets what these flags say on `config`.
+    pub fn apply(&self, config: &mut RunConfig) {
+        config.message = self.message.clone();
+        config.transport = self.transport;
+        config.timeout = self.timeout;
+        config.staleness_sample = self.staleness_sample;
+        config.progress = !self.quiet;
+    }
+}
+
+pub use chatd_shared::duration::parse as parse_duration;
+
+/// A replica's API base URL: http or https, without a query; a trailing
+/// slash is dropped so the same target is always spelt the same.
+pub fn parse_target(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let url =
+        reqwest::Url::parse(text).map_err(|error| format!("{text:?} is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} must be an http:// or https:// URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A share between 0 and 1: `0.1` or `10%`.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(number) => (number.trim(), 100.0),
+        None => (text, 1.0),
+    };
+    let value = number
+        .parse::<f64>()
+        .map_err(|_| format!("{text:?} is not a fraction (like 0.1 or 10%)"))?
+        / scale;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{text:?} is not between 0 and 1 (0% and 100%)"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("chatd-loadtest").chain(args.iter().copied()))
+    }
+
+    fn run_config(args: &[&str]) -> RunConfig {
+        match parse(args) {
+            Ok(Cli {
+                command: Command::Run(run),
+            }) => run.config(),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_are_http_urls_spelt_one_way() {
+        assert_eq!(
+            parse_target("http://127.0.0.1:7080/"),
+            Ok("http://127.0.0.1:7080".into())
+        );
+        assert_eq!(
+            parse_target(" https://chatd.example.com/prefix/ "),
+            Ok("https://chatd.example.com/prefix".into())
+        );
+        assert!(parse_target("127.0.0.1:7080").is_err());
+        assert!(
+            parse_target("ws://127.0.0.1:7080")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(parse_target("http://h/?a=1").unwrap_err().contains("query"));
+    }
+
+    #[test]
+    fn fractions_are_decimals_or_percentages() {
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert_eq!(parse_fraction("10%"), Ok(0.1));
+        assert_eq!(parse_fraction("100%"), Ok(1.0));
+        assert!(parse_fraction("150%").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("lots").is_err());
+    }
+
+    #[test]
+    fn run_has_the_documented_defaults() {
+        let config = run_config(&["run", "--target", "http://a:1", "--token", "chatd_x"]);
+        assert_eq!(config.targets, ["http://a:1"]);
+        assert_eq!(config.token, "chatd_x");
+        assert_eq!(
+            (config.chats, config.turns, config.concurrency),
+            (100, 3, 100)
+        );
+        assert_eq!(config.ramp, Duration::ZERO);
+        assert!(config.barrier);
+        assert_eq!(config.transport, StreamTransport::Ws);
+        assert_eq!(config.message, DEFAULT_MESSAGE);
+        assert_eq!(config.timeout, Duration::from_secs(60));
+        assert_eq!(config.staleness_sample, 0.1);
+        assert_eq!(config.pg_url, None);
+        assert!(config.progress);
+    }
+
+    #[test]
+    fn run_takes_target_lists_and_every_flag() {
+        let config = run_config(&[
+            "run",
+            "--target",
+            "http://a:1,http://b:2/",
+            "--target",
+            "http://c:3",
+            "--token",
+            "chatd_x",
+            "--chats",
+            "10",
+            "--turns",
+            "4",
+            "--concurrency",
+            "5",
+            "--ramp",
+            "2s",
+            "--no-barrier",
+            "--transport",
+            "sse",
+            "--message",
+            "hello",
+            "--pg-url",
+            "postgres://db/chatd",
+            "--timeout",
+            "500ms",
+            "--staleness-sample",
+            "50%",
+            "--quiet",
+        ]);
+        assert_eq!(config.targets, ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!((config.chats, config.turns, config.concurrency), (10, 4, 5));
+        assert_eq!(config.ramp, Duration::from_secs(2));
+        assert!(!config.barrier);
+        assert_eq!(config.transport, StreamTransport::Sse);
+        assert_eq!(config.message, "hello");
+        assert_eq!(config.pg_url.as_deref(), Some("postgres://db/chatd"));
+        assert_eq!(config.timeout, Duration::from_millis(500));
+        assert_eq!(config.staleness_sample, 0.5);
+        assert!(!config.progress);
+    }
+
+    #[test]
+    fn bad_arguments_name_the_flag() {
+        let error = parse(&["run", "--target", "nope", "--token", "t"]).unwrap_err();
+        assert!(error.to_string().contains("--target"), "{error}");
+        let error = parse(&[
+            "run", "--target", "http://a", "--token", "t", "--chats", "0",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("--chats"), "{error}");
+        let error = parse(&[
+            "run", "--target", "http://a", "--token", "t", "--ramp", "1d",
+        ])
+        .unwrap_err();
+        assert!(error.to_string().contains("--ramp"), "{error}");
+        assert!(
+            parse(&["run", "--token", "t"]).is_err(),
+            "--target is required"
+        );
+    }
+
+    #[test]
+    fn bench_has_the_standard_scenario_by_default() {
+        let Ok(Cli {
+            command: Command::Bench(bench),
+        }) = parse(&["bench"])
+        else {
+            panic!("bench parses");
+        };
+        assert_eq!((bench.chats, bench.turns, bench.replicas), (5000, 10, 3));
+        assert!(!bench.durable);
+        assert_eq!(bench.chatd_bin, None);
+    }
+}
