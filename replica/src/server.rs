@@ -78,6 +78,20 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// A relay on a free loopback port: every replica on one machine
+    /// (`chatd dev`, tests), with `secret` if given.
+    pub fn loopback(secret: Option<String>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_url: None,
+            insecure: false,
+            server: chatd_relay::RelayServerConfig {
+                secret,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Refuses a relay anyone on the network could use: without a secret it
     /// must listen on loopback only (one host), unless explicitly insecure.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -94,6 +108,7 @@ impl RelayConfig {
 /// A running replica.
 pub struct Replica {
     http_addr: SocketAddr,
+    relay_addr: Option<SocketAddr>,
     relay_url: Option<String>,
     runtime: Arc<Mutex<Option<Runtime>>>,
     draining: CancellationToken,
@@ -162,10 +177,10 @@ impl Replica {
         };
         let stop_streams = CancellationToken::new();
         let stop_relay = CancellationToken::new();
-        let (relay_follow, relay_url) = match &config.relay {
+        let (relay_follow, relay_addr, relay_url) = match &config.relay {
             Some(relay) => {
                 relay.check()?;
-                let (follow, url) = start_relay(
+                let (follow, addr, url) = start_relay(
                     relay,
                     &pool,
                     &hub,
@@ -176,9 +191,9 @@ impl Replica {
                     replica_id,
                 )
                 .await?;
-                (Some(follow), Some(url))
+                (Some(follow), Some(addr), Some(url))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let mut config = config;
         config.runtime.relay_url = relay_url.clone();
@@ -232,6 +247,7 @@ impl Replica {
         ));
         Ok(Self {
             http_addr,
+            relay_addr,
             relay_url,
             runtime,
             draining,
@@ -245,6 +261,11 @@ impl Replica {
             telemetry,
             hub,
         })
+    }
+
+    /// Where the relay listens, if this replica has one.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay_addr
     }
 
     /// The relay URL this replica advertises to peers, if it has a relay.
@@ -424,8 +445,8 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
 }
 
 /// Binds the relay listener, serves this replica's runs to peers, and makes
-/// the peer manager that follows runs on them. Returns the follower and the
-/// URL to advertise.
+/// the peer manager that follows runs on them. Returns the follower, the
+/// address bound and the URL to advertise.
 #[allow(clippy::too_many_arguments)]
 async fn start_relay(
     relay: &RelayConfig,
@@ -436,7 +457,7 @@ async fn start_relay(
     stop_relay: &CancellationToken,
     stop_background: &CancellationToken,
     replica_id: chatd_shared::ids::ReplicaId,
-) -> anyhow::Result<(api::feed::RelayFollow, String)> {
+) -> anyhow::Result<(api::feed::RelayFollow, SocketAddr, String)> {
     let listener = TcpListener::bind(relay.addr)
         .await
         .with_context(|| format!("listening on {} (CHATD_RELAY_ADDR)", relay.addr))?;
@@ -476,5 +497,5 @@ async fn start_relay(
         stop_background.clone(),
     );
     tracing::info!(relay = %bound, advertised = %url, "relay listening");
-    Ok((api::feed::RelayFollow { peers, replica_id }, url))
+    Ok((api::feed::RelayFollow { peers, replica_id }, bound, url))
 }

@@ -200,27 +200,19 @@ async fn two_hundred_chats_stream_through_one_connection_to_the_worker() {
     app.shutdown().await;
 }
 
-/// A loopback address nothing listens on now.
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_link_cut_mid_stream_resumes_without_gap_or_repeat() {
     // B's relay is reached through a proxy the test can cut.
-    let relay_addr = free_addr();
-    let proxy = Proxy::start(relay_addr).await;
+    let proxy = Proxy::listen().await;
     let proxy_url = proxy.ws_url();
     let app = TestApp::start_each(2, |index, config| {
         follower_only(index, config);
         if index == 1 {
-            let relay = config.relay.as_mut().unwrap();
-            relay.addr = relay_addr;
-            relay.advertise_url = Some(proxy_url.clone());
+            config.relay.as_mut().unwrap().advertise_url = Some(proxy_url.clone());
         }
     })
     .await;
+    proxy.route_to(app.replicas[1].relay_addr().unwrap());
     let on_a = app.admin(0);
     let on_b = app.admin(1);
     let id = idle_chat(&on_a).await;

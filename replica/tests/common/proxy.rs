@@ -12,9 +12,11 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Forwards connections to `target` until cut.
+/// Forwards connections to its target until cut.
 pub struct Proxy {
     addr: SocketAddr,
+    /// Where connections go; `None` refuses them (the target is not up yet).
+    target: Arc<Mutex<Option<SocketAddr>>>,
     open: Arc<AtomicBool>,
     /// Cancelled to drop every connection open now.
     current: Arc<Mutex<CancellationToken>>,
@@ -22,15 +24,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on a free loopback port, forwarding to `target`.
-    pub async fn start(target: SocketAddr) -> Self {
+    /// Listens on a free loopback port and refuses connections until
+    /// [`Proxy::route_to`] names a target: a test learns the proxy's address
+    /// before it starts what the proxy leads to, and no port is ever freed
+    /// and bound again (another test could take it in between).
+    pub async fn listen() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(None::<SocketAddr>));
         let open = Arc::new(AtomicBool::new(true));
         let current = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         tokio::spawn({
-            let (open, current, stop) = (open.clone(), current.clone(), stop.clone());
+            let (open, current, stop, target) =
+                (open.clone(), current.clone(), stop.clone(), target.clone());
             async move {
                 loop {
                     let accepted = tokio::select! {
@@ -38,6 +45,9 @@ impl Proxy {
                         accepted = listener.accept() => accepted,
                     };
                     let Ok((mut inbound, _)) = accepted else {
+                        continue;
+                    };
+                    let Some(target) = *target.lock().unwrap() else {
                         continue;
                     };
                     if !open.load(Ordering::Acquire) {
@@ -59,10 +69,16 @@ impl Proxy {
         });
         Self {
             addr,
+            target,
             open,
             current,
             stop,
         }
+    }
+
+    /// Forwards new connections to `target`.
+    pub fn route_to(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = Some(target);
     }
 
     /// `ws://` URL of the proxy.
