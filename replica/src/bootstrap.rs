@@ -35,6 +35,10 @@ pub struct ProviderBootstrap {
     pub model: String,
     /// Its context window.
     pub context_limit: i32,
+    /// Make this model the default even when another one is (`chatd dev`:
+    /// the provider chosen for this run is the one chats use). Otherwise it
+    /// becomes the default only when there is none.
+    pub make_default: bool,
 }
 
 impl ProviderBootstrap {
@@ -49,7 +53,7 @@ impl ProviderBootstrap {
 }
 
 /// Makes sure the provider and model exist (creating or updating them) and
-/// that some model is the default. Returns the model's id.
+/// that some model (this one, with `make_default`) is the default. Returns the model's id.
 pub async fn ensure(
     pool: &Pool,
     pubsub: &PubSub,
@@ -116,7 +120,9 @@ pub async fn ensure(
             model_configs::insert(&tx, &new).await?
         }
     };
-    if model_configs::get_default(&tx).await?.is_none() {
+    let default = model_configs::get_default(&tx).await?;
+    let replace = default.is_none() || (wanted.make_default && !model.is_default);
+    if replace {
         changed = true;
         model_configs::set_default(&tx, model.id).await?;
     }

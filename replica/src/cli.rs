@@ -27,6 +27,39 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// A whole cluster on this machine: a private PostgreSQL, a mock (or
+    /// real) LLM and N replicas wired through the relay. Ctrl-C stops it.
+    Dev(DevArgs),
+}
+
+/// `chatd dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Replicas to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
+    /// Start from an empty database (deletes the data of earlier runs).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Where the database lives between runs.
+    #[arg(
+        long,
+        env = "CHATD_DEV_DIR",
+        value_name = "DIR",
+        default_value = ".chatd/dev"
+    )]
+    pub dir: std::path::PathBuf,
+    /// The first replica's API port; the others take the next ones (0: any free ports).
+    #[arg(
+        long,
+        env = "CHATD_DEV_PORT",
+        value_name = "PORT",
+        default_value_t = 7080
+    )]
+    pub port: u16,
+    /// A real provider (else OPENAI_API_KEY or ANTHROPIC_API_KEY, else the mock LLM).
+    #[command(flatten)]
+    pub provider: ProviderArgs,
 }
 
 /// `chatd token …`.
@@ -161,7 +194,7 @@ pub struct ServeArgs {
 }
 
 /// `CHATD_PROVIDER_*`: a provider and default model to make sure of at start.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProviderArgs {
     /// Provider kind: openai, anthropic or mock.
     #[arg(long, env = "CHATD_PROVIDER_KIND", value_name = "CHATD_PROVIDER_KIND", value_parser = parse_kind)]

@@ -1,7 +1,8 @@
 //! `chatd`: one binary for every role of a replica (DESIGN §10): `serve`,
-//! `migrate`, `token create`, and later `dev`.
+//! `migrate`, `token create` and `dev`.
 
 mod cli;
+mod dev;
 mod logging;
 mod migrate;
 mod serve;
@@ -36,6 +37,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Token(TokenCommand::Create(args)) => token::create(args).await,
+        Command::Dev(args) => dev::run(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -84,7 +84,8 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     })
 }
 
-fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBootstrap>> {
+/// The provider `CHATD_PROVIDER_*` asks for, if any.
+pub(crate) fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBootstrap>> {
     let Some(kind) = args.provider_kind else {
         if args.model.is_some() || args.provider_base_url.is_some() {
             bail!(
@@ -117,6 +118,7 @@ fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBootstrap>> {
         api_key_env,
         model,
         context_limit: args.context_limit,
+        make_default: false,
     }))
 }
 

@@ -25,38 +25,46 @@ pub async fn create(args: TokenCreateArgs) -> anyhow::Result<()> {
         .get()
         .await
         .with_context(|| format!("connecting to {target}"))?;
-    let role = if args.admin {
-        UserRole::Admin
-    } else {
-        UserRole::Member
-    };
-    let mut user = users::upsert_by_username(&client, username, role)
+    let (user, secret) = issue(&client, username, args.admin, &args.name)
         .await
         .with_context(|| {
             format!("creating user {username:?} (has {target} been migrated? run chatd migrate)")
         })?;
-    if args.admin && user.role != UserRole::Admin {
-        users::set_role(&client, user.id, UserRole::Admin)
-            .await
-            .context("promoting the user")?;
-        user.role = UserRole::Admin;
-    }
-    let secret = auth_token::generate();
-    let hash = auth_token::hash(&secret);
-    let prefix = auth_token::display_prefix(&secret);
-    tokens::insert(
-        &client,
-        &tokens::NewApiToken {
-            user_id: user.id,
-            name: &args.name,
-            token_hash: &hash,
-            prefix: &prefix,
-            expires_at: None,
-        },
-    )
-    .await
-    .context("storing the token")?;
     eprintln!("token for {} ({}), shown once:", user.username, user.role);
     println!("{secret}");
     Ok(())
+}
+
+/// Creates user `username` if missing (an admin with `admin`, promoting an
+/// existing member), then a token labelled `label`; returns the user and the
+/// token's secret.
+pub async fn issue(
+    client: &impl chatd_shared::db::GenericClient,
+    username: &str,
+    admin: bool,
+    label: &str,
+) -> Result<(users::User, String), chatd_shared::db::DbError> {
+    let role = if admin {
+        UserRole::Admin
+    } else {
+        UserRole::Member
+    };
+    let mut user = users::upsert_by_username(client, username, role).await?;
+    if admin && user.role != UserRole::Admin {
+        users::set_role(client, user.id, UserRole::Admin).await?;
+        user.role = UserRole::Admin;
+    }
+    let secret = auth_token::generate();
+    tokens::insert(
+        client,
+        &tokens::NewApiToken {
+            user_id: user.id,
+            name: label,
+            token_hash: &auth_token::hash(&secret),
+            prefix: &auth_token::display_prefix(&secret),
+            expires_at: None,
+        },
+    )
+    .await?;
+    Ok((user, secret))
 }

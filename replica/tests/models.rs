@@ -25,6 +25,7 @@ fn wanted(model: &str) -> ProviderBootstrap {
         api_key_env: Some("CHATD_PROVIDER_API_KEY".into()),
         model: model.into(),
         context_limit: 64_000,
+        make_default: false,
     }
 }
 

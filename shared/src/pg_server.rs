@@ -10,7 +10,7 @@ use std::{
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{ChildStdin, Command, Stdio},
 };
 
 /// What went wrong starting or stopping a private server.
@@ -194,6 +194,42 @@ fn run(mut command: Command) -> Result<String> {
             output: text.trim().to_owned(),
         })
     }
+}
+
+/// Starts a shell that cleans up after this process, however it ends: it
+/// blocks reading a pipe whose write end only we hold (the returned stdin;
+/// keep it for as long as the server should live), and on EOF stops the
+/// server under `root` and, with `remove`, deletes `root`. The kernel closes
+/// the pipe on exit, panic and SIGKILL alike.
+pub fn stop_when_gone(
+    binaries: &PgBinaries,
+    user: ServerUser,
+    root: &Path,
+    remove: bool,
+) -> Result<ChildStdin> {
+    user.create_dir(root)?;
+    let script = r#"cat >/dev/null
+"$1" -D "$2/data" -m immediate -w -t 30 stop >/dev/null 2>&1
+if [ "$3" = remove ]; then rm -rf "$2"; fi"#;
+    let mut command = user.command("sh");
+    command
+        .args(["-c", script, "chatd-pg-reaper"])
+        .arg(binaries.path("pg_ctl"))
+        .arg(root)
+        .arg(if remove { "remove" } else { "keep" })
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let spawn_error = |err: std::io::Error| PgServerError::Command {
+        command: "sh (the cleanup process)".to_owned(),
+        output: err.to_string(),
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| spawn_error(std::io::Error::other("the cleanup process has no stdin")))
 }
 
 /// A port nobody listens on right now on 127.0.0.1.

@@ -121,7 +121,7 @@ fn relay(summary: &Summary) -> BudgetCheck {
             measured,
             verdict: Verdict::NotMet,
             note: Some(format!(
-                "{missed} parts streamed on another replica never reached the chat's stream: the percentiles cover only parts that did"
+                "{missed} parts streamed on another replica never reached the chat's stream: the percentiles cover only parts that did. Parts of a step that committed before the chat's replica followed its run are superseded by the step's message; a zero-delay model finishes whole replies that fast. For the relay's latency stream at a model's pace: --message '@mock {{\"tokens\": 40, \"token_delay_ms\": 20}}'"
             )),
         };
     }

@@ -56,6 +56,7 @@ fn replica_config(db: &TestDb) -> ReplicaConfig {
             api_key_env: None,
             model: "mock".into(),
             context_limit: 100_000,
+            make_default: false,
         }),
         runtime,
         turn: TurnConfig::default(),
@@ -63,12 +64,7 @@ fn replica_config(db: &TestDb) -> ReplicaConfig {
         test_tools: false,
         pubsub: PubSubConfig::default(),
         // One host: a relay on loopback needs no secret.
-        relay: Some(RelayConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise_url: None,
-            insecure: false,
-            server: Default::default(),
-        }),
+        relay: Some(RelayConfig::loopback(None)),
     }
 }
 

@@ -35,21 +35,14 @@ pub fn replica_config(db: &TestDb) -> ReplicaConfig {
             api_key_env: None,
             model: "mock".into(),
             context_limit: 100_000,
+            make_default: false,
         }),
         runtime: fast_config(ReplicaId::new_random()),
         turn,
         api: ApiConfig::default(),
         test_tools: true,
         pubsub: PubSubConfig::default(),
-        relay: Some(RelayConfig {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise_url: None,
-            insecure: false,
-            server: chatd_relay::RelayServerConfig {
-                secret: Some(RELAY_SECRET.into()),
-                ..Default::default()
-            },
-        }),
+        relay: Some(RelayConfig::loopback(Some(RELAY_SECRET.into()))),
     }
 }
 

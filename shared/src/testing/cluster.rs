@@ -2,7 +2,7 @@
 
 use std::{
     path::PathBuf,
-    process::{ChildStdin, Command, Stdio},
+    process::ChildStdin,
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -214,7 +214,8 @@ fn start_private() -> Result<(ClusterKind, UrlBase), String> {
     let root = std::env::temp_dir().join(format!("chatd-test-pg-{}-{nanos}", std::process::id()));
 
     // The reaper first: from here on, whatever happens, the directory goes away.
-    let reaper_pipe = spawn_reaper(&binaries, user, &root)?;
+    let reaper_pipe = crate::pg_server::stop_when_gone(&binaries, user, &root, true)
+        .map_err(|err| err.to_string())?;
     let mut last_error = String::new();
     // A free port can be taken between our probe and the server's bind: retry.
     for _ in 0..3 {
@@ -242,36 +243,6 @@ fn start_private() -> Result<(ClusterKind, UrlBase), String> {
         }
     }
     Err(last_error)
-}
-
-/// Starts the shell that cleans up after this process: it blocks reading a
-/// pipe whose write end only we hold, and on EOF (our exit, however it
-/// happens) stops the server and removes `root`.
-fn spawn_reaper(
-    binaries: &PgBinaries,
-    user: ServerUser,
-    root: &std::path::Path,
-) -> Result<ChildStdin, String> {
-    user.create_dir(root).map_err(|err| err.to_string())?;
-    let script = r#"cat >/dev/null
-"$1" -D "$2/data" -m immediate -w -t 30 stop >/dev/null 2>&1
-rm -rf "$2""#;
-    let mut command: Command = user.command("sh");
-    command
-        .args(["-c", script, "chatd-test-reaper"])
-        .arg(binaries.path("pg_ctl"))
-        .arg(root)
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = command
-        .spawn()
-        .map_err(|err| format!("starting the cleanup process: {err}"))?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| "cleanup process has no stdin".to_owned())
 }
 
 /// Runs an async job to completion on a private runtime in its own thread.
