@@ -37,12 +37,12 @@ async fn metrics_count_requests_by_route_and_status_and_streams_by_transport() {
         .id;
     let _ = client.get_chat(chatd_shared::ids::ChatId::new_v7()).await;
     let stream = open_stream(&client, id, Transport::Sse).await;
-    let text = reqwest::get(format!("{}/metrics", app.url(0)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The turn is counted when it ends, which may be after the stream opened.
+    let text = eventually("the turn to be counted", WAIT, || async {
+        let text = app.metrics(0).await;
+        text.contains("chatd_turns").then_some(text)
+    })
+    .await;
     assert!(
         text.contains(r#"route="/api/v1/chats""#) && text.contains(r#"status="201""#),
         "{text}"
