@@ -11,6 +11,7 @@ use chatd_shared::{
     client::{Client, Transport},
     ids::{ChatId, MessageId},
     parts::Part,
+    pubsub::ChatEvent,
     status::{ChatStatus, MessageRole},
     stream::{Cursor, StreamEvent},
     testing::{eventually, wait_for},
@@ -158,6 +159,86 @@ async fn a_stream_resumed_after_the_turn_gets_the_message_not_stale_parts() {
             ..
         }
     ));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_reaches_a_local_subscriber_before_any_part_without_notifications() {
+    // DESIGN §16, invariant 1, for the subscriber on the worker: with no
+    // notification published, `running` can only come from the hub, ahead
+    // of the run's parts.
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let id = idle_chat(&client).await;
+    let mut stream = open_stream(&client, id, Transport::WebSocket).await;
+    app.replicas[0].pubsub().set_publishing(false);
+    // The chat is claimed by the poll, since the wake is not published.
+    send_text(&client, id, say(json!({"tokens": 20}))).await;
+    let events = read_until(&mut stream, |e| matches!(e, StreamEvent::Part { .. })).await;
+    let running = events.iter().position(|e| {
+        matches!(
+            e,
+            StreamEvent::Status {
+                status: ChatStatus::Running,
+                ..
+            }
+        )
+    });
+    assert!(
+        running.is_some_and(|at| at + 1 < events.len()),
+        "running before the first part: {events:#?}"
+    );
+    app.replicas[0].pubsub().set_publishing(true);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_notices_arriving_out_of_order_still_deliver_every_message_in_id_order() {
+    // DESIGN §16, invariant 3: two writers commit messages 1 and 2, and
+    // their notices arrive the wrong way round.
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let id = idle_chat(&client).await;
+    let mut stream = open_stream(&client, id, Transport::WebSocket).await;
+    let db = app.db.pool().get().await.unwrap();
+    let mut ids = Vec::new();
+    for text in ["first", "second"] {
+        let content = json!([{"type": "text", "text": text}]);
+        let row = db
+            .query_one(
+                "INSERT INTO chat_messages (chat_id, role, content) VALUES ($1, 'user', $2) RETURNING id",
+                &[&id, &content],
+            )
+            .await
+            .unwrap();
+        ids.push(row.get::<_, MessageId>(0));
+    }
+    let (first, second) = (ids[0], ids[1]);
+    let pubsub = app.replicas[0].pubsub();
+    pubsub
+        .publish_chat(
+            id,
+            ChatEvent::Message {
+                after_id: first,
+                last_id: second,
+            },
+        )
+        .unwrap();
+    pubsub
+        .publish_chat(
+            id,
+            ChatEvent::Message {
+                after_id: MessageId(first.0 - 1),
+                last_id: first,
+            },
+        )
+        .unwrap();
+    let events = read_until(
+        &mut stream,
+        |e| matches!(e, StreamEvent::Message { message, .. } if message.id == second),
+    )
+    .await;
+    assert_eq!(message_ids(&events), ids, "{events:#?}");
     app.shutdown().await;
 }
 

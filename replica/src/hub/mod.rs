@@ -268,16 +268,16 @@ impl StreamHub {
         }
     }
 
-    /// A subscriber read the chat's messages itself, up to `upto`: the
-    /// watermark may not be above it (what lies beyond must still be fanned
-    /// out, for this subscriber's sake).
+    /// A subscriber read the chat's messages itself, up to `upto` (`None`:
+    /// the chat had none): the watermark may not be above it (what lies
+    /// beyond must still be fanned out, for this subscriber's sake). An empty
+    /// chat sets it to 0, so the next notice is read from the start rather
+    /// than from where that notice's writer began, which may be past a
+    /// message whose notice is still on its way.
     pub fn snapshot_read(&self, chat_id: ChatId, upto: Option<MessageId>) {
         if let Some(state) = self.lock().get_mut(&chat_id) {
-            state.watermark = match (state.watermark, upto) {
-                (Some(current), Some(upto)) => Some(current.min(upto)),
-                (None, upto) => upto,
-                (Some(current), None) => Some(current.min(MessageId(0))),
-            };
+            let upto = upto.unwrap_or(MessageId(0));
+            state.watermark = Some(state.watermark.map_or(upto, |current| current.min(upto)));
         }
     }
 
