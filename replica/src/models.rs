@@ -58,6 +58,10 @@ pub struct ModelCatalog {
     pool: Pool,
     factory: ProviderFactory,
     cache: std::sync::Mutex<Cache>,
+    /// Held while loading from the database: the runs that miss together
+    /// (every run right after start or an invalidation) wait for one load
+    /// instead of each reading the same rows.
+    loading: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -75,6 +79,7 @@ impl ModelCatalog {
             pool,
             factory,
             cache: std::sync::Mutex::new(Cache::default()),
+            loading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -90,19 +95,27 @@ impl ModelCatalog {
         cache.epoch += 1;
     }
 
+    /// The cached model `id` (or the default), and the cache's epoch.
+    fn cached(&self, id: Option<ModelConfigId>) -> (Option<Arc<ResolvedModel>>, u64) {
+        let cache = self.cache();
+        let key = id.or(cache.default);
+        (
+            key.and_then(|key| cache.models.get(&key).cloned()),
+            cache.epoch,
+        )
+    }
+
     /// The model `id`, or the default model when `None`.
     pub async fn resolve(
         &self,
         id: Option<ModelConfigId>,
     ) -> Result<Arc<ResolvedModel>, ModelError> {
-        let (cached, epoch) = {
-            let cache = self.cache();
-            let key = id.or(cache.default);
-            (
-                key.and_then(|key| cache.models.get(&key).cloned()),
-                cache.epoch,
-            )
-        };
+        if let (Some(model), _) = self.cached(id) {
+            return Ok(model);
+        }
+        let _loading = self.loading.lock().await;
+        // Whoever held the lock before us may have loaded it.
+        let (cached, epoch) = self.cached(id);
         if let Some(model) = cached {
             return Ok(model);
         }

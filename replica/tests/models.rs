@@ -131,3 +131,35 @@ async fn the_catalog_forgets_models_when_told_they_changed() {
     watcher.await.unwrap();
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_miss_the_cold_catalog_together_load_the_model_once() {
+    let db = TestDb::new().await;
+    let mock = chatd_mockllm::MockLlm::start(Default::default())
+        .await
+        .unwrap();
+    let model = common::mock_model(&db, &mock, common::Wire::OpenAi, "k").await;
+    let http = llm::http_client().unwrap();
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let factory: ProviderFactory = {
+        let built = built.clone();
+        Arc::new(move |row| {
+            built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            llm::build(row, &http).map_err(|e| e.to_string())
+        })
+    };
+    let catalog = ModelCatalog::new(db.pool().clone(), factory);
+    // Every run right after a start (or an invalidation) misses at once.
+    let lookups = (0..50).map(|_| {
+        let catalog = catalog.clone();
+        tokio::spawn(async move { catalog.resolve(None).await.unwrap().config.id })
+    });
+    for found in futures::future::join_all(lookups).await {
+        assert_eq!(found.unwrap(), model);
+    }
+    assert_eq!(
+        built.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one load served every run"
+    );
+}
