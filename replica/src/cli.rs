@@ -246,7 +246,12 @@ fn parse_kind(text: &str) -> Result<ProviderKind, String> {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Tracing filter, e.g. `info` or `chatd=debug,tower_http=info`.
-    #[arg(long = "log", env = "CHATD_LOG", default_value = "info", global = true)]
+    #[arg(
+        long = "log",
+        env = "CHATD_LOG",
+        default_value = "info,opentelemetry_sdk=warn",
+        global = true
+    )]
     pub filter: String,
     /// Log format.
     #[arg(
