@@ -21,6 +21,12 @@ pub enum PgServerError {
         "no PostgreSQL server binaries found (looked in $CHATD_PG_BIN, `pg_config --bindir` and /usr/lib/postgresql/*/bin): install the `postgresql` package (apt-get install postgresql) or set CHATD_PG_BIN to the directory holding initdb and pg_ctl"
     )]
     BinariesNotFound,
+    /// `CHATD_PG_BIN` names a directory without the server binaries.
+    #[error(
+        "CHATD_PG_BIN={} holds no initdb and pg_ctl: point it at the PostgreSQL server binaries (e.g. /usr/lib/postgresql/15/bin) or unset it",
+        .0.display()
+    )]
+    NotServerBinaries(PathBuf),
     /// We are root and there is no `postgres` user to run the server as.
     #[error(
         "running as root, but there is no `postgres` user to run PostgreSQL as: create one or run as a normal user"
@@ -74,7 +80,7 @@ impl PgBinaries {
             return if has_server(&dir) {
                 Ok(Self { bin_dir: dir })
             } else {
-                Err(PgServerError::BinariesNotFound)
+                Err(PgServerError::NotServerBinaries(dir))
             };
         }
         if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
@@ -447,17 +453,27 @@ mod tests {
 
     #[test]
     fn missing_binaries_are_one_clear_sentence() {
-        let empty = std::env::temp_dir().join(format!("chatd-no-pg-{}", std::process::id()));
-        fs::create_dir_all(&empty).unwrap();
-        let err = PgBinaries::locate_with(Some(empty.clone().into_os_string())).unwrap_err();
-        fs::remove_dir_all(&empty).unwrap();
-        let message = err.to_string();
-        assert!(matches!(err, PgServerError::BinariesNotFound));
+        let message = PgServerError::BinariesNotFound.to_string();
         assert!(
             message.contains("install the `postgresql` package"),
             "{message}"
         );
         assert!(message.contains("CHATD_PG_BIN"), "{message}");
+        assert_eq!(message.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_chatd_pg_bin_without_binaries_is_named() {
+        let empty = std::env::temp_dir().join(format!("chatd-no-pg-{}", std::process::id()));
+        fs::create_dir_all(&empty).unwrap();
+        let err = PgBinaries::locate_with(Some(empty.clone().into_os_string())).unwrap_err();
+        fs::remove_dir_all(&empty).unwrap();
+        let message = err.to_string();
+        assert!(matches!(err, PgServerError::NotServerBinaries(_)));
+        assert!(
+            message.starts_with(&format!("CHATD_PG_BIN={} holds no initdb", empty.display())),
+            "{message}"
+        );
         assert_eq!(message.lines().count(), 1);
     }
 }
