@@ -9,7 +9,7 @@ use chatd_shared::{
         DbError, Pool, model_configs, model_configs::ModelConfig, providers, providers::Provider,
     },
     ids::ModelConfigId,
-    pubsub::{Delivery, PubSub},
+    pubsub::PubSub,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -165,15 +165,6 @@ impl ModelCatalog {
 
     /// Drops the cache on every control notice and resync, until `stop`.
     pub async fn watch(self: Arc<Self>, pubsub: PubSub, stop: CancellationToken) {
-        let mut control = pubsub.subscribe_control();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                delivery = control.recv() => match delivery {
-                    Some(Delivery::Notice(_) | Delivery::Resync) => self.invalidate(),
-                    None => return,
-                },
-            }
-        }
+        pubsub.on_control_change(stop, || self.invalidate()).await;
     }
 }

@@ -17,7 +17,7 @@ use chatd_shared::{
     auth_token,
     db::{Pool, chats::Chat, tokens},
     ids::{TokenId, UserId},
-    pubsub::{Delivery, PubSub},
+    pubsub::PubSub,
     status::UserRole,
 };
 use chrono::{DateTime, Utc};
@@ -97,16 +97,7 @@ impl TokenCache {
 
     /// Empties the cache on every `chatd_control` notice and resync, until `stop`.
     pub async fn watch(self: Arc<Self>, pubsub: PubSub, stop: CancellationToken) {
-        let mut control = pubsub.subscribe_control();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                delivery = control.recv() => match delivery {
-                    Some(Delivery::Notice(_) | Delivery::Resync) => self.clear(),
-                    None => return,
-                },
-            }
-        }
+        pubsub.on_control_change(stop, || self.clear()).await;
     }
 
     /// The caller for a bearer secret, or a 401 saying what is wrong.

@@ -103,31 +103,10 @@ pub struct NewChat<'a> {
     pub labels: &'a serde_json::Value,
 }
 
-/// Stores a chat. A chat is never inserted as `running` (only acquire does that).
+/// Stores a chat without a first message, in `chat.status`. A chat is
+/// never inserted as `running` (only acquire does that).
 pub async fn insert(db: &impl GenericClient, chat: &NewChat<'_>) -> DbResult<Chat> {
-    let sql = format!(
-        "INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, title, status,
-             model_config_id, system_prompt, labels)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    );
-    let stmt = db.prepare_cached(&sql).await?;
-    let row = db
-        .query_one(
-            &stmt,
-            &[
-                &chat.id,
-                &chat.owner_id,
-                &chat.parent_chat_id,
-                &chat.root_chat_id,
-                &chat.title,
-                &chat.status,
-                &chat.model_config_id,
-                &chat.system_prompt,
-                &Json(chat.labels),
-            ],
-        )
-        .await?;
-    Chat::from_row(&row)
+    Ok(create(db, chat, None, None).await?.chat)
 }
 
 /// One chat.

@@ -344,6 +344,22 @@ impl PubSub {
             .subscribe((), self.capacity, Overflow::Resync)
     }
 
+    /// Calls `changed` on every configuration notice and every resync (a
+    /// notice may have been missed), until `stop`: how a replica's caches of
+    /// rows any replica may change (tokens, models) stay true.
+    pub async fn on_control_change(&self, stop: CancellationToken, mut changed: impl FnMut()) {
+        let mut control = self.subscribe_control();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                delivery = control.recv() => match delivery {
+                    Some(Delivery::Notice(_) | Delivery::Resync) => changed(),
+                    None => return,
+                },
+            }
+        }
+    }
+
     /// Fault injection for tests: while false, publishes are silently
     /// dropped (as if every notification were lost).
     pub fn set_publishing(&self, enabled: bool) {
