@@ -64,7 +64,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .context("starting PostgreSQL")??
     };
     let database_url = postgres.server.url(DATABASE);
-    create_database(&postgres.server).await?;
+    postgres
+        .server
+        .ensure_database(DATABASE)
+        .await
+        .context("creating the chatd database")?;
 
     let (bootstrap, mock) = match provider {
         Some(bootstrap) => (bootstrap, None),
@@ -267,27 +271,6 @@ fn print_banner(
     ));
     print!("{out}");
     let _ = std::io::stdout().flush();
-}
-
-/// Creates the `chatd` database unless it exists.
-async fn create_database(server: &LocalPostgres) -> anyhow::Result<()> {
-    let (client, connection) =
-        tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .context("connecting to PostgreSQL")?;
-    tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
-        .await
-        .context("looking for the chatd database")?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-            .await
-            .context("creating the chatd database")?;
-    }
-    Ok(())
 }
 
 /// The private PostgreSQL of `chatd dev`, under `DIR/pg`.

@@ -56,6 +56,7 @@ impl Drop for Scratch {
 struct Banner {
     replicas: Vec<String>,
     token: String,
+    database: String,
 }
 
 /// A running `chatd dev`; killed (and so cleaned up by its own cleanup
@@ -171,11 +172,20 @@ fn parse_banner(printed: &[String]) -> Banner {
         .find_map(|line| line.strip_prefix("export CHATD_TOKEN="))
         .unwrap_or_else(|| panic!("no token in {printed:#?}"))
         .to_owned();
+    let database = printed
+        .iter()
+        .find_map(|line| line.strip_prefix("  database   "))
+        .unwrap_or_else(|| panic!("no database in {printed:#?}"))
+        .to_owned();
     assert!(
         printed.iter().any(|line| line.contains("curl -N")),
         "no stream example in {printed:#?}"
     );
-    Banner { replicas, token }
+    Banner {
+        replicas,
+        token,
+        database,
+    }
 }
 
 /// Processes whose command line names `dir` (PostgreSQL, its cleanup shell,
@@ -262,6 +272,19 @@ async fn chatd_dev_runs_a_cluster_streams_across_replicas_and_leaves_nothing_beh
     assert!(!reply.is_empty(), "no assistant message in {events:#?}");
     assert_eq!(streamed, reply, "the parts spell the reply");
     drop(stream);
+
+    // The database it prints is there to be read, statistics included.
+    let (db, connection) = tokio_postgres::connect(&dev.banner.database, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the printed database");
+    tokio::spawn(connection);
+    let calls: i64 = db
+        .query_one("SELECT count(*) FROM pg_stat_statements", &[])
+        .await
+        .expect("pg_stat_statements is readable")
+        .get(0);
+    assert!(calls > 0);
+    drop(db);
 
     // A second chatd dev on the same directory says so and stops.
     let second = wait_for(

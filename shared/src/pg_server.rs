@@ -397,6 +397,34 @@ impl LocalPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
     }
 
+    /// Creates database `dbname` unless it exists, with `pg_stat_statements`
+    /// installed in it: the server preloads the library, and the extension
+    /// makes its view readable there (the load test reads it).
+    pub async fn ensure_database(
+        &self,
+        dbname: &str,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let connect = |url: String| async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        };
+        let admin = connect(self.url("postgres")).await?;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+            .await?
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE \"{dbname}\""))
+                .await?;
+        }
+        connect(self.url(dbname))
+            .await?
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+    }
+
     fn pg_ctl(&self, args: &[&str]) -> Result<String> {
         let mut command = self.user.command(self.binaries.path("pg_ctl"));
         command

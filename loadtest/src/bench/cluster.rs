@@ -162,25 +162,19 @@ impl Cluster {
         .context("starting PostgreSQL")??;
         self.postgres = Some(server.clone());
 
+        server
+            .ensure_database(DATABASE)
+            .await
+            .context("creating the database")?;
         let (admin, _) = connect_dedicated(&server.url("postgres"))
             .await
             .context("connecting to the private PostgreSQL")?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-            .await
-            .context("creating the database")?;
         let version: String = admin
             .query_one("SHOW server_version", &[])
             .await
             .context("reading the server version")?
             .get(0);
-        let url = server.url(DATABASE);
-        let (chatd, _) = connect_dedicated(&url).await?;
-        chatd
-            .batch_execute("CREATE EXTENSION pg_stat_statements")
-            .await
-            .context("creating pg_stat_statements")?;
-        Ok((url, version))
+        Ok((server.url(DATABASE), version))
     }
 
     /// Starts `count` replicas of `chatd serve` on consecutive free ports
