@@ -125,80 +125,34 @@ async fn another_users_chat_is_not_found_on_every_route() {
     let missing = ChatId::new_v7();
     for target in [id, missing] {
         let path = format!("/chats/{target}");
-        expect(&bob, Method::GET, &path, None, 404, "not_found").await;
-        expect(
-            &bob,
-            Method::PATCH,
-            &path,
-            Some(RawBody::Json(json!({"title": "x"}))),
-            404,
-            "not_found",
-        )
-        .await;
-        expect(&bob, Method::DELETE, &path, None, 404, "not_found").await;
-        expect(
-            &bob,
-            Method::GET,
-            &format!("{path}/messages"),
-            None,
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::POST,
-            &format!("{path}/messages"),
-            Some(RawBody::Json(json!({"text": "hi"}))),
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::PATCH,
-            &format!("{path}/messages/1"),
-            Some(RawBody::Json(json!({"text": "hi"}))),
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::POST,
-            &format!("{path}/interrupt"),
-            None,
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::GET,
-            &format!("{path}/queue"),
-            None,
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::DELETE,
-            &format!("{path}/queue/1"),
-            None,
-            404,
-            "not_found",
-        )
-        .await;
-        expect(
-            &bob,
-            Method::POST,
-            &format!("{path}/queue/1/promote"),
-            None,
-            404,
-            "not_found",
-        )
-        .await;
+        let text = || Some(RawBody::Json(json!({"text": "hi"})));
+        let routes = [
+            (Method::GET, "", None),
+            (
+                Method::PATCH,
+                "",
+                Some(RawBody::Json(json!({"title": "x"}))),
+            ),
+            (Method::DELETE, "", None),
+            (Method::GET, "/messages", None),
+            (Method::POST, "/messages", text()),
+            (Method::PATCH, "/messages/1", text()),
+            (Method::POST, "/interrupt", None),
+            (Method::GET, "/queue", None),
+            (Method::DELETE, "/queue/1", None),
+            (Method::POST, "/queue/1/promote", None),
+        ];
+        for (method, rest, body) in routes {
+            expect(
+                &bob,
+                method,
+                &format!("{path}{rest}"),
+                body,
+                404,
+                "not_found",
+            )
+            .await;
+        }
         for transport in [Transport::WebSocket, Transport::Sse] {
             let refused = bob
                 .stream_chat(target, Cursor::default(), transport)
