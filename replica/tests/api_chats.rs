@@ -14,7 +14,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, idle_at, message_texts, read_until, say},
+    app::{TestApp, idle_at, is_running, message_texts, read_until, say},
 };
 use serde_json::json;
 
@@ -85,18 +85,7 @@ async fn turns_end_to_end(transport: Transport) {
         .unwrap();
     assert_eq!(sent.status, 201);
     let events = read_until(&mut stream, |e| idle_at(e, 1)).await;
-    let running = events
-        .iter()
-        .position(|e| {
-            matches!(
-                e,
-                StreamEvent::Status {
-                    status: ChatStatus::Running,
-                    ..
-                }
-            )
-        })
-        .expect("running");
+    let running = events.iter().position(is_running).expect("running");
     let first_part = events
         .iter()
         .position(|e| matches!(e, StreamEvent::Part { .. }))

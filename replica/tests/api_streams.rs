@@ -18,7 +18,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, idle_at, idle_chat, open_stream, read_until, say, send_text},
+    app::{TestApp, idle_at, idle_chat, is_running, open_stream, read_until, say, send_text},
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -175,15 +175,7 @@ async fn running_reaches_a_local_subscriber_before_any_part_without_notification
     // The chat is claimed by the poll, since the wake is not published.
     send_text(&client, id, say(json!({"tokens": 20}))).await;
     let events = read_until(&mut stream, |e| matches!(e, StreamEvent::Part { .. })).await;
-    let running = events.iter().position(|e| {
-        matches!(
-            e,
-            StreamEvent::Status {
-                status: ChatStatus::Running,
-                ..
-            }
-        )
-    });
+    let running = events.iter().position(is_running);
     assert!(
         running.is_some_and(|at| at + 1 < events.len()),
         "running before the first part: {events:#?}"
@@ -296,18 +288,7 @@ async fn a_replica_that_does_not_run_the_chat_streams_every_durable_event_in_ord
         );
         let ids = message_ids(&events);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        let running = events
-            .iter()
-            .position(|e| {
-                matches!(
-                    e,
-                    StreamEvent::Status {
-                        status: ChatStatus::Running,
-                        ..
-                    }
-                )
-            })
-            .unwrap();
+        let running = events.iter().position(is_running).unwrap();
         let waiting = events
             .iter()
             .rposition(|e| {

@@ -169,6 +169,18 @@ where
     events
 }
 
+/// True for `status: running` (of any generation).
+pub fn is_running(event: &chatd_shared::stream::StreamEvent) -> bool {
+    use chatd_shared::{status::ChatStatus, stream::StreamEvent};
+    matches!(
+        event,
+        StreamEvent::Status {
+            status: ChatStatus::Running,
+            ..
+        }
+    )
+}
+
 /// True for `status: waiting` (or `error`) of a generation at least `generation`.
 pub fn idle_at(event: &chatd_shared::stream::StreamEvent, generation: i64) -> bool {
     use chatd_shared::{status::ChatStatus, stream::StreamEvent};
