@@ -12,10 +12,11 @@ use std::{sync::Arc, time::Duration};
 
 use chatd_replica::{
     hub::StreamHub,
-    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig},
+    operations::ChatOps,
+    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig, RuntimeParts},
 };
 use chatd_shared::{
-    db::{Pool, chats::TurnEnd},
+    db::{Pool, lifecycle::TurnEnd},
     ids::{ReplicaId, UserId},
     status::UserRole,
     testing::{TestDb, TestPubSub, eventually, wait_for},
@@ -44,14 +45,16 @@ async fn start(db: &TestDb, config: RuntimeConfig) -> Replica {
     let node = TestPubSub::start_with(config.replica_id, db.url(), pool.clone()).await;
     let meter = opentelemetry::global::meter("bench");
     let hub = StreamHub::new(Default::default(), 256, &meter);
-    let runtime = Runtime::start(
-        config,
+    let parts = RuntimeParts {
+        ops: ChatOps::new(pool.clone(), node.pubsub.clone()),
         pool,
-        node.pubsub.clone(),
+        pubsub: node.pubsub.clone(),
         hub,
-        Arc::new(NoopRunner),
-        &meter,
-    );
+        runner: Arc::new(NoopRunner),
+        meter: meter.clone(),
+        parent: tokio_util::sync::CancellationToken::new(),
+    };
+    let runtime = Runtime::start(config, parts);
     wait_for(
         "replica running",
         Duration::from_secs(30),

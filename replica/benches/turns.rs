@@ -15,16 +15,13 @@ use chatd_replica::{
     hub::StreamHub,
     llm,
     models::{ModelCatalog, ProviderFactory},
-    runtime::{Runtime, RuntimeConfig},
+    operations::{Access, ChatOps, SendOutcome, SendRequest},
+    runtime::{Runtime, RuntimeConfig, RuntimeParts},
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
 };
 use chatd_shared::{
-    db::{
-        Pool,
-        chats::{self, NewChat},
-        messages, model_configs, providers,
-    },
+    db::{Pool, chats::NewChat, model_configs, providers},
     ids::{ChatId, ReplicaId, UserId},
     parts::Part,
     pubsub::{ChatEvent, Delivery},
@@ -109,14 +106,16 @@ async fn run(
     let mut config = RuntimeConfig::new(id);
     config.max_running_chats = 4096;
     let hub = StreamHub::new(Default::default(), 256, &meter);
-    let runtime = Runtime::start(
-        config,
-        pool.clone(),
-        node.pubsub.clone(),
+    let parts = RuntimeParts {
+        ops: ChatOps::new(pool.clone(), node.pubsub.clone()),
+        pool: pool.clone(),
+        pubsub: node.pubsub.clone(),
         hub,
         runner,
-        &meter,
-    );
+        meter: meter.clone(),
+        parent: tokio_util::sync::CancellationToken::new(),
+    };
+    let runtime = Runtime::start(config, parts);
     wait_for(
         "replica running",
         Duration::from_secs(30),
@@ -134,7 +133,7 @@ async fn run(
             .id;
     let mut ids = Vec::new();
     for _ in 0..concurrency {
-        let chat = chats::insert(
+        let chat = chatd_shared::db::transitions::insert(
             &client,
             &NewChat {
                 id: ChatId::new_v7(),
@@ -160,12 +159,20 @@ async fn run(
     let before = statements(db.pool()).await;
     let begin = Instant::now();
     let hello = [Part::text("hello")];
+    let ops = ChatOps::new(db.pool().clone(), driver.pubsub.clone());
+    let access = Access {
+        user_id: owner,
+        admin: false,
+    };
+    let request = SendRequest {
+        content: &hello,
+        behavior: Default::default(),
+        model: None,
+        idempotency_key: None,
+    };
     for id in &ids {
-        let (_, pending) = messages::send_to_idle(&client, *id, &hello, Some(owner), None, None)
-            .await
-            .unwrap()
-            .unwrap();
-        driver.pubsub.announce_pending(&[pending]);
+        let sent = ops.send(access, *id, &request).await.unwrap();
+        assert!(matches!(sent, SendOutcome::Sent(_)), "{sent:?}");
     }
     let mut remaining: std::collections::HashMap<ChatId, usize> =
         ids.iter().map(|id| (*id, turns_per_chat)).collect();
@@ -189,12 +196,8 @@ async fn run(
         let left = remaining.get_mut(&notice.chat_id).unwrap();
         *left -= 1;
         if *left > 0 {
-            let (_, pending) =
-                messages::send_to_idle(&client, notice.chat_id, &hello, Some(owner), None, None)
-                    .await
-                    .unwrap()
-                    .unwrap();
-            driver.pubsub.announce_pending(&[pending]);
+            let sent = ops.send(access, notice.chat_id, &request).await.unwrap();
+            assert!(matches!(sent, SendOutcome::Sent(_)), "{sent:?}");
         }
     }
     let elapsed = begin.elapsed().as_secs_f64();

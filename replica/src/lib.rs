@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod hub;
 pub mod llm;
 pub mod models;
+pub mod operations;
 pub mod peer_directory;
 pub mod runtime;
 pub mod server;

@@ -30,8 +30,9 @@ use crate::{
     hub::{BufferLimits, HubSink, HubSource, StreamHub},
     llm,
     models::{ModelCatalog, ProviderFactory},
+    operations::ChatOps,
     peer_directory::ReplicaDirectory,
-    runtime::{Phase, Runtime, RuntimeConfig},
+    runtime::{Phase, Runtime, RuntimeConfig, RuntimeParts},
     telemetry::Telemetry,
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
@@ -351,6 +352,7 @@ impl Replica {
 
     /// Stops everything at once without cleanup, as a killed process would
     /// (its lease lapses; its connections drop). For fault tests.
+    #[cfg(any(test, feature = "testing"))]
     pub fn kill(self) {
         self.draining.cancel();
         if let Some(runtime) = self
@@ -425,7 +427,16 @@ async fn boot(
     if draining.is_cancelled() {
         return;
     }
-    let runtime = Runtime::start(config.runtime, pool, pubsub, hub, runner, &meter);
+    let parts = RuntimeParts {
+        ops: ChatOps::new(pool.clone(), pubsub.clone()),
+        pool,
+        pubsub,
+        hub,
+        runner,
+        meter,
+        parent: CancellationToken::new(),
+    };
+    let runtime = Runtime::start(config.runtime, parts);
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
     // A shutdown that began while we were starting found no runtime to stop.
     if draining.is_cancelled() {

@@ -11,7 +11,7 @@ use std::{
 use chatd_replica::runtime::StopReason;
 use chatd_shared::{
     db::{
-        chats::{self, Fence, TurnEnd},
+        lifecycle::{self, Fence, TurnEnd},
         messages, queued_messages,
     },
     ids::{Generation, MessageId},
@@ -76,7 +76,11 @@ async fn every_pending_chat_runs_exactly_once_across_three_replicas() {
         per_chat
             .iter()
             .all(|&(assistant, all)| assistant == 1 && all == 2),
-        "each chat has exactly one reply"
+        "each chat has exactly one reply: {:?}",
+        per_chat
+            .iter()
+            .filter(|&&(assistant, all)| assistant != 1 || all != 2)
+            .collect::<Vec<_>>()
     );
 
     let log = log.lock().unwrap().clone();
@@ -198,14 +202,14 @@ async fn a_crashed_replicas_chats_are_recovered_and_its_late_writes_rejected() {
     let client = db.pool().get().await.unwrap();
     for fence in &old_fences {
         assert_eq!(fence.worker_id, doomed_id);
-        let late = messages::insert_step(&client, fence, &[assistant("late", 1)])
+        let late = lifecycle::persist_step(&client, fence, &[assistant("late", 1)])
             .await
             .unwrap();
         assert!(
             late.is_none(),
             "a write under the old generation is rejected"
         );
-        let release = chats::release(&client, fence, &TurnEnd::Done)
+        let release = lifecycle::release(&client, fence, &TurnEnd::Done)
             .await
             .unwrap();
         assert!(
@@ -411,7 +415,7 @@ async fn a_worker_that_lost_ownership_writes_nothing() {
         generation,
     };
     assert!(
-        messages::insert_step(&client, &fence, &[assistant("late", 1)])
+        lifecycle::persist_step(&client, &fence, &[assistant("late", 1)])
             .await
             .unwrap()
             .is_none()
@@ -449,7 +453,7 @@ async fn release_pops_a_queued_message_and_the_same_worker_goes_on() {
     .unwrap();
 
     // A release with a queued message: popped and inserted at once, chat stays ours.
-    let released = chats::release(&client, &fence, &TurnEnd::Done)
+    let released = lifecycle::release(&client, &fence, &TurnEnd::Done)
         .await
         .unwrap()
         .expect("fence holds");
@@ -480,7 +484,7 @@ async fn release_pops_a_queued_message_and_the_same_worker_goes_on() {
     );
 
     // Without a queued message the chat goes idle.
-    let released = chats::release(&client, &fence, &TurnEnd::Failed("boom".into()))
+    let released = lifecycle::release(&client, &fence, &TurnEnd::Failed("boom".into()))
         .await
         .unwrap()
         .unwrap();
@@ -530,13 +534,13 @@ async fn a_stale_run_cannot_write_after_its_replica_acquired_the_chat_again() {
     };
     let client = db.pool().get().await.unwrap();
     assert!(
-        messages::insert_step(&client, &stale, &[assistant("stale", 5)])
+        lifecycle::persist_step(&client, &stale, &[assistant("stale", 5)])
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        chats::release(&client, &stale, &TurnEnd::Done)
+        lifecycle::release(&client, &stale, &TurnEnd::Done)
             .await
             .unwrap()
             .is_none()
@@ -592,7 +596,7 @@ async fn a_popped_message_that_cannot_be_inserted_stays_queued() {
     .await
     .unwrap()
     .unwrap();
-    let err = chats::release(&client, &fence, &TurnEnd::Done)
+    let err = lifecycle::release(&client, &fence, &TurnEnd::Done)
         .await
         .unwrap_err();
     assert!(err.is_unique_violation(), "{err}");

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chatd_replica::{
     hub::StreamHub,
-    runtime::{Phase, Runtime},
+    operations::ChatOps,
+    runtime::{Phase, Runtime, RuntimeParts},
 };
 use chatd_shared::{
     ids::ReplicaId,
@@ -42,14 +43,16 @@ async fn a_replica_started_while_the_database_is_down_registers_when_it_returns(
         cancel.clone(),
     );
     let (runner, _log) = AppendAndRelease::new();
-    let runtime = Runtime::start(
-        fast_config(id),
+    let parts = RuntimeParts {
+        ops: ChatOps::new(pool.clone(), pubsub.clone()),
         pool,
-        pubsub.clone(),
-        StreamHub::new(Default::default(), 256, &meter),
+        pubsub: pubsub.clone(),
+        hub: StreamHub::new(Default::default(), 256, &meter),
         runner,
-        &meter,
-    );
+        meter,
+        parent: cancel.child_token(),
+    };
+    let runtime = Runtime::start(fast_config(id), parts);
 
     // Time passes with the database down: the replica retries, never panics,
     // and does not claim to be ready.

@@ -75,7 +75,7 @@ impl Setup {
         let id = ChatId::new_v7();
         let receiver = self.replica.hub.subscribe(id).receiver;
         let client = self.db.pool().get().await.unwrap();
-        chatd_shared::db::chats::insert(
+        chatd_shared::db::transitions::insert(
             &client,
             &chatd_shared::db::chats::NewChat {
                 id,

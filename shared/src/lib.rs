@@ -21,6 +21,7 @@ pub mod pg_server;
 pub mod pubsub;
 pub mod status;
 pub mod stream;
+pub mod sync;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -11,7 +11,7 @@ use chatd_shared::{
         providers::{self, NewProvider},
         queued_messages, replicas,
         tokens::{self, NewApiToken},
-        users,
+        transitions, users,
     },
     ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
     parts::{Part, Usage},
@@ -221,7 +221,7 @@ async fn chats_messages_and_queue_round_trip() {
         if status == ChatStatus::Running {
             continue; // only acquire makes a chat running (with a worker)
         }
-        let chat = chats::insert(
+        let chat = transitions::insert(
             &client,
             &NewChat {
                 id: ChatId::new_v7(),
@@ -241,7 +241,7 @@ async fn chats_messages_and_queue_round_trip() {
         assert_eq!(chat.generation, Generation(0));
         assert_eq!(chats::get(&client, chat.id).await.unwrap(), Some(chat));
     }
-    let running_without_worker = chats::insert(
+    let running_without_worker = transitions::insert(
         &client,
         &NewChat {
             id: ChatId::new_v7(),
@@ -262,7 +262,7 @@ async fn chats_messages_and_queue_round_trip() {
     );
 
     let chat_id = ChatId::new_v7();
-    let chat = chats::insert(
+    let chat = transitions::insert(
         &client,
         &NewChat {
             id: chat_id,

@@ -15,7 +15,7 @@ use std::{
 use axum::{extract::FromRequestParts, http::request::Parts};
 use chatd_shared::{
     auth_token,
-    db::{Pool, chats::Chat, tokens},
+    db::{Pool, tokens},
     ids::{TokenId, UserId},
     pubsub::PubSub,
     status::UserRole,
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{AppState, error::ApiError};
+use crate::operations::Access;
 
 /// How long a looked-up token is trusted without asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -59,10 +60,13 @@ impl Caller {
         }
     }
 
-    /// True when the caller may see `chat`: its owner, or an admin. Others
-    /// get the same 404 as for a chat that does not exist.
-    pub fn may_see(&self, chat: &Chat) -> bool {
-        self.is_admin() || chat.owner_id == self.user_id
+    /// Whose chats the caller may see and change: their own, or (admins)
+    /// everyone's. Others get the same 404 as for a chat that does not exist.
+    pub fn access(&self) -> Access {
+        Access {
+            user_id: self.user_id,
+            admin: self.is_admin(),
+        }
     }
 }
 

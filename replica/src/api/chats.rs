@@ -7,13 +7,8 @@ use axum::{
 };
 use chatd_shared::{
     api::{self, ChatList, CreateChat, UpdateChat, content::user_content},
-    db::{
-        chats::{self, Interrupted, NewChat},
-        model_configs,
-    },
-    ids::{ChatId, ModelConfigId},
-    pubsub::{ChatEvent, OwnerEventKind},
-    status::ChatStatus,
+    db::chats::ChatWithQueue,
+    ids::ChatId,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,7 +19,10 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
-    messages::{content_error, idempotency_key, notify_messages},
+    messages::{content_error, idempotency_key},
+};
+use crate::operations::{
+    ChatChanges, CreateOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -41,43 +39,25 @@ const MAX_SYSTEM_PROMPT: usize = 100_000;
 /// Largest labels object (bytes of JSON).
 const MAX_LABELS: usize = 16 * 1024;
 
-/// The chat `id` if the caller may see it; 404 for missing and not-yours alike.
-pub(super) async fn visible_chat(
-    state: &AppState,
-    caller: &Caller,
-    id: ChatId,
-) -> ApiResult<chats::ChatWithQueue> {
-    let client = state.pool.get().await?;
-    match chats::get_with_queue(&client, id).await? {
-        Some((chat, queued)) if caller.may_see(&chat) => Ok((chat, queued)),
-        _ => Err(ApiError::not_found("chat")),
-    }
+/// The chat as clients see it.
+fn chat_view((chat, queued): &ChatWithQueue) -> Json<api::Chat> {
+    Json(api::Chat::from_row(chat, *queued))
 }
 
-/// Checks a model the caller picked (or finds the default): 422 when unusable.
-pub(super) async fn usable_model(
-    state: &AppState,
-    id: Option<ModelConfigId>,
-) -> ApiResult<ModelConfigId> {
-    let client = state.pool.get().await?;
-    let model = match id {
-        Some(id) => model_configs::get(&client, id).await?.ok_or_else(|| {
+/// A model that cannot be used: 422.
+pub(super) fn model_error(refused: ModelRefused) -> ApiError {
+    match refused {
+        ModelRefused::Missing(id) => {
             ApiError::unprocessable("invalid_model", format!("model config {id} does not exist"))
-        })?,
-        None => model_configs::get_default(&client).await?.ok_or_else(|| {
-            ApiError::unprocessable(
-                "no_model",
-                "no default model is configured; pass model_config_id or ask an admin",
-            )
-        })?,
-    };
-    if !model.enabled || model.deleted_at.is_some() {
-        return Err(ApiError::unprocessable(
-            "invalid_model",
-            format!("model {} is not available", model.display_name),
-        ));
+        }
+        ModelRefused::NoDefault => ApiError::unprocessable(
+            "no_model",
+            "no default model is configured; pass model_config_id or ask an admin",
+        ),
+        ModelRefused::Unavailable(name) => {
+            ApiError::unprocessable("invalid_model", format!("model {name} is not available"))
+        }
     }
-    Ok(model.id)
 }
 
 fn check_labels(labels: &Value) -> ApiResult<()> {
@@ -145,38 +125,21 @@ async fn create_chat(
         .labels
         .unwrap_or_else(|| Value::Object(Default::default()));
     check_labels(&labels)?;
-    let model = usable_model(&state, body.model_config_id).await?;
-    let new = NewChat {
-        id: ChatId::new_v7(),
-        owner_id: caller.user_id,
-        parent_chat_id: None,
-        root_chat_id: None,
+    let request = NewChatRequest {
         title: &title,
-        status: ChatStatus::Waiting,
-        model_config_id: Some(model),
         system_prompt: body.system_prompt.as_deref(),
         labels: &labels,
+        model: body.model_config_id,
+        first: first.as_deref(),
+        idempotency_key: key.as_deref(),
     };
-    let created = {
-        let client = state.pool.get().await?;
-        chats::create(&client, &new, first.as_deref(), key.as_deref()).await?
-    };
-    if created.replayed {
-        return Ok((StatusCode::OK, Json(api::Chat::from_row(&created.chat, 0))));
+    match state.ops.create(caller.access(), &request).await? {
+        CreateOutcome::Created(chat) => {
+            Ok((StatusCode::CREATED, Json(api::Chat::from_row(&chat, 0))))
+        }
+        CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
+        CreateOutcome::Model(refused) => Err(model_error(refused)),
     }
-    let chat = &created.chat;
-    let _ = state
-        .pubsub
-        .publish_owner(chat.owner_id, chat.id, OwnerEventKind::Created);
-    if let Some(message) = &created.first_message {
-        notify_messages(&state, chat.id, std::slice::from_ref(message));
-        state.pubsub.announce_pending(&[chats::BecamePending {
-            chat_id: chat.id,
-            owner_id: chat.owner_id,
-            generation: chat.generation,
-        }]);
-    }
-    Ok((StatusCode::CREATED, Json(api::Chat::from_row(chat, 0))))
 }
 
 /// Query of `GET /chats`.
@@ -219,16 +182,15 @@ async fn list_chats(
             ApiError::bad_request("invalid_query", "cursor is not a cursor this API gave out")
         })?),
     };
-    let owner = (!caller.is_admin()).then_some(caller.user_id);
-    let client = state.pool.get().await?;
-    let rows = chats::list(
-        &client,
-        owner,
-        query.archived.unwrap_or(false),
-        before,
-        limit + 1,
-    )
-    .await?;
+    let rows = state
+        .ops
+        .list(
+            caller.access(),
+            query.archived.unwrap_or(false),
+            before,
+            limit + 1,
+        )
+        .await?;
     let has_more = rows.len() as i64 > limit;
     let chats: Vec<api::Chat> = rows
         .iter()
@@ -251,8 +213,10 @@ async fn get_chat(
     caller: Caller,
     ApiPath(id): ApiPath<ChatId>,
 ) -> ApiResult<Json<api::Chat>> {
-    let (chat, queued) = visible_chat(&state, &caller, id).await?;
-    Ok(Json(api::Chat::from_row(&chat, queued)))
+    match state.ops.chat(caller.access(), id).await? {
+        Some(chat) => Ok(chat_view(&chat)),
+        None => Err(ApiError::not_found("chat")),
+    }
 }
 
 /// Change the title, labels, or archive / restore.
@@ -272,40 +236,15 @@ async fn update_chat(
     if let Some(labels) = &body.labels {
         check_labels(labels)?;
     }
-    let (before, queued) = visible_chat(&state, &caller, id).await?;
-    let client = state.pool.get().await?;
-    let chat = chats::update(
-        &client,
-        id,
-        body.title.as_deref(),
-        body.archived,
-        body.labels.as_ref(),
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("chat"))?;
-    if body
-        .title
-        .as_ref()
-        .is_some_and(|title| *title != before.title)
-    {
-        let _ = state.pubsub.publish_chat(id, ChatEvent::Title);
-        let _ = state
-            .pubsub
-            .publish_owner(chat.owner_id, id, OwnerEventKind::Title);
+    let changes = ChatChanges {
+        title: body.title.as_deref(),
+        archived: body.archived,
+        labels: body.labels.as_ref(),
+    };
+    match state.ops.update(caller.access(), id, &changes).await? {
+        Some(chat) => Ok(chat_view(&chat)),
+        None => Err(ApiError::not_found("chat")),
     }
-    if body
-        .archived
-        .is_some_and(|archived| archived != before.archived)
-    {
-        let _ = state
-            .pubsub
-            .publish_owner(chat.owner_id, id, OwnerEventKind::Archived);
-        if !chat.archived && chat.status == ChatStatus::Pending {
-            // Archived pending chats are not acquired; restored, they wait no longer.
-            state.pubsub.publish_wake();
-        }
-    }
-    Ok(Json(api::Chat::from_row(&chat, queued)))
 }
 
 /// Delete a chat with its messages and queue. A turn in progress stops.
@@ -318,16 +257,11 @@ async fn delete_chat(
     caller: Caller,
     ApiPath(id): ApiPath<ChatId>,
 ) -> ApiResult<StatusCode> {
-    let (chat, _) = visible_chat(&state, &caller, id).await?;
-    let client = state.pool.get().await?;
-    if !chats::delete(&client, id).await? {
-        return Err(ApiError::not_found("chat"));
+    if state.ops.delete(caller.access(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("chat"))
     }
-    let _ = state
-        .pubsub
-        .publish_owner(chat.owner_id, id, OwnerEventKind::Deleted);
-    let _ = state.pubsub.publish_chat(id, ChatEvent::Refresh);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Stop the turn in progress (its partial output is kept). On a pending
@@ -341,54 +275,8 @@ async fn interrupt_chat(
     caller: Caller,
     ApiPath(id): ApiPath<ChatId>,
 ) -> ApiResult<(StatusCode, Json<api::Chat>)> {
-    let (_, queued) = visible_chat(&state, &caller, id).await?;
-    let (outcome, chat) = interrupt(&state, id).await?;
-    let queued = if matches!(outcome, Interrupted::PendingWithQueue(_)) {
-        queued - 1
-    } else {
-        queued
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(api::Chat::from_row(&chat, queued.max(0))),
-    ))
-}
-
-/// Requests an interrupt and announces what it did.
-pub(super) async fn interrupt(
-    state: &AppState,
-    id: ChatId,
-) -> ApiResult<(Interrupted, chats::Chat)> {
-    let mut client = state.pool.get().await?;
-    let (outcome, chat) = chats::request_interrupt(&mut client, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("chat"))?;
-    drop(client);
-    match &outcome {
-        Interrupted::Running { generation } => {
-            let _ = state.pubsub.publish_chat(
-                id,
-                ChatEvent::Interrupt {
-                    generation: *generation,
-                },
-            );
-        }
-        Interrupted::WasPending => {
-            let status = ChatEvent::Status {
-                status: chat.status,
-                generation: chat.generation,
-                worker_id: None,
-            };
-            let _ = state.pubsub.publish_chat(id, status);
-            let _ = state
-                .pubsub
-                .publish_owner(chat.owner_id, id, OwnerEventKind::Status);
-        }
-        Interrupted::PendingWithQueue(message) => {
-            notify_messages(state, id, std::slice::from_ref(message));
-            let _ = state.pubsub.publish_chat(id, ChatEvent::Queue);
-        }
-        Interrupted::Idle => {}
+    match state.ops.interrupt(caller.access(), id).await? {
+        InterruptOutcome::Done(_, chat) => Ok((StatusCode::ACCEPTED, chat_view(&chat))),
+        InterruptOutcome::NotFound => Err(ApiError::not_found("chat")),
     }
-    Ok((outcome, chat))
 }

@@ -7,16 +7,11 @@ use axum::{
 };
 use chatd_shared::{
     api::{
-        self, BusyBehavior, EditMessage, MessageList, SendMessage, SendResult,
-        content::ContentError, content::user_content,
+        self, EditMessage, MessageList, SendMessage, SendResult, content::ContentError,
+        content::user_content,
     },
-    db::{
-        DbError,
-        chats::{self, EditRefused},
-        messages::{self, Sent},
-    },
+    db::queued_messages::MAX_QUEUED_PER_CHAT,
     ids::{ChatId, MessageId},
-    pubsub::{ChatEvent, OwnerEventKind},
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,10 +19,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::{interrupt, page_size, usable_model, visible_chat},
+    chats::{model_error, page_size},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
 };
+use crate::operations::{EditOutcome, SendOutcome, SendRequest};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,17 +66,6 @@ pub(super) fn content_error(error: ContentError) -> ApiError {
     }
 }
 
-/// Announces committed messages (ascending ids) to every replica's streams.
-pub(super) fn notify_messages(state: &AppState, chat_id: ChatId, committed: &[messages::Message]) {
-    if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
-        let notice = ChatEvent::Message {
-            after_id: MessageId(first.id.0 - 1),
-            last_id: last.id,
-        };
-        let _ = state.pubsub.publish_chat(chat_id, notice);
-    }
-}
-
 /// Query of `GET /chats/{id}/messages`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -103,10 +88,13 @@ async fn list_messages(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<MessageList>> {
     let limit = page_size(query.limit)?;
-    visible_chat(&state, &caller, id).await?;
-    let client = state.pool.get().await?;
-    let (rows, has_more) =
-        messages::page(&client, id, query.before_id.map(MessageId), limit).await?;
+    let page = state
+        .ops
+        .messages(caller.access(), id, query.before_id.map(MessageId), limit)
+        .await?;
+    let Some((rows, has_more)) = page else {
+        return Err(ApiError::not_found("chat"));
+    };
     Ok(Json(MessageList {
         messages: rows.iter().map(api::Message::from).collect(),
         has_more,
@@ -138,110 +126,42 @@ async fn send_message(
 ) -> ApiResult<(StatusCode, Json<SendResult>)> {
     let key = idempotency_key(&headers)?;
     let content = user_content(body.content, body.text).map_err(content_error)?;
-    let behavior = body.busy_behavior.unwrap_or_default();
-    let owner_filter = (!caller.is_admin()).then_some(caller.user_id);
-    if let Some(model) = body.model_config_id {
-        let model = usable_model(&state, Some(model)).await?;
-        visible_chat(&state, &caller, id).await?;
-        let client = state.pool.get().await?;
-        client
-            .execute(
-                "UPDATE chats SET model_config_id = $2 WHERE id = $1",
-                &[&id, &model],
-            )
-            .await
-            .map_err(DbError::from)?;
-    }
-    // The usual case, one statement: an idle chat, no idempotency key.
-    if key.is_none() {
-        let client = state.pool.get().await?;
-        if let Some((message, pending)) = messages::send_to_idle(
-            &client,
-            id,
-            &content,
-            Some(caller.user_id),
-            None,
-            owner_filter,
-        )
-        .await?
-        {
-            drop(client);
-            notify_messages(&state, id, std::slice::from_ref(&message));
-            state.pubsub.announce_pending(&[pending]);
-            return Ok((
-                StatusCode::CREATED,
-                Json(SendResult::Sent {
-                    message: api::Message::from(&message),
-                }),
-            ));
-        }
-    }
-    let queue_if_busy = behavior != BusyBehavior::Reject;
-    let sent = {
-        let mut client = state.pool.get().await?;
-        messages::send_locked(
-            &mut client,
-            id,
-            &content,
-            Some(caller.user_id),
-            key.as_deref(),
-            owner_filter,
-            queue_if_busy,
-        )
-        .await?
+    let request = SendRequest {
+        content: &content,
+        behavior: body.busy_behavior.unwrap_or_default(),
+        model: body.model_config_id,
+        idempotency_key: key.as_deref(),
     };
-    match sent {
-        Sent::Committed(message, pending) => {
-            notify_messages(&state, id, std::slice::from_ref(&message));
-            state.pubsub.announce_pending(&[pending]);
-            Ok((
-                StatusCode::CREATED,
-                Json(SendResult::Sent {
-                    message: api::Message::from(message.as_ref()),
-                }),
-            ))
-        }
-        Sent::Queued(queued) => {
-            let _ = state.pubsub.publish_chat(id, ChatEvent::Queue);
-            if behavior == BusyBehavior::Interrupt {
-                interrupt(&state, id).await?;
-            }
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(SendResult::Queued {
-                    queued: api::QueuedMessage::from(&queued),
-                }),
-            ))
-        }
-        Sent::ReplayedMessage(message) => Ok((
-            StatusCode::OK,
-            Json(SendResult::Sent {
-                message: api::Message::from(message.as_ref()),
-            }),
-        )),
-        Sent::ReplayedQueued(queued) => Ok((
-            StatusCode::OK,
-            Json(SendResult::Queued {
-                queued: api::QueuedMessage::from(&queued),
-            }),
-        )),
-        Sent::Busy => Err(ApiError::conflict(
+    let sent = |message: &chatd_shared::db::messages::Message| {
+        Json(SendResult::Sent {
+            message: api::Message::from(message),
+        })
+    };
+    let queued = |queued: &chatd_shared::db::queued_messages::QueuedMessage| {
+        Json(SendResult::Queued {
+            queued: api::QueuedMessage::from(queued),
+        })
+    };
+    match state.ops.send(caller.access(), id, &request).await? {
+        SendOutcome::Sent(message) => Ok((StatusCode::CREATED, sent(&message))),
+        SendOutcome::Queued(message) => Ok((StatusCode::ACCEPTED, queued(&message))),
+        SendOutcome::ReplayedMessage(message) => Ok((StatusCode::OK, sent(&message))),
+        SendOutcome::ReplayedQueued(message) => Ok((StatusCode::OK, queued(&message))),
+        SendOutcome::Busy => Err(ApiError::conflict(
             "chat_busy",
             "the chat is busy and busy_behavior is reject",
         )),
-        Sent::QueueFull => Err(ApiError::new(
+        SendOutcome::QueueFull => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
-            format!(
-                "the chat's queue is full ({} messages)",
-                chatd_shared::db::queued_messages::MAX_QUEUED_PER_CHAT
-            ),
+            format!("the chat's queue is full ({MAX_QUEUED_PER_CHAT} messages)"),
         )),
-        Sent::Archived => Err(ApiError::conflict(
+        SendOutcome::Archived => Err(ApiError::conflict(
             "chat_archived",
             "the chat is archived; restore it to send",
         )),
-        Sent::Missing => Err(ApiError::not_found("chat")),
+        SendOutcome::NotFound => Err(ApiError::not_found("chat")),
+        SendOutcome::Model(refused) => Err(model_error(refused)),
     }
 }
 
@@ -259,39 +179,21 @@ async fn edit_message(
     ApiJson(body): ApiJson<EditMessage>,
 ) -> ApiResult<Json<api::Message>> {
     let content = user_content(body.content, body.text).map_err(content_error)?;
-    let (chat, _) = visible_chat(&state, &caller, id).await?;
-    if chat.archived {
-        return Err(ApiError::conflict(
+    let edited = state
+        .ops
+        .edit(caller.access(), id, MessageId(message_id), &content)
+        .await?;
+    match edited {
+        EditOutcome::Edited(message) => Ok(Json(api::Message::from(message.as_ref()))),
+        EditOutcome::ChatNotFound => Err(ApiError::not_found("chat")),
+        EditOutcome::MessageNotFound => Err(ApiError::not_found("message")),
+        EditOutcome::NotUserMessage => Err(ApiError::unprocessable(
+            "not_a_user_message",
+            "only user messages can be edited",
+        )),
+        EditOutcome::Archived => Err(ApiError::conflict(
             "chat_archived",
             "the chat is archived; restore it to edit",
-        ));
+        )),
     }
-    let edited = {
-        let mut client = state.pool.get().await?;
-        chats::edit_and_rerun(
-            &mut client,
-            id,
-            MessageId(message_id),
-            &content,
-            caller.user_id,
-        )
-        .await?
-    };
-    let edited = match edited {
-        Ok(edited) => edited,
-        Err(EditRefused::NotFound) => return Err(ApiError::not_found("message")),
-        Err(EditRefused::NotUserMessage) => {
-            return Err(ApiError::unprocessable(
-                "not_a_user_message",
-                "only user messages can be edited",
-            ));
-        }
-    };
-    let _ = state.pubsub.publish_chat(id, ChatEvent::Refresh);
-    let _ = state.pubsub.publish_chat(id, ChatEvent::Queue);
-    let _ = state
-        .pubsub
-        .publish_owner(edited.chat.owner_id, id, OwnerEventKind::Status);
-    state.pubsub.announce_pending(&[edited.pending]);
-    Ok(Json(api::Message::from(&edited.message)))
 }

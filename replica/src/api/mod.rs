@@ -41,7 +41,7 @@ use self::{
     feed::Feeds,
     metrics::{HttpMetrics, StreamMetrics},
 };
-use crate::{hub::StreamHub, telemetry::Telemetry};
+use crate::{hub::StreamHub, operations::ChatOps, telemetry::Telemetry};
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -89,6 +89,8 @@ pub struct AppState(Arc<AppInner>);
 pub struct AppInner {
     /// The replica's pool.
     pub pool: Pool,
+    /// Chat transitions: what handlers call.
+    pub ops: ChatOps,
     /// The replica's pubsub.
     pub pubsub: PubSub,
     /// The replica's stream hub.
@@ -144,6 +146,7 @@ impl AppState {
             tracker.clone(),
         );
         Self(Arc::new(AppInner {
+            ops: ChatOps::new(pool.clone(), pubsub.clone()),
             pool,
             pubsub,
             hub,

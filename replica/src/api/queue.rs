@@ -3,19 +3,18 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
     api::{self, QueueList},
-    db::queued_messages,
+    db::queued_messages::QueuedMessage,
     ids::{ChatId, QueuedMessageId},
-    pubsub::ChatEvent,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     AppState,
     auth::Caller,
-    chats::{interrupt, visible_chat},
     error::{ApiError, ApiResult},
     extract::ApiPath,
 };
+use crate::operations::QueuedOutcome;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,12 +23,19 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(promote_queued))
 }
 
-async fn queue_of(state: &AppState, id: ChatId) -> ApiResult<QueueList> {
-    let client = state.pool.get().await?;
-    let rows = queued_messages::list(&client, id).await?;
-    Ok(QueueList {
+fn queue_list(rows: &[QueuedMessage]) -> Json<QueueList> {
+    Json(QueueList {
         queued: rows.iter().map(api::QueuedMessage::from).collect(),
     })
+}
+
+/// What a queue operation's outcome means to a client.
+fn queued_outcome<T>(outcome: QueuedOutcome<T>) -> ApiResult<T> {
+    match outcome {
+        QueuedOutcome::Done(value) => Ok(value),
+        QueuedOutcome::ChatNotFound => Err(ApiError::not_found("chat")),
+        QueuedOutcome::QueuedNotFound => Err(ApiError::not_found("queued message")),
+    }
 }
 
 /// The queue, in the order it will run.
@@ -42,8 +48,10 @@ async fn list_queue(
     caller: Caller,
     ApiPath(id): ApiPath<ChatId>,
 ) -> ApiResult<Json<QueueList>> {
-    visible_chat(&state, &caller, id).await?;
-    Ok(Json(queue_of(&state, id).await?))
+    match state.ops.queue(caller.access(), id).await? {
+        Some(rows) => Ok(queue_list(&rows)),
+        None => Err(ApiError::not_found("chat")),
+    }
 }
 
 /// Remove a queued message.
@@ -57,12 +65,11 @@ async fn delete_queued(
     caller: Caller,
     ApiPath((id, queued_id)): ApiPath<(ChatId, i64)>,
 ) -> ApiResult<StatusCode> {
-    visible_chat(&state, &caller, id).await?;
-    let client = state.pool.get().await?;
-    if !queued_messages::delete(&client, id, QueuedMessageId(queued_id)).await? {
-        return Err(ApiError::not_found("queued message"));
-    }
-    let _ = state.pubsub.publish_chat(id, ChatEvent::Queue);
+    let outcome = state
+        .ops
+        .delete_queued(caller.access(), id, QueuedMessageId(queued_id))
+        .await?;
+    queued_outcome(outcome)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -78,14 +85,10 @@ async fn promote_queued(
     caller: Caller,
     ApiPath((id, queued_id)): ApiPath<(ChatId, i64)>,
 ) -> ApiResult<(StatusCode, Json<QueueList>)> {
-    visible_chat(&state, &caller, id).await?;
-    {
-        let client = state.pool.get().await?;
-        if !queued_messages::promote(&client, id, QueuedMessageId(queued_id)).await? {
-            return Err(ApiError::not_found("queued message"));
-        }
-    }
-    let _ = state.pubsub.publish_chat(id, ChatEvent::Queue);
-    interrupt(&state, id).await?;
-    Ok((StatusCode::ACCEPTED, Json(queue_of(&state, id).await?)))
+    let outcome = state
+        .ops
+        .promote(caller.access(), id, QueuedMessageId(queued_id))
+        .await?;
+    let queue = queued_outcome(outcome)?;
+    Ok((StatusCode::ACCEPTED, queue_list(&queue)))
 }

@@ -19,7 +19,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::visible_chat,
     error::{ApiError, ApiResult},
     extract::{ApiPath, ApiQuery},
     subscriber::ChatSubscriber,
@@ -85,7 +84,9 @@ async fn chat_stream(
 ) -> ApiResult<Response> {
     let transport = transport(upgrade, &headers)?;
     let cursor = cursor(&query, &headers)?;
-    visible_chat(&state, &caller, id).await?;
+    if state.ops.chat(caller.access(), id).await?.is_none() {
+        return Err(ApiError::not_found("chat"));
+    }
     if state.shutdown.is_cancelled() {
         return Err(ApiError::unavailable(
             "this replica is shutting down; connect to another",

@@ -4,14 +4,12 @@
 use chatd_shared::error_chain::Chain;
 use std::{sync::Arc, time::Duration};
 
-use chatd_shared::{
-    backoff::jittered,
-    db::{DbError, chats},
-};
+use chatd_shared::{backoff::jittered, db::DbError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, spawn_run};
+use crate::operations::Claim;
 
 /// Runs until `stop` fires. A claim statement in flight is never cancelled;
 /// rows it returns after `stop` fired are handed back at once.
@@ -81,27 +79,25 @@ async fn claim(
     // so reconciliation never mistakes a fresh claim for an orphan.
     let _claiming = shared.claim_lock.lock().await;
     let started = Instant::now();
-    let claimed = {
-        let client = shared.pool.get().await?;
-        chats::claim_pending(&client, shared.config.replica_id, limit).await?
+    // Phantom acquire: rows claimed once we are stopping (or fenced) go back at once.
+    let still_acquiring = || !stop.is_cancelled() && shared.lease_valid();
+    let claim = shared
+        .ops
+        .claim(shared.config.replica_id, limit, still_acquiring)
+        .await?;
+    let claimed = match claim {
+        Claim::Started(claimed) => claimed,
+        Claim::HandedBack(count) => {
+            shared.metrics.acquire_batch.record(count as u64, &[]);
+            shared.metrics.hand_back(count, "phantom");
+            return Ok(0);
+        }
     };
     shared
         .metrics
         .acquire_batch
         .record(claimed.len() as u64, &[]);
     if claimed.is_empty() {
-        return Ok(0);
-    }
-    if stop.is_cancelled() || !shared.lease_valid() {
-        // Phantom acquire: we are stopping (or fenced). Give them back now.
-        let runs: Vec<_> = claimed
-            .iter()
-            .map(|c| (c.chat.id, c.chat.generation))
-            .collect();
-        let client = shared.pool.get().await?;
-        let back = chats::hand_back(&client, shared.config.replica_id, &runs).await?;
-        shared.metrics.hand_back(back.len(), "phantom");
-        shared.pubsub.announce_pending(&back);
         return Ok(0);
     }
     shared.metrics.acquires.add(claimed.len() as u64, &[]);

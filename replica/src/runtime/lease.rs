@@ -3,16 +3,13 @@
 //! then reconciles the local runs with the database, and if the lease cannot
 //! be renewed before it expires the replica fences itself.
 
-use chatd_shared::error_chain::Chain;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chatd_shared::{
-    db::{
-        DbError,
-        chats::{self, Beat},
-        replicas,
-    },
+    db::{DbError, lifecycle::Beat, replicas},
+    error_chain::Chain,
     ids::{ChatId, Generation},
+    sync::lock,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +38,7 @@ impl LeaseClock {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, (Instant, bool)> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// When the lease ends unless renewed.
@@ -125,55 +122,28 @@ fn fence_self(shared: &Shared) {
     );
 }
 
-/// The heartbeat statement, given at most a lease's length. On timeout the
-/// statement is cancelled on the server and its connection discarded, so
-/// it cannot delay whoever takes that connection next.
-async fn beat_statement(shared: &Shared) -> Result<Beat, String> {
-    let config = &shared.config;
-    let client = shared
-        .pool
-        .get()
-        .await
-        .map_err(|err| Chain(&err).to_string())?;
-    let cancel = client.cancel_token();
-    let statement = chats::beat(
-        &client,
-        config.replica_id,
-        config.lease_ttl,
-        config.recovery_batch,
-    );
-    match tokio::time::timeout(config.lease_ttl, statement).await {
-        Ok(result) => result.map_err(|err| Chain(&err).to_string()),
-        Err(_) => {
-            drop(deadpool_postgres::Object::take(client));
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                cancel.cancel_query(tokio_postgres::NoTls),
-            )
-            .await;
-            Err(format!("no answer within {:?}", config.lease_ttl))
-        }
-    }
-}
-
-/// One beat: renew, reconcile, announce recoveries.
+/// One beat: renew, recover (announced by the operation), reconcile.
 pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
+    let config = &shared.config;
     let started = Instant::now();
-    let outcome = beat_statement(shared).await;
+    let outcome = shared
+        .ops
+        .beat(config.replica_id, config.lease_ttl, config.recovery_batch)
+        .await;
     shared
         .metrics
         .lease_renew
         .record(started.elapsed().as_secs_f64(), &[]);
     let beat = match outcome {
         Ok(beat) => beat,
-        Err(reason) => return beat_failed(shared, &reason),
+        Err(err) => return beat_failed(shared, &err),
     };
     if !beat.lease_renewed {
         // Our row is gone (deleted as expired, or by hand): whatever we run
         // may be someone else's now. Stop everything, then register again.
         fence_self(shared);
         if let Err(err) = shared.register().await {
-            return beat_failed(shared, &format!("re-registering: {err}"));
+            return beat_failed(shared, &err);
         }
         tracing::warn!("replica row was missing; registered again");
     }
@@ -189,19 +159,18 @@ pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
             count = beat.recovered.len(),
             "requeued chats of replicas whose lease expired"
         );
-        shared.pubsub.announce_pending(&beat.recovered);
     }
     if let Err(err) = reconcile(shared, &beat, started).await {
         tracing::warn!(error = %Chain(&err), "reconciling runs with the database failed");
     }
 }
 
-fn beat_failed(shared: &Shared, reason: &str) {
+fn beat_failed(shared: &Shared, error: &(dyn std::error::Error + 'static)) {
     shared.metrics.lease_failures.add(1, &[]);
     let left = shared
         .lease_deadline()
         .saturating_duration_since(Instant::now());
-    tracing::warn!(reason, lease_left = ?left, "heartbeat failed");
+    tracing::warn!(error = %Chain(error), lease_left = ?left, "heartbeat failed");
 }
 
 /// Makes the local runs agree with what the database said at `read_at`.
@@ -251,18 +220,17 @@ async fn reconcile(shared: &Arc<Shared>, beat: &Beat, read_at: Instant) -> Resul
             .map(|run| (run.chat_id, run.generation))
             .collect()
     };
-    if !orphans.is_empty() {
-        let client = shared.pool.get().await?;
-        let back = chats::hand_back(&client, shared.config.replica_id, &orphans).await?;
-        shared.metrics.reconciled(back.len(), "hand_back_orphan");
-        shared.metrics.hand_back(back.len(), "orphan");
-        if !back.is_empty() {
-            tracing::warn!(
-                count = back.len(),
-                "handed back chats this replica owned but was not running"
-            );
-        }
-        shared.pubsub.announce_pending(&back);
+    let back = shared
+        .ops
+        .hand_back(shared.config.replica_id, &orphans)
+        .await?;
+    shared.metrics.reconciled(back.len(), "hand_back_orphan");
+    shared.metrics.hand_back(back.len(), "orphan");
+    if !back.is_empty() {
+        tracing::warn!(
+            count = back.len(),
+            "handed back chats this replica owned but was not running"
+        );
     }
     Ok(())
 }

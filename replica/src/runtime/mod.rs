@@ -9,7 +9,6 @@ mod metrics;
 mod registry;
 mod run;
 
-use chatd_shared::error_chain::Chain;
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
@@ -19,18 +18,21 @@ use chatd_shared::{
     backoff::Backoff,
     db::{
         DbError, Pool,
-        chats::{self, Chat, Fence, TurnEnd},
+        chats::{self, Chat},
+        lifecycle::{Fence, TurnEnd},
         replicas,
     },
+    error_chain::Chain,
     ids::{ChatId, Generation, ReplicaId},
     pubsub::PubSub,
+    sync::lock,
 };
 use futures::FutureExt;
 use opentelemetry::metrics::Meter;
-
-use crate::hub::StreamHub;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{hub::StreamHub, operations::ChatOps};
 
 use self::{
     lease::LeaseClock,
@@ -101,9 +103,29 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// What a runtime works with besides its configuration.
+pub struct RuntimeParts {
+    /// Chat transitions (claims, steps, hand-backs, recovery).
+    pub ops: ChatOps,
+    /// The replica's pool (the replica row, counts).
+    pub pool: Pool,
+    /// The replica's pubsub (wake-ups, interrupt notices).
+    pub pubsub: PubSub,
+    /// The replica's stream hub: runs stream their parts into it.
+    pub hub: Arc<StreamHub>,
+    /// What runs an acquired chat (the turn loop).
+    pub runner: Arc<dyn ChatRunner>,
+    /// Where the runtime's instruments are registered.
+    pub meter: Meter,
+    /// The runtime's stop signals are children of this token: cancelling it
+    /// stops acquiring and every background task at once.
+    pub parent: CancellationToken,
+}
+
 /// State shared by the runtime's tasks.
 pub(crate) struct Shared {
     config: RuntimeConfig,
+    ops: ChatOps,
     pool: Pool,
     pubsub: PubSub,
     runner: Arc<dyn ChatRunner>,
@@ -187,19 +209,17 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
         worker_id: shared.config.replica_id,
         generation: chat.generation,
     };
-    // Local subscribers hear `running` from the hub before any part; then
-    // everyone else through pubsub.
+    // Local subscribers hear `running` from the hub before any part (the
+    // claim announced it to everyone else).
     let stream = shared.hub.begin_run(chat.id, chat.generation);
     let context = RunContext::new(
         chat,
         fence,
         queue_wait,
-        shared.pool.clone(),
-        shared.pubsub.clone(),
+        shared.ops.clone(),
         control.clone(),
         stream,
     );
-    context.announce_running();
     let outcome = std::panic::AssertUnwindSafe(shared.runner.run(context))
         .catch_unwind()
         .await;
@@ -210,8 +230,7 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
         tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
         if control.stop_reason().is_none() {
             let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
-            if let Err(err) = run::finish(&shared.pool, &shared.pubsub, &fence, &[], &failed).await
-            {
+            if let Err(err) = shared.ops.finish(&fence, &[], &failed).await {
                 tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
             }
         }
@@ -232,8 +251,7 @@ pub enum Phase {
     Stopped,
 }
 
-/// A running replica runtime. Stop it with [`Runtime::shutdown`] (graceful)
-/// or [`Runtime::abort`] (a crash, for tests).
+/// A running replica runtime. Stop it with [`Runtime::shutdown`] (graceful).
 pub struct Runtime {
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
@@ -249,23 +267,17 @@ impl Runtime {
     /// Starts the runtime: registers the replica (retrying with backoff while
     /// the database is unreachable, one log line per attempt), then runs the
     /// lease and the acquirer. Returns at once; see [`Runtime::wait_running`].
-    pub fn start(
-        config: RuntimeConfig,
-        pool: Pool,
-        pubsub: PubSub,
-        hub: Arc<StreamHub>,
-        runner: Arc<dyn ChatRunner>,
-        meter: &Meter,
-    ) -> Self {
+    pub fn start(config: RuntimeConfig, parts: RuntimeParts) -> Self {
         let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
-            metrics: RuntimeMetrics::new(meter, registry.clone()),
+            metrics: RuntimeMetrics::new(&parts.meter, registry.clone()),
             lease: LeaseClock::new(config.lease_ttl),
             config,
-            pool,
-            pubsub,
-            runner,
-            hub,
+            ops: parts.ops,
+            pool: parts.pool,
+            pubsub: parts.pubsub,
+            runner: parts.runner,
+            hub: parts.hub,
             registry,
             tracker: TaskTracker::new(),
             claim_lock: tokio::sync::Mutex::new(()),
@@ -276,8 +288,8 @@ impl Runtime {
             shared,
             phase,
             phase_tx: Arc::new(phase_tx),
-            stop_acquiring: CancellationToken::new(),
-            stop_background: CancellationToken::new(),
+            stop_acquiring: parts.parent.child_token(),
+            stop_background: parts.parent.child_token(),
             background: Arc::new(Mutex::new(Vec::new())),
         };
         let startup = runtime.shared.tracker.spawn(startup(
@@ -292,10 +304,7 @@ impl Runtime {
     }
 
     fn track(&self, task: AbortHandle) {
-        self.background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+        lock(&self.background).push(task);
     }
 
     /// This replica's id.
@@ -343,11 +352,7 @@ impl Runtime {
         // The acquirer finishes a claim in flight and hands back what it
         // returns; wait for it, so the drain below sees every run.
         self.stop_acquiring.cancel();
-        let acquirer = shared
-            .acquirer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let acquirer = lock(&shared.acquirer).take();
         if let Some(acquirer) = acquirer {
             let _ = acquirer.await;
         }
@@ -377,23 +382,18 @@ impl Runtime {
                 (id, generation)
             })
             .collect();
-        if !remaining.is_empty() {
-            match shared.pool.get().await.map_err(DbError::from) {
-                Ok(client) => {
-                    match chats::hand_back(&client, shared.config.replica_id, &remaining).await {
-                        Ok(back) => {
-                            shared.metrics.hand_back(back.len(), "shutdown");
-                            tracing::info!(count = back.len(), "handed back unfinished chats");
-                            shared.pubsub.announce_pending(&back);
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %Chain(&err), "handing back chats failed; recovery will requeue them when the lease expires")
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(error = %Chain(&err), "handing back chats failed; recovery will requeue them when the lease expires")
-                }
+        match shared
+            .ops
+            .hand_back(shared.config.replica_id, &remaining)
+            .await
+        {
+            Ok(back) if back.is_empty() => {}
+            Ok(back) => {
+                shared.metrics.hand_back(back.len(), "shutdown");
+                tracing::info!(count = back.len(), "handed back unfinished chats");
+            }
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "handing back chats failed; recovery will requeue them when the lease expires")
             }
         }
         // Runs were told to stop; give them a moment, then cut them off.
@@ -423,15 +423,11 @@ impl Runtime {
     /// Stops every task at once without writing anything: the replica row
     /// stays and its lease lapses, exactly as if the process had been killed.
     /// For fault tests.
+    #[cfg(any(test, feature = "testing"))]
     pub fn abort(self) {
         self.stop_acquiring.cancel();
         self.stop_background.cancel();
-        for task in self
-            .background
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for task in lock(&self.background).drain(..) {
             task.abort();
         }
         self.shared.registry.abort_all();
@@ -482,7 +478,7 @@ async fn startup(
             .tracker
             .spawn(acquire::run(shared.clone(), stop_acquiring.clone()));
         tasks.push(acquirer.abort_handle());
-        *shared.acquirer.lock().unwrap_or_else(|p| p.into_inner()) = Some(acquirer);
+        *lock(&shared.acquirer) = Some(acquirer);
         let _ = phase.send_if_modified(|p| {
             let starting = *p == Phase::Starting;
             if starting {
@@ -491,10 +487,7 @@ async fn startup(
             starting
         });
     }
-    background
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(tasks);
+    lock(&background).extend(tasks);
 }
 
 /// Counts pending chats every `pending_gauge_interval` for `chatd_pending_chats`.

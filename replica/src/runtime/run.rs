@@ -3,19 +3,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chatd_shared::{
-    db::{
-        DbError, Pool,
-        chats::{self, Chat, Fence, Released, TurnEnd},
-        messages::{self, Message, StepMessage},
-    },
-    ids::MessageId,
-    pubsub::{ChatEvent, OwnerEventKind, PubSub},
-    status::ChatStatus,
+use chatd_shared::db::{
+    DbError, Pool,
+    chats::Chat,
+    lifecycle::{Fence, Released, StepMessage, TurnEnd},
+    messages::Message,
 };
 
 use super::registry::{RunControl, StopReason};
-use crate::hub::RunStream;
+use crate::{hub::RunStream, operations::ChatOps};
 
 /// Why a run's write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +37,13 @@ pub trait ChatRunner: Send + Sync + 'static {
     async fn run(&self, run: RunContext);
 }
 
-/// Everything a run needs: the chat as acquired, its fence, the database and
-/// the pubsub, and its stop/interrupt switches.
+/// Everything a run needs: the chat as acquired, its fence, the chat
+/// operations its writes go through, and its stop/interrupt switches.
 pub struct RunContext {
     chat: Chat,
     fence: Fence,
     queue_wait: Duration,
-    db: Pool,
-    pubsub: PubSub,
+    ops: ChatOps,
     control: Arc<RunControl>,
     stream: RunStream,
 }
@@ -58,8 +53,7 @@ impl RunContext {
         chat: Chat,
         fence: Fence,
         queue_wait: Duration,
-        db: Pool,
-        pubsub: PubSub,
+        ops: ChatOps,
         control: Arc<RunControl>,
         stream: RunStream,
     ) -> Self {
@@ -67,8 +61,7 @@ impl RunContext {
             chat,
             fence,
             queue_wait,
-            db,
-            pubsub,
+            ops,
             control,
             stream,
         }
@@ -94,14 +87,16 @@ impl RunContext {
         self.queue_wait
     }
 
-    /// The replica's pool (take a connection, run statements, give it back).
+    /// The replica's pool, for reads (take a connection, run statements,
+    /// give it back); writes go through [`Self::persist_step`] and
+    /// [`Self::finish`].
     pub fn db(&self) -> &Pool {
-        &self.db
+        self.ops.pool()
     }
 
-    /// The replica's pubsub.
-    pub fn pubsub(&self) -> &PubSub {
-        &self.pubsub
+    /// The chat operations (for announcements the run makes, like retries).
+    pub fn ops(&self) -> &ChatOps {
+        &self.ops
     }
 
     /// The run's stop and interrupt switches, to watch while the stream is
@@ -143,23 +138,18 @@ impl RunContext {
         RunError::OwnershipLost
     }
 
-    /// Persists a step's messages in one fenced statement, then announces them.
+    /// Persists a step's messages in one fenced statement (and announces them).
     pub async fn persist_step(&self, step: &[StepMessage]) -> Result<Vec<Message>, RunError> {
         self.check_running()?;
-        let written = {
-            let client = self.db.get().await.map_err(DbError::from)?;
-            messages::insert_step(&client, &self.fence, step).await?
-        };
-        let Some(written) = written else {
-            return Err(self.lost());
-        };
-        announce_messages(&self.pubsub, self.fence.chat_id, written.iter());
-        Ok(written)
+        match self.ops.persist_step(&self.fence, step).await? {
+            Some(written) => Ok(written),
+            None => Err(self.lost()),
+        }
     }
 
-    /// Ends the turn in one fenced statement (DESIGN §3) and announces the
-    /// outcome. When `Released::next` is set the chat stays `running` under
-    /// this run, which goes on with that message.
+    /// Ends the turn in one fenced statement (DESIGN §3), announced. When
+    /// `Released::next` is set the chat stays `running` under this run,
+    /// which goes on with that message.
     pub async fn release(&self, end: TurnEnd) -> Result<Released, RunError> {
         self.finish(&[], end).await.map(|(_, released)| released)
     }
@@ -172,7 +162,7 @@ impl RunContext {
         end: TurnEnd,
     ) -> Result<(Vec<Message>, Released), RunError> {
         self.check_running()?;
-        match finish(&self.db, &self.pubsub, &self.fence, step, &end).await? {
+        match self.ops.finish(&self.fence, step, &end).await? {
             Some(done) => {
                 self.control.released();
                 Ok(done)
@@ -180,73 +170,4 @@ impl RunContext {
             None => Err(self.lost()),
         }
     }
-
-    /// Announces that this run started (status `running`).
-    pub(crate) fn announce_running(&self) {
-        let status = ChatEvent::Status {
-            status: ChatStatus::Running,
-            generation: self.fence.generation,
-            worker_id: Some(self.fence.worker_id),
-        };
-        let _ = self.pubsub.publish_chat(self.fence.chat_id, status);
-        let _ = self.pubsub.publish_owner(
-            self.chat.owner_id,
-            self.fence.chat_id,
-            OwnerEventKind::Status,
-        );
-    }
-}
-
-/// Finishes `fence`'s turn (persisting `step` if any) and announces the
-/// outcome; `None` when the fence no longer matches. Runs use
-/// [`RunContext::finish`]; the runtime calls this directly after a run crashed.
-pub(crate) async fn finish(
-    db: &Pool,
-    pubsub: &PubSub,
-    fence: &Fence,
-    step: &[StepMessage],
-    end: &TurnEnd,
-) -> Result<Option<(Vec<Message>, Released)>, DbError> {
-    let finished = {
-        let client = db.get().await?;
-        chats::finish_turn(&client, fence, step, end).await?
-    };
-    let Some((committed, released)) = finished else {
-        return Ok(None);
-    };
-    let chat_id = fence.chat_id;
-    announce_messages(
-        pubsub,
-        chat_id,
-        committed.iter().chain(released.next.as_ref()),
-    );
-    if released.next.is_some() {
-        let _ = pubsub.publish_chat(chat_id, ChatEvent::Queue);
-    } else {
-        let status = ChatEvent::Status {
-            status: released.status,
-            generation: fence.generation,
-            worker_id: None,
-        };
-        let _ = pubsub.publish_chat(chat_id, status);
-        let _ = pubsub.publish_owner(released.owner_id, chat_id, OwnerEventKind::Status);
-    }
-    Ok(Some((committed, released)))
-}
-
-/// Publishes one notice for messages just committed (ids ascending).
-fn announce_messages<'a>(
-    pubsub: &PubSub,
-    chat_id: chatd_shared::ids::ChatId,
-    mut messages: impl Iterator<Item = &'a Message>,
-) {
-    let Some(first) = messages.next() else {
-        return;
-    };
-    let last = messages.last().unwrap_or(first);
-    let notice = ChatEvent::Message {
-        after_id: MessageId(first.id.0 - 1),
-        last_id: last.id,
-    };
-    let _ = pubsub.publish_chat(chat_id, notice);
 }

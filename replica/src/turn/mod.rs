@@ -17,12 +17,11 @@ use chatd_shared::{
     api,
     db::{
         DbError,
-        chats::TurnEnd,
-        messages::{self, StepMessage},
+        lifecycle::{StepMessage, TurnEnd},
+        messages,
         model_configs::ModelConfig,
     },
     parts::{Part, Usage},
-    pubsub::ChatEvent,
     status::MessageRole,
     stream::StreamEvent,
 };
@@ -361,13 +360,7 @@ impl TurnRunner {
         let error: String = err.to_string().chars().take(300).collect();
         tracing::info!(chat_id = %run.fence().chat_id, attempt, delay_ms, %error, "retrying model call");
         run.stream().retry(step, attempt, delay_ms, &error);
-        let notice = ChatEvent::Retry {
-            generation: run.fence().generation,
-            attempt,
-            delay_ms,
-            error,
-        };
-        let _ = run.pubsub().publish_chat(run.fence().chat_id, notice);
+        run.ops().retrying(run.fence(), attempt, delay_ms, error);
     }
 
     /// Runs the step's calls in parallel, streaming each result in call

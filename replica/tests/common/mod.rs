@@ -12,13 +12,15 @@ use std::{
 
 use chatd_replica::{
     hub::StreamHub,
-    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig},
+    operations::ChatOps,
+    runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig, RuntimeParts},
 };
 use chatd_shared::{
     db::{
         Pool,
-        chats::{self, Chat, TurnEnd},
-        messages::{self, StepMessage},
+        chats::{self, Chat},
+        lifecycle::{StepMessage, TurnEnd},
+        messages, transitions,
     },
     ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
     parts::{Part, Usage},
@@ -68,14 +70,16 @@ impl TestReplica {
         let pubsub = node.pubsub.clone();
         let meter = opentelemetry::global::meter("test");
         let hub = StreamHub::new(Default::default(), 1024, &meter);
-        let runtime = Runtime::start(
-            config,
-            pool.clone(),
-            pubsub.clone(),
-            hub.clone(),
+        let parts = RuntimeParts {
+            ops: ChatOps::new(pool.clone(), pubsub.clone()),
+            pool: pool.clone(),
+            pubsub: pubsub.clone(),
+            hub: hub.clone(),
             runner,
-            &meter,
-        );
+            meter,
+            parent: tokio_util::sync::CancellationToken::new(),
+        };
+        let runtime = Runtime::start(config, parts);
         wait_for("replica registered", WAIT, runtime.wait_running()).await;
         Self {
             id,
@@ -224,7 +228,7 @@ pub struct Holding {
     /// Fences of runs that were stopped (for writes after ownership loss).
     pub stopped: Mutex<
         Vec<(
-            chatd_shared::db::chats::Fence,
+            chatd_shared::db::lifecycle::Fence,
             Option<chatd_replica::runtime::StopReason>,
         )>,
     >,
@@ -355,7 +359,7 @@ pub async fn start_chat(
     text: &str,
 ) -> ChatId {
     let client = db.pool().get().await.unwrap();
-    let chat = chats::insert(
+    let chat = transitions::insert(
         &client,
         &chats::NewChat {
             id: ChatId::new_v7(),
@@ -376,21 +380,24 @@ pub async fn start_chat(
 }
 
 /// Sends a user message to an idle chat (one statement: insert + pending),
-/// then announces it, as the API does.
+/// announced, as the API does.
 pub async fn send(db: &TestDb, pubsub: &PubSub, chat_id: ChatId, owner: UserId, text: &str) {
-    let client = db.pool().get().await.unwrap();
-    let (_, pending) = messages::send_to_idle(
-        &client,
-        chat_id,
-        &[Part::text(text)],
-        Some(owner),
-        None,
-        None,
-    )
-    .await
-    .unwrap()
-    .expect("the chat is idle");
-    pubsub.announce_pending(&[pending]);
+    let ops = ChatOps::new(db.pool().clone(), pubsub.clone());
+    let access = chatd_replica::operations::Access {
+        user_id: owner,
+        admin: false,
+    };
+    let request = chatd_replica::operations::SendRequest {
+        content: &[Part::text(text)],
+        behavior: Default::default(),
+        model: None,
+        idempotency_key: None,
+    };
+    let sent = ops.send(access, chat_id, &request).await.unwrap();
+    assert!(
+        matches!(sent, chatd_replica::operations::SendOutcome::Sent(_)),
+        "the chat is idle: {sent:?}"
+    );
 }
 
 /// Waits until the chat is idle (`waiting` or `error`) and returns it.

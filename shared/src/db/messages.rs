@@ -83,6 +83,12 @@ pub const COLUMNS: &str = "id, chat_id, role, visibility, content, created_by, m
     generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
     cache_write_tokens, cost_micros, runtime_ms, compacted, deleted, idempotency_key, created_at";
 
+/// The columns a new message is written with (the rest take their
+/// defaults), in the order every `INSERT INTO chat_messages` lists them.
+pub const INSERT_COLUMNS: &str = "chat_id, role, visibility, content, created_by, model_config_id,
+    generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+    cache_write_tokens, cost_micros, runtime_ms, idempotency_key";
+
 /// What [`insert`] stores.
 #[derive(Debug, Clone, Default)]
 pub struct NewMessage<'a> {
@@ -109,7 +115,7 @@ pub struct NewMessage<'a> {
 }
 
 /// Stores a message without any condition. Worker writes go through the
-/// fenced statements instead.
+/// fenced statements of [`super::lifecycle`] instead.
 pub async fn insert(
     db: &impl GenericClient,
     chat_id: ChatId,
@@ -117,9 +123,7 @@ pub async fn insert(
     message: &NewMessage<'_>,
 ) -> DbResult<Message> {
     let sql = format!(
-        "INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, model_config_id,
-             generation, step, input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
-             cache_write_tokens, cost_micros, runtime_ms, idempotency_key)
+        "INSERT INTO chat_messages ({INSERT_COLUMNS})
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          RETURNING {COLUMNS}"
     );
@@ -171,82 +175,6 @@ pub async fn list_after(
         .collect()
 }
 
-/// A message a worker writes as part of a step (assistant or tool).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StepMessage {
-    /// `assistant` or `tool`.
-    pub role: MessageRole,
-    /// Parts.
-    pub content: Vec<Part>,
-    /// The model that produced it.
-    pub model_config_id: Option<ModelConfigId>,
-    /// The step number within the run.
-    pub step: i32,
-    /// Usage of the model call (assistant messages).
-    #[serde(flatten)]
-    pub usage: Usage,
-    /// Cost in micro-dollars.
-    pub cost_micros: Option<i64>,
-    /// Wall time of the model call.
-    pub runtime_ms: Option<i64>,
-}
-
-/// Inserts a step's messages, in order, in one statement fenced on
-/// `fence` (DESIGN §3): nothing is written unless the chat is still running
-/// under this worker and generation. `None` means ownership was lost.
-///
-/// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
-/// concurrent recovery or edit either commits first (and the fence fails) or
-/// waits until these messages are committed.
-pub async fn insert_step(
-    db: &impl GenericClient,
-    fence: &super::chats::Fence,
-    step_messages: &[StepMessage],
-) -> DbResult<Option<Vec<Message>>> {
-    let sql = format!(
-        "WITH owned AS (
-             UPDATE chats SET updated_at = now()
-             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
-             RETURNING id
-         )
-         INSERT INTO chat_messages (chat_id, role, visibility, content, model_config_id, generation, step,
-             input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens,
-             cost_micros, runtime_ms)
-         SELECT owned.id, m.role, 'both', m.content, m.model_config_id, $3, m.step,
-             m.input_tokens, m.output_tokens, m.reasoning_tokens, m.cache_read_tokens,
-             m.cache_write_tokens, m.cost_micros, m.runtime_ms
-         FROM owned, ROWS FROM (jsonb_to_recordset($4::jsonb) AS (
-             role message_role, content jsonb, model_config_id uuid, step int,
-             input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
-             cache_read_tokens bigint, cache_write_tokens bigint, cost_micros bigint, runtime_ms bigint
-         )) WITH ORDINALITY AS m(role, content, model_config_id, step, input_tokens, output_tokens,
-             reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)
-         ORDER BY m.ord
-         RETURNING {COLUMNS}"
-    );
-    let stmt = db.prepare_cached(&sql).await?;
-    let rows = db
-        .query(
-            &stmt,
-            &[
-                &fence.chat_id,
-                &fence.worker_id,
-                &fence.generation,
-                &Json(step_messages),
-            ],
-        )
-        .await?;
-    if rows.is_empty() && !step_messages.is_empty() {
-        return Ok(None);
-    }
-    let mut messages: Vec<Message> = rows
-        .iter()
-        .map(Message::from_row)
-        .collect::<DbResult<_>>()?;
-    messages.sort_by_key(|m| m.id);
-    Ok(Some(messages))
-}
-
 /// What the model sees of a chat, in id order: live messages visible to the
 /// model (`model` or `both`) that were not folded into a compaction summary.
 pub async fn list_for_prompt(db: &impl GenericClient, chat_id: ChatId) -> DbResult<Vec<Message>> {
@@ -261,56 +189,6 @@ pub async fn list_for_prompt(db: &impl GenericClient, chat_id: ChatId) -> DbResu
         .iter()
         .map(Message::from_row)
         .collect()
-}
-
-/// A send to an idle chat, in one statement (DESIGN §3): inserts the user
-/// message and makes the chat `pending`, but only if the chat is `waiting`
-/// or `error`, not archived, and (when `only_owner` is given) owned by that
-/// user. `None` otherwise: busy, archived, someone else's, or gone.
-pub async fn send_to_idle(
-    db: &impl GenericClient,
-    chat_id: ChatId,
-    content: &[Part],
-    created_by: Option<UserId>,
-    idempotency_key: Option<&str>,
-    only_owner: Option<UserId>,
-) -> DbResult<Option<(Message, super::chats::BecamePending)>> {
-    let sql = format!(
-        "WITH chat AS (
-             UPDATE chats SET status = 'pending', last_error = NULL, updated_at = now()
-             WHERE id = $1 AND status IN ('waiting', 'error') AND NOT archived
-               AND ($5::uuid IS NULL OR owner_id = $5)
-             RETURNING id, owner_id, generation
-         ), inserted AS (
-             INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
-             SELECT id, 'user', 'both', $2, $3, $4 FROM chat
-             RETURNING {COLUMNS}
-         )
-         SELECT inserted.*, chat.owner_id AS chat_owner_id, chat.generation AS chat_generation
-         FROM inserted, chat"
-    );
-    let stmt = db.prepare_cached(&sql).await?;
-    let Some(row) = db
-        .query_opt(
-            &stmt,
-            &[
-                &chat_id,
-                &Json(content),
-                &created_by,
-                &idempotency_key,
-                &only_owner,
-            ],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let pending = super::chats::BecamePending {
-        chat_id,
-        owner_id: row.try_get("chat_owner_id")?,
-        generation: row.try_get("chat_generation")?,
-    };
-    Ok(Some((Message::from_row(&row)?, pending)))
 }
 
 /// A page of what users see of a chat (not deleted, not model-only), in
@@ -389,85 +267,4 @@ pub async fn get(
         .as_ref()
         .map(Message::from_row)
         .transpose()
-}
-
-/// What [`send_locked`] did.
-#[derive(Debug, Clone)]
-pub enum Sent {
-    /// The chat was idle: the message is committed and the chat pending.
-    Committed(Box<Message>, super::chats::BecamePending),
-    /// The chat was busy: the message is queued.
-    Queued(super::queued_messages::QueuedMessage),
-    /// The idempotency key was used before for this message.
-    ReplayedMessage(Box<Message>),
-    /// The idempotency key was used before for this queued message.
-    ReplayedQueued(super::queued_messages::QueuedMessage),
-    /// The chat is busy and queueing was not wanted.
-    Busy,
-    /// The queue is full.
-    QueueFull,
-    /// The chat is archived.
-    Archived,
-    /// No such chat (or not `only_owner`'s).
-    Missing,
-}
-
-/// A send in one transaction with the chat row locked (DESIGN §3): replays
-/// an idempotency key used before (as a message or a queued message),
-/// commits the message when the chat is idle, otherwise queues it (when
-/// `queue_if_busy`). The lock orders it against a turn ending and against
-/// other sends, so a key never yields two messages and a message is never
-/// queued behind a chat that just went idle.
-#[allow(clippy::too_many_arguments)]
-pub async fn send_locked(
-    db: &mut deadpool_postgres::Object,
-    chat_id: ChatId,
-    content: &[Part],
-    created_by: Option<UserId>,
-    idempotency_key: Option<&str>,
-    only_owner: Option<UserId>,
-    queue_if_busy: bool,
-) -> DbResult<Sent> {
-    let tx = db.transaction().await?;
-    let lock = tx
-        .prepare_cached("SELECT status, archived, owner_id FROM chats WHERE id = $1 FOR UPDATE")
-        .await?;
-    let Some(row) = tx.query_opt(&lock, &[&chat_id]).await? else {
-        return Ok(Sent::Missing);
-    };
-    let status: crate::status::ChatStatus = row.try_get("status")?;
-    let owner: UserId = row.try_get("owner_id")?;
-    if only_owner.is_some_and(|caller| caller != owner) {
-        return Ok(Sent::Missing);
-    }
-    if let Some(key) = idempotency_key {
-        if let Some(message) = find_by_idempotency_key(&tx, chat_id, key).await? {
-            return Ok(Sent::ReplayedMessage(Box::new(message)));
-        }
-        if let Some(queued) =
-            super::queued_messages::find_by_idempotency_key(&tx, chat_id, key).await?
-        {
-            return Ok(Sent::ReplayedQueued(queued));
-        }
-    }
-    if row.try_get::<_, bool>("archived")? {
-        return Ok(Sent::Archived);
-    }
-    let sent = if !status.is_busy() {
-        match send_to_idle(&tx, chat_id, content, created_by, idempotency_key, None).await? {
-            Some((message, pending)) => Sent::Committed(Box::new(message), pending),
-            None => return Ok(Sent::Missing),
-        }
-    } else if !queue_if_busy {
-        return Ok(Sent::Busy);
-    } else {
-        match super::queued_messages::push(&tx, chat_id, content, created_by, idempotency_key)
-            .await?
-        {
-            Some(queued) => Sent::Queued(queued),
-            None => return Ok(Sent::QueueFull),
-        }
-    };
-    tx.commit().await?;
-    Ok(sent)
 }

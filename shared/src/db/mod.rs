@@ -1,11 +1,16 @@
-//! The database layer: the connection pool, the error type, and one module
-//! per table with one function per statement (`chats`, `messages`, …).
+//! The database layer: the connection pool, the error type, one module per
+//! table with one function per statement for plain reads and writes
+//! (`chats`, `messages`, …), and apart from them the statements that move a
+//! chat through its lifecycle: [`lifecycle`] (the worker's side: claim,
+//! heartbeat and recovery, hand-back, fenced steps and turn ends) and
+//! [`transitions`] (a client's requests: create, send, interrupt, edit).
 //!
 //! Statement functions take any [`GenericClient`] so the same code runs on a
 //! pooled connection or inside a transaction, and use `prepare_cached` so a
 //! statement is parsed once per connection.
 
 pub mod chats;
+pub mod lifecycle;
 pub mod messages;
 pub mod model_configs;
 pub mod pool;
@@ -13,6 +18,7 @@ pub mod providers;
 pub mod queued_messages;
 pub mod replicas;
 pub mod tokens;
+pub mod transitions;
 pub mod users;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};

@@ -371,25 +371,3 @@ impl PubSub {
         self.shared.chats.key_count()
     }
 }
-
-impl PubSub {
-    /// Announces chats that became `pending`: one wake for all of them, and
-    /// a status event for each chat and its owner's list. Every transition
-    /// to `pending` goes through here (see [`crate::db::chats::BecamePending`]).
-    pub fn announce_pending(&self, chats: &[crate::db::chats::BecamePending]) {
-        if chats.is_empty() {
-            return;
-        }
-        self.publish_wake();
-        for chat in chats {
-            let status = ChatEvent::Status {
-                status: crate::status::ChatStatus::Pending,
-                generation: chat.generation,
-                worker_id: None,
-            };
-            // These payloads are a few dozen bytes: they cannot exceed the limit.
-            let _ = self.publish_chat(chat.chat_id, status);
-            let _ = self.publish_owner(chat.owner_id, chat.chat_id, OwnerEventKind::Status);
-        }
-    }
-}

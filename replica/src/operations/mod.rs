@@ -1,0 +1,87 @@
+//! Chat operations (DESIGN §3, "Where transitions live"): every transition
+//! of a chat is one method of [`ChatOps`]. Each runs its statement(s)
+//! through the database layer, announces exactly the events the transition
+//! implies ([`announce`] decides which, in one place), and returns an
+//! outcome enum.
+//!
+//! - [`requests`]: what a client asks for: create, send (each busy
+//!   behaviour), interrupt, edit and re-run, promote and delete a queued
+//!   message, change (title, labels, archive), delete; and the reads the
+//!   API serves, with the same visibility rule.
+//! - [`worker`]: what a replica does with the chats it runs: claim, persist
+//!   a step, finish a turn, hand back, the heartbeat's recovery, retries.
+//!
+//! HTTP handlers parse, authorize, call one operation and map its outcome
+//! to a status; the runtime and the turn loop call the worker's side. New
+//! features add an operation or extend one, never a handler.
+
+mod announce;
+mod requests;
+mod worker;
+
+use chatd_shared::{
+    db::{Pool, chats::Chat},
+    ids::UserId,
+    pubsub::PubSub,
+};
+
+pub(crate) use self::announce::Change;
+pub use self::{
+    requests::{
+        ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
+        PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,
+    },
+    worker::{BeatError, Claim},
+};
+
+/// Whose chats a request may see and change: the caller's own, or every
+/// chat for an admin. A chat the caller may not see is reported exactly like
+/// one that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Who asks.
+    pub user_id: UserId,
+    /// Admins see every chat.
+    pub admin: bool,
+}
+
+impl Access {
+    /// The owner a statement must be limited to (`None`: anyone's, for admins).
+    pub fn owner_filter(self) -> Option<UserId> {
+        (!self.admin).then_some(self.user_id)
+    }
+
+    /// True when the caller may see `chat`.
+    pub fn may_see(self, chat: &Chat) -> bool {
+        self.admin || chat.owner_id == self.user_id
+    }
+}
+
+/// The transitions of chats, each announced. Cheap to clone (a pool and a
+/// pubsub handle).
+#[derive(Clone)]
+pub struct ChatOps {
+    pool: Pool,
+    pubsub: PubSub,
+}
+
+impl ChatOps {
+    /// Operations on `pool`'s database, announced through `pubsub`.
+    pub fn new(pool: Pool, pubsub: PubSub) -> Self {
+        Self { pool, pubsub }
+    }
+
+    /// The pool the operations use (for reads that are not transitions).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The pubsub the operations announce through.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
+    }
+
+    fn announce(&self, changes: impl IntoIterator<Item = Change>) {
+        announce::announce(&self.pubsub, changes);
+    }
+}

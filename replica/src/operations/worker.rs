@@ -1,0 +1,188 @@
+//! The worker's side of the lifecycle (DESIGN §3, §4): what a replica does
+//! with the chats it runs. Writes a run makes are fenced on its
+//! [`Fence`]; `None` from one means ownership was lost and the run must stop.
+
+use std::time::Duration;
+
+use chatd_shared::{
+    db::{
+        DbError,
+        chats::BecamePending,
+        lifecycle::{self, Beat, Claimed, Fence, Released, StepMessage, TurnEnd},
+        messages::Message,
+    },
+    ids::{ChatId, Generation, ReplicaId},
+    status::ChatStatus,
+};
+
+use super::{Change, ChatOps};
+
+/// What [`ChatOps::claim`] did.
+#[derive(Debug)]
+pub enum Claim {
+    /// These chats are now `running` here, under their new generations.
+    Started(Vec<Claimed>),
+    /// Chats were claimed after the acquirer was told to stop (or lost its
+    /// lease) and were handed straight back: no phantom acquire (invariant 7).
+    HandedBack(usize),
+}
+
+impl ChatOps {
+    /// Claims up to `limit` pending chats for `worker`, oldest first, in one
+    /// statement. `still_acquiring` is asked after the statement: when it
+    /// says no, the chats go straight back to `pending`. Announces `running`
+    /// (or, for chats handed back, `pending`).
+    pub async fn claim(
+        &self,
+        worker: ReplicaId,
+        limit: i64,
+        still_acquiring: impl FnOnce() -> bool,
+    ) -> Result<Claim, DbError> {
+        let claimed = {
+            let client = self.pool.get().await?;
+            lifecycle::claim_pending(&client, worker, limit).await?
+        };
+        if claimed.is_empty() {
+            return Ok(Claim::Started(claimed));
+        }
+        if !still_acquiring() {
+            let runs: Vec<_> = claimed
+                .iter()
+                .map(|c| (c.chat.id, c.chat.generation))
+                .collect();
+            let back = self.hand_back(worker, &runs).await?;
+            return Ok(Claim::HandedBack(back.len()));
+        }
+        self.announce(claimed.iter().map(|claimed| Change::Status {
+            chat_id: claimed.chat.id,
+            owner_id: claimed.chat.owner_id,
+            status: ChatStatus::Running,
+            generation: claimed.chat.generation,
+            worker_id: Some(worker),
+        }));
+        Ok(Claim::Started(claimed))
+    }
+
+    /// Persists a run's step (its messages, in order) in one fenced
+    /// statement; `None` when ownership was lost. Announces the messages.
+    pub async fn persist_step(
+        &self,
+        fence: &Fence,
+        step: &[StepMessage],
+    ) -> Result<Option<Vec<Message>>, DbError> {
+        let written = {
+            let client = self.pool.get().await?;
+            lifecycle::persist_step(&client, fence, step).await?
+        };
+        if let Some(written) = &written {
+            self.announce(Change::messages(fence.chat_id, written));
+        }
+        Ok(written)
+    }
+
+    /// Ends a run's turn in one fenced statement, storing its last step
+    /// first (if any): a queued message continues on this run, else the
+    /// chat goes `waiting` (or `error`). `None` when ownership was lost.
+    /// Announces the messages (the popped one last), then the queue change
+    /// or the new status.
+    pub async fn finish(
+        &self,
+        fence: &Fence,
+        step: &[StepMessage],
+        end: &TurnEnd,
+    ) -> Result<Option<(Vec<Message>, Released)>, DbError> {
+        let finished = {
+            let client = self.pool.get().await?;
+            lifecycle::finish_turn(&client, fence, step, end).await?
+        };
+        let Some((committed, released)) = finished else {
+            return Ok(None);
+        };
+        let chat_id = fence.chat_id;
+        let messages = Change::messages(chat_id, committed.iter().chain(released.next.as_ref()));
+        let next = if released.next.is_some() {
+            Change::Queue(chat_id)
+        } else {
+            Change::Status {
+                chat_id,
+                owner_id: released.owner_id,
+                status: released.status,
+                generation: fence.generation,
+                worker_id: None,
+            }
+        };
+        self.announce(messages.into_iter().chain([next]));
+        Ok(Some((committed, released)))
+    }
+
+    /// Gives chats `worker` runs under these generations back to `pending`
+    /// (generation + 1): shutdown, orphans, phantom claims. Rows that moved
+    /// on are left alone. Announces `pending` for each chat handed back.
+    pub async fn hand_back(
+        &self,
+        worker: ReplicaId,
+        runs: &[(ChatId, Generation)],
+    ) -> Result<Vec<BecamePending>, DbError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let back = {
+            let client = self.pool.get().await?;
+            lifecycle::hand_back(&client, worker, runs).await?
+        };
+        self.announce(back.iter().copied().map(Change::Pending));
+        Ok(back)
+    }
+
+    /// One heartbeat of `replica` (see [`lifecycle::beat`]), given at most
+    /// `lease_ttl`: on timeout the statement is cancelled on the server and
+    /// its connection discarded, so it cannot delay whoever takes that
+    /// connection next. Announces `pending` for the chats it recovered.
+    pub async fn beat(
+        &self,
+        replica: ReplicaId,
+        lease_ttl: Duration,
+        recovery_limit: i64,
+    ) -> Result<Beat, BeatError> {
+        let client = self.pool.get().await.map_err(DbError::from)?;
+        let cancel = client.cancel_token();
+        let statement = lifecycle::beat(&client, replica, lease_ttl, recovery_limit);
+        let beat = match tokio::time::timeout(lease_ttl, statement).await {
+            Ok(beat) => beat?,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    cancel.cancel_query(tokio_postgres::NoTls),
+                )
+                .await;
+                return Err(BeatError::Timeout(lease_ttl));
+            }
+        };
+        self.announce(beat.recovered.iter().copied().map(Change::Pending));
+        Ok(beat)
+    }
+
+    /// A model call of `fence`'s run failed and is retried after
+    /// `delay_ms`: announces the retry (clients drop the step's draft).
+    pub fn retrying(&self, fence: &Fence, attempt: u32, delay_ms: u64, error: String) {
+        self.announce([Change::Retry {
+            chat_id: fence.chat_id,
+            generation: fence.generation,
+            attempt,
+            delay_ms,
+            error,
+        }]);
+    }
+}
+
+/// Why a heartbeat failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BeatError {
+    /// The statement failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// No answer within the lease.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}

@@ -1,0 +1,413 @@
+//! The worker side of a chat's lifecycle (DESIGN §3, §4): claiming pending
+//! chats, the heartbeat that renews a lease and recovers dead replicas'
+//! chats, handing chats back, and the fenced writes of a run (a step, the
+//! end of a turn). Plain reads and writes of rows live in [`super::chats`]
+//! and [`super::messages`]; the transitions a client asks for in
+//! [`super::transitions`].
+//!
+//! Every statement a run makes is conditional on its [`Fence`]: it matches
+//! no row once ownership moved on, and the caller must then stop at once.
+
+use std::sync::LazyLock;
+
+use postgres_types::Json;
+
+use super::{
+    DbResult, GenericClient,
+    chats::{BecamePending, Chat},
+    messages::{self, Message},
+};
+use crate::{
+    ids::{ChatId, Generation, MessageId, ModelConfigId, ReplicaId, UserId},
+    parts::{Part, Usage},
+    status::{ChatStatus, MessageRole},
+};
+
+/// What a worker holds while it runs a chat: every write it makes is
+/// conditional on all three still matching the row (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// The replica running it.
+    pub worker_id: ReplicaId,
+    /// The generation it acquired.
+    pub generation: Generation,
+}
+
+/// A chat this replica just acquired.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The row after the claim (status `running`, the new generation).
+    pub chat: Chat,
+    /// How long it had been pending.
+    pub queue_wait_secs: f64,
+}
+
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    // The subquery's columns are renamed so the chat's own columns need no
+    // prefix in RETURNING (one column list per row type).
+    format!(
+        "UPDATE chats c SET status = 'running', worker_id = $1, generation = c.generation + 1,
+                started_at = now(), updated_at = now(), interrupt_requested = false
+         FROM (SELECT id AS pending_id, updated_at AS pending_since FROM chats
+               WHERE status = 'pending' AND NOT archived
+               ORDER BY updated_at, id FOR UPDATE SKIP LOCKED LIMIT $2) p
+         WHERE c.id = p.pending_id
+         RETURNING {columns}, extract(epoch FROM now() - p.pending_since)::float8 AS queue_wait_secs",
+        columns = super::chats::COLUMNS,
+    )
+});
+
+/// Claims up to `limit` pending chats for `worker` in one statement, oldest
+/// first, skipping rows other replicas are claiming (DESIGN §4).
+pub async fn claim_pending(
+    db: &impl GenericClient,
+    worker: ReplicaId,
+    limit: i64,
+) -> DbResult<Vec<Claimed>> {
+    let stmt = db.prepare_cached(&CLAIM).await?;
+    db.query(&stmt, &[&worker, &limit])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Claimed {
+                chat: Chat::from_row(row)?,
+                queue_wait_secs: row.try_get("queue_wait_secs")?,
+            })
+        })
+        .collect()
+}
+
+/// A chat the database says a replica runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedRun {
+    /// The chat.
+    pub chat_id: ChatId,
+    /// Its current generation.
+    pub generation: Generation,
+    /// Whether an interrupt was requested.
+    pub interrupt_requested: bool,
+}
+
+/// What one heartbeat learned.
+#[derive(Debug, Clone, Default)]
+pub struct Beat {
+    /// False when the replica's row is gone (it must re-register, and assume
+    /// its chats were taken).
+    pub lease_renewed: bool,
+    /// Every chat the database says this replica runs.
+    pub owned: Vec<OwnedRun>,
+    /// Chats of dead replicas this beat put back to `pending`.
+    pub recovered: Vec<BecamePending>,
+}
+
+/// One heartbeat in one statement: renews the lease (`now() + lease_ttl`,
+/// database clock), reads what the database says this replica runs, and
+/// requeues up to `recovery_limit` running chats of other replicas whose
+/// lease expired or whose row is gone (`FOR UPDATE SKIP LOCKED`, so replicas
+/// recovering at once do not contend). One statement keeps an idle replica's
+/// cost at one statement per heartbeat, whatever it runs.
+pub async fn beat(
+    db: &impl GenericClient,
+    replica: ReplicaId,
+    lease_ttl: std::time::Duration,
+    recovery_limit: i64,
+) -> DbResult<Beat> {
+    let stmt = db
+        .prepare_cached(
+            "WITH lease AS (
+                 UPDATE replicas SET heartbeat_at = now(),
+                        lease_expires_at = now() + make_interval(secs => $2)
+                 WHERE id = $1 RETURNING id
+             ), recovered AS (
+                 UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
+                        started_at = NULL, updated_at = now()
+                 FROM (SELECT s.id FROM chats s LEFT JOIN replicas r ON r.id = s.worker_id
+                       WHERE s.status = 'running' AND s.worker_id <> $1
+                         AND (r.id IS NULL OR r.lease_expires_at < now())
+                       ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED) stale
+                 WHERE c.id = stale.id
+                 RETURNING c.id, c.owner_id, c.generation
+             )
+             SELECT 'lease' AS kind, NULL::uuid AS id, NULL::uuid AS owner_id, NULL::bigint AS generation,
+                    false AS interrupt_requested FROM lease
+             UNION ALL
+             SELECT 'owned', id, owner_id, generation, interrupt_requested FROM chats
+             WHERE worker_id = $1 AND status = 'running'
+             UNION ALL
+             SELECT 'recovered', id, owner_id, generation, false FROM recovered",
+        )
+        .await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[&replica, &lease_ttl.as_secs_f64(), &recovery_limit],
+        )
+        .await?;
+    let mut beat = Beat::default();
+    for row in &rows {
+        match row.try_get::<_, &str>("kind")? {
+            "lease" => beat.lease_renewed = true,
+            "owned" => beat.owned.push(OwnedRun {
+                chat_id: row.try_get("id")?,
+                generation: row.try_get("generation")?,
+                interrupt_requested: row.try_get("interrupt_requested")?,
+            }),
+            _ => beat.recovered.push(BecamePending::from_row(row)?),
+        }
+    }
+    Ok(beat)
+}
+
+/// Gives chats back to `pending` (generation + 1) that `worker` still runs
+/// under the given generations: shutdown hand-back, orphans, phantom claims.
+/// Rows that moved on (released, recovered, edited) are left alone.
+pub async fn hand_back(
+    db: &impl GenericClient,
+    worker: ReplicaId,
+    runs: &[(ChatId, Generation)],
+) -> DbResult<Vec<BecamePending>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<ChatId> = runs.iter().map(|(id, _)| *id).collect();
+    let generations: Vec<Generation> = runs.iter().map(|(_, generation)| *generation).collect();
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
+                    started_at = NULL, updated_at = now()
+             FROM unnest($2::uuid[], $3::bigint[]) AS h(id, generation)
+             WHERE c.id = h.id AND c.generation = h.generation AND c.worker_id = $1 AND c.status = 'running'
+             RETURNING c.id, c.owner_id, c.generation",
+        )
+        .await?;
+    db.query(&stmt, &[&worker, &ids, &generations])
+        .await?
+        .iter()
+        .map(BecamePending::from_row)
+        .collect()
+}
+
+/// A message a worker writes as part of a step (assistant or tool).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepMessage {
+    /// `assistant` or `tool`.
+    pub role: MessageRole,
+    /// Parts.
+    pub content: Vec<Part>,
+    /// The model that produced it.
+    pub model_config_id: Option<ModelConfigId>,
+    /// The step number within the run.
+    pub step: i32,
+    /// Usage of the model call (assistant messages).
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// Cost in micro-dollars.
+    pub cost_micros: Option<i64>,
+    /// Wall time of the model call.
+    pub runtime_ms: Option<i64>,
+}
+
+/// The `step` CTE: the rows of `$4` (a JSON array of [`StepMessage`]) in
+/// the order of [`messages::INSERT_COLUMNS`] after `chat_id`, `visibility`
+/// and `generation`, with their position as `ord`. The one definition of a
+/// step's row shape, for [`persist_step`] and [`finish_turn`].
+const STEP_CTE: &str = "step AS (
+         SELECT m.ord, m.role, m.content, NULL::uuid AS created_by, m.model_config_id, m.step,
+                m.input_tokens, m.output_tokens, m.reasoning_tokens, m.cache_read_tokens,
+                m.cache_write_tokens, m.cost_micros, m.runtime_ms, NULL::text AS idempotency_key
+         FROM ROWS FROM (jsonb_to_recordset($4::jsonb) AS (
+             role message_role, content jsonb, model_config_id uuid, step int,
+             input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
+             cache_read_tokens bigint, cache_write_tokens bigint, cost_micros bigint, runtime_ms bigint
+         )) WITH ORDINALITY AS m(role, content, model_config_id, step, input_tokens, output_tokens,
+             reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)
+     )";
+
+/// `INSERT … SELECT` of the rows of `source` (with the columns of
+/// [`STEP_CTE`] and `generation`) into `chat_messages`, in `ord` order.
+fn insert_rows(source: &str) -> String {
+    format!(
+        "INSERT INTO chat_messages ({insert_columns})
+         SELECT $1, role, 'both', content, created_by, model_config_id, generation, step,
+                input_tokens, output_tokens, reasoning_tokens, cache_read_tokens,
+                cache_write_tokens, cost_micros, runtime_ms, idempotency_key
+         FROM {source} ORDER BY ord
+         RETURNING {message_columns}",
+        insert_columns = messages::INSERT_COLUMNS,
+        message_columns = messages::COLUMNS,
+    )
+}
+
+static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH owned AS (
+             UPDATE chats SET updated_at = now()
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+             RETURNING id
+         ), {STEP_CTE}, new_rows AS (
+             SELECT step.*, $3::bigint AS generation FROM owned, step
+         )
+         {insert}",
+        insert = insert_rows("new_rows"),
+    )
+});
+
+/// Inserts a step's messages, in order, in one statement fenced on
+/// `fence` (DESIGN §3): nothing is written unless the chat is still running
+/// under this worker and generation. `None` means ownership was lost.
+///
+/// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
+/// concurrent recovery or edit either commits first (and the fence fails) or
+/// waits until these messages are committed.
+pub async fn persist_step(
+    db: &impl GenericClient,
+    fence: &Fence,
+    step: &[StepMessage],
+) -> DbResult<Option<Vec<Message>>> {
+    let stmt = db.prepare_cached(&PERSIST_STEP).await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[
+                &fence.chat_id,
+                &fence.worker_id,
+                &fence.generation,
+                &Json(step),
+            ],
+        )
+        .await?;
+    if rows.is_empty() && !step.is_empty() {
+        return Ok(None);
+    }
+    let mut messages: Vec<Message> = rows
+        .iter()
+        .map(Message::from_row)
+        .collect::<DbResult<_>>()?;
+    messages.sort_by_key(|m| m.id);
+    Ok(Some(messages))
+}
+
+/// How a turn ended, for [`finish_turn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// Finished (or interrupted): `waiting` unless a queued message continues.
+    Done,
+    /// Failed: `error` with this message unless a queued message continues.
+    Failed(String),
+}
+
+/// The chat after [`finish_turn`].
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// `running` when a queued message was popped (the same worker continues
+    /// under the same generation), else `waiting` or `error`.
+    pub status: ChatStatus,
+    /// The owner, for chat-list events.
+    pub owner_id: UserId,
+    /// The queued message, now a user message, when one was popped.
+    pub next: Option<Message>,
+}
+
+static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH owned AS (
+             SELECT id FROM chats
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+             FOR UPDATE
+         ), next AS (
+             SELECT q.id FROM chat_queued_messages q JOIN owned o ON q.chat_id = o.id
+             ORDER BY q.priority DESC, q.id LIMIT 1
+         ), popped AS (
+             DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
+             RETURNING q.content, q.created_by, q.idempotency_key
+         ), {STEP_CTE}, new_rows AS (
+             SELECT step.*, $3::bigint AS generation FROM owned, step
+             UNION ALL
+             SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL, NULL, p.idempotency_key, NULL
+             FROM popped p
+         ), inserted AS (
+             {insert}
+         ), released AS (
+             UPDATE chats c SET
+                 status = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN 'running'::chat_status ELSE $5 END,
+                 worker_id = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.worker_id END,
+                 started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
+                 last_error = $6, interrupt_requested = false, updated_at = now()
+             FROM owned WHERE c.id = owned.id
+             RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
+         )
+         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true
+         ORDER BY i.id",
+        insert = insert_rows("new_rows"),
+    )
+});
+
+/// Persists a turn's last step (none: `step` empty) and ends the turn, in
+/// one fenced statement (DESIGN §3): if a message is queued it is popped and
+/// inserted as a user message and the chat stays `running` under the same
+/// worker and generation; otherwise the chat becomes `waiting` (or `error`
+/// with `last_error`). `interrupt_requested` is cleared either way. The
+/// step's messages get lower ids than a popped queued message (one
+/// `INSERT`, in order), so an interrupted reply is always stored before the
+/// message that interrupted it. `None` when the fence no longer matches
+/// (ownership lost).
+pub async fn finish_turn(
+    db: &impl GenericClient,
+    fence: &Fence,
+    step: &[StepMessage],
+    end: &TurnEnd,
+) -> DbResult<Option<(Vec<Message>, Released)>> {
+    let (idle_status, error) = match end {
+        TurnEnd::Done => (ChatStatus::Waiting, None),
+        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str())),
+    };
+    let stmt = db.prepare_cached(&FINISH_TURN).await?;
+    let rows = db
+        .query(
+            &stmt,
+            &[
+                &fence.chat_id,
+                &fence.worker_id,
+                &fence.generation,
+                &Json(step),
+                &idle_status,
+                &error,
+            ],
+        )
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut released = Released {
+        status: first.try_get("chat_status")?,
+        owner_id: first.try_get("chat_owner_id")?,
+        next: None,
+    };
+    let mut committed = Vec::with_capacity(step.len());
+    for row in &rows {
+        if row.try_get::<_, Option<MessageId>>("id")?.is_none() {
+            continue;
+        }
+        let message = Message::from_row(row)?;
+        if message.role == MessageRole::User {
+            released.next = Some(message);
+        } else {
+            committed.push(message);
+        }
+    }
+    Ok(Some((committed, released)))
+}
+
+/// Ends a turn without a step to store: [`finish_turn`] with none.
+pub async fn release(
+    db: &impl GenericClient,
+    fence: &Fence,
+    end: &TurnEnd,
+) -> DbResult<Option<Released>> {
+    Ok(finish_turn(db, fence, &[], end)
+        .await?
+        .map(|(_, released)| released))
+}
