@@ -11,9 +11,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chatd_replica::{
-    hub::StreamHub,
     operations::ChatOps,
     runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig, RuntimeParts},
+    streams::StreamHub,
 };
 use chatd_shared::{
     db::{Pool, lifecycle::TurnEnd},

@@ -12,11 +12,11 @@ use std::{sync::Arc, time::Duration};
 
 use chatd_mockllm::{Behaviour, MockLlm};
 use chatd_replica::{
-    hub::StreamHub,
     llm,
     models::{ModelCatalog, ProviderFactory},
     operations::{Access, ChatOps, SendOutcome, SendRequest},
     runtime::{Runtime, RuntimeConfig, RuntimeParts},
+    streams::StreamHub,
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
 };

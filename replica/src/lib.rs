@@ -6,17 +6,19 @@
 //!   cached catalog of model configs and their providers.
 //! - [`turn`]: the turn loop, the [`runtime::ChatRunner`] of a real replica.
 //! - [`tools`]: what the model can call.
-//! - [`hub`]: the per-replica stream hub (parts of running chats, local subscribers).
+//! - [`operations`]: every transition of a chat, each announced (DESIGN §3).
+//! - [`streams`]: parts and messages for local subscribers, wherever the
+//!   chat runs (hub, feeds, following runs on peers through the relay).
+//! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
 
 pub mod api;
 pub mod bootstrap;
-pub mod hub;
 pub mod llm;
 pub mod models;
 pub mod operations;
-pub mod peer_directory;
 pub mod runtime;
 pub mod server;
+pub mod streams;
 pub mod telemetry;
 pub mod tools;
 pub mod turn;

@@ -13,26 +13,30 @@ use std::{
 };
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use chatd_shared::{
     backoff::Backoff,
     db::{DbConfig, Pool, connect_dedicated, connect_pool},
     error_chain::Chain,
+    ids::{ChatId, Generation, ReplicaId},
     pubsub::{PubSub, PubSubConfig},
+    sync::lock,
 };
+use opentelemetry::metrics::Meter;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use axum::serve::ListenerExt;
-
 use crate::{
-    api::{self, ApiConfig, AppState, Readiness},
+    api::{self, ApiConfig, ApiParts, AppState, Readiness},
     bootstrap::{self, ProviderBootstrap},
-    hub::{BufferLimits, HubSink, HubSource, StreamHub},
     llm,
     models::{ModelCatalog, ProviderFactory},
     operations::ChatOps,
-    peer_directory::ReplicaDirectory,
-    runtime::{Phase, Runtime, RuntimeConfig, RuntimeParts},
+    runtime::{ChatRunner, Phase, Runtime, RuntimeConfig, RuntimeParts},
+    streams::{
+        BufferLimits, RelayFollow, StreamHub, Streams,
+        relay::{HubSink, HubSource, ReplicaDirectory},
+    },
     telemetry::Telemetry,
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
@@ -106,41 +110,64 @@ impl RelayConfig {
     }
 }
 
-/// A running replica.
-pub struct Replica {
-    http_addr: SocketAddr,
-    relay_addr: Option<SocketAddr>,
-    relay_url: Option<String>,
-    runtime: Arc<Mutex<Option<Runtime>>>,
+/// The replica's stop signals, one tree. Cancelling the root stops
+/// everything at once (a kill); [`Replica::shutdown`] cancels the branches
+/// one at a time, in the order written there.
+struct Stops {
+    root: CancellationToken,
+    /// Readiness turns false and the boot sequence gives up; the runtime
+    /// (a branch of its own, see [`Runtime::shutdown`]) drains.
     draining: CancellationToken,
-    stop_background: CancellationToken,
-    stop_streams: CancellationToken,
-    stop_relay: CancellationToken,
-    stop_http: CancellationToken,
-    tracker: TaskTracker,
-    pubsub: PubSub,
-    pool: Pool,
-    telemetry: Telemetry,
-    hub: Arc<StreamHub>,
+    /// Client streams send `reconnect` and end.
+    streams: CancellationToken,
+    /// The relay listener stops serving peers.
+    relay: CancellationToken,
+    /// The API listener stops.
+    http: CancellationToken,
+    /// Everything else: pubsub, caches, the relay's peer connections.
+    background: CancellationToken,
 }
 
-impl Replica {
-    /// Starts a replica; returns once the API listens.
-    pub async fn start(config: ReplicaConfig) -> anyhow::Result<Self> {
+impl Stops {
+    fn new() -> Self {
+        let root = CancellationToken::new();
+        Self {
+            draining: root.child_token(),
+            streams: root.child_token(),
+            relay: root.child_token(),
+            http: root.child_token(),
+            background: root.child_token(),
+            root,
+        }
+    }
+}
+
+/// What every part of a replica shares, made before anything listens.
+struct Core {
+    telemetry: Telemetry,
+    pool: Pool,
+    pubsub: PubSub,
+    hub: Arc<StreamHub>,
+    runner: Arc<TurnRunner>,
+}
+
+impl Core {
+    fn connect(
+        config: &ReplicaConfig,
+        stops: &Stops,
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Self> {
         let telemetry = Telemetry::new().map_err(anyhow::Error::msg)?;
         let meter = telemetry.meter();
         let pool = connect_pool(&config.database).context("CHATD_DATABASE_URL")?;
-        let tracker = TaskTracker::new();
-        let stop_background = CancellationToken::new();
-        let replica_id = config.runtime.replica_id;
         let pubsub = PubSub::start(
-            replica_id,
+            config.runtime.replica_id,
             &config.database.url,
             pool.clone(),
             config.pubsub.clone(),
             &meter,
-            &tracker,
-            stop_background.clone(),
+            tracker,
+            stops.background.clone(),
         );
         let hub = StreamHub::new(BufferLimits::default(), config.api.subscriber_queue, &meter);
         let http = llm::http_client().context("building the HTTP client for providers")?;
@@ -150,128 +177,123 @@ impl Replica {
         tracker.spawn(
             catalog
                 .clone()
-                .watch(pubsub.clone(), stop_background.clone()),
+                .watch(pubsub.clone(), stops.background.clone()),
         );
-        let tools = ToolRegistry::builtin(config.test_tools);
         let runner = Arc::new(TurnRunner::new(
             catalog,
-            tools,
+            ToolRegistry::builtin(config.test_tools),
             config.turn.clone(),
             TurnMetrics::new(&meter),
         ));
+        Ok(Self {
+            telemetry,
+            pool,
+            pubsub,
+            hub,
+            runner,
+        })
+    }
 
-        let runtime: Arc<Mutex<Option<Runtime>>> = Arc::new(Mutex::new(None));
-        let draining = CancellationToken::new();
-        let readiness: api::ReadinessProbe = {
-            let runtime = runtime.clone();
-            let pubsub = pubsub.clone();
-            let draining = draining.clone();
-            Arc::new(move || Readiness {
-                database: runtime
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .is_some_and(Runtime::is_ready),
-                listener: pubsub.is_connected(),
-                draining: draining.is_cancelled(),
-            })
-        };
-        let stop_streams = CancellationToken::new();
-        let stop_relay = CancellationToken::new();
-        let (relay_follow, relay_addr, relay_url) = match &config.relay {
-            Some(relay) => {
-                relay.check()?;
-                let (follow, addr, url) = start_relay(
-                    relay,
-                    &pool,
-                    &hub,
-                    &meter,
-                    &tracker,
-                    &stop_relay,
-                    &stop_background,
-                    replica_id,
-                )
-                .await?;
-                (Some(follow), Some(addr), Some(url))
-            }
-            None => (None, None, None),
-        };
+    fn ops(&self) -> ChatOps {
+        ChatOps::new(self.pool.clone(), self.pubsub.clone())
+    }
+}
+
+/// The runtime once it started (the boot sequence fills it in).
+type RuntimeSlot = Arc<Mutex<Option<Runtime>>>;
+
+/// A running replica.
+pub struct Replica {
+    http_addr: SocketAddr,
+    relay: Option<RelayBound>,
+    runtime: RuntimeSlot,
+    stops: Stops,
+    tracker: TaskTracker,
+    core: Core,
+}
+
+impl Replica {
+    /// Starts a replica; returns once the API listens (liveness answers,
+    /// readiness says no until the runtime registered).
+    pub async fn start(config: ReplicaConfig) -> anyhow::Result<Self> {
         let mut config = config;
-        config.runtime.relay_url = relay_url.clone();
-        let state = AppState::new(
-            pool.clone(),
-            pubsub.clone(),
-            hub.clone(),
-            readiness,
-            config.api.clone(),
-            stop_streams.clone(),
+        let stops = Stops::new();
+        let tracker = TaskTracker::new();
+        let core = Core::connect(&config, &stops, &tracker)?;
+        let replica_id = config.runtime.replica_id;
+        let relay = match &config.relay {
+            Some(relay) => Some(start_relay(relay, replica_id, &core, &stops, &tracker).await?),
+            None => None,
+        };
+        config.runtime.relay_url = relay.as_ref().map(|relay| relay.url.clone());
+        let streams = Arc::new(Streams::new(
+            core.pool.clone(),
+            core.pubsub.clone(),
+            core.hub.clone(),
+            relay.as_ref().map(|relay| relay.follow.clone()),
             tracker.clone(),
-            telemetry.clone(),
-            relay_follow,
+        ));
+        let runtime = RuntimeSlot::default();
+        let state = AppState::new(
+            ApiParts {
+                pool: core.pool.clone(),
+                pubsub: core.pubsub.clone(),
+                ops: core.ops(),
+                streams,
+                readiness: readiness(&runtime, &core.pubsub, &stops.draining),
+                shutdown: stops.streams.clone(),
+                tracker: tracker.clone(),
+                telemetry: core.telemetry.clone(),
+            },
+            config.api.clone(),
         );
         tracker.spawn(
             state
                 .tokens
                 .clone()
-                .watch(pubsub.clone(), stop_background.clone()),
+                .watch(core.pubsub.clone(), stops.background.clone()),
         );
-        let listener = TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("listening on {} (CHATD_HTTP_ADDR)", config.http_addr))?;
-        let http_addr = listener.local_addr().context("the API's address")?;
-        let stop_http = CancellationToken::new();
-        let app = api::router(state);
-        tracker.spawn({
-            let stop_http = stop_http.clone();
-            async move {
-                let served = axum::serve(listener.tap_io(no_delay), app)
-                    .with_graceful_shutdown(async move { stop_http.cancelled().await })
-                    .await;
-                if let Err(err) = served {
-                    tracing::error!(error = %err, "the HTTP server failed");
-                }
-            }
-        });
+        let http_addr = serve(
+            "API",
+            config.http_addr,
+            "CHATD_HTTP_ADDR",
+            api::router(state),
+            &stops.http,
+            &tracker,
+        )
+        .await?;
         tracing::info!(%replica_id, %http_addr, "replica listening");
 
         // Migrate, bootstrap, then register and run: all retried while the
         // database is unreachable, none blocking the API from answering.
-        tracker.spawn(boot(
-            config,
-            pool.clone(),
-            pubsub.clone(),
-            hub.clone(),
-            runner,
-            meter,
-            runtime.clone(),
-            draining.clone(),
-        ));
+        let parts = RuntimeParts {
+            ops: core.ops(),
+            pool: core.pool.clone(),
+            pubsub: core.pubsub.clone(),
+            hub: core.hub.clone(),
+            runner: core.runner.clone() as Arc<dyn ChatRunner>,
+            meter: core.telemetry.meter(),
+            parent: stops.root.clone(),
+        };
+        tracker.spawn(boot(config, parts, runtime.clone(), stops.draining.clone()));
         Ok(Self {
             http_addr,
-            relay_addr,
-            relay_url,
+            relay,
             runtime,
-            draining,
-            stop_background,
-            stop_streams,
-            stop_relay,
-            stop_http,
+            stops,
             tracker,
-            pubsub,
-            pool,
-            telemetry,
-            hub,
+            core,
         })
     }
 
     /// Where the relay listens, if this replica has one.
     pub fn relay_addr(&self) -> Option<SocketAddr> {
-        self.relay_addr
+        self.relay.as_ref().map(|relay| relay.addr)
     }
 
     /// The relay URL this replica advertises to peers, if it has a relay.
     pub fn relay_url(&self) -> Option<&str> {
-        self.relay_url.as_deref()
+        self.relay.as_ref().map(|relay| relay.url.as_str())
     }
 
     /// Where the API listens.
@@ -286,60 +308,54 @@ impl Replica {
 
     /// The replica's pool.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.core.pool
     }
 
     /// The replica's pubsub.
     pub fn pubsub(&self) -> &PubSub {
-        &self.pubsub
+        &self.core.pubsub
     }
 
     /// The replica's stream hub.
     pub fn hub(&self) -> &Arc<StreamHub> {
-        &self.hub
+        &self.core.hub
     }
 
     /// The replica's metrics.
     pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
+        &self.core.telemetry
     }
 
     /// True once the replica is registered and acquiring.
     pub fn is_running(&self) -> bool {
-        self.runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.runtime)
             .as_ref()
             .is_some_and(|runtime| runtime.phase() == Phase::Running)
     }
 
     /// The chats running here.
-    pub fn running(&self) -> Vec<(chatd_shared::ids::ChatId, chatd_shared::ids::Generation)> {
-        self.runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    pub fn running(&self) -> Vec<(ChatId, Generation)> {
+        lock(&self.runtime)
             .as_ref()
             .map(Runtime::running)
             .unwrap_or_default()
     }
 
-    /// Graceful shutdown (DESIGN §4): not ready; runs get the drain timeout,
-    /// the rest are handed back; streams get `reconnect`; then the API,
-    /// pubsub and everything else stop.
+    /// Graceful shutdown (DESIGN §4), in this order: readiness turns false;
+    /// the runtime stops acquiring, gives runs the drain timeout and hands
+    /// back the rest; client streams get `reconnect`; the relay stops
+    /// serving peers; the API stops; then pubsub, caches and every other
+    /// task; last, the pool closes.
     pub async fn shutdown(self) {
-        self.draining.cancel();
-        let runtime = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.stops.draining.cancel();
+        let runtime = lock(&self.runtime).take();
         if let Some(runtime) = runtime {
             runtime.shutdown().await;
         }
-        self.stop_streams.cancel();
-        self.stop_relay.cancel();
-        self.stop_http.cancel();
-        self.stop_background.cancel();
+        self.stops.streams.cancel();
+        self.stops.relay.cancel();
+        self.stops.http.cancel();
+        self.stops.background.cancel();
         self.tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
             .await
@@ -347,39 +363,70 @@ impl Replica {
         {
             tracing::warn!("some tasks did not stop within 10 s of shutdown");
         }
-        self.pool.close();
+        self.core.pool.close();
     }
 
     /// Stops everything at once without cleanup, as a killed process would
     /// (its lease lapses; its connections drop). For fault tests.
     #[cfg(any(test, feature = "testing"))]
     pub fn kill(self) {
-        self.draining.cancel();
-        if let Some(runtime) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(runtime) = lock(&self.runtime).take() {
             runtime.abort();
         }
-        self.stop_streams.cancel();
-        self.stop_relay.cancel();
-        self.stop_http.cancel();
-        self.stop_background.cancel();
-        self.pool.close();
+        self.stops.root.cancel();
+        self.core.pool.close();
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `/readyz`: registered and holding the lease, LISTEN connected, not draining.
+fn readiness(
+    runtime: &RuntimeSlot,
+    pubsub: &PubSub,
+    draining: &CancellationToken,
+) -> api::ReadinessProbe {
+    let (runtime, pubsub, draining) = (runtime.clone(), pubsub.clone(), draining.clone());
+    Arc::new(move || Readiness {
+        database: lock(&runtime).as_ref().is_some_and(Runtime::is_ready),
+        listener: pubsub.is_connected(),
+        draining: draining.is_cancelled(),
+    })
+}
+
+/// Binds `addr` (named by `variable` in errors) and serves `app` on the
+/// tracker until `stop` fires; returns the address bound.
+async fn serve(
+    what: &'static str,
+    addr: SocketAddr,
+    variable: &str,
+    app: axum::Router,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} ({variable})"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("the {what}'s address"))?;
+    let stop = stop.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(listener.tap_io(no_delay), app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the {what} server failed");
+        }
+    });
+    Ok(bound)
+}
+
+/// Migrates, makes sure of the bootstrap provider, then starts the runtime
+/// into `slot`: each step retried with backoff while the database is
+/// unreachable, all given up when `draining` fires first.
 async fn boot(
     config: ReplicaConfig,
-    pool: Pool,
-    pubsub: PubSub,
-    hub: Arc<StreamHub>,
-    runner: Arc<TurnRunner>,
-    meter: opentelemetry::metrics::Meter,
-    slot: Arc<Mutex<Option<Runtime>>>,
+    parts: RuntimeParts,
+    slot: RuntimeSlot,
     draining: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -412,7 +459,7 @@ async fn boot(
     if let Some(wanted) = &config.bootstrap {
         backoff.reset();
         loop {
-            match bootstrap::ensure(&pool, &pubsub, wanted).await {
+            match bootstrap::ensure(&parts.pool, &parts.pubsub, wanted).await {
                 Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(error = %Chain(&err), "provider bootstrap failed; retrying")
@@ -427,20 +474,11 @@ async fn boot(
     if draining.is_cancelled() {
         return;
     }
-    let parts = RuntimeParts {
-        ops: ChatOps::new(pool.clone(), pubsub.clone()),
-        pool,
-        pubsub,
-        hub,
-        runner,
-        meter,
-        parent: CancellationToken::new(),
-    };
     let runtime = Runtime::start(config.runtime, parts);
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
+    *lock(&slot) = Some(runtime);
     // A shutdown that began while we were starting found no runtime to stop.
     if draining.is_cancelled() {
-        let runtime = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let runtime = lock(&slot).take();
         if let Some(runtime) = runtime {
             runtime.shutdown().await;
         }
@@ -455,58 +493,61 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// A relay listening: where, what it advertises, and how this replica
+/// follows runs on peers.
+struct RelayBound {
+    addr: SocketAddr,
+    url: String,
+    follow: RelayFollow,
+}
+
 /// Binds the relay listener, serves this replica's runs to peers, and makes
-/// the peer manager that follows runs on them. Returns the follower, the
-/// address bound and the URL to advertise.
-#[allow(clippy::too_many_arguments)]
+/// the peer manager that follows runs on them.
 async fn start_relay(
     relay: &RelayConfig,
-    pool: &Pool,
-    hub: &Arc<StreamHub>,
-    meter: &opentelemetry::metrics::Meter,
+    replica_id: ReplicaId,
+    core: &Core,
+    stops: &Stops,
     tracker: &TaskTracker,
-    stop_relay: &CancellationToken,
-    stop_background: &CancellationToken,
-    replica_id: chatd_shared::ids::ReplicaId,
-) -> anyhow::Result<(api::feed::RelayFollow, SocketAddr, String)> {
-    let listener = TcpListener::bind(relay.addr)
-        .await
-        .with_context(|| format!("listening on {} (CHATD_RELAY_ADDR)", relay.addr))?;
-    let bound = listener.local_addr().context("the relay's address")?;
+) -> anyhow::Result<RelayBound> {
+    relay.check()?;
+    let meter: Meter = core.telemetry.meter();
+    let metrics = chatd_relay::RelayMetrics::new(&meter);
+    let app = chatd_relay::router(
+        Arc::new(HubSource(core.hub.clone())),
+        relay.server.clone(),
+        metrics.clone(),
+        stops.relay.clone(),
+        tracker.clone(),
+    );
+    let addr = serve(
+        "relay",
+        relay.addr,
+        "CHATD_RELAY_ADDR",
+        app,
+        &stops.relay,
+        tracker,
+    )
+    .await?;
     let url = relay
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("ws://{bound}"));
-    let metrics = chatd_relay::RelayMetrics::new(meter);
-    let app = chatd_relay::router(
-        Arc::new(HubSource(hub.clone())),
-        relay.server.clone(),
-        metrics.clone(),
-        stop_relay.clone(),
-        tracker.clone(),
-    );
-    tracker.spawn({
-        let stop = stop_relay.clone();
-        async move {
-            let served = axum::serve(listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "the relay server failed");
-            }
-        }
-    });
+        .unwrap_or_else(|| format!("ws://{addr}"));
     let peers = chatd_relay::PeerManager::new(
         chatd_relay::PeerConfig {
             secret: relay.server.secret.clone(),
             ..Default::default()
         },
-        Arc::new(ReplicaDirectory::new(pool.clone())),
-        Arc::new(HubSink(hub.clone())),
+        Arc::new(ReplicaDirectory::new(core.pool.clone())),
+        Arc::new(HubSink(core.hub.clone())),
         metrics,
         tracker.clone(),
-        stop_background.clone(),
+        stops.background.clone(),
     );
-    tracing::info!(relay = %bound, advertised = %url, "relay listening");
-    Ok((api::feed::RelayFollow { peers, replica_id }, bound, url))
+    tracing::info!(relay = %addr, advertised = %url, "relay listening");
+    Ok(RelayBound {
+        addr,
+        url,
+        follow: RelayFollow { peers, replica_id },
+    })
 }

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use chatd_replica::{
-    hub::StreamHub,
     operations::ChatOps,
     runtime::{Phase, Runtime, RuntimeParts},
+    streams::StreamHub,
 };
 use chatd_shared::{
     ids::ReplicaId,

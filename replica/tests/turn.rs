@@ -70,7 +70,7 @@ fn directive(script: Value) -> String {
 }
 
 impl Setup {
-    async fn chat(&self, script: Value) -> (ChatId, chatd_replica::hub::HubReceiver) {
+    async fn chat(&self, script: Value) -> (ChatId, chatd_replica::streams::HubReceiver) {
         // Subscribe before the chat can run, so every event is seen.
         let id = ChatId::new_v7();
         let receiver = self.replica.hub.subscribe(id).receiver;

@@ -10,14 +10,12 @@ pub mod auth;
 mod chats;
 pub mod error;
 mod extract;
-pub mod feed;
 mod messages;
 mod metrics;
 mod models;
 mod ops;
 mod queue;
 mod stream;
-mod subscriber;
 mod transport;
 mod users;
 mod watch;
@@ -38,10 +36,9 @@ use utoipa_axum::router::OpenApiRouter;
 pub use self::error::{ApiError, ApiResult};
 use self::{
     auth::TokenCache,
-    feed::Feeds,
     metrics::{HttpMetrics, StreamMetrics},
 };
-use crate::{hub::StreamHub, operations::ChatOps, telemetry::Telemetry};
+use crate::{operations::ChatOps, streams::Streams, telemetry::Telemetry};
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -87,14 +84,14 @@ pub struct AppState(Arc<AppInner>);
 
 /// The contents of [`AppState`].
 pub struct AppInner {
-    /// The replica's pool.
+    /// The replica's pool (admin resources, tokens).
     pub pool: Pool,
-    /// Chat transitions: what handlers call.
-    pub ops: ChatOps,
-    /// The replica's pubsub.
+    /// The replica's pubsub (control notices of admin changes).
     pub pubsub: PubSub,
-    /// The replica's stream hub.
-    pub hub: Arc<StreamHub>,
+    /// Chat transitions: what chat handlers call.
+    pub ops: ChatOps,
+    /// Chat and chat-list streams.
+    pub streams: Arc<Streams>,
     /// Recently seen tokens.
     pub tokens: Arc<TokenCache>,
     /// `/readyz`.
@@ -107,10 +104,8 @@ pub struct AppInner {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
-    /// Durable events of chats with local subscribers.
-    feeds: Arc<Feeds>,
     metrics: HttpMetrics,
-    streams: StreamMetrics,
+    stream_metrics: StreamMetrics,
 }
 
 impl Deref for AppState {
@@ -121,44 +116,43 @@ impl Deref for AppState {
     }
 }
 
+/// What the API is built from.
+pub struct ApiParts {
+    /// The replica's pool.
+    pub pool: Pool,
+    /// The replica's pubsub.
+    pub pubsub: PubSub,
+    /// Chat transitions.
+    pub ops: ChatOps,
+    /// The replica's streams.
+    pub streams: Arc<Streams>,
+    /// `/readyz`.
+    pub readiness: ReadinessProbe,
+    /// Fires when the replica shuts down: streams send `reconnect` and end.
+    pub shutdown: CancellationToken,
+    /// Where background work started by requests runs.
+    pub tracker: TaskTracker,
+    /// `/metrics`.
+    pub telemetry: Telemetry,
+}
+
 impl AppState {
     /// The state of one replica's API.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        pool: Pool,
-        pubsub: PubSub,
-        hub: Arc<StreamHub>,
-        readiness: ReadinessProbe,
-        config: ApiConfig,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-        telemetry: Telemetry,
-        relay: Option<feed::RelayFollow>,
-    ) -> Self {
-        let meter = telemetry.meter();
-        let metrics = HttpMetrics::new(&meter);
-        let streams = StreamMetrics::new(&meter);
-        let feeds = Feeds::new(
-            pool.clone(),
-            pubsub.clone(),
-            hub.clone(),
-            relay,
-            tracker.clone(),
-        );
+    pub fn new(parts: ApiParts, config: ApiConfig) -> Self {
+        let meter = parts.telemetry.meter();
         Self(Arc::new(AppInner {
-            ops: ChatOps::new(pool.clone(), pubsub.clone()),
-            pool,
-            pubsub,
-            hub,
+            metrics: HttpMetrics::new(&meter),
+            stream_metrics: StreamMetrics::new(&meter),
+            pool: parts.pool,
+            pubsub: parts.pubsub,
+            ops: parts.ops,
+            streams: parts.streams,
             tokens: TokenCache::new(),
-            readiness,
+            readiness: parts.readiness,
             config,
-            shutdown,
-            tracker,
-            telemetry,
-            feeds,
-            metrics,
-            streams,
+            shutdown: parts.shutdown,
+            tracker: parts.tracker,
+            telemetry: parts.telemetry,
         }))
     }
 }

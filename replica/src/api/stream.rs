@@ -21,9 +21,9 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiPath, ApiQuery},
-    subscriber::ChatSubscriber,
-    transport::{respond, transport},
+    transport::{EventSource, Next, respond, transport},
 };
+use crate::streams::ChatSubscriber;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(chat_stream))
@@ -92,6 +92,25 @@ async fn chat_stream(
             "this replica is shutting down; connect to another",
         ));
     }
-    let subscriber = ChatSubscriber::open(&state, id, cursor).await?;
+    let subscriber = state.streams.open_chat(id, cursor).await?;
     Ok(respond(state, transport, subscriber))
+}
+
+impl EventSource for ChatSubscriber {
+    type Event = StreamEvent;
+
+    fn next(&mut self) -> impl std::future::Future<Output = Next<StreamEvent>> + Send {
+        self.next_event()
+    }
+
+    fn reconnect(&self, reason: &str) -> StreamEvent {
+        StreamEvent::Reconnect {
+            chat_id: Some(self.chat_id()),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn kind(event: &StreamEvent) -> &'static str {
+        event.kind()
+    }
 }

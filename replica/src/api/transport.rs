@@ -15,7 +15,6 @@ use axum::{
         sse::{Event as SseEvent, KeepAlive, Sse},
     },
 };
-use chatd_shared::stream::Cursor;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
@@ -29,15 +28,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Largest message a client may send on a stream.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// What to do next on the wire.
-pub enum Next<E> {
-    /// Send this event; with the client's cursor after it, when the stream has one.
-    Event(Box<E>, Option<Cursor>),
-    /// Send a `reconnect` event with this reason, then close.
-    Reconnect(&'static str),
-    /// Close (what needed saying was said).
-    Close,
-}
+pub use crate::streams::Next;
 
 /// Where a stream's events come from.
 pub trait EventSource: Send + 'static {
@@ -100,7 +91,7 @@ pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S)
 /// Frames out, pings and pongs, until the source ends, the client leaves,
 /// the client stops answering pings, or the replica shuts down.
 async fn websocket<S: EventSource>(state: AppState, mut source: S, socket: WebSocket) {
-    let _open = state.streams.open("websocket");
+    let _open = state.stream_metrics.open("websocket");
     let (mut outbound, mut inbound) = socket.split();
     let mut ping = tokio::time::interval(state.config.keepalive);
     ping.reset();
@@ -132,7 +123,7 @@ async fn websocket<S: EventSource>(state: AppState, mut source: S, socket: WebSo
         }
     };
     if let Some(reason) = last {
-        state.streams.reconnect_sent(reason);
+        state.stream_metrics.reconnect_sent(reason);
         let _ = send_json(&mut outbound, &source.reconnect(reason)).await;
     }
     let _ = outbound.send(WsMessage::Close(None)).await;
@@ -153,7 +144,7 @@ fn sse<S: EventSource>(
     source: S,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let keepalive = state.config.keepalive;
-    let open = state.streams.open("sse");
+    let open = state.stream_metrics.open("sse");
     let events = futures::stream::unfold(Some((state, source, open)), |current| async move {
         let (state, mut source, open) = current?;
         let next = tokio::select! {
@@ -163,7 +154,7 @@ fn sse<S: EventSource>(
         let (event, cursor, last) = match next {
             Next::Event(event, cursor) => (*event, cursor, false),
             Next::Reconnect(reason) => {
-                state.streams.reconnect_sent(reason);
+                state.stream_metrics.reconnect_sent(reason);
                 (source.reconnect(reason), None, true)
             }
             Next::Close => return None,

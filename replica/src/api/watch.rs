@@ -9,11 +9,7 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use chatd_shared::{
-    api::{self, WatchEvent, WatchKind},
-    db::{DbError, chats},
-    pubsub::{Delivery, OwnerEventKind, OwnerNotice, Subscription},
-};
+use chatd_shared::api::WatchEvent;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
@@ -22,6 +18,7 @@ use super::{
     error::{ApiError, ApiResult},
     transport::{EventSource, Next, respond, transport},
 };
+use crate::streams::ChatListWatcher;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(watch_chats))
@@ -48,60 +45,11 @@ async fn watch_chats(
             "this replica is shutting down; connect to another",
         ));
     }
-    let source = Watcher {
-        notices: state.pubsub.subscribe_owner(caller.user_id),
-        state: state.clone(),
-    };
-    Ok(respond(state, transport, source))
+    let watcher = state.streams.watch_chats(caller.user_id);
+    Ok(respond(state, transport, watcher))
 }
 
-/// One watcher: the owner's notices, each turned into the chat as it is now.
-struct Watcher {
-    state: AppState,
-    notices: Subscription<OwnerNotice>,
-}
-
-impl Watcher {
-    async fn event(&self, notice: OwnerNotice) -> Result<Option<WatchEvent>, DbError> {
-        let kind = match notice.kind {
-            OwnerEventKind::Deleted => {
-                return Ok(Some(WatchEvent::Deleted {
-                    chat_id: notice.chat_id,
-                }));
-            }
-            OwnerEventKind::Created => WatchKind::Created,
-            OwnerEventKind::Status => WatchKind::Status,
-            OwnerEventKind::Title => WatchKind::Title,
-            OwnerEventKind::Archived => WatchKind::Archived,
-        };
-        let client = self.state.pool.get().await?;
-        // Gone since the notice: its deletion notice follows.
-        Ok(chats::get_with_queue(&client, notice.chat_id)
-            .await?
-            .map(|(chat, queued)| WatchEvent::Chat {
-                kind,
-                chat: api::Chat::from_row(&chat, queued),
-            }))
-    }
-
-    async fn next_event(&mut self) -> Next<WatchEvent> {
-        loop {
-            match self.notices.recv().await {
-                Some(Delivery::Notice(notice)) => match self.event(notice).await {
-                    Ok(Some(event)) => return Next::Event(Box::new(event), None),
-                    Ok(None) => {}
-                    Err(_) => return Next::Event(Box::new(WatchEvent::Refresh), None),
-                },
-                // Lost notices (reconnect, or this watcher fell behind):
-                // the client re-reads the list.
-                Some(Delivery::Resync) => return Next::Event(Box::new(WatchEvent::Refresh), None),
-                None => return Next::Reconnect("replica_shutting_down"),
-            }
-        }
-    }
-}
-
-impl EventSource for Watcher {
+impl EventSource for ChatListWatcher {
     type Event = WatchEvent;
 
     fn next(&mut self) -> impl std::future::Future<Output = Next<WatchEvent>> + Send {

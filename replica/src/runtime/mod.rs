@@ -32,7 +32,7 @@ use opentelemetry::metrics::Meter;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{hub::StreamHub, operations::ChatOps};
+use crate::{operations::ChatOps, streams::StreamHub};
 
 use self::{
     lease::LeaseClock,

@@ -11,7 +11,7 @@ use chatd_shared::db::{
 };
 
 use super::registry::{RunControl, StopReason};
-use crate::{hub::RunStream, operations::ChatOps};
+use crate::{operations::ChatOps, streams::RunStream};
 
 /// Why a run's write did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 
 pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
-    hub::RunStream,
     llm::{self, Prompt, ProviderError, StreamTimeouts},
     models::{ModelCatalog, ResolvedModel},
     runtime::{ChatRunner, RunContext, RunControl, RunError},
+    streams::RunStream,
     tools::{Call, Outcome, ToolRegistry},
 };
 

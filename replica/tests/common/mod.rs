@@ -11,9 +11,9 @@ use std::{
 };
 
 use chatd_replica::{
-    hub::StreamHub,
     operations::ChatOps,
     runtime::{ChatRunner, RunContext, Runtime, RuntimeConfig, RuntimeParts},
+    streams::StreamHub,
 };
 use chatd_shared::{
     db::{
@@ -410,10 +410,12 @@ pub async fn wait_idle(db: &TestDb, id: ChatId) -> Chat {
 }
 
 /// Every event queued for `receiver` right now.
-pub fn drain(receiver: &chatd_replica::hub::HubReceiver) -> Vec<chatd_shared::stream::StreamEvent> {
+pub fn drain(
+    receiver: &chatd_replica::streams::HubReceiver,
+) -> Vec<chatd_shared::stream::StreamEvent> {
     let mut events = Vec::new();
     while let Ok(Some(item)) = receiver.try_recv() {
-        if let chatd_replica::hub::HubItem::Event(event) = item {
+        if let chatd_replica::streams::HubItem::Event(event) = item {
             events.push((*event).clone());
         }
     }

@@ -5,12 +5,9 @@
 //! messages **once** per notice and fans them out to every subscriber
 //! (DESIGN §6, remote catch-up is coalesced), skipping the read when the
 //! hub already carried those messages (the chat runs here). A lost notice
-//! becomes a resync that each subscriber answers by re-reading.
-//!
-//! The feed also follows the chat's run through the relay when another
-//! replica runs it (DESIGN §7): on every `running` status of another worker
-//! it follows that worker's run, and stops when the chat leaves `running`
-//! or the last local subscriber leaves.
+//! becomes a resync that each subscriber answers by re-reading. The feed
+//! also tells its [`Follower`] every status, so the chat's run is followed
+//! through the relay when another replica runs it.
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -22,22 +19,14 @@ use chatd_shared::{
     pubsub::{ChatEvent, ChatNotice, Delivery, PubSub, Subscription},
     status::ChatStatus,
     stream::{ErrorBody, StreamEvent},
+    sync::lock,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use chatd_relay::PeerManager;
-use chatd_shared::ids::{Generation, ReplicaId};
-
-use crate::hub::StreamHub;
-
-/// Following runs on other replicas: the peer manager, and who we are.
-#[derive(Clone)]
-pub struct RelayFollow {
-    /// The relay's client side.
-    pub peers: PeerManager,
-    /// This replica (its own runs need no relay).
-    pub replica_id: ReplicaId,
-}
+use super::{
+    follow::{Follower, RelayFollow},
+    hub::StreamHub,
+};
 
 /// How long a message of a relayed run waits for the parts of its step
 /// (they travel through the relay, the message through the database). Far
@@ -45,10 +34,10 @@ pub struct RelayFollow {
 const RELAY_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Messages read per query when catching up.
-const READ_BATCH: i64 = 200;
+pub(super) const READ_BATCH: i64 = 200;
 
 /// The running feeds, by chat, with how many subscribers hold each.
-pub struct Feeds {
+pub(super) struct Feeds {
     pool: Pool,
     pubsub: PubSub,
     hub: Arc<StreamHub>,
@@ -58,14 +47,14 @@ pub struct Feeds {
 }
 
 /// Keeps a chat's feed running; the last one dropped stops it.
-pub struct FeedGuard {
+pub(super) struct FeedGuard {
     feeds: Arc<Feeds>,
     chat_id: ChatId,
 }
 
 impl Feeds {
     /// No feeds yet.
-    pub fn new(
+    pub(super) fn new(
         pool: Pool,
         pubsub: PubSub,
         hub: Arc<StreamHub>,
@@ -85,8 +74,8 @@ impl Feeds {
     /// Makes sure `chat_id` has a feed. Its pubsub subscription exists when
     /// this returns, so a subscriber that reads the database afterwards
     /// misses nothing in between.
-    pub fn acquire(self: &Arc<Self>, chat_id: ChatId) -> FeedGuard {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn acquire(self: &Arc<Self>, chat_id: ChatId) -> FeedGuard {
+        let mut running = lock(&self.running);
         match running.get_mut(&chat_id) {
             Some((holders, _)) => *holders += 1,
             None => {
@@ -96,8 +85,10 @@ impl Feeds {
                     chat_id,
                     pool: self.pool.clone(),
                     hub: self.hub.clone(),
-                    relay: self.relay.clone(),
-                    newest: Mutex::new(None),
+                    follower: self
+                        .relay
+                        .clone()
+                        .map(|relay| Follower::new(chat_id, self.hub.clone(), relay)),
                 };
                 self.tracker.spawn(feed.run(notices, stop.clone()));
                 running.insert(chat_id, (1, stop));
@@ -112,7 +103,7 @@ impl Feeds {
 
 impl Drop for FeedGuard {
     fn drop(&mut self) {
-        let mut running = self.feeds.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = lock(&self.feeds.running);
         if let Some((holders, stop)) = running.get_mut(&self.chat_id) {
             *holders -= 1;
             if *holders == 0 {
@@ -128,10 +119,9 @@ struct Feed {
     chat_id: ChatId,
     pool: Pool,
     hub: Arc<StreamHub>,
-    relay: Option<RelayFollow>,
-    /// The newest status the relay follows from: notices of different
-    /// writers arrive out of order, and an older one must not undo it.
-    newest: Mutex<Option<(Generation, ChatStatus)>>,
+    /// `None` without a relay: clients of chats running elsewhere get
+    /// durable events only.
+    follower: Option<Follower>,
 }
 
 impl Feed {
@@ -168,70 +158,41 @@ impl Feed {
                 self.hub.resync(chat_id);
             }
         }
-        if let Some(relay) = &self.relay {
-            relay.peers.unfollow(chat_id);
-        }
-    }
-
-    /// Follows the chat's run through the relay when another replica runs
-    /// it, and stops following when it runs nowhere else.
-    fn follow(&self, status: ChatStatus, generation: Generation, worker: Option<ReplicaId>) {
-        let Some(relay) = &self.relay else {
-            return;
-        };
-        {
-            let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            let stale = newest.is_some_and(|(g, s)| {
-                // Older, or a late `running` of a run that already ended.
-                generation < g
-                    || (generation == g
-                        && status == ChatStatus::Running
-                        && s != ChatStatus::Running)
-            });
-            if stale {
-                return;
-            }
-            *newest = Some((generation, status));
-        }
-        match worker {
-            Some(worker) if status == ChatStatus::Running && worker != relay.replica_id => {
-                // Messages of this run now wait for its parts.
-                self.hub.expect_remote(self.chat_id, generation);
-                relay.peers.follow(self.chat_id, worker, generation);
-            }
-            _ => {
-                relay.peers.unfollow(self.chat_id);
-                self.hub.forget_remote(self.chat_id);
-            }
+        if let Some(follower) = &self.follower {
+            follower.stop();
         }
     }
 
     async fn follow_from_row(&self) -> Result<(), DbError> {
-        if self.relay.is_none() {
+        let Some(follower) = &self.follower else {
             return Ok(());
-        }
+        };
         let client = self.pool.get().await?;
         if let Some(chat) = chats::get(&client, self.chat_id).await? {
-            self.follow(chat.status, chat.generation, chat.worker_id);
+            follower.status(chat.status, chat.generation, chat.worker_id);
         }
         Ok(())
     }
 
     async fn forward(&self, event: ChatEvent) -> Result<(), DbError> {
-        if let ChatEvent::Status {
-            status,
-            generation,
-            worker_id,
-        } = &event
+        if let (
+            Some(follower),
+            ChatEvent::Status {
+                status,
+                generation,
+                worker_id,
+            },
+        ) = (&self.follower, &event)
         {
-            self.follow(*status, *generation, *worker_id);
+            follower.status(*status, *generation, *worker_id);
         }
         forward(self.chat_id, event, &self.pool, &self.hub).await
     }
 }
 
-/// Turns one notice into hub events.
-async fn forward(
+/// Turns one notice into hub events: what changed is read from the
+/// database (a notice carries ids only).
+pub(super) async fn forward(
     chat_id: ChatId,
     event: ChatEvent,
     pool: &Pool,

@@ -9,7 +9,10 @@ use std::{
     },
 };
 
-use chatd_shared::{ids::ChatId, stream::StreamEvent};
+use chatd_shared::{ids::ChatId, stream::StreamEvent, sync::lock};
+use tokio::sync::Notify;
+
+use super::hub::StreamHub;
 
 /// What a local subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,10 +27,8 @@ pub enum HubItem {
     /// This replica's run of this generation ended.
     RunEnded(chatd_shared::ids::Generation),
 }
-use tokio::sync::Notify;
 
-use super::StreamHub;
-
+/// One subscriber's bounded queue of items.
 pub(super) struct SubscriberQueue {
     events: Mutex<VecDeque<HubItem>>,
     capacity: usize,
@@ -47,7 +48,7 @@ impl SubscriberQueue {
 
     /// Queues an item; false when the queue is full (the subscriber is cut off).
     pub(super) fn push(&self, event: HubItem) -> bool {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = lock(&self.events);
         if events.len() >= self.capacity {
             events.clear();
             drop(events);
@@ -106,12 +107,7 @@ impl HubReceiver {
         if self.queue.overflowed.load(Ordering::Acquire) {
             return Err(Overflowed);
         }
-        Ok(self
-            .queue
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front())
+        Ok(lock(&self.queue.events).pop_front())
     }
 }
 

@@ -1,0 +1,113 @@
+//! The turn loop's handle on its run in the hub: every part gets the next
+//! `seq`; committed messages and retries clear the parts they supersede.
+
+use std::sync::Arc;
+
+use chatd_shared::{
+    api,
+    ids::{ChatId, Generation},
+    parts::Part,
+    stream::StreamEvent,
+};
+
+use super::{buffer::BufferedPart, hub::StreamHub};
+
+/// This replica's run of one chat, as the turn loop writes it. Dropping it
+/// ends the run in the hub.
+pub struct RunStream {
+    hub: Arc<StreamHub>,
+    chat_id: ChatId,
+    generation: Generation,
+    next_seq: u64,
+}
+
+impl RunStream {
+    pub(super) fn new(hub: Arc<StreamHub>, chat_id: ChatId, generation: Generation) -> Self {
+        Self {
+            hub,
+            chat_id,
+            generation,
+            next_seq: 0,
+        }
+    }
+
+    /// The run's generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// Buffers and fans out a part of `step`; returns its `seq`.
+    pub fn part(&mut self, step: i32, part: Part) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let buffered = BufferedPart::new(self.chat_id, self.generation, step, seq, part);
+        self.hub.local_part(self.chat_id, self.generation, buffered);
+        seq
+    }
+
+    /// True when someone on this replica watches the chat.
+    pub fn has_subscribers(&self) -> bool {
+        self.hub.subscriber_count(self.chat_id) > 0
+    }
+
+    /// Messages committed before this run's steps (the message that started
+    /// the turn): fanned out first, so the run's own messages never overtake
+    /// them and subscribers get every message in id order.
+    pub fn preceding(&mut self, messages: &[api::Message]) {
+        let watermark = self.hub.watermark(self.chat_id);
+        for message in messages
+            .iter()
+            .filter(|m| watermark.is_none_or(|w| m.id > w))
+        {
+            self.hub.publish(
+                self.chat_id,
+                StreamEvent::Message {
+                    chat_id: message.chat_id,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    /// The messages of `step` committed: they supersede its parts, which
+    /// leave the buffer; local subscribers get the messages now, before any
+    /// part of a later step.
+    pub fn committed(&mut self, step: i32, messages: &[api::Message]) {
+        let events = messages
+            .iter()
+            .map(|message| {
+                Arc::new(StreamEvent::Message {
+                    chat_id: message.chat_id,
+                    message: message.clone(),
+                })
+            })
+            .collect();
+        self.hub
+            .local_committed(self.chat_id, self.generation, step, events);
+    }
+
+    /// A provider call of `step` failed and is retried: its parts are dropped
+    /// and subscribers are told to drop theirs.
+    pub fn retry(&mut self, step: i32, attempt: u32, delay_ms: u64, error: &str) {
+        let event = Arc::new(StreamEvent::Retry {
+            chat_id: self.chat_id,
+            generation: self.generation,
+            attempt,
+            delay_ms,
+            error: error.to_owned(),
+        });
+        self.hub
+            .local_retry(self.chat_id, self.generation, step, event);
+    }
+
+    /// Sends a non-part event of this run to local subscribers.
+    pub fn event(&self, event: StreamEvent) {
+        self.hub.publish(self.chat_id, event);
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        self.hub.end_local_run(self.chat_id, self.generation);
+    }
+}
