@@ -38,7 +38,11 @@ use self::{
     auth::TokenCache,
     metrics::{HttpMetrics, StreamMetrics},
 };
-use crate::{operations::ChatOps, streams::Streams, telemetry::Telemetry};
+use crate::{
+    operations::{Accounts, Catalog, ChatOps},
+    streams::Streams,
+    telemetry::Telemetry,
+};
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -84,12 +88,12 @@ pub struct AppState(Arc<AppInner>);
 
 /// The contents of [`AppState`].
 pub struct AppInner {
-    /// The replica's pool (admin resources, tokens).
-    pub pool: Pool,
-    /// The replica's pubsub (control notices of admin changes).
-    pub pubsub: PubSub,
     /// Chat transitions: what chat handlers call.
     pub ops: ChatOps,
+    /// Providers and model configs: what admin and model handlers call.
+    pub catalog: Catalog,
+    /// Users and tokens: what admin and user handlers, and authentication, call.
+    pub accounts: Accounts,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -118,9 +122,9 @@ impl Deref for AppState {
 
 /// What the API is built from.
 pub struct ApiParts {
-    /// The replica's pool.
+    /// The replica's pool (for the admin operations).
     pub pool: Pool,
-    /// The replica's pubsub.
+    /// The replica's pubsub (the admin operations announce through it).
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
@@ -143,8 +147,8 @@ impl AppState {
         Self(Arc::new(AppInner {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
-            pool: parts.pool,
-            pubsub: parts.pubsub,
+            catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             streams: parts.streams,
             tokens: TokenCache::new(),

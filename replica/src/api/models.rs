@@ -1,10 +1,7 @@
 //! `/models`: the models a chat can use.
 
 use axum::{Json, extract::State};
-use chatd_shared::{
-    api::{ErrorResponse, Model, ModelList},
-    db::model_configs,
-};
+use chatd_shared::api::{ErrorResponse, Model, ModelList};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, auth::Caller, error::ApiResult};
@@ -20,8 +17,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses((status = 200, body = ModelList), (status = 401, body = ErrorResponse))
 )]
 async fn list_models(State(state): State<AppState>, _: Caller) -> ApiResult<Json<ModelList>> {
-    let client = state.pool.get().await?;
-    let rows = model_configs::list_available(&client).await?;
+    let rows = state.catalog.available_models().await?;
     let models = rows
         .iter()
         .map(|row| Model {

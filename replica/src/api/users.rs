@@ -1,10 +1,7 @@
 //! `/users/me`: who the caller is.
 
 use axum::{Json, extract::State};
-use chatd_shared::{
-    api::{ErrorResponse, User},
-    db::users,
-};
+use chatd_shared::api::{ErrorResponse, User};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
@@ -23,9 +20,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses((status = 200, body = User), (status = 401, body = ErrorResponse))
 )]
 async fn get_me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
-    let client = state.pool.get().await?;
-    let user = users::get(&client, caller.user_id)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
-    Ok(Json(User::from(&user)))
+    match state.accounts.user(caller.user_id).await? {
+        Some(user) => Ok(Json(User::from(&user))),
+        None => Err(ApiError::unauthorized("the token's user no longer exists")),
+    }
 }

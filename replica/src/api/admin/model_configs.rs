@@ -1,25 +1,25 @@
 //! `/admin/model-configs`: the models chats can use, their limits and
 //! prices, and the one default. Deleting one is soft (the row stays for the
-//! chats that name it); from then on it is a 404 here. Every change tells the replicas'
-//! model catalogs (`ModelsChanged`).
+//! chats that name it); from then on it is a 404 here. The changes are
+//! [`Catalog`](crate::operations::Catalog) operations.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
     api::{CreateModelConfig, ErrorResponse, ModelConfig, UpdateModelConfig},
-    db::{
-        DbError, GenericClient,
-        model_configs::{self, ModelConfigChanges, NewModelConfig},
-    },
+    db::model_configs::{ModelConfigChanges, NewModelConfig},
     ids::ModelConfigId,
 };
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Admin, is_foreign_key_violation, models_changed, text_field};
-use crate::api::{
-    AppState,
-    error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiPath},
+use super::{Admin, text_field};
+use crate::{
+    api::{
+        AppState,
+        error::{ApiError, ApiResult},
+        extract::{ApiJson, ApiPath},
+    },
+    operations::ModelConfigOutcome,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -98,29 +98,19 @@ impl Values<'_> {
     }
 }
 
-/// The live model config `id`, or a 404.
-async fn live(db: &impl GenericClient, id: ModelConfigId) -> ApiResult<model_configs::ModelConfig> {
-    model_configs::get(db, id)
-        .await?
-        .filter(|row| row.deleted_at.is_none())
-        .ok_or_else(|| ApiError::not_found("model config"))
-}
-
-/// Makes `id` the default (inside the caller's transaction, so the old
-/// default gives way in the same commit) and returns it.
-async fn make_default(
-    tx: &impl GenericClient,
-    id: ModelConfigId,
-) -> ApiResult<model_configs::ModelConfig> {
-    match model_configs::set_default(tx, id).await {
-        Ok(_) => live(tx, id).await,
-        // Another model became the default meanwhile: the single-default
-        // index refused this one.
-        Err(error) if error.is_unique_violation() => Err(ApiError::conflict(
+/// What a model config change's outcome means to a client.
+fn model_config_outcome(outcome: ModelConfigOutcome) -> ApiResult<Json<ModelConfig>> {
+    match outcome {
+        ModelConfigOutcome::Done(row) => Ok(Json(ModelConfig::from(row.as_ref()))),
+        ModelConfigOutcome::NotFound => Err(ApiError::not_found("model config")),
+        ModelConfigOutcome::ProviderMissing(id) => Err(ApiError::unprocessable(
+            "invalid_provider",
+            format!("provider {id} does not exist"),
+        )),
+        ModelConfigOutcome::DefaultChanged => Err(ApiError::conflict(
             "default_changed",
             "another model became the default at the same time; try again",
         )),
-        Err(error) => Err(error.into()),
     }
 }
 
@@ -136,8 +126,7 @@ async fn list_model_configs(
     State(state): State<AppState>,
     _: Admin,
 ) -> ApiResult<Json<Vec<ModelConfig>>> {
-    let client = state.pool.get().await?;
-    let rows = model_configs::list(&client).await?;
+    let rows = state.catalog.model_configs().await?;
     Ok(Json(rows.iter().map(ModelConfig::from).collect()))
 }
 
@@ -185,7 +174,7 @@ async fn create_model_config(
         model,
         display_name,
         enabled: body.enabled.unwrap_or(true),
-        is_default: false,
+        is_default: body.is_default == Some(true),
         context_limit: body.context_limit,
         compaction_threshold_pct: body
             .compaction_threshold_pct
@@ -194,25 +183,9 @@ async fn create_model_config(
         prices,
         options,
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let mut row = match model_configs::insert(&tx, &new).await {
-        Ok(row) => row,
-        Err(error) if is_foreign_key_violation(&error) => {
-            return Err(ApiError::unprocessable(
-                "invalid_provider",
-                format!("provider {} does not exist", body.provider_id),
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if body.is_default == Some(true) {
-        row = make_default(&tx, row.id).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok((StatusCode::CREATED, Json(ModelConfig::from(&row))))
+    let outcome = state.catalog.create_model_config(&new).await?;
+    let created = model_config_outcome(outcome)?;
+    Ok((StatusCode::CREATED, created))
 }
 
 /// One model config (404 once deleted).
@@ -229,8 +202,10 @@ async fn get_model_config(
     _: Admin,
     ApiPath(id): ApiPath<ModelConfigId>,
 ) -> ApiResult<Json<ModelConfig>> {
-    let client = state.pool.get().await?;
-    Ok(Json(ModelConfig::from(&live(&client, id).await?)))
+    match state.catalog.model_config(id).await? {
+        Some(row) => Ok(Json(ModelConfig::from(&row))),
+        None => Err(ApiError::not_found("model config")),
+    }
 }
 
 /// Change a model config: fields left out stay; `null` clears a price.
@@ -288,18 +263,12 @@ async fn update_model_config(
         prices,
         options: body.options.as_ref(),
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let mut row = model_configs::update(&tx, id, &changes)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model config"))?;
-    if body.is_default == Some(true) && !row.is_default {
-        row = make_default(&tx, id).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok(Json(ModelConfig::from(&row)))
+    let make_default = body.is_default == Some(true);
+    let outcome = state
+        .catalog
+        .update_model_config(id, &changes, make_default)
+        .await?;
+    model_config_outcome(outcome)
 }
 
 /// Delete a model config: it leaves the listings and no chat can run on it
@@ -318,11 +287,9 @@ async fn delete_model_config(
     _: Admin,
     ApiPath(id): ApiPath<ModelConfigId>,
 ) -> ApiResult<StatusCode> {
-    let client = state.pool.get().await?;
-    if !model_configs::soft_delete(&client, id).await? {
-        return Err(ApiError::not_found("model config"));
+    if state.catalog.delete_model_config(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("model config"))
     }
-    drop(client);
-    models_changed(&state);
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,24 +1,25 @@
 //! `/admin/users`: users and their tokens. A token's secret is in the answer
 //! that creates it and nowhere else; revoking one reaches every replica's
-//! token cache through `TokensChanged`.
+//! token cache. The changes are [`Accounts`](crate::operations::Accounts)
+//! operations.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
     api::{CreateToken, CreateUser, ErrorResponse, Token, TokenCreated, User},
-    auth_token,
-    db::{tokens, users},
     ids::{TokenId, UserId},
-    pubsub::ControlNotice,
     status::UserRole,
 };
 use chrono::Utc;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Admin, is_foreign_key_violation, text_field};
-use crate::api::{
-    AppState,
-    error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiPath},
+use super::{Admin, text_field};
+use crate::{
+    api::{
+        AppState,
+        error::{ApiError, ApiResult},
+        extract::{ApiJson, ApiPath},
+    },
+    operations::{CreateTokenOutcome, CreateUserOutcome},
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -43,8 +44,7 @@ const MAX_TOKEN_NAME: usize = 128;
     )
 )]
 async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<User>>> {
-    let client = state.pool.get().await?;
-    let rows = users::list(&client).await?;
+    let rows = state.accounts.users().await?;
     Ok(Json(rows.iter().map(User::from).collect()))
 }
 
@@ -72,14 +72,12 @@ async fn create_user(
         1..=MAX_USERNAME,
     )?;
     let role = body.role.unwrap_or(UserRole::Member);
-    let client = state.pool.get().await?;
-    match users::insert(&client, UserId::new_random(), username, role).await {
-        Ok(row) => Ok((StatusCode::CREATED, Json(User::from(&row)))),
-        Err(err) if err.is_unique_violation() => Err(ApiError::conflict(
+    match state.accounts.create_user(username, role).await? {
+        CreateUserOutcome::Created(row) => Ok((StatusCode::CREATED, Json(User::from(&row)))),
+        CreateUserOutcome::UsernameTaken => Err(ApiError::conflict(
             "username_taken",
             format!("the username {username:?} is taken"),
         )),
-        Err(err) => Err(err.into()),
     }
 }
 
@@ -97,11 +95,10 @@ async fn get_user(
     _: Admin,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<User>> {
-    let client = state.pool.get().await?;
-    let user = users::get(&client, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(User::from(&user)))
+    match state.accounts.user(id).await? {
+        Some(user) => Ok(Json(User::from(&user))),
+        None => Err(ApiError::not_found("user")),
+    }
 }
 
 /// A user's tokens, newest first, revoked ones included (never the secrets).
@@ -118,12 +115,10 @@ async fn list_tokens(
     _: Admin,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Vec<Token>>> {
-    let client = state.pool.get().await?;
-    if users::get(&client, id).await?.is_none() {
-        return Err(ApiError::not_found("user"));
+    match state.accounts.tokens(id).await? {
+        Some(rows) => Ok(Json(rows.iter().map(Token::from).collect())),
+        None => Err(ApiError::not_found("user")),
     }
-    let rows = tokens::list_for_user(&client, id).await?;
-    Ok(Json(rows.iter().map(Token::from).collect()))
 }
 
 /// Create a token for a user. The answer holds the secret, which is shown
@@ -156,25 +151,20 @@ async fn create_token(
             "expires_at must be in the future",
         ));
     }
-    let secret = auth_token::generate();
-    let new = tokens::NewApiToken {
-        user_id,
-        name,
-        token_hash: &auth_token::hash(&secret),
-        prefix: &auth_token::display_prefix(&secret),
-        expires_at: body.expires_at,
-    };
-    let client = state.pool.get().await?;
-    let row = match tokens::insert(&client, &new).await {
-        Ok(row) => row,
-        Err(err) if is_foreign_key_violation(&err) => return Err(ApiError::not_found("user")),
-        Err(err) => return Err(err.into()),
-    };
-    let created = TokenCreated {
-        token: secret,
-        details: Token::from(&row),
-    };
-    Ok((StatusCode::CREATED, Json(created)))
+    match state
+        .accounts
+        .create_token(user_id, name, body.expires_at)
+        .await?
+    {
+        CreateTokenOutcome::Created { secret, token } => {
+            let created = TokenCreated {
+                token: secret,
+                details: Token::from(token.as_ref()),
+            };
+            Ok((StatusCode::CREATED, Json(created)))
+        }
+        CreateTokenOutcome::UserNotFound => Err(ApiError::not_found("user")),
+    }
 }
 
 /// Revoke a token. The replica that answers refuses it at once, the others
@@ -194,12 +184,11 @@ async fn revoke_token(
     _: Admin,
     ApiPath((user_id, token_id)): ApiPath<(UserId, TokenId)>,
 ) -> ApiResult<StatusCode> {
-    let client = state.pool.get().await?;
-    if !tokens::revoke_for_user(&client, user_id, token_id).await? {
+    if !state.accounts.revoke_token(user_id, token_id).await? {
         return Err(ApiError::not_found("token"));
     }
-    drop(client);
+    // This replica's cache forgets at once; the others when the
+    // announcement reaches them.
     state.tokens.clear();
-    let _ = state.pubsub.publish_control(&ControlNotice::TokensChanged);
     Ok(StatusCode::NO_CONTENT)
 }
