@@ -13,21 +13,27 @@ use chatd_shared::{
         providers::{NewProvider, ProviderChanges},
     },
     ids::{ProviderId, TokenId},
-    pubsub::{ControlNotice, Delivery, PubSub},
+    pubsub::{ControlNotice, Delivery, PubSub, Subscription},
     status::{ProviderKind, UserRole},
     testing::{TestDb, TestPubSub, wait_for},
 };
 
-/// The next `count` configuration notices `control` receives (probes skipped).
-async fn notices(
-    control: &mut chatd_shared::pubsub::Subscription<ControlNotice>,
-    count: usize,
+/// What `control` hears of the step just taken: the configuration notices
+/// before `marker`, which the acting replica publishes right after it
+/// (probes skipped). One step at a time: PostgreSQL delivers identical
+/// notices of one transaction once, and the publisher batches.
+async fn heard(
+    acting: &PubSub,
+    control: &mut Subscription<ControlNotice>,
+    marker: ControlNotice,
 ) -> Vec<ControlNotice> {
+    acting.publish_control(&marker).expect("published");
     let mut received = Vec::new();
-    wait_for("control notices", Duration::from_secs(10), async {
-        while received.len() < count {
+    wait_for("the marker notice", Duration::from_secs(10), async {
+        loop {
             match control.recv().await.expect("pubsub running") {
                 Delivery::Notice(ControlNotice::Probe { .. }) => {}
+                Delivery::Notice(notice) if notice == marker => return,
                 Delivery::Notice(notice) => received.push(notice),
                 Delivery::Resync => panic!("notices were lost"),
             }
@@ -73,18 +79,29 @@ fn catalog(db: &TestDb, pubsub: &PubSub) -> Catalog {
 }
 
 #[tokio::test]
-async fn every_catalog_change_is_announced_once_and_a_refused_one_not_at_all() {
+async fn every_catalog_change_is_announced_and_a_refused_one_is_not() {
     let db = TestDb::new().await;
     let (acting, listening) = two_replicas(&db).await;
     let mut control = listening.pubsub.subscribe_control();
     let catalog = catalog(&db, &acting.pubsub);
+    let mut step = async |changed: bool| {
+        let expected = if changed {
+            vec![ControlNotice::ModelsChanged]
+        } else {
+            vec![]
+        };
+        let heard = heard(&acting.pubsub, &mut control, ControlNotice::TokensChanged).await;
+        assert_eq!(heard, expected);
+    };
 
     let ProviderOutcome::Done(created) = catalog.create_provider(&provider("m")).await.unwrap()
     else {
         panic!("the provider is created");
     };
+    step(true).await;
     let taken = catalog.create_provider(&provider("m")).await.unwrap();
     assert!(matches!(taken, ProviderOutcome::NameTaken(name) if name == "m"));
+    step(false).await;
     let bad_url = NewProvider {
         base_url: "http://x",
         ..provider("n")
@@ -94,17 +111,14 @@ async fn every_catalog_change_is_announced_once_and_a_refused_one_not_at_all() {
         matches!(refused, ProviderOutcome::Refused(_)),
         "{refused:?}"
     );
+    step(false).await;
     let disabled = ProviderChanges {
         enabled: Some(false),
         ..Default::default()
     };
-    assert!(matches!(
-        catalog
-            .update_provider(created.id, &disabled)
-            .await
-            .unwrap(),
-        ProviderOutcome::Done(_)
-    ));
+    let updated = catalog.update_provider(created.id, &disabled).await;
+    assert!(matches!(updated.unwrap(), ProviderOutcome::Done(_)));
+    step(true).await;
     let ModelConfigOutcome::Done(model) = catalog
         .create_model_config(&model_config(created.id, true))
         .await
@@ -113,56 +127,49 @@ async fn every_catalog_change_is_announced_once_and_a_refused_one_not_at_all() {
         panic!("the model config is created");
     };
     assert!(model.is_default);
+    step(true).await;
     let unknown = ProviderId::new_random();
-    assert!(matches!(
-        catalog
-            .create_model_config(&model_config(unknown, false))
-            .await
-            .unwrap(),
-        ModelConfigOutcome::ProviderMissing(id) if id == unknown
-    ));
-    assert_eq!(
-        catalog.delete_provider(created.id).await.unwrap(),
-        DeleteProviderOutcome::InUse
-    );
+    let missing = catalog
+        .create_model_config(&model_config(unknown, false))
+        .await;
+    assert!(matches!(missing.unwrap(), ModelConfigOutcome::ProviderMissing(id) if id == unknown));
+    step(false).await;
+    let in_use = catalog.delete_provider(created.id).await.unwrap();
+    assert_eq!(in_use, DeleteProviderOutcome::InUse);
+    step(false).await;
     let renamed = ModelConfigChanges {
         display_name: Some("Renamed"),
         ..Default::default()
     };
-    assert!(matches!(
-        catalog
-            .update_model_config(model.id, &renamed, false)
-            .await
-            .unwrap(),
-        ModelConfigOutcome::Done(_)
-    ));
+    let updated = catalog.update_model_config(model.id, &renamed, false).await;
+    assert!(matches!(updated.unwrap(), ModelConfigOutcome::Done(_)));
+    step(true).await;
     assert!(catalog.delete_model_config(model.id).await.unwrap());
+    step(true).await;
     assert!(!catalog.delete_model_config(model.id).await.unwrap());
-    assert_eq!(
-        catalog.delete_provider(created.id).await.unwrap(),
-        DeleteProviderOutcome::Deleted
-    );
-
-    // A marker after the last change: anything more would come before it.
-    acting
-        .pubsub
-        .publish_control(&ControlNotice::TokensChanged)
-        .unwrap();
-
-    // Six changes went through; the refusals and the no-op said nothing.
-    let mut expected = vec![ControlNotice::ModelsChanged; 6];
-    expected.push(ControlNotice::TokensChanged);
-    assert_eq!(notices(&mut control, 7).await, expected);
+    step(false).await;
+    let deleted = catalog.delete_provider(created.id).await.unwrap();
+    assert_eq!(deleted, DeleteProviderOutcome::Deleted);
+    step(true).await;
     acting.stop().await;
     listening.stop().await;
 }
 
 #[tokio::test]
-async fn a_revoked_token_is_announced_once_to_every_replica() {
+async fn a_revoked_token_is_announced_and_nothing_else_of_accounts() {
     let db = TestDb::new().await;
     let (acting, listening) = two_replicas(&db).await;
     let mut control = listening.pubsub.subscribe_control();
     let accounts = Accounts::new(db.pool().clone(), acting.pubsub.clone());
+    let mut step = async |revoked: bool| {
+        let expected = if revoked {
+            vec![ControlNotice::TokensChanged]
+        } else {
+            vec![]
+        };
+        let heard = heard(&acting.pubsub, &mut control, ControlNotice::ModelsChanged).await;
+        assert_eq!(heard, expected);
+    };
 
     let CreateUserOutcome::Created(user) = accounts
         .create_user("rita", UserRole::Member)
@@ -171,10 +178,8 @@ async fn a_revoked_token_is_announced_once_to_every_replica() {
     else {
         panic!("the user is created");
     };
-    assert!(matches!(
-        accounts.create_user("rita", UserRole::Admin).await.unwrap(),
-        CreateUserOutcome::UsernameTaken
-    ));
+    let taken = accounts.create_user("rita", UserRole::Admin).await.unwrap();
+    assert!(matches!(taken, CreateUserOutcome::UsernameTaken));
     let CreateTokenOutcome::Created { secret, token } = accounts
         .create_token(user.id, "laptop", None)
         .await
@@ -188,24 +193,14 @@ async fn a_revoked_token_is_announced_once_to_every_replica() {
         .unwrap()
         .expect("the new token logs in");
     assert_eq!((found.id, owner.id), (token.id, user.id));
-    assert!(
-        !accounts
-            .revoke_token(user.id, TokenId::new_random())
-            .await
-            .unwrap()
-    );
+    step(false).await;
+    let unknown = TokenId::new_random();
+    assert!(!accounts.revoke_token(user.id, unknown).await.unwrap());
+    step(false).await;
     assert!(accounts.revoke_token(user.id, token.id).await.unwrap());
+    step(true).await;
     assert!(!accounts.revoke_token(user.id, token.id).await.unwrap());
-    // A marker after the last refusal: anything they announced would come first.
-    acting
-        .pubsub
-        .publish_control(&ControlNotice::ModelsChanged)
-        .unwrap();
-
-    assert_eq!(
-        notices(&mut control, 2).await,
-        [ControlNotice::TokensChanged, ControlNotice::ModelsChanged]
-    );
+    step(false).await;
     acting.stop().await;
     listening.stop().await;
 }
