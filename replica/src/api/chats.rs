@@ -6,7 +6,10 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use chatd_shared::{
-    api::{self, ChatList, CreateChat, UpdateChat, content::user_content},
+    api::{
+        self, ChatList, CreateChat, ErrorResponse, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE,
+        UpdateChat, content::user_content, schema,
+    },
     db::chats::ChatWithQueue,
     ids::ChatId,
 };
@@ -19,7 +22,7 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
-    messages::{content_error, idempotency_key},
+    messages::{IdempotencyKey, content_error, idempotency_key},
 };
 use crate::operations::{
     ChatChanges, CreateOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
@@ -32,12 +35,18 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interrupt_chat))
 }
 
-/// Longest title.
-const MAX_TITLE: usize = 200;
-/// Longest system prompt (characters).
-const MAX_SYSTEM_PROMPT: usize = 100_000;
-/// Largest labels object (bytes of JSON).
-const MAX_LABELS: usize = 16 * 1024;
+/// The 404 of every chat route.
+pub(super) const NO_CHAT: &str =
+    "No such chat, or not the caller's (the two look the same) (`not_found`)";
+
+/// The path of a chat.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct ChatPath {
+    /// The chat.
+    #[allow(dead_code)]
+    id: ChatId,
+}
 
 /// The chat as clients see it.
 fn chat_view((chat, queued): &ChatWithQueue) -> Json<api::Chat> {
@@ -88,14 +97,14 @@ fn check_title(title: &str) -> ApiResult<()> {
 
 /// Create a chat; with `content` or `text` it starts running at once.
 #[utoipa::path(
-    post, path = "/chats", tag = "chats",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the original chat (200)")),
-    request_body = CreateChat,
+    post, path = "/chats", tag = "chats", params(IdempotencyKey), request_body = CreateChat,
     responses(
         (status = 201, body = api::Chat, description = "Created"),
-        (status = 200, body = api::Chat, description = "Replay of an idempotency key"),
-        (status = 400, body = api::ErrorResponse), (status = 401, body = api::ErrorResponse),
-        (status = 422, body = api::ErrorResponse),
+        (status = 200, body = api::Chat, description = "A replay of an `Idempotency-Key`: the chat it created"),
+        (status = 422, body = ErrorResponse, description = "The model cannot be used (`invalid_model`, \
+            `no_model`), or the content, title, system prompt or labels break a rule their schema \
+            states (`empty_message`, `invalid_content`, `invalid_title`, `invalid_system_prompt`, \
+            `invalid_labels`)"),
     )
 )]
 async fn create_chat(
@@ -142,16 +151,31 @@ async fn create_chat(
     }
 }
 
-/// Query of `GET /chats`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /chats` (unknown parameters are refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Page size, 1–200 (default 50).
+    #[schema(nullable = false, minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[schema(schema_with = cursor_schema)]
     cursor: Option<String>,
     /// List archived chats instead (default false).
+    #[schema(nullable = false)]
     archived: Option<bool>,
+}
+
+/// A chat id, or empty (the first page).
+fn cursor_schema() -> utoipa::openapi::Schema {
+    utoipa::openapi::OneOfBuilder::new()
+        .description(Some(
+            "`next_cursor` of the previous page (empty: the first page).",
+        ))
+        .item(schema::uuid())
+        .item(schema::text(Some(0)))
+        .build()
+        .into()
 }
 
 /// Page size from a `limit` parameter (1–200, default 50).
@@ -167,8 +191,9 @@ pub(super) fn page_size(limit: Option<i64>) -> ApiResult<i64> {
 
 /// The caller's chats, newest first (admins: everyone's).
 #[utoipa::path(
-    get, path = "/chats", tag = "chats", params(ListQuery),
-    responses((status = 200, body = ChatList), (status = 400, body = api::ErrorResponse), (status = 401, body = api::ErrorResponse))
+    get, path = "/chats", tag = "chats",
+    params(("query" = inline(Option<ListQuery>), Query, style = Form, explode)),
+    responses((status = 200, body = ChatList, description = "A page of chats"))
 )]
 async fn list_chats(
     State(state): State<AppState>,
@@ -205,8 +230,11 @@ async fn list_chats(
 
 /// One chat.
 #[utoipa::path(
-    get, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 200, body = api::Chat), (status = 404, body = api::ErrorResponse))
+    get, path = "/chats/{id}", tag = "chats", params(ChatPath),
+    responses(
+        (status = 200, body = api::Chat, description = "The chat"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn get_chat(
     State(state): State<AppState>,
@@ -221,8 +249,13 @@ async fn get_chat(
 
 /// Change the title, labels, or archive / restore.
 #[utoipa::path(
-    patch, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)), request_body = UpdateChat,
-    responses((status = 200, body = api::Chat), (status = 404, body = api::ErrorResponse), (status = 422, body = api::ErrorResponse))
+    patch, path = "/chats/{id}", tag = "chats", params(ChatPath), request_body = UpdateChat,
+    responses(
+        (status = 200, body = api::Chat, description = "The chat as changed"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+        (status = 422, body = ErrorResponse, description = "The title or labels break a rule \
+            their schema states (`invalid_title`, `invalid_labels`)"),
+    )
 )]
 async fn update_chat(
     State(state): State<AppState>,
@@ -249,8 +282,11 @@ async fn update_chat(
 
 /// Delete a chat with its messages and queue. A turn in progress stops.
 #[utoipa::path(
-    delete, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = api::ErrorResponse))
+    delete, path = "/chats/{id}", tag = "chats", params(ChatPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn delete_chat(
     State(state): State<AppState>,
@@ -267,8 +303,11 @@ async fn delete_chat(
 /// Stop the turn in progress (its partial output is kept). On a pending
 /// chat the turn never starts (the next queued message runs instead, if any).
 #[utoipa::path(
-    post, path = "/chats/{id}/interrupt", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 202, body = api::Chat), (status = 404, body = api::ErrorResponse))
+    post, path = "/chats/{id}/interrupt", tag = "chats", params(ChatPath),
+    responses(
+        (status = 202, body = api::Chat, description = "Asked: the chat as it is now"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn interrupt_chat(
     State(state): State<AppState>,

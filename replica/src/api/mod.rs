@@ -13,6 +13,7 @@ mod extract;
 mod messages;
 mod metrics;
 mod models;
+mod openapi;
 mod ops;
 mod queue;
 mod stream;
@@ -161,36 +162,9 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document's frame; paths and schemas come from the handlers.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("chatd_…")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every `/api/v1` route, with its OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
@@ -208,7 +182,7 @@ fn stream_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    all_routes().into_openapi()
+    openapi::complete(all_routes().into_openapi())
 }
 
 fn all_routes() -> OpenApiRouter<AppState> {

@@ -17,7 +17,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// The user the token belongs to.
 #[utoipa::path(
     get, path = "/users/me", tag = "users",
-    responses((status = 200, body = User), (status = 401, body = ErrorResponse))
+    responses(
+        (status = 200, body = User, description = "The caller"),
+        (status = 401, body = ErrorResponse, description = "No token, or one that is \
+            malformed, unknown, revoked or expired, or whose user is gone (`unauthorized`)"),
+    )
 )]
 async fn get_me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<User>> {
     match state.accounts.user(caller.user_id).await? {

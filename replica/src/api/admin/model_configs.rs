@@ -5,7 +5,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateModelConfig, ErrorResponse, ModelConfig, UpdateModelConfig},
+    api::{CreateModelConfig, ErrorResponse, MAX_MODEL_NAME, ModelConfig, UpdateModelConfig},
     db::model_configs::{ModelConfigChanges, NewModelConfig},
     ids::ModelConfigId,
 };
@@ -32,8 +32,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         ))
 }
 
-/// Longest model or display name.
-const MAX_NAME: usize = 200;
 /// Compaction threshold when none is given (the column's default).
 const DEFAULT_COMPACTION_THRESHOLD_PCT: i16 = 70;
 /// Output cap when none is given (the column's default).
@@ -98,6 +96,19 @@ impl Values<'_> {
     }
 }
 
+/// The path of a model config.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ModelConfigPath {
+    /// The model config.
+    id: ModelConfigId,
+}
+
+const NO_MODEL_CONFIG: &str = "No such model config, or it was deleted (`not_found`)";
+const DEFAULT_CHANGED: &str =
+    "Another model became the default at the same time; try again (`default_changed`)";
+
 /// What a model config change's outcome means to a client.
 fn model_config_outcome(outcome: ModelConfigOutcome) -> ApiResult<Json<ModelConfig>> {
     match outcome {
@@ -117,10 +128,7 @@ fn model_config_outcome(outcome: ModelConfigOutcome) -> ApiResult<Json<ModelConf
 /// Every model config that is not deleted, by display name.
 #[utoipa::path(
     get, path = "/admin/model-configs", tag = "admin",
-    responses(
-        (status = 200, body = Vec<ModelConfig>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<ModelConfig>, description = "The model configs"))
 )]
 async fn list_model_configs(
     State(state): State<AppState>,
@@ -136,10 +144,11 @@ async fn list_model_configs(
     post, path = "/admin/model-configs", tag = "admin", request_body = CreateModelConfig,
     responses(
         (status = 201, body = ModelConfig, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Another model became the default meanwhile"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = DEFAULT_CHANGED),
+        (status = 422, body = ErrorResponse, description = "No such provider \
+            (`invalid_provider`), or a field breaks a rule its schema states (`invalid_model`, \
+            `invalid_display_name`, `invalid_context_limit`, `invalid_max_output_tokens`, \
+            `invalid_compaction_threshold_pct`, `invalid_price`, `invalid_options`)"),
     )
 )]
 async fn create_model_config(
@@ -147,9 +156,14 @@ async fn create_model_config(
     _: Admin,
     ApiJson(body): ApiJson<CreateModelConfig>,
 ) -> ApiResult<(StatusCode, Json<ModelConfig>)> {
-    let model = text_field(&body.model, "model", "invalid_model", 1..=MAX_NAME)?;
+    let model = text_field(&body.model, "model", "invalid_model", 1..=MAX_MODEL_NAME)?;
     let display_name = match &body.display_name {
-        Some(name) => text_field(name, "display_name", "invalid_display_name", 1..=MAX_NAME)?,
+        Some(name) => text_field(
+            name,
+            "display_name",
+            "invalid_display_name",
+            1..=MAX_MODEL_NAME,
+        )?,
         None => model,
     };
     let options = body
@@ -190,11 +204,10 @@ async fn create_model_config(
 
 /// One model config (404 once deleted).
 #[utoipa::path(
-    get, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    get, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     responses(
-        (status = 200, body = ModelConfig),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = ModelConfig, description = "The model config"),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
     )
 )]
 async fn get_model_config(
@@ -213,14 +226,16 @@ async fn get_model_config(
 /// it); a default stops being one only when another takes over, so
 /// `is_default: false` is refused.
 #[utoipa::path(
-    patch, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    patch, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     request_body = UpdateModelConfig,
     responses(
-        (status = 200, body = ModelConfig),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Another model became the default meanwhile"),
-        (status = 422, body = ErrorResponse),
+        (status = 200, body = ModelConfig, description = "The model config as changed"),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
+        (status = 409, body = ErrorResponse, description = DEFAULT_CHANGED),
+        (status = 422, body = ErrorResponse, description = "A field breaks a rule its schema \
+            states (`invalid_is_default`, `invalid_display_name`, `invalid_context_limit`, \
+            `invalid_max_output_tokens`, `invalid_compaction_threshold_pct`, `invalid_price`, \
+            `invalid_options`)"),
     )
 )]
 async fn update_model_config(
@@ -238,7 +253,14 @@ async fn update_model_config(
     let display_name = body
         .display_name
         .as_deref()
-        .map(|name| text_field(name, "display_name", "invalid_display_name", 1..=MAX_NAME))
+        .map(|name| {
+            text_field(
+                name,
+                "display_name",
+                "invalid_display_name",
+                1..=MAX_MODEL_NAME,
+            )
+        })
         .transpose()?;
     let prices = [
         body.price_input_micros_per_mtok,
@@ -275,11 +297,10 @@ async fn update_model_config(
 /// any more, but the chats that name it keep their history. If it was the
 /// default, there is none until another is picked.
 #[utoipa::path(
-    delete, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    delete, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
     )
 )]
 async fn delete_model_config(

@@ -4,7 +4,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateProvider, ErrorResponse, Provider, UpdateProvider},
+    api::{CreateProvider, ErrorResponse, MAX_PROVIDER_NAME, Provider, UpdateProvider},
     db::providers::{NewProvider, ProviderChanges},
     ids::ProviderId,
 };
@@ -26,8 +26,20 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_provider, update_provider, delete_provider))
 }
 
-/// Longest provider name (the column's check).
-const MAX_NAME: usize = 128;
+/// The path of a provider.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ProviderPath {
+    /// The provider.
+    id: ProviderId,
+}
+
+const NO_PROVIDER: &str = "No such provider (`not_found`)";
+const NAME_TAKEN: &str = "Another provider has this name (`name_taken`)";
+const UNREACHABLE: &str = "The provider could not be used as given: a base URL its kind cannot \
+    use, both `api_key` and `api_key_env`, or a field that breaks a rule its schema states \
+    (`invalid_base_url`, `invalid_api_key`, `invalid_api_key_env`, `invalid_name`)";
 
 /// A refused connection: 422 with the code of the field at fault.
 fn connection_error(refused: ConnectionRefused) -> ApiError {
@@ -55,10 +67,7 @@ fn provider_outcome(outcome: ProviderOutcome) -> ApiResult<Json<Provider>> {
 /// Every provider, by name.
 #[utoipa::path(
     get, path = "/admin/providers", tag = "admin",
-    responses(
-        (status = 200, body = Vec<Provider>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<Provider>, description = "The providers"))
 )]
 async fn list_providers(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<Provider>>> {
     let rows = state.catalog.providers().await?;
@@ -70,10 +79,8 @@ async fn list_providers(State(state): State<AppState>, _: Admin) -> ApiResult<Js
     post, path = "/admin/providers", tag = "admin", request_body = CreateProvider,
     responses(
         (status = 201, body = Provider, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The name is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = NAME_TAKEN),
+        (status = 422, body = ErrorResponse, description = UNREACHABLE),
     )
 )]
 async fn create_provider(
@@ -81,7 +88,7 @@ async fn create_provider(
     _: Admin,
     ApiJson(body): ApiJson<CreateProvider>,
 ) -> ApiResult<(StatusCode, Json<Provider>)> {
-    let name = text_field(&body.name, "name", "invalid_name", 1..=MAX_NAME)?;
+    let name = text_field(&body.name, "name", "invalid_name", 1..=MAX_PROVIDER_NAME)?;
     let new = NewProvider {
         name,
         kind: body.kind,
@@ -96,11 +103,10 @@ async fn create_provider(
 
 /// One provider.
 #[utoipa::path(
-    get, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    get, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     responses(
-        (status = 200, body = Provider),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = Provider, description = "The provider"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
     )
 )]
 async fn get_provider(
@@ -117,14 +123,13 @@ async fn get_provider(
 /// Change a provider: fields left out stay; `null` removes `api_key` or
 /// `api_key_env`. The result must still be a usable provider.
 #[utoipa::path(
-    patch, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    patch, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     request_body = UpdateProvider,
     responses(
-        (status = 200, body = Provider),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The name is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 200, body = Provider, description = "The provider as changed"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
+        (status = 409, body = ErrorResponse, description = NAME_TAKEN),
+        (status = 422, body = ErrorResponse, description = UNREACHABLE),
     )
 )]
 async fn update_provider(
@@ -136,7 +141,7 @@ async fn update_provider(
     let name = body
         .name
         .as_deref()
-        .map(|name| text_field(name, "name", "invalid_name", 1..=MAX_NAME))
+        .map(|name| text_field(name, "name", "invalid_name", 1..=MAX_PROVIDER_NAME))
         .transpose()?;
     let changes = ProviderChanges {
         name,
@@ -159,12 +164,12 @@ async fn update_provider(
 /// go with it, unless old chats still name them: then it stays (409), and
 /// disabling it is the way to retire it.
 #[utoipa::path(
-    delete, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    delete, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Model configs still use it"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
+        (status = 409, body = ErrorResponse, description = "Model configs use it, or deleted ones \
+            that old chats name (`provider_in_use`)"),
     )
 )]
 async fn delete_provider(

@@ -5,7 +5,10 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateToken, CreateUser, ErrorResponse, Token, TokenCreated, User},
+    api::{
+        CreateToken, CreateUser, ErrorResponse, MAX_TOKEN_NAME, MAX_USERNAME, Token, TokenCreated,
+        User,
+    },
     ids::{TokenId, UserId},
     status::UserRole,
 };
@@ -30,18 +33,32 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
 }
 
-/// Longest username (the column's check).
-const MAX_USERNAME: usize = 64;
-/// Longest token label.
-const MAX_TOKEN_NAME: usize = 128;
+/// The path of a user.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UserPath {
+    /// The user.
+    id: UserId,
+}
+
+/// The path of a user's token.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct TokenPath {
+    /// The user.
+    id: UserId,
+    /// The token.
+    token_id: TokenId,
+}
+
+const NO_USER: &str = "No such user (`not_found`)";
 
 /// Every user, by username.
 #[utoipa::path(
     get, path = "/admin/users", tag = "admin",
-    responses(
-        (status = 200, body = Vec<User>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<User>, description = "The users"))
 )]
 async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<User>>> {
     let rows = state.accounts.users().await?;
@@ -54,10 +71,9 @@ async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<V
     post, path = "/admin/users", tag = "admin", request_body = CreateUser,
     responses(
         (status = 201, body = User, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The username is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = "The username is taken (`username_taken`)"),
+        (status = 422, body = ErrorResponse, description = "The username breaks a rule its schema \
+            states (`invalid_username`)"),
     )
 )]
 async fn create_user(
@@ -83,11 +99,10 @@ async fn create_user(
 
 /// One user.
 #[utoipa::path(
-    get, path = "/admin/users/{id}", tag = "admin", params(("id" = UserId, Path)),
+    get, path = "/admin/users/{id}", tag = "admin", params(UserPath),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = User, description = "The user"),
+        (status = 404, body = ErrorResponse, description = NO_USER),
     )
 )]
 async fn get_user(
@@ -103,11 +118,10 @@ async fn get_user(
 
 /// A user's tokens, newest first, revoked ones included (never the secrets).
 #[utoipa::path(
-    get, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    get, path = "/admin/users/{id}/tokens", tag = "admin", params(UserPath),
     responses(
-        (status = 200, body = Vec<Token>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = Vec<Token>, description = "The user's tokens"),
+        (status = 404, body = ErrorResponse, description = NO_USER),
     )
 )]
 async fn list_tokens(
@@ -124,13 +138,13 @@ async fn list_tokens(
 /// Create a token for a user. The answer holds the secret, which is shown
 /// this once: only its hash is stored.
 #[utoipa::path(
-    post, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    post, path = "/admin/users/{id}/tokens", tag = "admin", params(UserPath),
     request_body = CreateToken,
     responses(
         (status = 201, body = TokenCreated, description = "Created; `token` is the secret"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 422, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = NO_USER),
+        (status = 422, body = ErrorResponse, description = "`expires_at` is not in the future \
+            (`invalid_expires_at`), or the name breaks a rule its schema states (`invalid_name`)"),
     )
 )]
 async fn create_token(
@@ -171,12 +185,11 @@ async fn create_token(
 /// as soon as the `TokensChanged` notice reaches them (within their token
 /// cache's minute if it is lost).
 #[utoipa::path(
-    delete, path = "/admin/users/{id}/tokens/{token_id}", tag = "admin",
-    params(("id" = UserId, Path), ("token_id" = TokenId, Path)),
+    delete, path = "/admin/users/{id}/tokens/{token_id}", tag = "admin", params(TokenPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse, description = "No such token of this user, or revoked already"),
+        (status = 404, body = ErrorResponse, description = "No such token of this user, or revoked \
+            already (`not_found`)"),
     )
 )]
 async fn revoke_token(
