@@ -17,6 +17,7 @@ use std::{
 use chatd_shared::{
     backoff::Backoff,
     ids::{ChatId, Generation, ReplicaId},
+    sync::lock,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
@@ -29,6 +30,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     metrics::RelayMetrics,
     protocol::{EndReason, FromWorker, RELAY_PATH, ToWorker, now_us},
+    pulse::{Due, Pulse},
     source::{PartSink, PeerDirectory},
 };
 
@@ -181,10 +183,6 @@ impl PeerManager {
             peers.insert(worker, sender);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a peer task knows of one followed chat.
@@ -403,9 +401,9 @@ async fn session(
     }
     // The connection works: later failures start from the smallest delay.
     backoff.reset();
-    let mut ping = tokio::time::interval(inner.config.ping_interval);
-    ping.reset();
-    let mut last_heard = Instant::now();
+    let mut pulse = Pulse::new(inner.config.ping_interval, inner.config.idle_timeout);
+    let pulse_timer = tokio::time::sleep_until(pulse.wake_at());
+    tokio::pin!(pulse_timer);
     let mut idle_since: Option<Instant> = None;
     loop {
         if followed.values().all(|f| f.ended) {
@@ -430,7 +428,7 @@ async fn session(
                 None => return Session::Stop,
             },
             message = socket.next() => {
-                last_heard = Instant::now();
+                pulse.heard();
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         inner.metrics.frame("received", text.len(), 0);
@@ -450,13 +448,17 @@ async fn session(
                     Some(Ok(_)) => {}
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= inner.config.idle_timeout {
-                    return Session::Lost("peer silent too long");
+            _ = &mut pulse_timer => {
+                match pulse.wake() {
+                    Due::Gone => return Session::Lost("peer silent too long"),
+                    Due::Ping => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return Session::Lost("pinging");
+                        }
+                    }
+                    Due::Nothing => {}
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return Session::Lost("pinging");
-                }
+                pulse_timer.as_mut().reset(pulse.wake_at());
             }
         }
     }

@@ -95,8 +95,7 @@ async fn run(
     let node = TestPubSub::start_with(id, db.url(), pool.clone()).await;
     let meter = opentelemetry::global::meter("bench");
     let http = llm::http_client().unwrap();
-    let factory: ProviderFactory =
-        Arc::new(move |row| llm::build(row, &http).map_err(|e| e.to_string()));
+    let factory: ProviderFactory = Arc::new(move |row| llm::build(row, &http));
     let runner = Arc::new(TurnRunner::new(
         ModelCatalog::new(pool.clone(), factory),
         ToolRegistry::builtin(false),

@@ -171,8 +171,7 @@ impl Core {
         );
         let hub = StreamHub::new(BufferLimits::default(), config.api.subscriber_queue, &meter);
         let http = llm::http_client().context("building the HTTP client for providers")?;
-        let factory: ProviderFactory =
-            Arc::new(move |row| llm::build(row, &http).map_err(|err| err.to_string()));
+        let factory: ProviderFactory = Arc::new(move |row| llm::build(row, &http));
         let catalog = ModelCatalog::new(pool.clone(), factory);
         tracker.spawn(
             catalog

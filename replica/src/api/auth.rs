@@ -91,7 +91,7 @@ impl TokenCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Cached>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        chatd_shared::sync::lock(&self.entries)
     }
 
     /// Forgets everything (a token or user changed somewhere).

@@ -32,7 +32,10 @@ use opentelemetry::metrics::Meter;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{operations::ChatOps, streams::StreamHub};
+use crate::{
+    operations::ChatOps,
+    streams::{RunStream, StreamHub},
+};
 
 use self::{
     lease::LeaseClock,
@@ -211,7 +214,7 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
     };
     // Local subscribers hear `running` from the hub before any part (the
     // claim announced it to everyone else).
-    let stream = shared.hub.begin_run(chat.id, chat.generation);
+    let stream = RunStream::begin(&shared.hub, chat.id, chat.generation);
     let context = RunContext::new(
         chat,
         fence,

@@ -340,7 +340,7 @@ pub fn turn_runner(
 ) -> Arc<chatd_replica::turn::TurnRunner> {
     let http = chatd_replica::llm::http_client().unwrap();
     let factory: chatd_replica::models::ProviderFactory =
-        Arc::new(move |row| chatd_replica::llm::build(row, &http).map_err(|err| err.to_string()));
+        Arc::new(move |row| chatd_replica::llm::build(row, &http));
     let catalog = chatd_replica::models::ModelCatalog::new(pool.clone(), factory);
     let metrics = chatd_replica::turn::TurnMetrics::new(&opentelemetry::global::meter("test"));
     Arc::new(chatd_replica::turn::TurnRunner::new(
