@@ -551,3 +551,151 @@ fn receive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chatd_shared::{ids::MessageId, parts::Part};
+
+    use super::*;
+    use crate::protocol::RelayPart;
+
+    /// What the sink was given, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl PartSink for Recorded {
+        fn parts(&self, _: ChatId, generation: Generation, parts: &[RelayPart]) {
+            let seqs: Vec<String> = parts.iter().map(|p| p.seq.to_string()).collect();
+            lock(&self.0).push(format!("parts g{} {}", generation.0, seqs.join(",")));
+        }
+
+        fn committed(&self, _: ChatId, generation: Generation, through: MessageId) {
+            lock(&self.0).push(format!("committed g{} {}", generation.0, through.0));
+        }
+
+        fn ended(&self, _: ChatId, generation: Generation) {
+            lock(&self.0).push(format!("ended g{}", generation.0));
+        }
+    }
+
+    struct NoPeers;
+
+    #[async_trait::async_trait]
+    impl PeerDirectory for NoPeers {
+        async fn relay_url(&self, _: ReplicaId, _: bool) -> Option<String> {
+            None
+        }
+    }
+
+    fn inner(sink: Arc<Recorded>) -> Inner {
+        let meter = opentelemetry::global::meter("test");
+        Inner {
+            config: PeerConfig::default(),
+            directory: Arc::new(NoPeers),
+            sink,
+            metrics: RelayMetrics::new(&meter),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            peers: Mutex::default(),
+            follows: Mutex::default(),
+        }
+    }
+
+    fn parts(chat_id: ChatId, generation: i64, seqs: &[u64]) -> FromWorker {
+        FromWorker::Parts {
+            chat_id,
+            generation: Generation(generation),
+            parts: seqs
+                .iter()
+                .map(|&seq| RelayPart {
+                    seq,
+                    step: 0,
+                    part: Part::TextDelta { text: "x".into() },
+                })
+                .collect(),
+            sent_at_us: now_us(),
+        }
+    }
+
+    fn following(chat_id: ChatId, generation: i64) -> HashMap<ChatId, Followed> {
+        HashMap::from([(
+            chat_id,
+            Followed {
+                generation: Generation(generation),
+                last_seq: None,
+                ended: false,
+            },
+        )])
+    }
+
+    #[test]
+    fn parts_reach_the_sink_once_in_order_and_only_for_the_run_followed() {
+        let sink = Arc::new(Recorded::default());
+        let inner = inner(sink.clone());
+        let chat = ChatId::new_v7();
+        let mut followed = following(chat, 2);
+        for frame in [
+            parts(chat, 2, &[0, 1]),
+            // Repeated after a resubscription: only what is new passes.
+            parts(chat, 2, &[1, 2]),
+            parts(chat, 2, &[1]),
+            // An older run, and a chat nobody follows: never delivered.
+            parts(chat, 1, &[3]),
+            parts(ChatId::new_v7(), 2, &[0]),
+            FromWorker::Committed {
+                chat_id: chat,
+                generation: Generation(2),
+                through: MessageId(9),
+            },
+            FromWorker::Committed {
+                chat_id: chat,
+                generation: Generation(1),
+                through: MessageId(10),
+            },
+        ] {
+            assert_eq!(receive(&inner, &mut followed, frame), None);
+        }
+        assert_eq!(
+            *lock(&sink.0),
+            ["parts g2 0,1", "parts g2 2", "committed g2 9"]
+        );
+    }
+
+    #[test]
+    fn an_overflow_resubscribes_from_the_last_seq_and_an_ended_run_stays_ended() {
+        let sink = Arc::new(Recorded::default());
+        let inner = inner(sink.clone());
+        let chat = ChatId::new_v7();
+        let mut followed = following(chat, 3);
+        receive(&inner, &mut followed, parts(chat, 3, &[0, 1, 2]));
+        assert_eq!(
+            receive(
+                &inner,
+                &mut followed,
+                FromWorker::Overflow { chat_id: chat }
+            ),
+            Some(ToWorker::Sub {
+                chat_id: chat,
+                generation: Generation(3),
+                after_seq: Some(2),
+            })
+        );
+        let end = FromWorker::End {
+            chat_id: chat,
+            generation: Generation(3),
+            reason: EndReason::Released,
+        };
+        assert_eq!(receive(&inner, &mut followed, end), None);
+        // After its end, nothing of the run passes and no resubscription happens.
+        receive(&inner, &mut followed, parts(chat, 3, &[3]));
+        assert_eq!(
+            receive(
+                &inner,
+                &mut followed,
+                FromWorker::Overflow { chat_id: chat }
+            ),
+            None
+        );
+        assert_eq!(*lock(&sink.0), ["parts g3 0,1,2", "ended g3"]);
+    }
+}

@@ -157,7 +157,7 @@ impl Core {
         stops: &Stops,
         tracker: &TaskTracker,
     ) -> anyhow::Result<Self> {
-        let telemetry = Telemetry::new().map_err(anyhow::Error::msg)?;
+        let telemetry = Telemetry::new().context("starting the metrics exporter")?;
         let meter = telemetry.meter();
         let pool = connect_pool(&config.database).context("CHATD_DATABASE_URL")?;
         let pubsub = PubSub::start(
