@@ -80,6 +80,7 @@ pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S)
         // Clients only send pongs and closes: tungstenite's default 128 KiB
         // read buffer per connection would dominate a replica's memory.
         Transport::WebSocket(upgrade) => upgrade
+            .protocols([super::auth::WEBSOCKET_PROTOCOL])
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
             .max_message_size(MAX_CLIENT_MESSAGE)
