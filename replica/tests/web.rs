@@ -5,6 +5,7 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -19,7 +20,10 @@ use axum::{
 };
 use chatd_replica::server::Replica;
 use chatd_shared::{ids::ChatId, testing::TestDb};
-use common::{app::TestApp, proxy::Proxy};
+use common::{
+    app::{TestApp, replica_config, wait_up},
+    proxy::Proxy,
+};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
@@ -164,11 +168,16 @@ struct Cluster {
     replicas: Mutex<Vec<Option<Replica>>>,
     /// Replica 1's API behind a proxy: the page's origin, cut to drop the network.
     proxy: Proxy,
+    /// Where the proxy leads.
+    proxy_target: Mutex<SocketAddr>,
 }
 
 /// `POST /cut`, `/restore`: the page's origin drops and refuses every
 /// connection, then accepts them again. `POST /stop/{n}`: replica n (0-based)
-/// shuts down gracefully. `POST /seed/{chat}/{count}`: `count` old messages.
+/// shuts down gracefully. `POST /start`: one more replica.
+/// `POST /stop-worker/{chat}`: the replica running the chat shuts down; when
+/// it is the one behind the page's origin, the origin moves to another, as a
+/// load balancer would. `POST /seed/{chat}/{count}`: `count` old messages.
 fn control_routes(cluster: Arc<Cluster>) -> Router {
     Router::new()
         .route(
@@ -201,6 +210,25 @@ fn control_routes(cluster: Arc<Cluster>) -> Router {
             ),
         )
         .route(
+            "/start",
+            post(|State(cluster): State<Arc<Cluster>>| async move {
+                let replica = Replica::start(replica_config(&cluster.db))
+                    .await
+                    .expect("replica starts");
+                wait_up(&replica).await;
+                cluster.replicas.lock().await.push(Some(replica));
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/stop-worker/{chat}",
+            post(
+                |State(cluster): State<Arc<Cluster>>, UrlPath(chat): UrlPath<ChatId>| async move {
+                    stop_worker(&cluster, chat).await
+                },
+            ),
+        )
+        .route(
             "/seed/{chat}/{count}",
             post(
                 |State(cluster): State<Arc<Cluster>>,
@@ -211,6 +239,30 @@ fn control_routes(cluster: Arc<Cluster>) -> Router {
             ),
         )
         .with_state(cluster)
+}
+
+async fn stop_worker(cluster: &Cluster, chat: ChatId) -> (StatusCode, String) {
+    let mut replicas = cluster.replicas.lock().await;
+    let Some(index) = replicas.iter().position(|replica| {
+        replica
+            .as_ref()
+            .is_some_and(|replica| replica.running().iter().any(|(id, _)| *id == chat))
+    }) else {
+        return (StatusCode::NOT_FOUND, "no replica runs the chat".into());
+    };
+    let Some(worker) = replicas[index].take() else {
+        return (StatusCode::NOT_FOUND, "gone".into());
+    };
+    if cluster.proxy_target.lock().await.eq(&worker.http_addr()) {
+        let survivor = replicas.iter().flatten().next().map(Replica::http_addr);
+        if let Some(survivor) = survivor {
+            cluster.proxy.route_to(survivor);
+            *cluster.proxy_target.lock().await = survivor;
+        }
+    }
+    drop(replicas);
+    worker.shutdown().await;
+    (StatusCode::OK, index.to_string())
 }
 
 /// Inserts `count` messages, `history 1` … `history N`, user and assistant in turn.
@@ -278,6 +330,7 @@ async fn the_page_chats_streams_and_recovers_in_a_real_browser() {
     let TestApp { db, replicas, .. } = app;
     let cluster = Arc::new(Cluster {
         db,
+        proxy_target: Mutex::new(replicas[0].http_addr()),
         replicas: Mutex::new(replicas.into_iter().map(Some).collect()),
         proxy,
     });

@@ -65,9 +65,14 @@ export class Conversation {
     this.hasMore = page.has_more;
   }
 
-  /** Forgets the history (an edit rewrote it); keeps status and drafts. */
+  /**
+   * Replaces the history with the newest page (an edit rewrote it). Messages
+   * newer than the page stay: the stream delivered them after the page was
+   * read, and will not again.
+   */
   resetHistory(page) {
-    this.messages.clear();
+    const newest = page.messages.length ? page.messages[page.messages.length - 1].id : Infinity;
+    for (const id of [...this.messages.keys()]) if (id <= newest) this.messages.delete(id);
     this.addPage(page);
   }
 

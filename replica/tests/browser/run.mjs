@@ -68,13 +68,24 @@ function check(condition, message) {
   if (!condition) throw new Error(message);
 }
 
-/** The API, straight to replica 1 (never stopped, never behind the proxy). */
+/**
+ * The API, from the test's side: replica 1 directly, else whichever answers
+ * (replicas are stopped and the page's origin cut along the way).
+ */
 async function api(method, path, body) {
-  const response = await fetch(`${REPLICA1}/api/v1${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  for (const base of [REPLICA1, PAGE, REPLICA2]) {
+    try {
+      response = await fetch(`${base}/api/v1${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      break;
+    } catch (error) {
+      if (base === REPLICA2) throw error;
+    }
+  }
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
   return text ? JSON.parse(text) : null;
@@ -525,6 +536,14 @@ step('a failed turn shows the error status and its reason; a retry shows a notic
   await waitIdle(chatId);
   await eventually('the notice to go', () => page.isHidden('#notice'));
   check(await page.isHidden('#last-error'), 'the last error is still shown');
+  // A stream cut by the model mid-step: the step starts over, and its
+  // draft with it.
+  const script = words(60, 'c');
+  await desktop.samples();
+  await desktop.send(mock({ text: script.join(' '), token_delay_ms: 15, cut_after: 20, cut_times: 1 }));
+  await eventually('the reply after the cut', async () => (await desktop.assistantTexts()).at(-1) === script.join(' '));
+  const { samples } = await finishReply(desktop, chatId, script, 'the reply retried after a cut');
+  check(samples.length > 0, 'no draft samples');
 });
 
 step('rename, archive, restore and delete from the page', async () => {
@@ -543,8 +562,8 @@ step('rename, archive, restore and delete from the page', async () => {
   await page.click('#delete');
   await page.click('#delete-yes');
   await eventually('the chat to be gone', () => page.evaluate((id) => !document.querySelector(`.chat-item[data-chat-id="${id}"]`), chatId));
-  const gone = await fetch(`${REPLICA1}/api/v1/chats/${chatId}`, { headers: { Authorization: `Bearer ${TOKEN}` } });
-  check(gone.status === 404, `the deleted chat answers ${gone.status}`);
+  const gone = await api('GET', `/chats/${chatId}`).then(() => 'found', (error) => error.message);
+  check(gone.includes(' 404 '), `the deleted chat: ${gone}`);
 });
 
 step('server-sent events carry a reply when chosen', async () => {
@@ -624,6 +643,18 @@ step('the replica going away: the page moves on and the reply completes', async 
   const { shown } = await finishReply(desktop, firstChat, script, 'the reply across the shutdown');
   check(wordsOf(shown).join(' ') === script.join(' '), 'the reply across the shutdown is not whole');
   await desktop.shot('19-replica-gone');
+});
+
+step('the replica running the reply goes away: its re-run replaces the draft', async () => {
+  await control('/start');
+  const script = await startLongReply(desktop, 'h', { atLeast: 20 });
+  const before = await api('GET', `/chats/${firstChat}`);
+  // Whichever replica runs it; when that is the page's, its origin moves on.
+  await control(`/stop-worker/${firstChat}`);
+  await finishReply(desktop, firstChat, script, 'the re-run reply');
+  const last = (await api('GET', `/chats/${firstChat}/messages?limit=1`)).messages[0];
+  check(last.generation > before.generation, `the reply was not run again (generation ${last.generation}, was ${before.generation})`);
+  await desktop.shot('20-re-run');
 });
 
 // --------------------------------------------------------------------- main
