@@ -266,6 +266,14 @@ step('first load shows the sign-in form; bytes transferred are measured', async 
   measurements.first_load_bytes = resolved.reduce((sum, { size }) => sum + size.responseBodySize + size.responseHeadersSize, 0);
   measurements.first_load_body_bytes = resolved.reduce((sum, { size }) => sum + size.responseBodySize, 0);
   await desktop.shot('01-sign-in');
+  // Again, with the browser's copies: every file is revalidated (304).
+  const again = [];
+  const refinished = (request) => again.push(request.sizes().then((size) => size.responseBodySize + size.responseHeadersSize));
+  page.on('requestfinished', refinished);
+  await page.reload({ waitUntil: 'load' });
+  await page.waitForSelector('#signin-token', { state: 'visible' });
+  page.off('requestfinished', refinished);
+  measurements.reload_bytes = (await Promise.all(again)).reduce((sum, bytes) => sum + bytes, 0);
 });
 
 step('a wrong token is refused; the right one signs in', async () => {
@@ -402,6 +410,41 @@ step('Markdown renders safely: no HTML injection, no javascript: links', async (
   await desktop.shot('05-markdown-xss');
 });
 
+step('reasoning and tool calls show as collapsed blocks that open', async () => {
+  const page = desktop.page;
+  await page.fill('#composer-input', mock({
+    steps: [
+      { thinking: 'Let me think about it.', tool_calls: [{ name: 'test_sleep', args: { ms: 1500 } }, { name: 'test_fail', args: { message: 'it broke' } }] },
+      { text: 'All done.' },
+    ],
+  }));
+  await page.press('#composer-input', 'Enter');
+  await eventually('the tool calls in the draft', () => page.evaluate(() => document.querySelectorAll('#draft-list details.tool-call').length === 2));
+  await desktop.shot('06-tools-running');
+  await eventually('the answer after the tools', async () => (await desktop.assistantTexts()).at(-1) === 'All done.');
+  await waitIdle(firstChat);
+  const found = await page.evaluate(() => {
+    const list = document.querySelector('#message-list');
+    const reasoning = [...list.querySelectorAll('details.reasoning')].at(-1);
+    const calls = [...list.querySelectorAll('details.tool-call')].slice(-2);
+    const results = [...list.querySelectorAll('details.tool-result')].slice(-2);
+    return {
+      reasoning: reasoning && { open: reasoning.open, text: reasoning.textContent },
+      calls: calls.map((d) => ({ open: d.open, name: d.querySelector('summary code').textContent })),
+      results: results.map((d) => ({ open: d.open, error: d.classList.contains('is-error'), text: d.textContent })),
+    };
+  });
+  check(found.reasoning && !found.reasoning.open && found.reasoning.text.includes('Let me think about it.'), `reasoning: ${JSON.stringify(found.reasoning)}`);
+  check(found.calls.map((c) => c.name).join() === 'test_sleep,test_fail' && found.calls.every((c) => !c.open), `calls: ${JSON.stringify(found.calls)}`);
+  check(found.results.length === 2 && found.results.every((r) => !r.open) && found.results[1].error && found.results[1].text.includes('it broke'), `results: ${JSON.stringify(found.results)}`);
+  const call = page.locator('#message-list details.tool-call').last();
+  await call.locator('summary').click();
+  check(await call.evaluate((d) => d.open), 'the tool call does not open');
+  await page.locator('#message-list details.reasoning').last().locator('summary').click();
+  await page.locator('#message-list details.tool-result').last().locator('summary').click();
+  await desktop.shot('07-tools-opened');
+});
+
 step('a message sent while busy is queued; "Send now" promotes it', async () => {
   const page = desktop.page;
   check((await page.inputValue('#busy-behavior')) === 'queue', 'the busy behaviour is not queue by default');
@@ -412,7 +455,7 @@ step('a message sent while busy is queued; "Send now" promotes it', async () => 
   await page.press('#composer-input', 'Enter');
   await eventually('the queued message', async () => (await page.locator('#queue-list li').count()) === 1);
   check((await page.textContent('#queue-list li')).includes('next please'), 'the queue shows something else');
-  await desktop.shot('06-queued');
+  await desktop.shot('08-queued');
   await page.click('#queue-list li button:has-text("Send now")');
   await eventually('the queue to empty', () => page.isHidden('#queue'));
   await eventually('the queued message to be answered', async () => (await desktop.assistantTexts()).at(-1) === 'queued reply done');
@@ -424,7 +467,32 @@ step('a message sent while busy is queued; "Send now" promotes it', async () => 
   checkPrefixes([{ text: partial }], script, 'the interrupted reply');
   const shown = await desktop.assistantTexts();
   check(shown.at(-2) === partial.trim(), `the interrupted reply shows ${shown.at(-2)?.slice(0, 80)}…`);
-  await desktop.shot('07-promoted');
+  await desktop.shot('09-promoted');
+});
+
+step('the busy behaviour can reject or interrupt instead of queueing', async () => {
+  const page = desktop.page;
+  const script = await startLongReply(desktop, 'b', { atLeast: 5 });
+  await page.selectOption('#busy-behavior', 'reject');
+  await desktop.send(`refused ${mock({ text: 'never' })}`);
+  await eventually('the refusal', async () => (await page.textContent('#notice')).includes('busy'));
+  check((await page.inputValue('#composer-input')).startsWith('refused'), 'the refused message left the composer');
+  await page.selectOption('#busy-behavior', 'interrupt');
+  await desktop.send(`instead ${mock({ text: 'the interrupting reply' })}`);
+  await eventually('the interrupting reply', async () => (await desktop.assistantTexts()).at(-1) === 'the interrupting reply');
+  await waitIdle(firstChat);
+  const stored = await storedAssistantTexts(firstChat);
+  checkPrefixes([{ text: stored.at(-2) }], script, 'the interrupted reply');
+  check(wordsOf(stored.at(-2)).length < script.length, 'the reply was not interrupted');
+  check(!stored.includes('never'), 'the rejected message ran');
+  await page.selectOption('#busy-behavior', 'queue');
+  // Statuses this page does not know yet (later waves add some) show as they are.
+  const badge = await page.evaluate(async () => {
+    const { statusBadge } = await import('/assets/render.js');
+    const node = statusBadge('waiting_for_godot');
+    return { text: node.textContent, className: node.className };
+  });
+  check(badge.text === 'waiting for godot' && badge.className.includes('status-other'), `unknown status: ${JSON.stringify(badge)}`);
 });
 
 step('Esc interrupts the reply; what was said so far stays', async () => {
@@ -437,7 +505,7 @@ step('Esc interrupts the reply; what was said so far stays', async () => {
   check(count >= 10 && count < script.length, `the interrupted reply shows ${count} words`);
   checkPrefixes([{ text: shown }], script, 'the interrupted reply');
   check(await page.isHidden('#interrupt'), 'the interrupt button is still shown');
-  await desktop.shot('08-interrupted');
+  await desktop.shot('10-interrupted');
 });
 
 step('a reload mid-reply resumes it where it was: no word twice, none missing', async () => {
@@ -448,7 +516,7 @@ step('a reload mid-reply resumes it where it was: no word twice, none missing', 
   await page.reload({ waitUntil: 'load' });
   const after = await desktop.waitDraftWords(1);
   check(after >= before, `after the reload the draft starts at ${after} words, it had ${before}`);
-  await desktop.shot('09-reloaded-mid-reply');
+  await desktop.shot('11-reloaded-mid-reply');
   const { samples, shown } = await finishReply(desktop, firstChat, script, 'the reloaded reply');
   check(samples.length > 0, 'nothing streamed after the reload');
   check(wordsOf(shown).join(' ') === script.join(' '), `after the reload the message shows ${shown.slice(0, 100)}…`);
@@ -465,7 +533,7 @@ step('the chat list follows chats created, renamed and archived through the API'
   await eventually('the new title', () =>
     page.evaluate((id) => document.querySelector(`.chat-item[data-chat-id="${id}"]`)?.textContent.includes('Renamed by the API'), chat.id),
   );
-  await desktop.shot('10-watch');
+  await desktop.shot('12-watch');
   await api('PATCH', `/chats/${chat.id}`, { archived: true });
   await eventually('the archived chat to leave the list', () =>
     page.evaluate((id) => !document.querySelector(`.chat-item[data-chat-id="${id}"]`), chat.id),
@@ -480,6 +548,28 @@ step('the chat list follows chats created, renamed and archived through the API'
   );
 });
 
+step('the chat list pages as it scrolls', async () => {
+  const page = desktop.page;
+  const fillers = [];
+  for (let i = 0; i < 35; i++) fillers.push((await api('POST', '/chats', { title: `Filler ${i + 1}` })).id);
+  const total = (await api('GET', '/chats?limit=200')).chats.length;
+  await page.reload({ waitUntil: 'load' });
+  await eventually('the first page of chats', async () => (await page.locator('.chat-item').count()) === 30);
+  check(await page.isVisible('#more-chats'), 'no way to load more chats');
+  await eventually('every chat, scrolling down', async () => {
+    await page.evaluate(() => {
+      const scroll = document.querySelector('.chat-list-scroll');
+      scroll.scrollTop = scroll.scrollHeight;
+    });
+    return (await page.locator('.chat-item').count()) === total;
+  });
+  const ids = await page.evaluate(() => [...document.querySelectorAll('.chat-item')].map((item) => item.dataset.chatId));
+  check(new Set(ids).size === ids.length && ids.every((id, i) => i === 0 || id < ids[i - 1]), 'chats repeated or not newest first');
+  check(await page.isHidden('#more-chats'), 'more to load after the last page');
+  for (const id of fillers) await api('DELETE', `/chats/${id}`);
+  await eventually('the deleted chats to leave the list', async () => (await page.locator('.chat-item').count()) === total - fillers.length);
+});
+
 step('history pages backwards on scroll', async () => {
   const page = desktop.page;
   const chat = await api('POST', '/chats', { title: 'Long history' });
@@ -489,7 +579,7 @@ step('history pages backwards on scroll', async () => {
   }, chat.id);
   await eventually('the newest page', async () => (await page.locator('#message-list article').count()) === 50);
   check((await page.textContent('#message-list article:last-of-type')).includes('history 120'), 'the newest message is not last');
-  await desktop.shot('11-history-newest');
+  await desktop.shot('13-history-newest');
   await eventually('every older page, scrolling up', async () => {
     await page.evaluate(() => {
       document.querySelector('#messages').scrollTop = 0;
@@ -499,7 +589,7 @@ step('history pages backwards on scroll', async () => {
   const ids = await page.evaluate(() => [...document.querySelectorAll('#message-list article')].map((node) => Number(node.dataset.messageId)));
   check(ids.every((id, i) => i === 0 || id > ids[i - 1]), 'messages are out of order or repeated');
   check((await page.textContent('#message-list article:first-of-type')).includes('history 1'), 'the oldest message is not first');
-  await desktop.shot('12-history-oldest');
+  await desktop.shot('14-history-oldest');
 });
 
 step('editing a past user message runs the chat again from it', async () => {
@@ -518,7 +608,7 @@ step('editing a past user message runs the chat again from it', async () => {
     return texts.length === 1 && texts[0] === 'edited reply';
   });
   check((await page.textContent('#message-list article.role-user .message-body')).startsWith('edited'), 'the user message was not replaced');
-  await desktop.shot('13-edited');
+  await desktop.shot('15-edited');
 });
 
 step('a failed turn shows the error status and its reason; a retry shows a notice', async () => {
@@ -528,10 +618,10 @@ step('a failed turn shows the error status and its reason; a retry shows a notic
   const chatId = await desktop.chatId();
   await desktop.waitStatus('error');
   await eventually('the last error', async () => (await page.isVisible('#last-error')) && (await page.textContent('#last-error')).length > 10);
-  await desktop.shot('14-error');
+  await desktop.shot('16-error');
   await desktop.send(mock({ error: { status: 429, retry_after: 2, times: 1 }, text: 'after the retry' }));
   await eventually('the retry notice', async () => (await page.getAttribute('#notice', 'data-kind')) === 'retry' && page.isVisible('#notice'));
-  await desktop.shot('15-retry');
+  await desktop.shot('17-retry');
   await eventually('the reply after the retry', async () => (await desktop.assistantTexts()).at(-1) === 'after the retry');
   await waitIdle(chatId);
   await eventually('the notice to go', () => page.isHidden('#notice'));
@@ -600,7 +690,7 @@ step('phone width: the list, then the chat; the sign-in link works', async () =>
   check(new URL(page.url()).hash === '', `the token stays in the address: ${page.url()}`);
   check(urls.every((url) => !url.includes(TOKEN)), 'the token was sent in a URL');
   await eventually('the chat list', () => page.isVisible(`.chat-item[data-chat-id="${firstChat}"]`));
-  await driver.shot('16-phone-list');
+  await driver.shot('18-phone-list');
   await page.tap(`.chat-item[data-chat-id="${firstChat}"]`);
   await page.waitForSelector('#composer-input', { state: 'visible' });
   check(await page.isHidden('#sidebar'), 'the list is shown beside the chat on a phone');
@@ -610,10 +700,14 @@ step('phone width: the list, then the chat; the sign-in link works', async () =>
   const script = words(40, 'p');
   await driver.send(mock({ text: script.join(' '), token_delay_ms: 20 }));
   await driver.waitDraftWords(5);
-  await driver.shot('17-phone-chat-streaming');
+  await driver.shot('19-phone-chat-streaming');
   await finishReply(driver, firstChat, script, 'the reply on a phone');
   await page.tap('#back');
   await page.waitForSelector('#sidebar', { state: 'visible' });
+  await page.tap('#settings-button');
+  await page.tap('#sign-out');
+  await page.waitForSelector('#signin-token', { state: 'visible' });
+  check((await page.evaluate(() => localStorage.getItem('chatd.token'))) === null, 'the token is still stored after signing out');
   check(driver.errors.length === 0, `page errors: ${driver.errors}`);
   await phone.close();
 });
@@ -626,7 +720,7 @@ step('a dropped network: the page reconnects to the other replica with its curso
   const script = await startLongReply(desktop, 'd', { atLeast: 20 });
   await control('/cut');
   await eventually('the stream on the other replica', async () => (await desktop.connection()) === new URL(REPLICA2).host);
-  await desktop.shot('18-failed-over');
+  await desktop.shot('20-failed-over');
   const { shown } = await finishReply(desktop, firstChat, script, 'the reply across the drop');
   check(wordsOf(shown).join(' ') === script.join(' '), 'the reply across the drop is not whole');
   // Sending goes to the other replica too (the page's own is cut).
@@ -642,7 +736,7 @@ step('the replica going away: the page moves on and the reply completes', async 
   await eventually('the stream back on the page\'s own replica', async () => (await desktop.connection()) === new URL(PAGE).host);
   const { shown } = await finishReply(desktop, firstChat, script, 'the reply across the shutdown');
   check(wordsOf(shown).join(' ') === script.join(' '), 'the reply across the shutdown is not whole');
-  await desktop.shot('19-replica-gone');
+  await desktop.shot('21-replica-gone');
 });
 
 step('the replica running the reply goes away: its re-run replaces the draft', async () => {
@@ -654,7 +748,7 @@ step('the replica running the reply goes away: its re-run replaces the draft', a
   await finishReply(desktop, firstChat, script, 'the re-run reply');
   const last = (await api('GET', `/chats/${firstChat}/messages?limit=1`)).messages[0];
   check(last.generation > before.generation, `the reply was not run again (generation ${last.generation}, was ${before.generation})`);
-  await desktop.shot('20-re-run');
+  await desktop.shot('22-re-run');
 });
 
 // --------------------------------------------------------------------- main
