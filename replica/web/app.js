@@ -387,7 +387,10 @@ function chatEvent(current, event) {
     if (current.conversation.status === 'error') refreshChatRow(current);
   }
   if (changed.has('queue')) renderQueue();
-  if (changed.has('notice')) renderNotice();
+  if (changed.has('notice')) {
+    renderNotice();
+    renderStatus();
+  }
   if (changed.has('title') && current.chat) updateChat({ ...current.chat, title: event.title });
   if (changed.has('refresh')) reloadHistory(current);
   if (atBottom) scrollToBottom();
@@ -409,7 +412,8 @@ function renderStatus() {
   $('chat-status').replaceChildren(statusBadge(status));
   const busy = status === 'running' || status === 'pending';
   $('interrupt').hidden = !busy;
-  const lastError = status === 'error' ? current.chat?.last_error : null;
+  // The row's last_error, or the failed turn's error event until the row is read.
+  const lastError = status === 'error' ? (current.chat?.last_error ?? current.conversation.error?.message) : null;
   $('last-error').hidden = !lastError;
   $('last-error').textContent = lastError ? `The last turn failed: ${lastError}` : '';
   const listed = state.list.chats.get(current.id);
@@ -490,7 +494,8 @@ function renderNotice() {
   if (conversation.retry) {
     const retry = conversation.retry;
     showNotice(`The model call failed (${retry.error}); retrying in ${(retry.delay_ms / 1000).toFixed(1)} s (attempt ${retry.attempt}).`, 'retry');
-  } else if (conversation.error) {
+  } else if (conversation.error && conversation.status !== 'error') {
+    // (A failed turn's error shows as the chat's last error instead.)
     showNotice(`Error: ${conversation.error.message}`, 'error');
   } else {
     hideNotice();

@@ -712,6 +712,39 @@ step('phone width: the list, then the chat; the sign-in link works', async () =>
   await phone.close();
 });
 
+step('where WebSockets cannot connect, the page streams over SSE', async () => {
+  const blocked = await context.browser().newContext({ viewport: { width: 1024, height: 700 } });
+  await blocked.addInitScript(INIT_SCRIPT);
+  // The page's policy, without ws: — as if something between browser and
+  // replica refused WebSockets.
+  await blocked.route(`${PAGE}/`, async (route) => {
+    const response = await route.fetch();
+    const headers = response.headers();
+    headers['content-security-policy'] = headers['content-security-policy'].replace(' ws: wss:', '');
+    await route.fulfill({ response, headers });
+  });
+  const page = await blocked.newPage();
+  const driver = new PageDriver(page, 'no-websockets');
+  const streams = [];
+  page.on('request', (request) => {
+    if (request.url().includes('/stream')) streams.push(`${request.resourceType()} ${request.headers().accept ?? ''}`);
+  });
+  await page.goto(`${PAGE}/#token=${TOKEN}`);
+  await page.evaluate((id) => {
+    location.hash = `chat=${id}`;
+  }, firstChat);
+  await eventually('the stream to be live', async () => (await driver.connection()) === new URL(PAGE).host);
+  const script = words(40, 'x');
+  await driver.send(mock({ text: script.join(' '), token_delay_ms: 20 }));
+  await driver.waitDraftWords(5);
+  await finishReply(driver, firstChat, script, 'the reply over the SSE fallback');
+  // Tried as a WebSocket (refused), then read as server-sent events.
+  const fetched = streams.filter((stream) => stream.startsWith('fetch'));
+  check(fetched.length > 0 && fetched.every((stream) => stream.includes('text/event-stream')), `stream requests: ${streams}`);
+  check(driver.errors.length === 0, `page errors: ${driver.errors}`);
+  await blocked.close();
+});
+
 step('a dropped network: the page reconnects to the other replica with its cursor', async () => {
   const page = desktop.page;
   await page.evaluate((id) => {
