@@ -412,8 +412,8 @@ function renderStatus() {
   $('chat-status').replaceChildren(statusBadge(status));
   const busy = status === 'running' || status === 'pending';
   $('interrupt').hidden = !busy;
-  // The row's last_error, or the failed turn's error event until the row is read.
-  const lastError = status === 'error' ? (current.chat?.last_error ?? current.conversation.error?.message) : null;
+  // The failed turn's error event (fresh), else the row's last_error.
+  const lastError = status === 'error' ? (current.conversation.error?.message ?? current.chat?.last_error) : null;
   $('last-error').hidden = !lastError;
   $('last-error').textContent = lastError ? `The last turn failed: ${lastError}` : '';
   const listed = state.list.chats.get(current.id);
