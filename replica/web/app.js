@@ -672,10 +672,47 @@ function saveSettings(event) {
   $('settings').close();
 }
 
+// ------------------------------------------------------------ chat actions
+
+/** Changes the open chat's row (title, archived) and shows the result. */
+async function patchChat(body) {
+  const current = state.current;
+  if (!current) return false;
+  let chat;
+  const done = await act(async () => {
+    chat = await state.api.request('PATCH', `/chats/${current.id}`, { body });
+  });
+  if (done && state.current === current) {
+    updateChat(chat);
+    upsertChat(chat);
+  }
+  return done;
+}
+
+function showRename(shown) {
+  $('rename-form').hidden = !shown;
+  $('chat-title').hidden = shown;
+  if (shown) {
+    $('rename-input').value = state.current?.chat?.title ?? '';
+    $('rename-input').focus();
+  }
+}
+
+async function deleteChat() {
+  $('delete-confirm').hidden = true;
+  const current = state.current;
+  if (!current) return;
+  if (await act(() => state.api.request('DELETE', `/chats/${current.id}`))) {
+    removeChat(current.id);
+    navigate(null);
+    closeChat();
+    showView('list');
+  }
+}
+
 // ------------------------------------------------------------------- wiring
 
-function wire() {
-  $('signin-form').addEventListener('submit', submitSignIn);
+function wireComposer() {
   $('composer').addEventListener('submit', send);
   $('composer-input').addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) send(event);
@@ -694,6 +731,9 @@ function wire() {
       interrupt();
     }
   });
+}
+
+function wireNavigation() {
   $('new-chat').addEventListener('click', () => {
     navigate(null);
     closeChat();
@@ -707,46 +747,29 @@ function wire() {
   $('filter-active').addEventListener('click', () => setFilter(false));
   $('filter-archived').addEventListener('click', () => setFilter(true));
   $('more-chats').addEventListener('click', () => loadChats({ more: true }));
+  new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting)) loadChats({ more: true });
+  }).observe($('more-chats'));
   $('older').addEventListener('click', loadOlder);
   $('messages').addEventListener('scroll', () => {
     if ($('messages').scrollTop < NEAR_TOP_PX) loadOlder();
   });
-  $('rename').addEventListener('click', () => {
-    $('rename-input').value = state.current?.chat?.title ?? '';
-    $('rename-form').hidden = false;
-    $('chat-title').hidden = true;
-    $('rename-input').focus();
+  window.addEventListener('hashchange', route);
+  window.addEventListener('online', () => {
+    state.watch?.kick();
+    state.current?.stream?.kick();
   });
-  const closeRename = () => {
-    $('rename-form').hidden = true;
-    $('chat-title').hidden = false;
-  };
-  $('rename-cancel').addEventListener('click', closeRename);
+}
+
+function wireChatActions() {
+  $('rename').addEventListener('click', () => showRename(true));
+  $('rename-cancel').addEventListener('click', () => showRename(false));
   $('rename-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const current = state.current;
-    if (!current) return;
-    let chat;
-    const done = await act(async () => {
-      chat = await state.api.request('PATCH', `/chats/${current.id}`, { body: { title: $('rename-input').value.trim() } });
-    });
-    if (done) {
-      closeRename();
-      updateChat(chat);
-      upsertChat(chat);
-    }
+    if (await patchChat({ title: $('rename-input').value.trim() })) showRename(false);
   });
-  $('archive').addEventListener('click', async () => {
-    const current = state.current;
-    if (!current?.chat) return;
-    let chat;
-    const done = await act(async () => {
-      chat = await state.api.request('PATCH', `/chats/${current.id}`, { body: { archived: !current.chat.archived } });
-    });
-    if (done) {
-      updateChat(chat);
-      upsertChat(chat);
-    }
+  $('archive').addEventListener('click', () => {
+    if (state.current?.chat) patchChat({ archived: !state.current.chat.archived });
   });
   $('delete').addEventListener('click', () => {
     $('delete-confirm').hidden = false;
@@ -755,28 +778,17 @@ function wire() {
   $('delete-no').addEventListener('click', () => {
     $('delete-confirm').hidden = true;
   });
-  $('delete-yes').addEventListener('click', async () => {
-    $('delete-confirm').hidden = true;
-    const current = state.current;
-    if (!current) return;
-    if (await act(() => state.api.request('DELETE', `/chats/${current.id}`))) {
-      removeChat(current.id);
-      navigate(null);
-      closeChat();
-      showView('list');
-    }
-  });
+  $('delete-yes').addEventListener('click', deleteChat);
+}
+
+function wire() {
+  $('signin-form').addEventListener('submit', submitSignIn);
   $('settings-button').addEventListener('click', openSettings);
   $('settings-form').addEventListener('submit', saveSettings);
   $('sign-out').addEventListener('click', () => signOut());
-  window.addEventListener('hashchange', route);
-  window.addEventListener('online', () => {
-    state.watch?.kick();
-    state.current?.stream?.kick();
-  });
-  new IntersectionObserver((entries) => {
-    if (entries.some((entry) => entry.isIntersecting)) loadChats({ more: true });
-  }).observe($('more-chats'));
+  wireComposer();
+  wireNavigation();
+  wireChatActions();
 }
 
 wire();
