@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     wake: Arc<Topic<(), ()>>,
     control: Arc<Topic<(), ControlNotice>>,
     connected: Arc<AtomicBool>,
+    /// Cleared by tests to lose every notice (`set_publishing`).
+    #[cfg(feature = "testing")]
     publishing: AtomicBool,
     outgoing: mpsc::Sender<Outgoing>,
     metrics: PubSubMetrics,
@@ -162,6 +164,7 @@ impl Shared {
     }
 
     fn enqueue(&self, channel: Channel, payload: String) {
+        #[cfg(feature = "testing")]
         if !self.publishing.load(Ordering::Relaxed) {
             return;
         }
@@ -223,6 +226,7 @@ impl PubSub {
             wake: Topic::new(),
             control: Topic::new(),
             connected,
+            #[cfg(feature = "testing")]
             publishing: AtomicBool::new(true),
             outgoing,
             metrics: metrics.clone(),
@@ -362,6 +366,7 @@ impl PubSub {
 
     /// Fault injection for tests: while false, publishes are silently
     /// dropped (as if every notification were lost).
+    #[cfg(feature = "testing")]
     pub fn set_publishing(&self, enabled: bool) {
         self.shared.publishing.store(enabled, Ordering::Relaxed);
     }
