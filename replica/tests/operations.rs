@@ -664,7 +664,10 @@ async fn a_hand_back_and_a_recovery_announce_pending_once() {
     replicas::register(&client, live, "test", None, "test", Duration::from_secs(10))
         .await
         .unwrap();
-    let beat = ops.beat(live, Duration::from_secs(10), 100).await.unwrap();
+    let beat = ops
+        .beat(live, Duration::from_secs(10), 100, false)
+        .await
+        .unwrap();
     assert_eq!(beat.recovered.len(), 1);
     assert_eq!(listener.heard(id).await, pending(4));
 }

@@ -29,7 +29,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         // Registered before looking at the free slots, so a run that ends
         // right after we looked still wakes us.
         let slot_freed = shared.registry.changed.notified();
-        if shared.lease_valid() {
+        // Likewise for the lease reconciling a new listener session.
+        let may_claim_again = shared.claimable.notified();
+        if shared.may_claim() {
             let free = config
                 .max_running_chats
                 .saturating_sub(shared.registry.len());
@@ -55,6 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             },
             Wait::WakeOrPoll(tick) => tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = may_claim_again => {}
                 delivery = wake.recv() => {
                     if delivery.is_none() {
                         // Pubsub closed: fall back to polling until told to stop.
@@ -81,7 +84,7 @@ async fn claim(
     let _claiming = shared.claim_lock.lock().await;
     let started = Instant::now();
     // Phantom acquire: rows claimed once we are stopping (or fenced) go back at once.
-    let still_acquiring = || !stop.is_cancelled() && shared.lease_valid();
+    let still_acquiring = || !stop.is_cancelled() && shared.may_claim();
     let claim = shared
         .ops
         .claim(shared.config.replica_id, limit, still_acquiring)

@@ -50,6 +50,7 @@ pub fn fast_config(id: ReplicaId) -> RuntimeConfig {
     config.poll_interval = Duration::from_millis(500);
     config.drain_timeout = Duration::from_secs(2);
     config.pending_gauge_interval = Duration::from_secs(60);
+    config.lock_judge_after = Duration::from_secs(1);
     config
 }
 
@@ -78,6 +79,7 @@ impl TestReplica {
             runner,
             meter,
             parent: tokio_util::sync::CancellationToken::new(),
+            database_url: db.url().to_owned(),
         };
         let runtime = Runtime::start(config, parts);
         wait_for("replica registered", WAIT, runtime.wait_running()).await;

@@ -43,6 +43,14 @@ pub(crate) enum SessionError {
     /// The connection could not be opened.
     #[error("connecting")]
     Connect(#[source] tokio_postgres::Error),
+    /// Taking the replica's advisory lock failed.
+    #[error("taking the replica's lock")]
+    Lock(#[source] tokio_postgres::Error),
+    /// Another session holds the replica's lock: a previous session of
+    /// this replica the server has not noticed is gone yet, or another
+    /// process with the same replica id.
+    #[error("another session holds this replica's lock (key {0}); is CHATD_REPLICA_ID shared?")]
+    LockHeld(i64),
     /// LISTEN failed: the connection is not known good.
     #[error("LISTEN")]
     Listen(#[source] tokio_postgres::Error),
@@ -149,6 +157,7 @@ pub(crate) async fn run(
     loop {
         let outcome = session(&shared, &url, &config, &cancel, &mut reconnects).await;
         shared.connected.store(false, Ordering::Release);
+        shared.session.send_replace(None);
         if cancel.is_cancelled() {
             return;
         }
@@ -193,6 +202,19 @@ async fn session(
     .fuse();
     tokio::pin!(driver);
 
+    // The replica's life lock first: it is held for as long as this session
+    // lasts, and released by PostgreSQL the moment the session ends.
+    let key = shared.replica_id.lock_key();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+    let lock = client.query_one("SELECT pg_try_advisory_lock($1)", &params);
+    let locked: bool = tokio::select! {
+        row = lock => row.and_then(|row| row.try_get(0)).map_err(SessionError::Lock)?,
+        err = &mut driver => return Err(err),
+        _ = cancel.cancelled() => return Ok(()),
+    };
+    if !locked {
+        return Err(SessionError::LockHeld(key));
+    }
     let listen: String = Channel::ALL
         .iter()
         .map(|c| format!("LISTEN {};", c.name()))
@@ -208,6 +230,7 @@ async fn session(
         tracing::info!("pubsub listener reconnected");
     }
     shared.connected.store(true, Ordering::Release);
+    shared.session_started();
     // Anything published while we were not listening is lost: everyone re-reads.
     shared.resync_all();
 
