@@ -670,4 +670,14 @@ async fn a_hand_back_and_a_recovery_announce_pending_once() {
         .unwrap();
     assert_eq!(beat.recovered.len(), 1);
     assert_eq!(listener.heard(id).await, pending(4));
+
+    // Found dead by its free lock: the same recovery, announced the same way.
+    let dead = ReplicaId::new_random();
+    let [_] = claim(&ops, dead).await[..] else {
+        panic!("one chat claimed");
+    };
+    listener.heard(id).await;
+    let recovered = ops.recover_replica(dead).await.unwrap();
+    assert_eq!(recovered.chats.len(), 1);
+    assert_eq!(listener.heard(id).await, pending(6));
 }
