@@ -11,10 +11,12 @@
 //!   backoff and resubscribes from the last seq seen, and hands parts to its
 //!   [`PartSink`] (the same hub), discarding anything of a stale generation.
 //! - [`protocol`]: the frames.
+//! - `pulse`: the ping / idle rule both ends apply to a connection.
 
 pub mod metrics;
 pub mod peers;
 pub mod protocol;
+mod pulse;
 pub mod server;
 mod source;
 

@@ -17,6 +17,7 @@ use std::{
 use chatd_shared::{
     backoff::Backoff,
     ids::{ChatId, Generation, ReplicaId},
+    sync::lock,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::mpsc, time::Instant};
@@ -29,6 +30,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     metrics::RelayMetrics,
     protocol::{EndReason, FromWorker, RELAY_PATH, ToWorker, now_us},
+    pulse::{Due, Pulse},
     source::{PartSink, PeerDirectory},
 };
 
@@ -181,10 +183,6 @@ impl PeerManager {
             peers.insert(worker, sender);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a peer task knows of one followed chat.
@@ -403,9 +401,9 @@ async fn session(
     }
     // The connection works: later failures start from the smallest delay.
     backoff.reset();
-    let mut ping = tokio::time::interval(inner.config.ping_interval);
-    ping.reset();
-    let mut last_heard = Instant::now();
+    let mut pulse = Pulse::new(inner.config.ping_interval, inner.config.idle_timeout);
+    let pulse_timer = tokio::time::sleep_until(pulse.wake_at());
+    tokio::pin!(pulse_timer);
     let mut idle_since: Option<Instant> = None;
     loop {
         if followed.values().all(|f| f.ended) {
@@ -430,7 +428,7 @@ async fn session(
                 None => return Session::Stop,
             },
             message = socket.next() => {
-                last_heard = Instant::now();
+                pulse.heard();
                 match message {
                     Some(Ok(Message::Text(text))) => {
                         inner.metrics.frame("received", text.len(), 0);
@@ -450,13 +448,17 @@ async fn session(
                     Some(Ok(_)) => {}
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= inner.config.idle_timeout {
-                    return Session::Lost("peer silent too long");
+            _ = &mut pulse_timer => {
+                match pulse.wake() {
+                    Due::Gone => return Session::Lost("peer silent too long"),
+                    Due::Ping => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return Session::Lost("pinging");
+                        }
+                    }
+                    Due::Nothing => {}
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return Session::Lost("pinging");
-                }
+                pulse_timer.as_mut().reset(pulse.wake_at());
             }
         }
     }
@@ -547,5 +549,153 @@ fn receive(
                 after_seq: follow.last_seq,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chatd_shared::{ids::MessageId, parts::Part};
+
+    use super::*;
+    use crate::protocol::RelayPart;
+
+    /// What the sink was given, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl PartSink for Recorded {
+        fn parts(&self, _: ChatId, generation: Generation, parts: &[RelayPart]) {
+            let seqs: Vec<String> = parts.iter().map(|p| p.seq.to_string()).collect();
+            lock(&self.0).push(format!("parts g{} {}", generation.0, seqs.join(",")));
+        }
+
+        fn committed(&self, _: ChatId, generation: Generation, through: MessageId) {
+            lock(&self.0).push(format!("committed g{} {}", generation.0, through.0));
+        }
+
+        fn ended(&self, _: ChatId, generation: Generation) {
+            lock(&self.0).push(format!("ended g{}", generation.0));
+        }
+    }
+
+    struct NoPeers;
+
+    #[async_trait::async_trait]
+    impl PeerDirectory for NoPeers {
+        async fn relay_url(&self, _: ReplicaId, _: bool) -> Option<String> {
+            None
+        }
+    }
+
+    fn inner(sink: Arc<Recorded>) -> Inner {
+        let meter = opentelemetry::global::meter("test");
+        Inner {
+            config: PeerConfig::default(),
+            directory: Arc::new(NoPeers),
+            sink,
+            metrics: RelayMetrics::new(&meter),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            peers: Mutex::default(),
+            follows: Mutex::default(),
+        }
+    }
+
+    fn parts(chat_id: ChatId, generation: i64, seqs: &[u64]) -> FromWorker {
+        FromWorker::Parts {
+            chat_id,
+            generation: Generation(generation),
+            parts: seqs
+                .iter()
+                .map(|&seq| RelayPart {
+                    seq,
+                    step: 0,
+                    part: Part::TextDelta { text: "x".into() },
+                })
+                .collect(),
+            sent_at_us: now_us(),
+        }
+    }
+
+    fn following(chat_id: ChatId, generation: i64) -> HashMap<ChatId, Followed> {
+        HashMap::from([(
+            chat_id,
+            Followed {
+                generation: Generation(generation),
+                last_seq: None,
+                ended: false,
+            },
+        )])
+    }
+
+    #[test]
+    fn parts_reach_the_sink_once_in_order_and_only_for_the_run_followed() {
+        let sink = Arc::new(Recorded::default());
+        let inner = inner(sink.clone());
+        let chat = ChatId::new_v7();
+        let mut followed = following(chat, 2);
+        for frame in [
+            parts(chat, 2, &[0, 1]),
+            // Repeated after a resubscription: only what is new passes.
+            parts(chat, 2, &[1, 2]),
+            parts(chat, 2, &[1]),
+            // An older run, and a chat nobody follows: never delivered.
+            parts(chat, 1, &[3]),
+            parts(ChatId::new_v7(), 2, &[0]),
+            FromWorker::Committed {
+                chat_id: chat,
+                generation: Generation(2),
+                through: MessageId(9),
+            },
+            FromWorker::Committed {
+                chat_id: chat,
+                generation: Generation(1),
+                through: MessageId(10),
+            },
+        ] {
+            assert_eq!(receive(&inner, &mut followed, frame), None);
+        }
+        assert_eq!(
+            *lock(&sink.0),
+            ["parts g2 0,1", "parts g2 2", "committed g2 9"]
+        );
+    }
+
+    #[test]
+    fn an_overflow_resubscribes_from_the_last_seq_and_an_ended_run_stays_ended() {
+        let sink = Arc::new(Recorded::default());
+        let inner = inner(sink.clone());
+        let chat = ChatId::new_v7();
+        let mut followed = following(chat, 3);
+        receive(&inner, &mut followed, parts(chat, 3, &[0, 1, 2]));
+        assert_eq!(
+            receive(
+                &inner,
+                &mut followed,
+                FromWorker::Overflow { chat_id: chat }
+            ),
+            Some(ToWorker::Sub {
+                chat_id: chat,
+                generation: Generation(3),
+                after_seq: Some(2),
+            })
+        );
+        let end = FromWorker::End {
+            chat_id: chat,
+            generation: Generation(3),
+            reason: EndReason::Released,
+        };
+        assert_eq!(receive(&inner, &mut followed, end), None);
+        // After its end, nothing of the run passes and no resubscription happens.
+        receive(&inner, &mut followed, parts(chat, 3, &[3]));
+        assert_eq!(
+            receive(
+                &inner,
+                &mut followed,
+                FromWorker::Overflow { chat_id: chat }
+            ),
+            None
+        );
+        assert_eq!(*lock(&sink.0), ["parts g3 0,1,2", "ended g3"]);
     }
 }

@@ -37,6 +37,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     metrics::RelayMetrics,
     protocol::{EndReason, FromWorker, RELAY_PATH, RelayPart, ToWorker, now_us},
+    pulse::{Due, Pulse},
     source::{PartSource, SourceItem, Watch},
 };
 
@@ -162,9 +163,9 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
     let mut subscriptions: HashMap<ChatId, (u64, CancellationToken)> = HashMap::new();
     let mut next_id = 0u64;
     let closing = CancellationToken::new();
-    let mut ping = tokio::time::interval(server.config.ping_interval);
-    ping.reset();
-    let mut last_heard = tokio::time::Instant::now();
+    let mut pulse = Pulse::new(server.config.ping_interval, server.config.idle_timeout);
+    let pulse_timer = tokio::time::sleep_until(pulse.wake_at());
+    tokio::pin!(pulse_timer);
     loop {
         tokio::select! {
             biased;
@@ -187,7 +188,7 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                 }
             }
             message = incoming.next() => {
-                last_heard = tokio::time::Instant::now();
+                pulse.heard();
                 match message {
                     Some(Ok(WsMessage::Text(text))) => match serde_json::from_str::<ToWorker>(&text) {
                         Ok(ToWorker::Sub { chat_id, generation, after_seq }) => {
@@ -217,14 +218,20 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                     Some(Ok(_)) => {}
                 }
             }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= server.config.idle_timeout {
-                    tracing::info!("relay peer silent too long; closing");
-                    break;
+            _ = &mut pulse_timer => {
+                match pulse.wake() {
+                    Due::Gone => {
+                        tracing::info!("relay peer silent too long; closing");
+                        break;
+                    }
+                    Due::Ping => {
+                        if send_within(&server, &mut sink, WsMessage::Ping(Default::default())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Due::Nothing => {}
                 }
-                if send_within(&server, &mut sink, WsMessage::Ping(Default::default())).await.is_err() {
-                    break;
-                }
+                pulse_timer.as_mut().reset(pulse.wake_at());
             }
         }
     }

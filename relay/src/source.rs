@@ -1,5 +1,11 @@
 //! What the relay needs from the replica: where parts come from (B), where
 //! they go (A), and where peers listen.
+//!
+//! Why traits: the stream hub and the `replicas` table live in the replica
+//! crate, which depends on this one (`replica → relay`), never the other way.
+//! These four traits are the only seam between the two crates; the replica
+//! implements them in `replica/src/streams/relay.rs`, and the relay's own
+//! tests implement them with scripted workers and sinks.
 
 use chatd_shared::ids::{ChatId, Generation, MessageId, ReplicaId};
 
@@ -32,7 +38,8 @@ pub enum SourceItem {
     Other,
 }
 
-/// Items of one watched chat.
+/// Items of one watched chat. A trait object because the hub's receiver
+/// type belongs to the replica crate (see the module docs).
 #[async_trait::async_trait]
 pub trait WatchItems: Send {
     /// The next item.
@@ -55,13 +62,15 @@ pub struct Watch {
     pub items: Box<dyn WatchItems>,
 }
 
-/// Where a worker replica's parts come from (its stream hub).
+/// Where a worker replica's parts come from: its stream hub, which the
+/// relay cannot name (see the module docs).
 pub trait PartSource: Send + Sync + 'static {
     /// Starts watching `chat_id` for its run `generation`.
     fn watch(&self, chat_id: ChatId, generation: Generation) -> Watch;
 }
 
-/// Where a following replica delivers parts (its stream hub).
+/// Where a following replica delivers parts: its stream hub, which the
+/// relay cannot name (see the module docs).
 pub trait PartSink: Send + Sync + 'static {
     /// Parts of `chat_id`'s run `generation` (seq ascending, never repeated).
     fn parts(&self, chat_id: ChatId, generation: Generation, parts: &[RelayPart]);
@@ -72,7 +81,8 @@ pub trait PartSink: Send + Sync + 'static {
     fn ended(&self, chat_id: ChatId, generation: Generation);
 }
 
-/// Where peers' relay listeners are (the `replicas` table).
+/// Where peers' relay listeners are: the `replicas` table, read through the
+/// replica's pool (the relay holds no database handle of its own).
 #[async_trait::async_trait]
 pub trait PeerDirectory: Send + Sync + 'static {
     /// The relay URL of `replica` (`ws://host:port`); `refresh` skips any

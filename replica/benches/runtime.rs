@@ -53,6 +53,7 @@ async fn start(db: &TestDb, config: RuntimeConfig) -> Replica {
         runner: Arc::new(NoopRunner),
         meter: meter.clone(),
         parent: tokio_util::sync::CancellationToken::new(),
+        database_url: db.url().to_owned(),
     };
     let runtime = Runtime::start(config, parts);
     wait_for(

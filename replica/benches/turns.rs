@@ -95,8 +95,7 @@ async fn run(
     let node = TestPubSub::start_with(id, db.url(), pool.clone()).await;
     let meter = opentelemetry::global::meter("bench");
     let http = llm::http_client().unwrap();
-    let factory: ProviderFactory =
-        Arc::new(move |row| llm::build(row, &http).map_err(|e| e.to_string()));
+    let factory: ProviderFactory = Arc::new(move |row| llm::build(row, &http));
     let runner = Arc::new(TurnRunner::new(
         ModelCatalog::new(pool.clone(), factory),
         ToolRegistry::builtin(false),
@@ -114,6 +113,7 @@ async fn run(
         runner,
         meter: meter.clone(),
         parent: tokio_util::sync::CancellationToken::new(),
+        database_url: db.url().to_owned(),
     };
     let runtime = Runtime::start(config, parts);
     wait_for(

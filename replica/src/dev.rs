@@ -261,6 +261,12 @@ fn print_banner(
         "  database   {}\n  model      {model}\n\n",
         postgres.server.url(DATABASE)
     ));
+    // The token travels in the fragment, which browsers never send.
+    let others: Vec<String> = replicas[1..].iter().map(Replica::url).collect();
+    out.push_str(&format!(
+        "  web page   {first}/#token={token}&replicas={}\n\n",
+        others.join(",")
+    ));
     out.push_str(&format!(
         "export CHATD_TOKEN={token}\n\n\
          # create a chat on replica 1 (its reply starts at once):\n\

@@ -10,6 +10,7 @@
 //! - [`streams`]: parts and messages for local subscribers, wherever the
 //!   chat runs (hub, feeds, following runs on peers through the relay).
 //! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
+//! - [`web`]: the web page served at `/`.
 
 pub mod api;
 pub mod bootstrap;
@@ -22,3 +23,4 @@ pub mod streams;
 pub mod telemetry;
 pub mod tools;
 pub mod turn;
+pub mod web;

@@ -10,13 +10,16 @@ use chatd_shared::{
     },
     ids::ModelConfigId,
     pubsub::PubSub,
+    sync::lock,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::llm::SharedProvider;
+use crate::llm::{ProviderConfigError, SharedProvider};
 
-/// Builds a provider client from its row.
-pub type ProviderFactory = Arc<dyn Fn(&Provider) -> Result<SharedProvider, String> + Send + Sync>;
+/// Builds a provider client from its row ([`crate::llm::build`], or a
+/// test's stand-in).
+pub type ProviderFactory =
+    Arc<dyn Fn(&Provider) -> Result<SharedProvider, ProviderConfigError> + Send + Sync>;
 
 /// A model ready to call.
 pub struct ResolvedModel {
@@ -40,14 +43,18 @@ pub enum ModelError {
     /// The model config is disabled or deleted.
     #[error("model {0} is disabled")]
     Disabled(String),
-    /// Its provider is disabled or broken.
+    /// Its provider is missing or disabled.
     #[error("provider {name}: {reason}")]
     Provider {
         /// The provider.
         name: String,
         /// What is wrong.
-        reason: String,
+        reason: &'static str,
     },
+    /// Its provider's row cannot be turned into a client (the error names
+    /// the provider).
+    #[error(transparent)]
+    Build(#[from] ProviderConfigError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -84,7 +91,7 @@ impl ModelCatalog {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     /// Forgets everything cached.
@@ -135,19 +142,16 @@ impl ModelCatalog {
             .await?
             .ok_or_else(|| ModelError::Provider {
                 name: config.provider_id.to_string(),
-                reason: "does not exist".into(),
+                reason: "does not exist",
             })?;
         drop(client);
         if !provider_row.enabled {
             return Err(ModelError::Provider {
                 name: provider_row.name,
-                reason: "is disabled".into(),
+                reason: "is disabled",
             });
         }
-        let provider = (self.factory)(&provider_row).map_err(|reason| ModelError::Provider {
-            name: provider_row.name.clone(),
-            reason,
-        })?;
+        let provider = (self.factory)(&provider_row)?;
         let model = Arc::new(ResolvedModel {
             config,
             provider_row,

@@ -157,7 +157,7 @@ impl Core {
         stops: &Stops,
         tracker: &TaskTracker,
     ) -> anyhow::Result<Self> {
-        let telemetry = Telemetry::new().map_err(anyhow::Error::msg)?;
+        let telemetry = Telemetry::new().context("starting the metrics exporter")?;
         let meter = telemetry.meter();
         let pool = connect_pool(&config.database).context("CHATD_DATABASE_URL")?;
         let pubsub = PubSub::start(
@@ -171,8 +171,7 @@ impl Core {
         );
         let hub = StreamHub::new(BufferLimits::default(), config.api.subscriber_queue, &meter);
         let http = llm::http_client().context("building the HTTP client for providers")?;
-        let factory: ProviderFactory =
-            Arc::new(move |row| llm::build(row, &http).map_err(|err| err.to_string()));
+        let factory: ProviderFactory = Arc::new(move |row| llm::build(row, &http));
         let catalog = ModelCatalog::new(pool.clone(), factory);
         tracker.spawn(
             catalog
@@ -274,6 +273,7 @@ impl Replica {
             runner: core.runner.clone() as Arc<dyn ChatRunner>,
             meter: core.telemetry.meter(),
             parent: stops.root.clone(),
+            database_url: config.database.url.clone(),
         };
         tracker.spawn(boot(config, parts, runtime.clone(), stops.draining.clone()));
         Ok(Self {

@@ -6,6 +6,20 @@ use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 
+/// Why metrics could not be set up or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The Prometheus exporter could not be built.
+    #[error("building the metrics exporter")]
+    Exporter(#[source] opentelemetry_sdk::error::OTelSdkError),
+    /// The gathered metrics could not be encoded as Prometheus text.
+    #[error("encoding metrics")]
+    Encode(#[source] prometheus::Error),
+    /// The encoder wrote something that is not UTF-8.
+    #[error("encoding metrics")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+}
+
 /// A replica's meter provider and the registry `/metrics` reads.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -15,14 +29,14 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// A provider exporting to a fresh Prometheus registry.
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, TelemetryError> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .without_units()
             .without_target_info()
             .build()
-            .map_err(|err| format!("metrics exporter: {err}"))?;
+            .map_err(TelemetryError::Exporter)?;
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         Ok(Self { provider, registry })
     }
@@ -33,11 +47,11 @@ impl Telemetry {
     }
 
     /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> Result<String, String> {
+    pub fn render(&self) -> Result<String, TelemetryError> {
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)
-            .map_err(|err| err.to_string())?;
-        String::from_utf8(buffer).map_err(|err| err.to_string())
+            .map_err(TelemetryError::Encode)?;
+        String::from_utf8(buffer).map_err(TelemetryError::NotUtf8)
     }
 }

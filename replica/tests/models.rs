@@ -89,8 +89,7 @@ async fn the_catalog_forgets_models_when_told_they_changed() {
         .unwrap();
     let model = common::mock_model(&db, &mock, common::Wire::OpenAi, "k").await;
     let http = llm::http_client().unwrap();
-    let factory: ProviderFactory =
-        Arc::new(move |row| llm::build(row, &http).map_err(|e| e.to_string()));
+    let factory: ProviderFactory = Arc::new(move |row| llm::build(row, &http));
     let catalog = ModelCatalog::new(db.pool().clone(), factory);
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(catalog.clone().watch(node.pubsub.clone(), stop.clone()));
@@ -145,7 +144,7 @@ async fn runs_that_miss_the_cold_catalog_together_load_the_model_once() {
         let built = built.clone();
         Arc::new(move |row| {
             built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            llm::build(row, &http).map_err(|e| e.to_string())
+            llm::build(row, &http)
         })
     };
     let catalog = ModelCatalog::new(db.pool().clone(), factory);

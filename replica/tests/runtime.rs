@@ -47,7 +47,14 @@ async fn every_pending_chat_runs_exactly_once_across_three_replicas() {
     let (runner, log) = AppendAndRelease::new();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(TestReplica::start(&db, runner.clone(), |_| {}).await);
+        // This test is about claims, not recovery: a lease long enough that
+        // a heartbeat delayed on a busy machine does not lapse (and re-run
+        // a turn, which is right but not what is counted here).
+        let replica = TestReplica::start(&db, runner.clone(), |config| {
+            config.lease_ttl = Duration::from_secs(10);
+        })
+        .await;
+        replicas.push(replica);
     }
     let owner = user(&db).await;
     let ids = pending_chats(&db, owner, 2000).await;

@@ -97,6 +97,18 @@ uuid_id!(
     ModelConfigId
 );
 
+impl ReplicaId {
+    /// The key of the session-level advisory lock this replica holds on its
+    /// listener session for its whole life: the id's first 8 bytes. A peer
+    /// that can take the lock knows the session is gone (ARCHITECTURE.md §4).
+    pub fn lock_key(self) -> i64 {
+        let bytes = self.0.as_bytes();
+        i64::from_be_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ])
+    }
+}
+
 impl ChatId {
     /// A new time-ordered (v7) chat id.
     pub fn new_v7() -> Self {

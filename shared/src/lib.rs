@@ -4,7 +4,8 @@
 //!   status and roles, message parts).
 //! - [`db`]: the PostgreSQL pool and one function per statement, by table.
 //! - [`pubsub`]: LISTEN/NOTIFY with batching, routing and resync.
-//! - [`backoff`]: reconnect delays.
+//! - [`backoff`]: retry and reconnect delays, with full jitter.
+//! - [`sync`]: taking a mutex.
 //! - [`pg_server`]: running a private PostgreSQL from the installed binaries
 //!   (used by the test harness and `chatd dev`).
 //! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.

@@ -90,7 +90,7 @@ impl TokenCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Cached>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        chatd_shared::sync::lock(&self.entries)
     }
 
     /// Forgets everything (a token or user changed somewhere).
@@ -186,22 +186,44 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+        let secret = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(header) => bearer_secret(header)?,
+            // Browsers cannot set headers on a WebSocket.
+            None => websocket_protocol_secret(&parts.headers)
+                .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?,
+        };
         state
             .tokens
             .authenticate(secret.trim(), &state.accounts, &state.tracker)
             .await
     }
+}
+
+/// The secret of an `Authorization: Bearer <token>` header.
+fn bearer_secret(header: &axum::http::HeaderValue) -> Result<&str, ApiError> {
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))
+}
+
+/// The WebSocket subprotocol the server answers with when a client offers
+/// it (a browser that offers subprotocols needs one chosen).
+pub const WEBSOCKET_PROTOCOL: &str = "chatd";
+
+/// Browsers cannot set `Authorization` on a WebSocket, so they offer the
+/// token as a subprotocol `chatd.bearer.<token>` beside [`WEBSOCKET_PROTOCOL`].
+const BEARER_PROTOCOL_PREFIX: &str = "chatd.bearer.";
+
+/// The token offered in `Sec-WebSocket-Protocol`, if any.
+fn websocket_protocol_secret(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
 }

@@ -212,9 +212,11 @@ pub fn router(state: AppState) -> Router {
                 let document = document.clone();
                 async move { axum::Json(document.as_ref().clone()) }
             }),
-        );
+        )
+        .layer(crate::web::cors());
     plain
         .merge(ops::routes())
+        .merge(crate::web::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::record,

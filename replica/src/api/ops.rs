@@ -50,6 +50,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             text,
         )
             .into_response(),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err).into_response(),
+        Err(err) => {
+            let text = chatd_shared::error_chain::Chain(&err).to_string();
+            tracing::error!(error = %text, "rendering metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
+        }
     }
 }

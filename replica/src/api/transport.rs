@@ -3,7 +3,7 @@
 //! (`event:`, `id:`, `data:`, keep-alive comments). The same rules for chat
 //! streams and chat-list streams.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, time::Duration};
 
 use axum::{
     extract::ws::{
@@ -17,6 +17,7 @@ use axum::{
 };
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::{
     AppState,
@@ -79,6 +80,7 @@ pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S)
         // Clients only send pongs and closes: tungstenite's default 128 KiB
         // read buffer per connection would dominate a replica's memory.
         Transport::WebSocket(upgrade) => upgrade
+            .protocols([super::auth::WEBSOCKET_PROTOCOL])
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
             .max_message_size(MAX_CLIENT_MESSAGE)
@@ -88,14 +90,66 @@ pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S)
     }
 }
 
+/// The WebSocket keep-alive rule (DESIGN §6): a ping every interval; a
+/// client that left two pings unanswered when the next is due is gone.
+struct PingClock {
+    interval: Duration,
+    next_ping: Instant,
+    /// Pings sent since the last pong.
+    unanswered: u32,
+}
+
+/// What is due when the ping timer fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingDue {
+    /// Send a ping.
+    Ping,
+    /// Two pings went unanswered: the client is gone.
+    Gone,
+}
+
+impl PingClock {
+    /// Pings missed in a row that mean the client is gone.
+    const MISSED_PONGS: u32 = 2;
+
+    /// The first ping is due one interval from now.
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next_ping: Instant::now() + interval,
+            unanswered: 0,
+        }
+    }
+
+    /// When the next ping is due.
+    fn due(&self) -> Instant {
+        self.next_ping
+    }
+
+    /// The ping due now: send it, or give up on the client.
+    fn fire(&mut self) -> PingDue {
+        if self.unanswered >= Self::MISSED_PONGS {
+            return PingDue::Gone;
+        }
+        self.unanswered += 1;
+        self.next_ping = Instant::now() + self.interval;
+        PingDue::Ping
+    }
+
+    /// The client answered.
+    fn pong(&mut self) {
+        self.unanswered = 0;
+    }
+}
+
 /// Frames out, pings and pongs, until the source ends, the client leaves,
 /// the client stops answering pings, or the replica shuts down.
 async fn websocket<S: EventSource>(state: AppState, mut source: S, socket: WebSocket) {
     let _open = state.stream_metrics.open("websocket");
     let (mut outbound, mut inbound) = socket.split();
-    let mut ping = tokio::time::interval(state.config.keepalive);
-    ping.reset();
-    let mut unanswered = 0u32;
+    let mut pings = PingClock::new(state.config.keepalive);
+    let ping_timer = tokio::time::sleep_until(pings.due());
+    tokio::pin!(ping_timer);
     let last = loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break Some("replica_shutting_down"),
@@ -108,15 +162,16 @@ async fn websocket<S: EventSource>(state: AppState, mut source: S, socket: WebSo
                 Next::Reconnect(reason) => break Some(reason),
                 Next::Close => break None,
             },
-            _ = ping.tick() => {
-                // Two pings without a pong: the client is gone.
-                if unanswered >= 2 || outbound.send(WsMessage::Ping(Default::default())).await.is_err() {
+            _ = &mut ping_timer => {
+                if pings.fire() == PingDue::Gone
+                    || outbound.send(WsMessage::Ping(Default::default())).await.is_err()
+                {
                     return;
                 }
-                unanswered += 1;
+                ping_timer.as_mut().reset(pings.due());
             }
             incoming = inbound.next() => match incoming {
-                Some(Ok(WsMessage::Pong(_))) => unanswered = 0,
+                Some(Ok(WsMessage::Pong(_))) => pings.pong(),
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
@@ -167,4 +222,51 @@ fn sse<S: EventSource>(
         Some((Ok(frame), (!last).then_some((state, source, open))))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive).text("keep-alive"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEEPALIVE: Duration = Duration::from_secs(15);
+
+    /// Fires the pings as they come due, the client answering the ones
+    /// numbered in `answered` (from 1); returns when the client was given up on.
+    async fn given_up_after(answered: &[u32]) -> Duration {
+        let start = Instant::now();
+        let mut pings = PingClock::new(KEEPALIVE);
+        for sent in 1.. {
+            tokio::time::sleep_until(pings.due()).await;
+            if pings.fire() == PingDue::Gone {
+                return start.elapsed();
+            }
+            if answered.contains(&sent) {
+                tokio::time::advance(Duration::from_secs(1)).await;
+                pings.pong();
+            }
+        }
+        unreachable!()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_answers_is_dropped_after_two_missed_pongs() {
+        // Pings at 15 s and 30 s; at 45 s both are still unanswered.
+        assert_eq!(given_up_after(&[]).await, Duration::from_secs(45));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_missed_pong_is_forgiven_by_the_next() {
+        // Ping 2 (30 s) is missed, ping 3 (45 s) answered; 4 (60 s) and
+        // 5 (75 s) are not, so at 90 s the client is gone.
+        assert_eq!(given_up_after(&[1, 3]).await, Duration::from_secs(90));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_stays_and_is_pinged_every_interval() {
+        let answered: Vec<u32> = (1..=20).collect();
+        // Pings go every 15 s whatever the answers: 20 answered (to 300 s),
+        // then two missed ones (315 s, 330 s).
+        let gone = given_up_after(&answered).await;
+        assert_eq!(gone, Duration::from_secs(345));
+    }
 }

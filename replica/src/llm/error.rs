@@ -8,6 +8,7 @@
 
 use std::{fmt, time::Duration};
 
+use chatd_shared::error_chain::Chain;
 use chrono::{DateTime, Utc};
 use reqwest::{
     StatusCode,
@@ -248,6 +249,8 @@ pub(crate) fn transport(provider: &str, error: reqwest::Error, phase: Phase) -> 
         ErrorKind::Connection
     };
     let error = error.without_url();
+    // reqwest's own message is terse; the cause ("Connection refused") is
+    // in its sources.
     let cause = Chain(&error);
     let message = match phase {
         Phase::Request => format!("cannot reach the provider: {cause}"),
@@ -339,22 +342,6 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message is
-/// terse; the cause, e.g. "Connection refused", is in its sources).
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use chatd_shared::{
     db::{
         DbError,
         chats::BecamePending,
-        lifecycle::{self, Beat, Claimed, Fence, Released, StepMessage, TurnEnd},
+        lifecycle::{self, Beat, Claimed, Fence, RecoveredReplica, Released, StepMessage, TurnEnd},
         messages::Message,
     },
     ids::{ChatId, Generation, ReplicaId},
@@ -134,7 +134,8 @@ impl ChatOps {
         Ok(back)
     }
 
-    /// One heartbeat of `replica` (see [`lifecycle::beat`]), given at most
+    /// One heartbeat of `replica` (see [`lifecycle::beat`]; `by_lock`: also
+    /// recover replicas whose advisory lock is free), given at most
     /// `lease_ttl`: on timeout the statement is cancelled on the server and
     /// its connection discarded, so it cannot delay whoever takes that
     /// connection next. Announces `pending` for the chats it recovered.
@@ -143,10 +144,11 @@ impl ChatOps {
         replica: ReplicaId,
         lease_ttl: Duration,
         recovery_limit: i64,
+        by_lock: bool,
     ) -> Result<Beat, BeatError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
         let cancel = client.cancel_token();
-        let statement = lifecycle::beat(&client, replica, lease_ttl, recovery_limit);
+        let statement = lifecycle::beat(&client, replica, lease_ttl, recovery_limit, by_lock);
         let beat = match tokio::time::timeout(lease_ttl, statement).await {
             Ok(beat) => beat?,
             Err(_) => {
@@ -161,6 +163,18 @@ impl ChatOps {
         };
         self.announce(beat.recovered.iter().copied().map(Change::Pending));
         Ok(beat)
+    }
+
+    /// Recovers the chats of `dead`, whose advisory lock the caller holds
+    /// (its session is gone): deletes its row, requeues its chats
+    /// (generation + 1). Announces `pending` for each.
+    pub async fn recover_replica(&self, dead: ReplicaId) -> Result<RecoveredReplica, DbError> {
+        let recovered = {
+            let client = self.pool.get().await?;
+            lifecycle::recover_replica(&client, dead).await?
+        };
+        self.announce(recovered.chats.iter().copied().map(Change::Pending));
+        Ok(recovered)
     }
 
     /// A model call of `fence`'s run failed and is retried after

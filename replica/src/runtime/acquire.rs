@@ -1,24 +1,26 @@
 //! The acquirer: claims pending chats when woken (or on a jittered poll tick,
-//! the fallback), up to the free slots, and starts a run for each.
+//! the fallback), up to the free slots, and starts a run for each. When to
+//! claim is [`poll::AcquireClock`]'s rule; this file does the claiming.
 
 use chatd_shared::error_chain::Chain;
 use std::{sync::Arc, time::Duration};
 
-use chatd_shared::{backoff::jittered, db::DbError};
+use chatd_shared::db::DbError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::poll::{AcquireClock, AfterClaim, Wait};
 use super::{Shared, spawn_run};
 use crate::operations::Claim;
+
+mod poll;
 
 /// Runs until `stop` fires. A claim statement in flight is never cancelled;
 /// rows it returns after `stop` fired are handed back at once.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let config = &shared.config;
     let mut wake = shared.pubsub.subscribe_wake();
-    // True when the last claim filled every free slot: more work may wait for a slot.
-    let mut starved = false;
-    let mut last_claim = Instant::now();
+    let mut clock = AcquireClock::new(config.poll_interval, config.acquire_batch);
     // The first pass claims at once: work may have been waiting for us.
     loop {
         if stop.is_cancelled() {
@@ -27,19 +29,16 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         // Registered before looking at the free slots, so a run that ends
         // right after we looked still wakes us.
         let slot_freed = shared.registry.changed.notified();
-        if shared.lease_valid() {
+        // Likewise for the lease reconciling a new listener session.
+        let may_claim_again = shared.claimable.notified();
+        if shared.may_claim() {
             let free = config
                 .max_running_chats
                 .saturating_sub(shared.registry.len());
-            starved = free == 0;
-            if free > 0 {
-                let limit = free.min(config.acquire_batch);
-                last_claim = Instant::now();
+            if let Some(limit) = clock.look(free) {
                 match claim(&shared, limit as i64, &stop).await {
                     Ok(claimed) => {
-                        starved = claimed == free;
-                        // A full batch with slots to spare: more may be pending, go on.
-                        if claimed == limit && claimed < free {
+                        if clock.claimed(claimed) == AfterClaim::ClaimAgain {
                             continue;
                         }
                     }
@@ -48,23 +47,28 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
             }
+        } else {
+            clock.skipped();
         }
-        let poll = jittered(config.poll_interval, 0.2);
-        // With every slot taken only a freed slot matters: polling (or
-        // waking) then would find nothing to do, again and again.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            delivery = wake.recv(), if !starved => {
-                if delivery.is_none() {
-                    // Pubsub closed: fall back to polling until told to stop.
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(poll) => {}
+        match clock.wait() {
+            Wait::ForSlot => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = slot_freed => {}
+            },
+            Wait::WakeOrPoll(tick) => tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = may_claim_again => {}
+                delivery = wake.recv() => {
+                    if delivery.is_none() {
+                        // Pubsub closed: fall back to polling until told to stop.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep_until(tick) => {}
+                        }
                     }
                 }
-            }
-            _ = tokio::time::sleep_until(last_claim + poll), if !starved => {}
-            _ = slot_freed, if starved => {}
+                _ = tokio::time::sleep_until(tick) => {}
+            },
         }
     }
 }
@@ -80,7 +84,7 @@ async fn claim(
     let _claiming = shared.claim_lock.lock().await;
     let started = Instant::now();
     // Phantom acquire: rows claimed once we are stopping (or fenced) go back at once.
-    let still_acquiring = || !stop.is_cancelled() && shared.lease_valid();
+    let still_acquiring = || !stop.is_cancelled() && shared.may_claim();
     let claim = shared
         .ops
         .claim(shared.config.replica_id, limit, still_acquiring)

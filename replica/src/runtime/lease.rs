@@ -122,13 +122,20 @@ fn fence_self(shared: &Shared) {
     );
 }
 
-/// One beat: renew, recover (announced by the operation), reconcile.
+/// One beat: renew, recover (announced by the operation), reconcile; then
+/// claiming may go on under the session the beat began in.
 pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
     let config = &shared.config;
     let started = Instant::now();
+    let session = shared.pubsub.session();
     let outcome = shared
         .ops
-        .beat(config.replica_id, config.lease_ttl, config.recovery_batch)
+        .beat(
+            config.replica_id,
+            config.lease_ttl,
+            config.recovery_batch,
+            shared.judges_by_lock(),
+        )
         .await;
     shared
         .metrics
@@ -139,9 +146,16 @@ pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
         Err(err) => return beat_failed(shared, &err),
     };
     if !beat.lease_renewed {
-        // Our row is gone (deleted as expired, or by hand): whatever we run
-        // may be someone else's now. Stop everything, then register again.
+        // Our row is gone (our session ended and a peer recovered our chats,
+        // or it expired): whatever we run may be someone else's now. Stop
+        // everything, then register again, but only while our lock is held.
         fence_self(shared);
+        if session.is_none() {
+            tracing::warn!(
+                "replica row missing and no listener session; registering once it is back"
+            );
+            return;
+        }
         if let Err(err) = shared.register().await {
             return beat_failed(shared, &err);
         }
@@ -157,11 +171,35 @@ pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
             .add(beat.recovered.len() as u64, &[]);
         tracing::info!(
             count = beat.recovered.len(),
-            "requeued chats of replicas whose lease expired"
+            "requeued chats of dead replicas"
         );
     }
+    for death in &beat.deaths {
+        shared
+            .metrics
+            .death(death.cause.as_str(), started.elapsed());
+        tracing::warn!(replica = %death.replica, cause = death.cause.as_str(), "found a dead replica");
+    }
+    shared.watched.send_if_modified(|watched| {
+        let changed = *watched != beat.watch;
+        *watched = beat.watch;
+        changed
+    });
     if let Err(err) = reconcile(shared, &beat, started).await {
         tracing::warn!(error = %Chain(&err), "reconciling runs with the database failed");
+        return;
+    }
+    // Runs of an earlier session were reconciled against what the database
+    // said after this session began: claiming may go on under it.
+    if let Some(session) = session
+        && shared.pubsub.session() == Some(session)
+    {
+        let before = shared
+            .reconciled
+            .swap(session.epoch, std::sync::atomic::Ordering::AcqRel);
+        if before != session.epoch {
+            shared.claimable.notify_waiters();
+        }
     }
 }
 

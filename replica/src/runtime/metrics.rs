@@ -25,6 +25,8 @@ pub struct RuntimeMetrics {
     pub(crate) lease_lost: Counter<u64>,
     pub(crate) reconcile: Counter<u64>,
     pub(crate) run_panics: Counter<u64>,
+    pub(crate) deaths: Counter<u64>,
+    pub(crate) death_recovery: Histogram<f64>,
     pub(crate) pending: Arc<AtomicI64>,
 }
 
@@ -92,6 +94,20 @@ impl RuntimeMetrics {
                 .u64_counter("chatd_run_panics")
                 .with_description("Runs that panicked (the chat ends in error)")
                 .build(),
+            deaths: meter
+                .u64_counter("chatd_replica_deaths_detected")
+                .with_description(
+                    "Dead replicas this replica found, by cause (lock_released, lease_expired)",
+                )
+                .build(),
+            death_recovery: meter
+                .f64_histogram("chatd_death_recovery_seconds")
+                .with_description(
+                    "Time from finding a replica dead to its chats being pending again",
+                )
+                .with_unit("s")
+                .with_boundaries(SECONDS.to_vec())
+                .build(),
             pending,
         }
     }
@@ -99,6 +115,12 @@ impl RuntimeMetrics {
     pub(crate) fn hand_back(&self, count: usize, reason: &'static str) {
         self.hand_backs
             .add(count as u64, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// A dead replica was found (and its chats recovered within `took`).
+    pub(crate) fn death(&self, cause: &'static str, took: std::time::Duration) {
+        self.deaths.add(1, &[KeyValue::new("cause", cause)]);
+        self.death_recovery.record(took.as_secs_f64(), &[]);
     }
 
     pub(crate) fn reconciled(&self, count: usize, action: &'static str) {

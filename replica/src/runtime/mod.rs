@@ -3,6 +3,7 @@
 //! shutdown. Replicas share work through PostgreSQL alone.
 
 mod acquire;
+mod deaths;
 mod interrupts;
 mod lease;
 mod metrics;
@@ -32,7 +33,10 @@ use opentelemetry::metrics::Meter;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{operations::ChatOps, streams::StreamHub};
+use crate::{
+    operations::ChatOps,
+    streams::{RunStream, StreamHub},
+};
 
 use self::{
     lease::LeaseClock,
@@ -73,6 +77,12 @@ pub struct RuntimeConfig {
     pub replica_row_retention: Duration,
     /// How often `chatd_pending_chats` is counted.
     pub pending_gauge_interval: Duration,
+    /// How long this replica's own listener session must have been up
+    /// before it reads a peer's free advisory lock as that peer's death:
+    /// after a PostgreSQL restart every lock is free until its holder
+    /// reconnects (reconnects back off up to 5 s), and until then only
+    /// leases judge.
+    pub lock_judge_after: Duration,
 }
 
 impl RuntimeConfig {
@@ -92,6 +102,7 @@ impl RuntimeConfig {
             recovery_batch: 1000,
             replica_row_retention: Duration::from_secs(3600),
             pending_gauge_interval: Duration::from_secs(15),
+            lock_judge_after: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +131,9 @@ pub struct RuntimeParts {
     /// The runtime's stop signals are children of this token: cancelling it
     /// stops acquiring and every background task at once.
     pub parent: CancellationToken,
+    /// The database URL, for the death watch's own session (outside the
+    /// pool: it waits on a lock with no statement timeout).
+    pub database_url: String,
 }
 
 /// State shared by the runtime's tasks.
@@ -140,6 +154,16 @@ pub(crate) struct Shared {
     /// The acquirer's task, awaited by shutdown so no claim is in flight
     /// when the drain starts.
     acquirer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The epoch of the last listener session the lease reconciled this
+    /// replica's runs under (0: none yet). Work is claimed only under it: a
+    /// replica whose session ended may have lost its chats to recovery.
+    reconciled: std::sync::atomic::AtomicU64,
+    /// Signalled when claiming becomes possible again (a session reconciled).
+    claimable: tokio::sync::Notify,
+    /// The peer whose death this replica watches for (from the last beat).
+    watched: watch::Sender<Option<ReplicaId>>,
+    /// Where the death watch connects.
+    database_url: String,
 }
 
 impl Shared {
@@ -149,6 +173,26 @@ impl Shared {
 
     fn lease_valid(&self) -> bool {
         self.lease.is_valid()
+    }
+
+    /// True when this replica may claim work: it holds its lease, and its
+    /// listener session (which holds its lock) is up and was reconciled with
+    /// the database after it began.
+    fn may_claim(&self) -> bool {
+        self.lease_valid()
+            && self.pubsub.session().is_some_and(|session| {
+                session.epoch == self.reconciled.load(std::sync::atomic::Ordering::Acquire)
+            })
+    }
+
+    /// True when a free advisory lock may be read as a dead peer: this
+    /// replica's own session has been up for `lock_judge_after`. Right after a
+    /// PostgreSQL restart every lock is free until its holder reconnects;
+    /// until then only leases judge (ARCHITECTURE.md §4).
+    fn judges_by_lock(&self) -> bool {
+        self.pubsub
+            .session()
+            .is_some_and(|session| session.since.elapsed() >= self.config.lock_judge_after)
     }
 
     /// A renewal sent at `sent_at` succeeded.
@@ -211,7 +255,7 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
     };
     // Local subscribers hear `running` from the hub before any part (the
     // claim announced it to everyone else).
-    let stream = shared.hub.begin_run(chat.id, chat.generation);
+    let stream = RunStream::begin(&shared.hub, chat.id, chat.generation);
     let context = RunContext::new(
         chat,
         fence,
@@ -282,6 +326,10 @@ impl Runtime {
             tracker: TaskTracker::new(),
             claim_lock: tokio::sync::Mutex::new(()),
             acquirer: Mutex::new(None),
+            reconciled: std::sync::atomic::AtomicU64::new(0),
+            claimable: tokio::sync::Notify::new(),
+            watched: watch::Sender::new(None),
+            database_url: parts.database_url,
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {
@@ -336,6 +384,12 @@ impl Runtime {
             .into_iter()
             .map(|(id, g, _, _)| (id, g))
             .collect()
+    }
+
+    /// The peer whose death this replica watches for (the next replica by
+    /// id among those holding a lock), as of the last heartbeat.
+    pub fn watched_peer(&self) -> Option<ReplicaId> {
+        *self.shared.watched.borrow()
     }
 
     /// The runtime's instruments.
@@ -443,6 +497,13 @@ async fn startup(
     stop_background: CancellationToken,
     background: Arc<Mutex<Vec<AbortHandle>>>,
 ) {
+    // The row says "alive" only while the lock says so too: a row without
+    // its lock held is a dead replica to its peers.
+    let mut session = shared.pubsub.watch_session();
+    tokio::select! {
+        _ = session.wait_for(Option::is_some) => {}
+        _ = stop_acquiring.cancelled() => return,
+    }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut attempt = 1;
     loop {
@@ -471,6 +532,14 @@ async fn startup(
         shared
             .tracker
             .spawn(interrupts::run(shared.clone(), stop_background.clone()))
+            .abort_handle(),
+        shared
+            .tracker
+            .spawn(deaths::run(
+                shared.clone(),
+                shared.database_url.clone(),
+                stop_background.clone(),
+            ))
             .abort_handle(),
     ];
     if !stop_acquiring.is_cancelled() {

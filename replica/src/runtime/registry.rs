@@ -9,7 +9,10 @@ use std::{
     },
 };
 
-use chatd_shared::ids::{ChatId, Generation};
+use chatd_shared::{
+    ids::{ChatId, Generation},
+    sync::lock,
+};
 use tokio::{sync::Notify, task::AbortHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -95,14 +98,14 @@ impl RunControl {
     /// A release committed: the database flag is cleared and, when a queued
     /// message continues, a new turn starts now.
     pub fn released(&self) {
-        *self.turn_started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *lock(&self.turn_started) = Instant::now();
         self.interrupt.store(false, Ordering::Release);
     }
 
     /// True when the current turn started before `instant` (so a database
     /// read begun at `instant` already saw the last release).
     pub fn turn_started_before(&self, instant: Instant) -> bool {
-        *self.turn_started.lock().unwrap_or_else(|p| p.into_inner()) < instant
+        *lock(&self.turn_started) < instant
     }
 }
 
@@ -128,15 +131,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChatId, RunEntry>> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<ChatId, RunEntry>> {
+        lock(&self.runs)
     }
 
     /// Adds a run. A run of an older generation of the same chat (the chat
     /// was taken away and acquired again) is told to stop: it can no longer
     /// write, and nothing else would ever stop it.
     pub fn insert(&self, chat_id: ChatId, entry: RunEntry) {
-        if let Some(old) = self.lock().insert(chat_id, entry) {
+        if let Some(old) = self.runs().insert(chat_id, entry) {
             old.control.stop(StopReason::OwnershipLost);
         }
     }
@@ -144,7 +147,7 @@ impl Registry {
     /// Sets the abort handle of a run that was just spawned.
     pub fn set_task(&self, chat_id: ChatId, generation: Generation, task: AbortHandle) {
         if let Some(entry) = self
-            .lock()
+            .runs()
             .get_mut(&chat_id)
             .filter(|e| e.generation == generation)
         {
@@ -155,7 +158,7 @@ impl Registry {
     /// Removes a run if it is still the one of `generation`.
     pub fn remove(&self, chat_id: ChatId, generation: Generation) {
         let removed = {
-            let mut runs = self.lock();
+            let mut runs = self.runs();
             match runs.get(&chat_id) {
                 Some(entry) if entry.generation == generation => runs.remove(&chat_id).is_some(),
                 _ => false,
@@ -168,7 +171,7 @@ impl Registry {
 
     /// Number of runs.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.runs().len()
     }
 
     /// True when nothing runs.
@@ -178,7 +181,7 @@ impl Registry {
 
     /// `(chat, generation, registered_at, control)` of every run.
     pub fn snapshot(&self) -> Vec<(ChatId, Generation, Instant, Arc<RunControl>)> {
-        self.lock()
+        self.runs()
             .iter()
             .map(|(id, e)| (*id, e.generation, e.registered_at, e.control.clone()))
             .collect()
@@ -186,7 +189,7 @@ impl Registry {
 
     /// The control of the run of `chat_id`, if it runs under `generation`.
     pub fn control(&self, chat_id: ChatId, generation: Generation) -> Option<Arc<RunControl>> {
-        self.lock()
+        self.runs()
             .get(&chat_id)
             .filter(|e| e.generation == generation)
             .map(|e| e.control.clone())
@@ -194,7 +197,7 @@ impl Registry {
 
     /// Stops every run.
     pub fn stop_all(&self, reason: StopReason) -> usize {
-        let runs = self.lock();
+        let runs = self.runs();
         for entry in runs.values() {
             entry.control.stop(reason);
         }
@@ -203,7 +206,7 @@ impl Registry {
 
     /// Aborts every run's task (crash simulation).
     pub fn abort_all(&self) {
-        for entry in self.lock().values() {
+        for entry in self.runs().values() {
             if let Some(task) = &entry.task {
                 task.abort();
             }

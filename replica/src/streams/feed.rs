@@ -302,3 +302,151 @@ pub(super) async fn forward(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use chatd_shared::{
+        db::{
+            chats::NewChat,
+            messages::{NewMessage, insert},
+            transitions,
+        },
+        ids::{Generation, MessageId, UserId},
+        parts::Part,
+        status::{MessageRole, UserRole},
+        testing::TestDb,
+    };
+
+    use super::*;
+    use crate::streams::{BufferLimits, HubItem, HubReceiver};
+
+    fn events(receiver: &HubReceiver) -> Vec<StreamEvent> {
+        let mut events = Vec::new();
+        while let Ok(Some(item)) = receiver.try_recv() {
+            if let HubItem::Event(event) = item {
+                events.push((*event).clone());
+            }
+        }
+        events
+    }
+
+    fn message_ids(events: &[StreamEvent]) -> Vec<i64> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                StreamEvent::Message { message, .. } => Some(message.id.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A chat with three user messages; returns the chat and their ids.
+    async fn chat_with_messages(db: &TestDb) -> (ChatId, Vec<MessageId>) {
+        let client = db.pool().get().await.unwrap();
+        let owner = chatd_shared::db::users::insert(
+            &client,
+            UserId::new_random(),
+            "feed",
+            UserRole::Member,
+        )
+        .await
+        .unwrap()
+        .id;
+        let labels = serde_json::json!({});
+        let chat = transitions::insert(
+            &client,
+            &NewChat {
+                id: ChatId::new_v7(),
+                owner_id: owner,
+                parent_chat_id: None,
+                root_chat_id: None,
+                title: "first",
+                status: ChatStatus::Waiting,
+                model_config_id: None,
+                system_prompt: None,
+                labels: &labels,
+            },
+        )
+        .await
+        .unwrap();
+        let mut ids = Vec::new();
+        for text in ["one", "two", "three"] {
+            let content = [Part::text(text)];
+            let message = NewMessage {
+                content: &content,
+                ..Default::default()
+            };
+            ids.push(
+                insert(&client, chat.id, MessageRole::User, &message)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        (chat.id, ids)
+    }
+
+    #[tokio::test]
+    async fn a_notice_becomes_hub_events_read_once_from_where_subscribers_are() {
+        let db = TestDb::new().await;
+        let (chat, ids) = chat_with_messages(&db).await;
+        let hub = StreamHub::new(
+            BufferLimits::default(),
+            100,
+            &opentelemetry::global::meter("test"),
+        );
+        let subscribed = hub.subscribe(chat);
+        // The subscriber read the first message itself.
+        hub.snapshot_read(chat, Some(ids[0]));
+        let pool = db.pool();
+
+        // The notice of the third message arrives before the second's: the
+        // feed reads from the watermark, so both arrive, in id order.
+        let third = ChatEvent::Message {
+            after_id: ids[1],
+            last_id: ids[2],
+        };
+        forward(chat, third, pool, &hub).await.unwrap();
+        assert_eq!(
+            message_ids(&events(&subscribed.receiver)),
+            [ids[1].0, ids[2].0]
+        );
+        let second = ChatEvent::Message {
+            after_id: ids[0],
+            last_id: ids[1],
+        };
+        forward(chat, second, pool, &hub).await.unwrap();
+        assert!(events(&subscribed.receiver).is_empty(), "read once");
+
+        forward(chat, ChatEvent::Title, pool, &hub).await.unwrap();
+        forward(chat, ChatEvent::Queue, pool, &hub).await.unwrap();
+        forward(
+            chat,
+            ChatEvent::Interrupt {
+                generation: Generation(1),
+            },
+            pool,
+            &hub,
+        )
+        .await
+        .unwrap();
+        let status = ChatEvent::Status {
+            status: ChatStatus::Pending,
+            generation: Generation(1),
+            worker_id: None,
+        };
+        forward(chat, status, pool, &hub).await.unwrap();
+        let seen = events(&subscribed.receiver);
+        assert!(
+            matches!(
+                &seen[..],
+                [
+                    StreamEvent::Title { title, .. },
+                    StreamEvent::Queue { queued, .. },
+                    StreamEvent::Status { status: ChatStatus::Pending, .. },
+                ] if title == "first" && queued.is_empty()
+            ),
+            "{seen:?}"
+        );
+    }
+}

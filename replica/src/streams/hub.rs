@@ -24,8 +24,7 @@ use opentelemetry::metrics::{Counter, Meter};
 
 use super::{
     buffer::{BufferLimits, BufferedPart, LocalRun, PartBuffer, RelayedRun, Run},
-    queue::{HubItem, HubReceiver, SubscriberQueue},
-    run_stream::RunStream,
+    queue::{HubItem, Overflowed, SubscriberQueue},
 };
 
 /// One chat's local state.
@@ -100,6 +99,32 @@ pub struct Subscribed {
     pub watermark: Option<MessageId>,
     /// Live events from now on.
     pub receiver: HubReceiver,
+}
+
+/// Receives one subscriber's events. Dropping it unsubscribes.
+pub struct HubReceiver {
+    queue: Arc<SubscriberQueue>,
+    hub: Arc<StreamHub>,
+    chat_id: ChatId,
+    id: u64,
+}
+
+impl HubReceiver {
+    /// The next item; `Err(Overflowed)` once the subscriber was cut off.
+    pub async fn recv(&mut self) -> Result<HubItem, Overflowed> {
+        self.queue.recv().await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&self) -> Result<Option<HubItem>, Overflowed> {
+        self.queue.try_recv()
+    }
+}
+
+impl Drop for HubReceiver {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.chat_id, self.id);
+    }
 }
 
 /// Runs of this replica that ended lately (bounded): a peer that subscribes
@@ -195,11 +220,16 @@ impl StreamHub {
         Subscribed {
             run,
             watermark: state.watermark,
-            receiver: HubReceiver::new(queue, self.clone(), chat_id, id),
+            receiver: HubReceiver {
+                queue,
+                hub: self.clone(),
+                chat_id,
+                id,
+            },
         }
     }
 
-    pub(super) fn unsubscribe(&self, chat_id: ChatId, id: u64) {
+    fn unsubscribe(&self, chat_id: ChatId, id: u64) {
         let mut chats = self.chats();
         if let Some(state) = chats.get_mut(&chat_id) {
             state.subscribers.retain(|(sub, _)| *sub != id);
@@ -285,10 +315,10 @@ impl StreamHub {
 
     // This replica's own runs, through their `RunStream`.
 
-    /// Starts buffering a run here and tells local subscribers it is
-    /// `running` (before any part of it can be sent). Dropping the handle
-    /// ends the run.
-    pub fn begin_run(self: &Arc<Self>, chat_id: ChatId, generation: Generation) -> RunStream {
+    /// Starts buffering this replica's run `generation` of `chat_id` and
+    /// tells local subscribers it is `running` (before any part of it can
+    /// be sent). See [`super::RunStream::begin`].
+    pub(super) fn start_local_run(&self, chat_id: ChatId, generation: Generation) {
         let status = Arc::new(StreamEvent::Status {
             chat_id,
             status: ChatStatus::Running,
@@ -304,7 +334,6 @@ impl StreamHub {
             self.fan_out(&mut state.subscribers, &HubItem::Event(status));
             self.fan_out(&mut state.subscribers, &HubItem::RunStarted(generation));
         }
-        RunStream::new(self.clone(), chat_id, generation)
     }
 
     /// Applies `apply` to this replica's run `generation` of `chat_id` and
@@ -568,7 +597,7 @@ mod tests {
     use chatd_shared::{api, parts::Part};
 
     use super::*;
-    use crate::streams::queue::Overflowed;
+    use crate::streams::RunStream;
 
     fn hub(limits: BufferLimits, capacity: usize) -> Arc<StreamHub> {
         StreamHub::new(limits, capacity, &opentelemetry::global::meter("test"))
@@ -606,7 +635,7 @@ mod tests {
         let chat = ChatId::new_v7();
         let early = hub.subscribe(chat);
         assert!(early.run.is_none());
-        let mut run = hub.begin_run(chat, Generation(1));
+        let mut run = RunStream::begin(&hub, chat, Generation(1));
         assert_eq!(run.part(0, Part::TextDelta { text: "a".into() }), 0);
         assert_eq!(run.part(0, Part::TextDelta { text: "b".into() }), 1);
 
@@ -654,7 +683,7 @@ mod tests {
     async fn a_retry_drops_the_parts_of_its_step() {
         let hub = hub(BufferLimits::default(), 100);
         let chat = ChatId::new_v7();
-        let mut run = hub.begin_run(chat, Generation(2));
+        let mut run = RunStream::begin(&hub, chat, Generation(2));
         run.part(
             0,
             Part::TextDelta {
@@ -733,7 +762,7 @@ mod tests {
         assert!(hub.subscribe(chat).run.is_none());
 
         // This replica's own run wins over anything relayed.
-        let _run = hub.begin_run(chat, Generation(3));
+        let _run = RunStream::begin(&hub, chat, Generation(3));
         hub.remote_parts(chat, Generation(3), &relayed([0]));
         assert!(drain_seqs(&watcher.receiver).is_empty());
         hub.remote_ended(chat, Generation(3));
@@ -797,7 +826,7 @@ mod tests {
             100,
         );
         let chat = ChatId::new_v7();
-        let mut run = hub.begin_run(chat, Generation(1));
+        let mut run = RunStream::begin(&hub, chat, Generation(1));
         for _ in 0..5 {
             run.part(0, Part::TextDelta { text: "x".into() });
         }
@@ -810,7 +839,7 @@ mod tests {
         let chat = ChatId::new_v7();
         let slow = hub.subscribe(chat).receiver;
         let fast = hub.subscribe(chat).receiver;
-        let mut run = hub.begin_run(chat, Generation(1));
+        let mut run = RunStream::begin(&hub, chat, Generation(1));
         for index in 0..10 {
             run.part(0, Part::TextDelta { text: "x".into() });
             // The fast one keeps up.

@@ -41,8 +41,8 @@ use self::feed::Feeds;
 pub use self::{
     buffer::{BufferLimits, BufferedPart},
     follow::RelayFollow,
-    hub::{RunSnapshot, StreamHub, Subscribed},
-    queue::{HubItem, HubReceiver, Overflowed},
+    hub::{HubReceiver, RunSnapshot, StreamHub, Subscribed},
+    queue::{HubItem, Overflowed},
     run_stream::RunStream,
     subscriber::ChatSubscriber,
     watch::ChatListWatcher,

@@ -9,10 +9,8 @@ use std::{
     },
 };
 
-use chatd_shared::{ids::ChatId, stream::StreamEvent, sync::lock};
+use chatd_shared::{stream::StreamEvent, sync::lock};
 use tokio::sync::Notify;
-
-use super::hub::StreamHub;
 
 /// What a local subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,51 +66,23 @@ impl SubscriberQueue {
 #[error("subscriber fell behind")]
 pub struct Overflowed;
 
-/// Receives a subscriber's events. Dropping it unsubscribes.
-pub struct HubReceiver {
-    queue: Arc<SubscriberQueue>,
-    hub: Arc<StreamHub>,
-    chat_id: ChatId,
-    id: u64,
-}
-
-impl HubReceiver {
-    pub(super) fn new(
-        queue: Arc<SubscriberQueue>,
-        hub: Arc<StreamHub>,
-        chat_id: ChatId,
-        id: u64,
-    ) -> Self {
-        Self {
-            queue,
-            hub,
-            chat_id,
-            id,
-        }
-    }
-
+impl SubscriberQueue {
     /// The next item; `Err(Overflowed)` once the subscriber was cut off.
-    pub async fn recv(&mut self) -> Result<HubItem, Overflowed> {
+    pub(super) async fn recv(&self) -> Result<HubItem, Overflowed> {
         loop {
-            let notified = self.queue.ready.notified();
-            if let Some(event) = self.try_recv()? {
-                return Ok(event);
+            let notified = self.ready.notified();
+            if let Some(item) = self.try_recv()? {
+                return Ok(item);
             }
             notified.await;
         }
     }
 
     /// The next item if one is queued.
-    pub fn try_recv(&self) -> Result<Option<HubItem>, Overflowed> {
-        if self.queue.overflowed.load(Ordering::Acquire) {
+    pub(super) fn try_recv(&self) -> Result<Option<HubItem>, Overflowed> {
+        if self.overflowed.load(Ordering::Acquire) {
             return Err(Overflowed);
         }
-        Ok(lock(&self.queue.events).pop_front())
-    }
-}
-
-impl Drop for HubReceiver {
-    fn drop(&mut self) {
-        self.hub.unsubscribe(self.chat_id, self.id);
+        Ok(lock(&self.events).pop_front())
     }
 }

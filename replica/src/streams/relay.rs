@@ -18,8 +18,8 @@ use chatd_shared::{
 };
 
 use super::{
-    hub::{RunSnapshot, StreamHub},
-    queue::{HubItem, HubReceiver, Overflowed},
+    hub::{HubReceiver, RunSnapshot, StreamHub},
+    queue::{HubItem, Overflowed},
 };
 
 fn relay_part(event: &StreamEvent) -> Option<RelayPart> {

@@ -22,9 +22,12 @@ pub struct RunStream {
 }
 
 impl RunStream {
-    pub(super) fn new(hub: Arc<StreamHub>, chat_id: ChatId, generation: Generation) -> Self {
+    /// Starts buffering this replica's run `generation` of `chat_id` in
+    /// `hub`; local subscribers hear `running` before any part of it.
+    pub fn begin(hub: &Arc<StreamHub>, chat_id: ChatId, generation: Generation) -> Self {
+        hub.start_local_run(chat_id, generation);
         Self {
-            hub,
+            hub: hub.clone(),
             chat_id,
             generation,
             next_seq: 0,

@@ -21,8 +21,8 @@ use chatd_shared::{
 use super::{
     Next,
     feed::{FeedGuard, READ_BATCH},
-    hub::Subscribed,
-    queue::{HubItem, HubReceiver, Overflowed},
+    hub::{HubReceiver, Subscribed},
+    queue::{HubItem, Overflowed},
 };
 
 /// What to do with an event offered to one client.

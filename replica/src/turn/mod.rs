@@ -295,17 +295,14 @@ impl TurnRunner {
             let mut draft = Draft::default();
             let sent = Instant::now();
             let outcome = {
-                let stream = run.stream();
-                let call = stream_call(
+                let attempt = ModelAttempt {
                     provider,
                     prompt,
-                    self.config.timeouts,
-                    stream,
+                    timeouts: self.config.timeouts,
                     step,
-                    &mut draft,
-                    &self.metrics,
                     sent,
-                );
+                };
+                let call = attempt.stream(run.stream(), &mut draft, &self.metrics);
                 tokio::select! {
                     biased;
                     _ = control.cancelled() => return CallEnd::Stopped,
@@ -450,41 +447,49 @@ fn step_rows(
     rows
 }
 
-/// Streams one model call into `draft` and the hub. Returns once the model
-/// finished, or with the call's error.
-#[allow(clippy::too_many_arguments)]
-async fn stream_call(
-    provider: &dyn llm::Provider,
-    prompt: &Prompt,
+/// One attempt of a step's model call.
+struct ModelAttempt<'a> {
+    provider: &'a dyn llm::Provider,
+    prompt: &'a Prompt,
     timeouts: StreamTimeouts,
-    stream: &mut RunStream,
+    /// The step it is for.
     step: i32,
-    draft: &mut Draft,
-    metrics: &TurnMetrics,
+    /// When it was sent (time to first token counts from here).
     sent: Instant,
-) -> Result<(), ProviderError> {
-    let mut events = llm::start_call(provider, prompt, timeouts).await?;
-    let mut first = true;
-    while let Some(event) = events.next().await {
-        let event = event?;
-        if first {
-            first = false;
-            metrics.first_token(sent.elapsed().as_secs_f64());
+}
+
+impl ModelAttempt<'_> {
+    /// Streams the call into `draft` and the hub. Returns once the model
+    /// finished, or with the call's error.
+    async fn stream(
+        &self,
+        stream: &mut RunStream,
+        draft: &mut Draft,
+        metrics: &TurnMetrics,
+    ) -> Result<(), ProviderError> {
+        let mut events = llm::start_call(self.provider, self.prompt, self.timeouts).await?;
+        let mut first = true;
+        while let Some(event) = events.next().await {
+            let event = event?;
+            if first {
+                first = false;
+                metrics.first_token(self.sent.elapsed().as_secs_f64());
+            }
+            for part in draft.apply(event) {
+                stream.part(self.step, part);
+            }
+            if draft.is_finished() {
+                return Ok(());
+            }
         }
-        for part in draft.apply(event) {
-            stream.part(step, part);
-        }
-        if draft.is_finished() {
-            return Ok(());
-        }
+        Err(ProviderError {
+            provider: self.provider.name().to_owned(),
+            kind: llm::ErrorKind::Connection,
+            status: None,
+            message: "the response ended before the model finished".to_owned(),
+            retry_after: None,
+        })
     }
-    Err(ProviderError {
-        provider: provider.name().to_owned(),
-        kind: llm::ErrorKind::Connection,
-        status: None,
-        message: "the response ended before the model finished".to_owned(),
-        retry_after: None,
-    })
 }
 
 fn result_part(call: &Call, outcome: &Outcome) -> Part {

@@ -1,8 +1,11 @@
 //! When to retry a failed provider call (DESIGN §8): exponential backoff
-//! from 1 s, doubling, capped at 30 s, honouring the provider's Retry-After,
-//! at most 10 attempts in all.
+//! from 1 s, doubling, capped at 30 s, with full jitter so that the chats
+//! one 429 hit together do not retry together; honouring the provider's
+//! Retry-After; at most 10 attempts in all.
 
 use std::time::Duration;
+
+use chatd_shared::backoff::Backoff;
 
 /// The retry schedule.
 #[derive(Debug, Clone, Copy)]
@@ -11,7 +14,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Delay before the second attempt.
     pub base: Duration,
-    /// Longest delay computed from the backoff.
+    /// Longest backoff ceiling (each delay is drawn from `[0, ceiling]`).
     pub cap: Duration,
     /// Longest delay accepted from a Retry-After header.
     pub max_retry_after: Duration,
@@ -30,20 +33,26 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The delay before attempt `failed + 1`, after attempt `failed` (from 1)
-    /// failed; `None` when no attempt is left.
+    /// failed; `None` when no attempt is left. A Retry-After is taken as
+    /// given (bounded); otherwise the delay is drawn from
+    /// `[0, base · 2^(failed - 1)]`, at most `cap`.
     pub fn delay(&self, failed: u32, retry_after: Option<Duration>) -> Option<Duration> {
         if failed >= self.max_attempts {
             return None;
         }
-        let backoff = self
-            .base
-            .checked_mul(1u32 << (failed - 1).min(20))
-            .unwrap_or(self.cap)
-            .min(self.cap);
         Some(match retry_after {
             Some(wanted) => wanted.min(self.max_retry_after),
-            None => backoff,
+            None => self.backoff().delay(failed.saturating_sub(1)),
         })
+    }
+
+    /// The largest delay the backoff may give after attempt `failed` failed.
+    pub fn ceiling(&self, failed: u32) -> Duration {
+        self.backoff().ceiling(failed.saturating_sub(1))
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.base, self.cap)
     }
 }
 
@@ -51,14 +60,76 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    /// `samples` delays after attempt `failed` failed, without Retry-After.
+    fn delays(policy: &RetryPolicy, failed: u32, samples: usize) -> Vec<Duration> {
+        (0..samples)
+            .map(|_| policy.delay(failed, None).expect("attempts left"))
+            .collect()
+    }
+
     #[test]
-    fn backoff_doubles_to_the_cap_and_stops_after_ten_attempts() {
+    fn the_ceiling_doubles_from_one_second_to_the_cap() {
         let policy = RetryPolicy::default();
-        let delays: Vec<u64> = (1..=9)
-            .map(|n| policy.delay(n, None).unwrap().as_secs())
-            .collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
+        let ceilings: Vec<u64> = (1..=9).map(|n| policy.ceiling(n).as_secs()).collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 30, 30, 30, 30]);
+    }
+
+    #[test]
+    fn delays_are_drawn_from_zero_to_the_ceiling() {
+        let policy = RetryPolicy::default();
+        for failed in 1..=9 {
+            let ceiling = policy.ceiling(failed);
+            let drawn = delays(&policy, failed, 200);
+            assert!(
+                drawn.iter().all(|delay| *delay <= ceiling),
+                "after attempt {failed}: {drawn:?} over {ceiling:?}"
+            );
+            // The whole window is used, not a band around its top.
+            assert!(
+                drawn.iter().any(|delay| *delay < ceiling / 4),
+                "after attempt {failed}"
+            );
+        }
+    }
+
+    #[test]
+    fn chats_that_failed_together_do_not_retry_together() {
+        // A hundred chats hit by the same 429 (without Retry-After).
+        let mut drawn = delays(&RetryPolicy::default(), 1, 100);
+        drawn.sort();
+        drawn.dedup();
+        assert!(drawn.len() > 90, "only {} distinct delays", drawn.len());
+    }
+
+    #[test]
+    fn the_cap_bounds_every_delay() {
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            ..RetryPolicy::default()
+        };
+        for failed in [6, 10, 31, 32, 64, 99] {
+            assert_eq!(policy.ceiling(failed), secs(30), "after attempt {failed}");
+            assert!(delays(&policy, failed, 50).iter().all(|d| *d <= secs(30)));
+        }
+    }
+
+    #[test]
+    fn ten_attempts_in_all() {
+        let policy = RetryPolicy::default();
+        assert!(
+            policy.delay(9, None).is_some(),
+            "a tenth attempt follows the ninth"
+        );
         assert_eq!(policy.delay(10, None), None, "ten attempts in all");
+        assert_eq!(
+            policy.delay(11, Some(secs(1))),
+            None,
+            "even with Retry-After"
+        );
     }
 
     #[test]
@@ -75,16 +146,11 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_schedule_takes_the_time_it_says() {
+    #[test]
+    fn retry_after_is_taken_as_given_even_past_the_cap() {
         let policy = RetryPolicy::default();
-        let start = tokio::time::Instant::now();
-        let mut failed = 1;
-        while let Some(delay) = policy.delay(failed, None) {
-            tokio::time::sleep(delay).await;
-            failed += 1;
+        for failed in 1..=9 {
+            assert_eq!(policy.delay(failed, Some(secs(45))), Some(secs(45)));
         }
-        // 1 + 2 + 4 + 8 + 16 + 30 * 4 seconds of waiting for ten attempts.
-        assert_eq!(start.elapsed(), Duration::from_secs(151));
     }
 }

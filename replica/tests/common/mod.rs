@@ -50,6 +50,7 @@ pub fn fast_config(id: ReplicaId) -> RuntimeConfig {
     config.poll_interval = Duration::from_millis(500);
     config.drain_timeout = Duration::from_secs(2);
     config.pending_gauge_interval = Duration::from_secs(60);
+    config.lock_judge_after = Duration::from_secs(1);
     config
 }
 
@@ -78,6 +79,7 @@ impl TestReplica {
             runner,
             meter,
             parent: tokio_util::sync::CancellationToken::new(),
+            database_url: db.url().to_owned(),
         };
         let runtime = Runtime::start(config, parts);
         wait_for("replica registered", WAIT, runtime.wait_running()).await;
@@ -340,7 +342,7 @@ pub fn turn_runner(
 ) -> Arc<chatd_replica::turn::TurnRunner> {
     let http = chatd_replica::llm::http_client().unwrap();
     let factory: chatd_replica::models::ProviderFactory =
-        Arc::new(move |row| chatd_replica::llm::build(row, &http).map_err(|err| err.to_string()));
+        Arc::new(move |row| chatd_replica::llm::build(row, &http));
     let catalog = chatd_replica::models::ModelCatalog::new(pool.clone(), factory);
     let metrics = chatd_replica::turn::TurnMetrics::new(&opentelemetry::global::meter("test"));
     Arc::new(chatd_replica::turn::TurnRunner::new(

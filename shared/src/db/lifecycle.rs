@@ -90,6 +90,34 @@ pub struct OwnedRun {
     pub interrupt_requested: bool,
 }
 
+/// How a replica was found dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeathCause {
+    /// Its advisory lock was free: its listener session is gone.
+    LockReleased,
+    /// Its lease expired (or its row is gone).
+    LeaseExpired,
+}
+
+impl DeathCause {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LockReleased => "lock_released",
+            Self::LeaseExpired => "lease_expired",
+        }
+    }
+}
+
+/// A replica found dead, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Death {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// How its death was seen.
+    pub cause: DeathCause,
+}
+
 /// What one heartbeat learned.
 #[derive(Debug, Clone, Default)]
 pub struct Beat {
@@ -100,19 +128,34 @@ pub struct Beat {
     pub owned: Vec<OwnedRun>,
     /// Chats of dead replicas this beat put back to `pending`.
     pub recovered: Vec<BecamePending>,
+    /// The dead replicas whose chats (some or all) it recovered, or whose
+    /// free lock it found (their rows are deleted).
+    pub deaths: Vec<Death>,
+    /// The next replica after this one (by id, wrapping around) among those
+    /// holding a lock: the one this replica watches for its death.
+    pub watch: Option<ReplicaId>,
 }
 
 /// One heartbeat in one statement: renews the lease (`now() + lease_ttl`,
 /// database clock), reads what the database says this replica runs, and
-/// requeues up to `recovery_limit` running chats of other replicas whose
-/// lease expired or whose row is gone (`FOR UPDATE SKIP LOCKED`, so replicas
-/// recovering at once do not contend). One statement keeps an idle replica's
-/// cost at one statement per heartbeat, whatever it runs.
+/// requeues up to `recovery_limit` running chats of other replicas that
+/// are dead: their lease expired, their row is gone, or (when `by_lock`)
+/// their advisory lock is free, i.e. their listener session ended. Rows
+/// `FOR UPDATE SKIP LOCKED`, so replicas recovering at once do not contend;
+/// a free lock is taken for the statement's transaction, so only one
+/// replica acts on it. The rows of replicas found dead by their lock are
+/// deleted. One statement keeps an idle replica's cost at one statement per
+/// heartbeat, whatever it runs.
+///
+/// `by_lock` is for a replica whose own session has been up a while: right
+/// after a PostgreSQL restart every lock is free until its holder
+/// reconnects, and only the lease may judge then.
 pub async fn beat(
     db: &impl GenericClient,
     replica: ReplicaId,
     lease_ttl: std::time::Duration,
     recovery_limit: i64,
+    by_lock: bool,
 ) -> DbResult<Beat> {
     let stmt = db
         .prepare_cached(
@@ -120,32 +163,53 @@ pub async fn beat(
                  UPDATE replicas SET heartbeat_at = now(),
                         lease_expires_at = now() + make_interval(secs => $2)
                  WHERE id = $1 RETURNING id
+             ), dead AS (
+                 SELECT id FROM replicas
+                 WHERE $4 AND id <> $1 AND lock_key IS NOT NULL AND pg_try_advisory_xact_lock(lock_key)
+             ), gone AS (
+                 DELETE FROM replicas r USING dead WHERE r.id = dead.id RETURNING r.id
              ), recovered AS (
                  UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
                         started_at = NULL, updated_at = now()
-                 FROM (SELECT s.id FROM chats s LEFT JOIN replicas r ON r.id = s.worker_id
+                 FROM (SELECT s.id, s.worker_id, d.id IS NOT NULL AS by_lock
+                       FROM chats s LEFT JOIN replicas r ON r.id = s.worker_id
+                                    LEFT JOIN dead d ON d.id = s.worker_id
                        WHERE s.status = 'running' AND s.worker_id <> $1
-                         AND (r.id IS NULL OR r.lease_expires_at < now())
+                         AND (r.id IS NULL OR r.lease_expires_at < now() OR d.id IS NOT NULL)
                        ORDER BY s.id LIMIT $3 FOR UPDATE OF s SKIP LOCKED) stale
                  WHERE c.id = stale.id
-                 RETURNING c.id, c.owner_id, c.generation
+                 RETURNING c.id, c.owner_id, c.generation, stale.worker_id, stale.by_lock
+             ), watched AS (
+                 SELECT id FROM replicas
+                 WHERE id <> $1 AND lock_key IS NOT NULL AND id NOT IN (SELECT id FROM dead)
+                 ORDER BY id > $1 DESC, id LIMIT 1
              )
              SELECT 'lease' AS kind, NULL::uuid AS id, NULL::uuid AS owner_id, NULL::bigint AS generation,
-                    false AS interrupt_requested FROM lease
+                    false AS interrupt_requested, NULL::uuid AS worker_id, false AS by_lock FROM lease
              UNION ALL
-             SELECT 'owned', id, owner_id, generation, interrupt_requested FROM chats
+             SELECT 'owned', id, owner_id, generation, interrupt_requested, NULL, false FROM chats
              WHERE worker_id = $1 AND status = 'running'
              UNION ALL
-             SELECT 'recovered', id, owner_id, generation, false FROM recovered",
+             SELECT 'recovered', id, owner_id, generation, false, worker_id, by_lock FROM recovered
+             UNION ALL
+             SELECT 'dead', id, NULL, NULL, false, NULL, true FROM gone
+             UNION ALL
+             SELECT 'watch', id, NULL, NULL, false, NULL, false FROM watched",
         )
         .await?;
     let rows = db
         .query(
             &stmt,
-            &[&replica, &lease_ttl.as_secs_f64(), &recovery_limit],
+            &[
+                &replica,
+                &lease_ttl.as_secs_f64(),
+                &recovery_limit,
+                &by_lock,
+            ],
         )
         .await?;
     let mut beat = Beat::default();
+    let mut deaths = std::collections::HashSet::new();
     for row in &rows {
         match row.try_get::<_, &str>("kind")? {
             "lease" => beat.lease_renewed = true,
@@ -154,10 +218,76 @@ pub async fn beat(
                 generation: row.try_get("generation")?,
                 interrupt_requested: row.try_get("interrupt_requested")?,
             }),
-            _ => beat.recovered.push(BecamePending::from_row(row)?),
+            "recovered" => {
+                beat.recovered.push(BecamePending::from_row(row)?);
+                let cause = if row.try_get("by_lock")? {
+                    DeathCause::LockReleased
+                } else {
+                    DeathCause::LeaseExpired
+                };
+                if let Some(worker) = row.try_get::<_, Option<ReplicaId>>("worker_id")? {
+                    deaths.insert(Death {
+                        replica: worker,
+                        cause,
+                    });
+                }
+            }
+            "dead" => {
+                deaths.insert(Death {
+                    replica: row.try_get("id")?,
+                    cause: DeathCause::LockReleased,
+                });
+            }
+            _ => beat.watch = row.try_get("id")?,
         }
     }
+    beat.deaths = deaths.into_iter().collect();
     Ok(beat)
+}
+
+/// What [`recover_replica`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveredReplica {
+    /// Its row was still there (and is gone now): nobody had recovered it.
+    pub row_deleted: bool,
+    /// Its chats, put back to `pending`.
+    pub chats: Vec<BecamePending>,
+}
+
+/// Recovers the chats of `dead`, a replica whose advisory lock the caller
+/// holds (so its session is gone, and it cannot come back meanwhile):
+/// deletes its row and requeues every chat it ran (`pending`, generation +
+/// 1). Rows another transaction holds are skipped; its row being gone, the
+/// next heartbeat of any replica recovers them.
+pub async fn recover_replica(
+    db: &impl GenericClient,
+    dead: ReplicaId,
+) -> DbResult<RecoveredReplica> {
+    let stmt = db
+        .prepare_cached(
+            "WITH gone AS (
+                 DELETE FROM replicas WHERE id = $1 RETURNING id
+             ), recovered AS (
+                 UPDATE chats c SET status = 'pending', worker_id = NULL, generation = c.generation + 1,
+                        started_at = NULL, updated_at = now()
+                 FROM (SELECT id FROM chats WHERE worker_id = $1 AND status = 'running'
+                       FOR UPDATE SKIP LOCKED) s
+                 WHERE c.id = s.id
+                 RETURNING c.id, c.owner_id, c.generation
+             )
+             SELECT 'chat' AS kind, id, owner_id, generation FROM recovered
+             UNION ALL
+             SELECT 'row', id, NULL, NULL FROM gone",
+        )
+        .await?;
+    let mut recovered = RecoveredReplica::default();
+    for row in db.query(&stmt, &[&dead]).await? {
+        match row.try_get::<_, &str>("kind")? {
+            "chat" => recovered.chats.push(BecamePending::from_row(&row)?),
+            _ => recovered.row_deleted = true,
+        }
+    }
+    Ok(recovered)
 }
 
 /// Gives chats back to `pending` (generation + 1) that `worker` still runs

@@ -88,8 +88,20 @@ impl fmt::Display for Target<'_> {
     }
 }
 
+/// Why a pool could not be set up. No connection is opened then (pools
+/// connect lazily): a database that is down shows up at the first `get`.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolBuildError {
+    /// The URL does not parse ([`DbError::InvalidUrl`]; never repeats it).
+    #[error(transparent)]
+    Url(#[from] DbError),
+    /// deadpool refused the pool's settings.
+    #[error("building the connection pool")]
+    Build(#[source] deadpool_postgres::BuildError),
+}
+
 /// A pool with every timeout set. Connections are opened lazily.
-pub fn connect_pool(config: &DbConfig) -> Result<Pool, DbError> {
+pub fn connect_pool(config: &DbConfig) -> Result<Pool, PoolBuildError> {
     let mut pg = config.pg_config()?;
     if let Some(limit) = config.statement_timeout {
         let setting = format!("-c statement_timeout={}", limit.as_millis());
@@ -113,7 +125,7 @@ pub fn connect_pool(config: &DbConfig) -> Result<Pool, DbError> {
         .recycle_timeout(Some(config.recycle_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|err| DbError::InvalidUrl(err.to_string()))
+        .map_err(PoolBuildError::Build)
 }
 
 /// One connection outside any pool (the pubsub listener, the migrator). Its
@@ -136,4 +148,30 @@ pub async fn connect_dedicated(
         let _ = done_tx.send(outcome);
     });
     Ok((client, done_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_is_reported_as_one_without_repeating_it() {
+        let err = connect_pool(&DbConfig::new("postgres://u:secret@host:notaport/db"))
+            .expect_err("the port is not a number");
+        assert!(
+            matches!(err, PoolBuildError::Url(DbError::InvalidUrl(_))),
+            "{err:?}"
+        );
+        let text = crate::error_chain::Chain(&err).to_string();
+        assert!(text.starts_with("invalid database URL"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_setting_is_not_called_an_invalid_url() {
+        let err = PoolBuildError::Build(deadpool_postgres::BuildError::NoRuntimeSpecified);
+        let text = crate::error_chain::Chain(&err).to_string();
+        assert!(text.starts_with("building the connection pool: "), "{text}");
+        assert!(!text.contains("URL"), "{text}");
+    }
 }

@@ -27,6 +27,9 @@ pub struct Replica {
     pub lease_expires_at: DateTime<Utc>,
     /// True once it began shutting down.
     pub draining: bool,
+    /// The advisory lock it holds on its listener session while alive
+    /// (`None`: a replica that holds none, judged by its lease alone).
+    pub lock_key: Option<i64>,
 }
 
 impl Replica {
@@ -40,18 +43,22 @@ impl Replica {
             heartbeat_at: row.try_get("heartbeat_at")?,
             lease_expires_at: row.try_get("lease_expires_at")?,
             draining: row.try_get("draining")?,
+            lock_key: row.try_get("lock_key")?,
         })
     }
 }
 
 const COLUMNS: &str =
-    "id, hostname, relay_url, version, started_at, heartbeat_at, lease_expires_at, draining";
+    "id, hostname, relay_url, version, started_at, heartbeat_at, lease_expires_at,
+    draining, lock_key";
 
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
 /// Registers (or re-registers) a replica with a fresh lease of `lease_ttl`.
+/// The caller holds the replica's advisory lock ([`ReplicaId::lock_key`])
+/// on its listener session: peers take a free lock for a dead replica.
 pub async fn register(
     db: &impl GenericClient,
     id: ReplicaId,
@@ -61,18 +68,26 @@ pub async fn register(
     lease_ttl: Duration,
 ) -> DbResult<Replica> {
     let sql = format!(
-        "INSERT INTO replicas (id, hostname, relay_url, version, lease_expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+        "INSERT INTO replicas (id, hostname, relay_url, version, lease_expires_at, lock_key)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)
          ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname, relay_url = EXCLUDED.relay_url,
              version = EXCLUDED.version, heartbeat_at = now(),
-             lease_expires_at = EXCLUDED.lease_expires_at, draining = false
+             lease_expires_at = EXCLUDED.lease_expires_at, draining = false,
+             lock_key = EXCLUDED.lock_key
          RETURNING {COLUMNS}"
     );
     let stmt = db.prepare_cached(&sql).await?;
     let row = db
         .query_one(
             &stmt,
-            &[&id, &hostname, &relay_url, &version, &seconds(lease_ttl)],
+            &[
+                &id,
+                &hostname,
+                &relay_url,
+                &version,
+                &seconds(lease_ttl),
+                &id.lock_key(),
+            ],
         )
         .await?;
     Replica::from_row(&row)

@@ -75,6 +75,18 @@ impl Default for SubscriberCapacity {
     }
 }
 
+/// The listener's session while it is up, holding the replica's lock and
+/// LISTENing. Each new session gets the next epoch: a replica that lost its
+/// session may have lost its chats to recovery (ARCHITECTURE.md §4), so
+/// whatever it did under an older epoch must be checked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// 1 for the first session, then one more per reconnect.
+    pub epoch: u64,
+    /// When it came up.
+    pub since: tokio::time::Instant,
+}
+
 /// State shared by the handle, the listener and the publisher.
 pub(crate) struct Shared {
     replica_id: ReplicaId,
@@ -84,6 +96,12 @@ pub(crate) struct Shared {
     wake: Arc<Topic<(), ()>>,
     control: Arc<Topic<(), ControlNotice>>,
     connected: Arc<AtomicBool>,
+    /// The current session, if the listener is up.
+    session: tokio::sync::watch::Sender<Option<Session>>,
+    /// Sessions so far.
+    sessions: std::sync::atomic::AtomicU64,
+    /// Cleared by tests to lose every notice (`set_publishing`).
+    #[cfg(feature = "testing")]
     publishing: AtomicBool,
     outgoing: mpsc::Sender<Outgoing>,
     metrics: PubSubMetrics,
@@ -134,6 +152,15 @@ impl Shared {
         }
     }
 
+    /// A new session is up (locked and LISTENing).
+    fn session_started(&self) {
+        let epoch = self.sessions.fetch_add(1, Ordering::AcqRel) + 1;
+        self.session.send_replace(Some(Session {
+            epoch,
+            since: tokio::time::Instant::now(),
+        }));
+    }
+
     fn resync_all(&self) {
         self.metrics.resyncs.add(1, &[]);
         self.chats.resync_all();
@@ -162,6 +189,7 @@ impl Shared {
     }
 
     fn enqueue(&self, channel: Channel, payload: String) {
+        #[cfg(feature = "testing")]
         if !self.publishing.load(Ordering::Relaxed) {
             return;
         }
@@ -223,6 +251,9 @@ impl PubSub {
             wake: Topic::new(),
             control: Topic::new(),
             connected,
+            session: tokio::sync::watch::Sender::new(None),
+            sessions: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "testing")]
             publishing: AtomicBool::new(true),
             outgoing,
             metrics: metrics.clone(),
@@ -265,6 +296,17 @@ impl PubSub {
     /// True while the listener connection is up and LISTENing.
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// The listener's session, while it is up: it holds the replica's
+    /// advisory lock ([`crate::ids::ReplicaId::lock_key`]) and LISTENs.
+    pub fn session(&self) -> Option<Session> {
+        *self.shared.session.borrow()
+    }
+
+    /// Changes of [`Self::session`].
+    pub fn watch_session(&self) -> tokio::sync::watch::Receiver<Option<Session>> {
+        self.shared.session.subscribe()
     }
 
     /// Queues `payload` for `channel`. Refuses payloads over the size limit;
@@ -362,6 +404,7 @@ impl PubSub {
 
     /// Fault injection for tests: while false, publishes are silently
     /// dropped (as if every notification were lost).
+    #[cfg(feature = "testing")]
     pub fn set_publishing(&self, enabled: bool) {
         self.shared.publishing.store(enabled, Ordering::Relaxed);
     }

@@ -42,6 +42,50 @@ pub(crate) struct Outgoing {
 
 const NOTIFY_BATCH: &str = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)";
 
+/// The batching rule, apart from the queue it reads and the statement it
+/// feeds: at most one batch per window, none held back after a quiet one.
+pub(crate) struct BatchWindow {
+    window: Duration,
+    max_batch: usize,
+    /// When the last batch went out; the next may go at `last_sent + window`.
+    last_sent: Instant,
+}
+
+impl BatchWindow {
+    /// A window that lets the first notice go at once.
+    pub(crate) fn new(window: Duration, max_batch: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            window,
+            max_batch: max_batch.max(1),
+            last_sent: now.checked_sub(window).unwrap_or(now),
+        }
+    }
+
+    /// Gathers the batch that `first` opens: whatever else is queued, and
+    /// whatever arrives before the window since the last batch closes, up
+    /// to `max_batch`. A closed queue ends the gathering early.
+    pub(crate) async fn gather<T>(&mut self, first: T, queue: &mut mpsc::Receiver<T>) -> Vec<T> {
+        let mut batch = Vec::with_capacity(self.max_batch.min(64));
+        batch.push(first);
+        let closes = self.last_sent + self.window;
+        while batch.len() < self.max_batch {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(closes, queue.recv()).await {
+                        Ok(Some(item)) => batch.push(item),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        self.last_sent = Instant::now();
+        batch
+    }
+}
+
 /// Runs until `cancel` fires, then sends what is queued and returns.
 pub(crate) async fn run(
     pool: Pool,
@@ -50,9 +94,7 @@ pub(crate) async fn run(
     metrics: PubSubMetrics,
     cancel: CancellationToken,
 ) {
-    let mut batch: Vec<Outgoing> = Vec::with_capacity(config.max_batch);
-    // When the last batch went out; the next may go at `last_sent + window`.
-    let mut last_sent = Instant::now() - config.batch_window;
+    let mut window = BatchWindow::new(config.batch_window, config.max_batch);
     loop {
         let first = tokio::select! {
             biased;
@@ -62,6 +104,7 @@ pub(crate) async fn run(
         let Some(first) = first else {
             // Shutting down: flush whatever is still queued, then stop.
             queue.close();
+            let mut batch = Vec::with_capacity(config.max_batch);
             while let Ok(item) = queue.try_recv() {
                 batch.push(item);
                 if batch.len() == config.max_batch {
@@ -71,21 +114,7 @@ pub(crate) async fn run(
             send(&pool, &mut batch, &metrics).await;
             return;
         };
-        batch.push(first);
-        let deadline = last_sent + config.batch_window;
-        while batch.len() < config.max_batch {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(item)) => batch.push(item),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-        }
-        last_sent = Instant::now();
+        let mut batch = window.gather(first, &mut queue).await;
         send(&pool, &mut batch, &metrics).await;
     }
 }
@@ -117,4 +146,101 @@ async fn send(pool: &Pool, batch: &mut Vec<Outgoing>, metrics: &PubSubMetrics) {
         }
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Larger than the real 2 ms: tokio's timers count whole milliseconds.
+    const WINDOW: Duration = Duration::from_millis(20);
+
+    /// Sends `items` into a queue, each after waiting its delay.
+    fn producer(items: Vec<(Duration, u32)>) -> mpsc::Receiver<u32> {
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for (delay, item) in items {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if sender.send(item).await.is_err() {
+                    return;
+                }
+            }
+            // Keep the queue open: a closed one ends a batch early.
+            std::future::pending::<()>().await;
+        });
+        receiver
+    }
+
+    fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notice_after_a_quiet_window_goes_out_at_once() {
+        let start = Instant::now();
+        let mut window = BatchWindow::new(WINDOW, 500);
+        let mut queue = producer(vec![(ms(0), 1), (ms(100), 2)]);
+
+        let first = queue.recv().await.unwrap();
+        assert_eq!(window.gather(first, &mut queue).await, [1]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first notice waits for nothing"
+        );
+
+        let second = queue.recv().await.unwrap();
+        assert_eq!(window.gather(second, &mut queue).await, [2]);
+        assert_eq!(
+            start.elapsed(),
+            ms(100),
+            "after a quiet window nothing is added to the latency"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_everything_within_a_window_shares_one_batch() {
+        let start = Instant::now();
+        let mut window = BatchWindow::new(WINDOW, 500);
+        // 1 goes at once; 2 and 3 come within the next window (at 5 and
+        // 10 ms); 4 after it (at 45 ms).
+        let mut queue = producer(vec![(ms(0), 1), (ms(5), 2), (ms(5), 3), (ms(35), 4)]);
+
+        let first = queue.recv().await.unwrap();
+        assert_eq!(window.gather(first, &mut queue).await, [1]);
+
+        let next = queue.recv().await.unwrap();
+        assert_eq!(window.gather(next, &mut queue).await, [2, 3]);
+        assert_eq!(start.elapsed(), WINDOW, "the batch closed with its window");
+
+        let last = queue.recv().await.unwrap();
+        assert_eq!(window.gather(last, &mut queue).await, [4]);
+        assert_eq!(
+            start.elapsed(),
+            ms(45),
+            "4 came after the window closed: at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_goes_without_waiting_for_its_window() {
+        let start = Instant::now();
+        let mut window = BatchWindow::new(WINDOW, 3);
+        let mut queue = producer((1..=7).map(|item| (Duration::ZERO, item)).collect());
+
+        let first = queue.recv().await.unwrap();
+        assert_eq!(window.gather(first, &mut queue).await, [1, 2, 3]);
+        let next = queue.recv().await.unwrap();
+        assert_eq!(window.gather(next, &mut queue).await, [4, 5, 6]);
+        assert_eq!(start.elapsed(), Duration::ZERO, "full batches never wait");
+        let last = queue.recv().await.unwrap();
+        assert_eq!(window.gather(last, &mut queue).await, [7]);
+        assert_eq!(
+            start.elapsed(),
+            WINDOW,
+            "a partial batch waits out its window"
+        );
+    }
 }

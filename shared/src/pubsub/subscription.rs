@@ -15,6 +15,8 @@ use std::{
 
 use tokio::sync::Notify;
 
+use crate::sync::lock;
+
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery<T> {
@@ -46,7 +48,7 @@ struct Slot<T> {
 impl<T> Slot<T> {
     /// Queues `notice`; returns true when the queue overflowed into a resync.
     fn push(&self, notice: T) -> bool {
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = lock(&self.queue);
         let overflowed = if queue.len() < self.capacity {
             queue.push_back(notice);
             false
@@ -66,7 +68,7 @@ impl<T> Slot<T> {
     }
 
     fn resync(&self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        lock(&self.queue).clear();
         self.resync.store(true, Ordering::Release);
         self.ready.notify_one();
     }
@@ -80,11 +82,7 @@ impl<T> Slot<T> {
         if self.resync.swap(false, Ordering::AcqRel) {
             return Some(Delivery::Resync);
         }
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
-            .map(Delivery::Notice)
+        lock(&self.queue).pop_front().map(Delivery::Notice)
     }
 }
 
@@ -167,7 +165,7 @@ where
             ready: Notify::new(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
+        lock(&self.subscribers)
             .entry(key.clone())
             .or_default()
             .push((id, slot.clone()));
@@ -183,7 +181,7 @@ where
     }
 
     fn unsubscribe(&self, key: &K, id: u64) {
-        let mut subscribers = self.lock();
+        let mut subscribers = lock(&self.subscribers);
         if let Some(entries) = subscribers.get_mut(key) {
             entries.retain(|(entry_id, _)| *entry_id != id);
             if entries.is_empty() {
@@ -194,7 +192,7 @@ where
 
     /// Delivers to every subscriber of `key`; returns how many queues overflowed.
     pub(crate) fn deliver(&self, key: &K, notice: &T) -> usize {
-        let subscribers = self.lock();
+        let subscribers = lock(&self.subscribers);
         let Some(entries) = subscribers.get(key) else {
             return 0;
         };
@@ -206,7 +204,7 @@ where
 
     /// Tells every subscriber to resync.
     pub(crate) fn resync_all(&self) {
-        for entries in self.lock().values() {
+        for entries in lock(&self.subscribers).values() {
             for (_, slot) in entries {
                 slot.resync();
             }
@@ -215,7 +213,7 @@ where
 
     /// Ends every subscription (`recv` returns `None`).
     pub(crate) fn close_all(&self) {
-        for entries in self.lock().values() {
+        for entries in lock(&self.subscribers).values() {
             for (_, slot) in entries {
                 slot.close();
             }
@@ -224,11 +222,7 @@ where
 
     /// Number of keys with at least one subscriber.
     pub(crate) fn key_count(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entries<T>>> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.subscribers).len()
     }
 }
 
