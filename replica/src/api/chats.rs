@@ -22,11 +22,11 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
-    messages::{IdempotencyKey, content_error, idempotency_key},
+    request::{
+        ChatPath, IdempotencyKey, NO_CHAT, content_error, idempotency_key, model_error, page_size,
+    },
 };
-use crate::operations::{
-    ChatChanges, CreateOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
-};
+use crate::operations::{ChatChanges, CreateOutcome, InterruptOutcome, NewChatRequest};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,38 +35,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interrupt_chat))
 }
 
-/// The 404 of every chat route.
-pub(super) const NO_CHAT: &str =
-    "No such chat, or not the caller's (the two look the same) (`not_found`)";
-
-/// The path of a chat.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-pub(super) struct ChatPath {
-    /// The chat.
-    #[allow(dead_code)]
-    id: ChatId,
-}
-
 /// The chat as clients see it.
 fn chat_view((chat, queued): &ChatWithQueue) -> Json<api::Chat> {
     Json(api::Chat::from_row(chat, *queued))
-}
-
-/// A model that cannot be used: 422.
-pub(super) fn model_error(refused: ModelRefused) -> ApiError {
-    match refused {
-        ModelRefused::Missing(id) => {
-            ApiError::unprocessable("invalid_model", format!("model config {id} does not exist"))
-        }
-        ModelRefused::NoDefault => ApiError::unprocessable(
-            "no_model",
-            "no default model is configured; pass model_config_id or ask an admin",
-        ),
-        ModelRefused::Unavailable(name) => {
-            ApiError::unprocessable("invalid_model", format!("model {name} is not available"))
-        }
-    }
 }
 
 fn check_labels(labels: &Value) -> ApiResult<()> {
@@ -176,17 +147,6 @@ fn cursor_schema() -> utoipa::openapi::Schema {
         .item(schema::text(Some(0)))
         .build()
         .into()
-}
-
-/// Page size from a `limit` parameter (1–200, default 50).
-pub(super) fn page_size(limit: Option<i64>) -> ApiResult<i64> {
-    match limit.unwrap_or(50) {
-        limit @ 1..=200 => Ok(limit),
-        other => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and 200, not {other}"),
-        )),
-    }
 }
 
 /// The caller's chats, newest first (admins: everyone's).

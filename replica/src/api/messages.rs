@@ -7,8 +7,8 @@ use axum::{
 };
 use chatd_shared::{
     api::{
-        self, EditMessage, ErrorResponse, MAX_IDEMPOTENCY_KEY, MessageList, SendMessage,
-        SendResult, content::ContentError, content::user_content,
+        self, EditMessage, ErrorResponse, MessageList, SendMessage, SendResult,
+        content::user_content,
     },
     db::queued_messages::MAX_QUEUED_PER_CHAT,
     ids::{ChatId, MessageId},
@@ -19,9 +19,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::{ChatPath, NO_CHAT, model_error, page_size},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
+    request::{
+        ChatPath, IdempotencyKey, NO_CHAT, content_error, idempotency_key, model_error, page_size,
+    },
 };
 use crate::operations::{EditOutcome, SendOutcome, SendRequest};
 
@@ -29,61 +31,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_messages, send_message))
         .routes(routes!(edit_message))
-}
-
-/// The `Idempotency-Key` header of the routes that create.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-pub(super) struct IdempotencyKey {
-    /// A key of the client's choosing: a request repeated with it answers
-    /// 200 with the original result instead of doing it again.
-    #[param(rename = "Idempotency-Key", schema_with = idempotency_key_schema)]
-    #[allow(dead_code)]
-    key: Option<String>,
-}
-
-/// 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters (spaces and tabs
-/// inside, and around it where they are trimmed).
-fn idempotency_key_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .pattern(Some(format!(
-            r"^[\t ]*[!-~](?:[\t -~]{{0,{}}}[!-~])?[\t ]*$",
-            MAX_IDEMPOTENCY_KEY - 2
-        )))
-        .build()
-}
-
-/// The `Idempotency-Key` header, if sent (400 when unusable).
-pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be printable ASCII",
-            )
-        })?
-        .trim();
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY} characters"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// Content problems: shape errors are 400, the rest 422.
-pub(super) fn content_error(error: ContentError) -> ApiError {
-    match error {
-        ContentError::Shape => ApiError::bad_request("invalid_body", error.to_string()),
-        ContentError::Empty => ApiError::unprocessable("empty_message", error.to_string()),
-        _ => ApiError::unprocessable("invalid_content", error.to_string()),
-    }
 }
 
 /// Query of `GET /chats/{id}/messages` (unknown parameters are refused).

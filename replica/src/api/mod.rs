@@ -16,6 +16,7 @@ mod models;
 mod openapi;
 mod ops;
 mod queue;
+mod request;
 mod stream;
 mod transport;
 mod users;

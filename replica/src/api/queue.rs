@@ -11,9 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::{ChatPath, NO_CHAT},
     error::{ApiError, ApiResult},
     extract::ApiPath,
+    request::{ChatPath, NO_CHAT},
 };
 use crate::operations::QueuedOutcome;
 

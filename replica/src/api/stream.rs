@@ -20,9 +20,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::{ChatPath, NO_CHAT},
     error::{ApiError, ApiResult},
     extract::{ApiPath, ApiQuery},
+    request::{ChatPath, NO_CHAT},
     transport::{EventSource, Next, respond, transport},
 };
 use crate::streams::ChatSubscriber;
