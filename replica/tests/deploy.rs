@@ -12,6 +12,8 @@
 
 #[path = "deploy/dockerfile.rs"]
 mod dockerfile;
+#[path = "deploy/image.rs"]
+mod image;
 #[path = "deploy/manifests.rs"]
 mod manifests;
 #[path = "deploy/pod.rs"]
@@ -89,9 +91,16 @@ fn renderings() -> Vec<(String, String)> {
     renderings
 }
 
+/// The validator, run as a module so that no script directory need be on PATH.
+fn kubernetes_validate() -> Command {
+    let mut command = Command::new("python3");
+    command.args(["-m", "kubernetes_validate"]);
+    command
+}
+
 #[test]
 fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
-    let version = Command::new("kubernetes-validate")
+    let version = kubernetes_validate()
         .arg("--version")
         .output()
         .unwrap_or_else(|err| {
@@ -110,7 +119,7 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
             what.replace(' ', "")
         ));
         std::fs::write(&file, &yaml).unwrap();
-        let mut validate = Command::new("kubernetes-validate");
+        let mut validate = kubernetes_validate();
         validate.arg("--strict");
         for version in KUBERNETES_VERSIONS {
             validate.args(["--kubernetes-version", version]);
@@ -201,37 +210,61 @@ fn the_production_overlay_references_its_secrets_and_monitors_the_replicas() {
 }
 
 #[test]
-fn the_image_runs_chatd_as_the_user_the_manifests_expect() {
-    let image = dockerfile::stage("chatd");
-    let last = dockerfile::stages().pop().unwrap();
-    assert_eq!(
-        last.name, "chatd",
-        "`docker build .` builds the chatd image"
-    );
-    assert_eq!(image.entrypoint, [pod::IMAGE_CHATD]);
+fn the_image_built_from_this_binary_is_what_the_manifests_and_the_pod_emulation_expect() {
+    let buildah = image::Buildah::new();
+    let binary = std::path::Path::new(CHATD);
+    buildah.make_base(binary);
+    let config = buildah.build("chatd", binary, "localhost/chatd:test");
+
+    // What the real build made is what the pods of the running test are
+    // started from (user, entrypoint, command, environment).
+    let stage = dockerfile::stage("chatd");
+    assert_eq!(config["User"], json!(stage.user));
+    assert_eq!(config["Entrypoint"], json!(stage.entrypoint));
+    assert_eq!(config["Cmd"], json!(stage.cmd));
     assert!(
-        image.copies.iter().any(|path| path == pod::IMAGE_CHATD),
-        "the image has {}",
-        pod::IMAGE_CHATD
-    );
-    let user = image.user.expect("the image sets USER");
-    let uid: u32 = user
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| panic!("USER {user} is numeric, so runAsNonRoot can check it"));
-    assert_ne!(uid, 0, "the image runs as a non-root user");
-    assert!(
-        image
+        stage
             .env
-            .contains(&("CHATD_LOG_FORMAT".into(), "json".into())),
-        "the image logs JSON"
+            .contains(&("CHATD_LOG_FORMAT".into(), "json".into()))
     );
+    for (name, value) in &stage.env {
+        assert!(
+            config["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(format!("{name}={value}"))),
+            "{name}={value} in {}",
+            config["Env"]
+        );
+    }
     let rendered = Rendered::overlay("production");
     let (pod_spec, container) = rendered.chatd_pod();
-    assert_eq!(container["command"], json!([pod::IMAGE_CHATD]));
-    assert_eq!(pod_spec["securityContext"]["runAsUser"], uid);
+    let uid = pod_spec["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert_ne!(uid, 0, "non-root");
+    assert_eq!(
+        config["User"],
+        format!("{uid}:{uid}"),
+        "numeric, so runAsNonRoot can check it"
+    );
+    assert_eq!(config["Entrypoint"], container["command"]);
+    assert_eq!(
+        dockerfile::stages().pop().unwrap().name,
+        "chatd",
+        "`docker build .` builds the chatd image"
+    );
+
+    // The binary runs in the image.
+    let running = buildah.run(&["from", "--quiet", "localhost/chatd:test"]);
+    let version = buildah.run(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &running,
+        "--",
+        pod::IMAGE_CHATD,
+        "--version",
+    ]);
+    assert!(version.starts_with("chatd "), "{version}");
 }
 
 /// The chatd Deployment: replicas, rollout, probes, shutdown, placement,
