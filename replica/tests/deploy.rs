@@ -197,9 +197,10 @@ fn the_production_overlay_references_its_secrets_and_monitors_the_replicas() {
     }
     // Nothing in the rendering looks like a credential: no URL with a password.
     let yaml = serde_json::to_string(&rendered.objects).unwrap();
-    let userinfo = yaml.split("://").skip(1).find(|rest| {
+    let userinfo = yaml.split("://").skip(1).find_map(|rest| {
         let authority = rest.split(['/', '"', '\\']).next().unwrap_or_default();
-        authority.contains('@') && authority.split('@').next().unwrap().contains(':')
+        let (user, _) = authority.split_once('@')?;
+        user.contains(':').then_some(authority)
     });
     assert!(userinfo.is_none(), "a URL with a password: {userinfo:?}");
     assert_ne!(
