@@ -24,8 +24,8 @@ mod staleness;
 pub mod stats;
 pub mod summary;
 mod turn;
-mod user;
+pub mod user;
 
 pub use config::RunConfig;
-pub use run::{RunError, run};
+pub use run::{Hooks, RunError, run, run_with};
 pub use summary::Summary;
