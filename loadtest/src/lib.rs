@@ -13,6 +13,7 @@
 //! - [`cli`] is the command line of the `chatd-loadtest` binary.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod cpu;

@@ -320,9 +320,13 @@ async fn drive(
         machine: None,
         database: None,
     });
-    Ok(summarise(
+    let mut summary = summarise(
         config, &recorder, &probes, database, &before, &after, window, started_at,
-    ))
+    );
+    let counts = crowd.client.stats().counts();
+    summary.streams.requests_retried = counts.retries;
+    summary.streams.repeats_dropped = counts.duplicates_dropped;
+    Ok(summary)
 }
 
 /// A finished user; a panic is a bug worth stopping for.
@@ -407,6 +411,9 @@ fn summarise(
         latency_us: recorder.latencies(),
         streams: Streams {
             reconnects: counters.reconnects,
+            // Filled in by the caller, which holds the client.
+            requests_retried: 0,
+            repeats_dropped: 0,
             parts_not_delivered: counters.parts_not_delivered,
         },
         failures: recorder.failures(),

@@ -91,9 +91,17 @@ pub trait ChatWatch: Send {
     fn delivered(&mut self, delivery: &Delivery, replica: usize, at: Instant);
     /// A turn reached `waiting` at `generation`.
     fn turn_finished(&mut self, generation: Generation, at: Instant);
+    /// True while the watcher expects more of the last turn (its final
+    /// message may follow `waiting`): the user reads on a little.
+    fn wants_more(&self) -> bool;
     /// The user is done with the chat; `failed` when a failure ended it.
-    fn done(&mut self, failed: bool);
+    /// `repeats_dropped`: parts and messages the chat's stream got again
+    /// at or below its cursor (a correct server sends none).
+    fn done(&mut self, failed: bool, repeats_dropped: u64);
 }
+
+/// How long a user reads on after its last turn while its watcher wants more.
+const READ_ON: Duration = Duration::from_secs(2);
 
 /// Why a user stopped.
 struct Failure {
@@ -361,8 +369,19 @@ impl UserChat {
 
     /// Stops the observers; the streams close as they are dropped.
     async fn close(mut self, failed: bool) {
-        if let Some(chat_watch) = &mut self.watch {
-            chat_watch.done(failed);
+        if let Some(mut chat_watch) = self.watch.take() {
+            if !failed {
+                let deadline = Instant::now() + READ_ON;
+                while chat_watch.wants_more() {
+                    let Ok(Ok(delivery)) =
+                        tokio::time::timeout_at(deadline, self.stream.next()).await
+                    else {
+                        break;
+                    };
+                    chat_watch.delivered(&delivery, self.stream.replica(), Instant::now());
+                }
+            }
+            chat_watch.done(failed, self.stream.repeats_dropped());
         }
         self.observers.shutdown().await;
     }

@@ -24,6 +24,7 @@ use chatd_shared::{
     error_chain::Chain,
     pg_server::{LocalPostgres, PgBinaries, ServerSettings, ServerUser, free_port},
 };
+pub use nix::sys::signal::Signal;
 use tokio::{
     io::AsyncWriteExt,
     process::{Child, ChildStdin, Command},
@@ -76,6 +77,8 @@ pub struct ReplicaProcess {
     pub name: String,
     /// Its API base URL.
     pub url: String,
+    /// How it was started, to start it again.
+    spec: ReplicaSpec,
     child: Child,
     pid: u32,
     log: PathBuf,
@@ -88,6 +91,62 @@ pub struct ReplicaSettings {
     pub max_running_chats: usize,
     /// `CHATD_RELAY_SECRET` of every replica.
     pub relay_secret: String,
+}
+
+/// Everything a replica process is started with.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    /// The `chatd` binary.
+    pub chatd: PathBuf,
+    /// `CHATD_DATABASE_URL`.
+    pub database_url: String,
+    /// The API port on 127.0.0.1.
+    pub api_port: u16,
+    /// The relay port on 127.0.0.1.
+    pub relay_port: u16,
+    /// `CHATD_*` variables beyond the address, database and the mock model.
+    pub env: Vec<(String, String)>,
+}
+
+impl ReplicaSpec {
+    /// A replica with `settings` on these ports.
+    pub fn new(
+        chatd: &Path,
+        database_url: &str,
+        (api_port, relay_port): (u16, u16),
+        settings: &ReplicaSettings,
+    ) -> Self {
+        Self {
+            chatd: chatd.to_owned(),
+            database_url: database_url.to_owned(),
+            api_port,
+            relay_port,
+            env: vec![
+                (
+                    "CHATD_MAX_RUNNING_CHATS".into(),
+                    settings.max_running_chats.to_string(),
+                ),
+                ("CHATD_RELAY_SECRET".into(), settings.relay_secret.clone()),
+            ],
+        }
+    }
+
+    /// The API base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = chatd_command(&self.chatd, Some(&self.database_url));
+        command
+            .args(["serve", "--no-migrate"])
+            .env("CHATD_HTTP_ADDR", format!("127.0.0.1:{}", self.api_port))
+            .env("CHATD_PROVIDER_KIND", "mock")
+            .env("CHATD_PROVIDER_BASE_URL", "mock://?tokens=20")
+            .env("CHATD_RELAY_ADDR", format!("127.0.0.1:{}", self.relay_port))
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
+    }
 }
 
 impl Cluster {
@@ -186,52 +245,91 @@ impl Cluster {
         database_url: &str,
         settings: &ReplicaSettings,
     ) -> anyhow::Result<()> {
-        let logs = self.root.join("logs");
-        fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         // API ports, then relay ports.
         let ports = consecutive_free_ports(2 * count)?;
         for index in 0..count {
             let api_port = ports + index as u16;
             let relay_port = ports + (count + index) as u16;
-            let log = logs.join(format!("replica-{}.log", index + 1));
-            let output =
-                fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let mut command = chatd_command(chatd, Some(database_url));
-            command
-                .args(["serve", "--no-migrate"])
-                .env("CHATD_HTTP_ADDR", format!("127.0.0.1:{api_port}"))
-                .env("CHATD_PROVIDER_KIND", "mock")
-                .env("CHATD_PROVIDER_BASE_URL", "mock://?tokens=20")
-                .env(
-                    "CHATD_MAX_RUNNING_CHATS",
-                    settings.max_running_chats.to_string(),
-                )
-                .env("CHATD_RELAY_ADDR", format!("127.0.0.1:{relay_port}"))
-                .env("CHATD_RELAY_SECRET", &settings.relay_secret);
-            let child = command
-                .stdout(output.try_clone().context("sharing the replica's log")?)
-                .stderr(output)
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("starting {}", chatd.display()))?;
-            let pid = child.id().context("the replica exited at once")?;
-            self.tell_reaper(&pid.to_string()).await;
-            self.replicas.push(ReplicaProcess {
-                name: format!("replica {}", index + 1),
-                url: format!("http://127.0.0.1:{api_port}"),
-                child,
-                pid,
-                log,
-            });
+            let spec = ReplicaSpec::new(chatd, database_url, (api_port, relay_port), settings);
+            self.spawn_replica(spec).await?;
         }
+        for index in 0..count {
+            self.wait_ready(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts one more replica as `spec` says (not waiting for it to be
+    /// ready); returns its index.
+    pub async fn spawn_replica(&mut self, spec: ReplicaSpec) -> anyhow::Result<usize> {
+        let index = self.replicas.len();
+        let process = self.launch(index, spec).await?;
+        self.replicas.push(process);
+        Ok(index)
+    }
+
+    /// Starts replica `index` again, as `spec` says, once its previous
+    /// process has exited (not waiting for it to be ready).
+    pub async fn respawn_replica(&mut self, index: usize, spec: ReplicaSpec) -> anyhow::Result<()> {
+        let process = self.launch(index, spec).await?;
+        self.replicas[index] = process;
+        Ok(())
+    }
+
+    async fn launch(&mut self, index: usize, spec: ReplicaSpec) -> anyhow::Result<ReplicaProcess> {
+        let logs = self.root.join("logs");
+        fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let log = logs.join(format!("replica-{}.log", index + 1));
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let child = spec
+            .command()
+            .stdout(output.try_clone().context("sharing the replica's log")?)
+            .stderr(output)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", spec.chatd.display()))?;
+        let pid = child.id().context("the replica exited at once")?;
+        self.tell_reaper(&pid.to_string()).await;
+        Ok(ReplicaProcess {
+            name: format!("replica {}", index + 1),
+            url: spec.url(),
+            spec,
+            child,
+            pid,
+            log,
+        })
+    }
+
+    /// Waits until replica `index` answers `/readyz` with 200.
+    pub async fn wait_ready(&mut self, index: usize) -> anyhow::Result<()> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .context("building an HTTP client")?;
-        for replica in &mut self.replicas {
-            replica.wait_ready(&http).await?;
+        self.replicas[index].wait_ready(&http).await
+    }
+
+    /// Sends `signal` to replica `index`'s process.
+    pub fn signal_replica(&self, index: usize, signal: Signal) -> anyhow::Result<()> {
+        send_signal(self.replicas[index].pid, signal)
+    }
+
+    /// Waits up to `timeout` for replica `index`'s process to exit.
+    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<()> {
+        let replica = &mut self.replicas[index];
+        match tokio::time::timeout(timeout, replica.child.wait()).await {
+            Ok(exited) => exited.map(drop).context("waiting for the replica to exit"),
+            Err(_) => bail!("{} did not exit within {timeout:?}", replica.name),
         }
-        Ok(())
+    }
+
+    /// The private PostgreSQL, once started.
+    pub fn postgres(&self) -> Option<&LocalPostgres> {
+        self.postgres.as_ref()
     }
 
     /// The replicas started.
@@ -277,8 +375,12 @@ impl Cluster {
     /// Errors are reported after every step was tried.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
-        for replica in &self.replicas {
-            if let Err(error) = terminate(replica.pid).await {
+        for replica in &mut self.replicas {
+            // One that already exited (killed by a fault) needs nothing.
+            if matches!(replica.child.try_wait(), Ok(Some(_))) {
+                continue;
+            }
+            if let Err(error) = send_signal(replica.pid, Signal::SIGTERM) {
                 problems.push(format!("{}: {error:#}", replica.name));
             }
         }
@@ -320,6 +422,11 @@ impl Cluster {
 }
 
 impl ReplicaProcess {
+    /// How it was started.
+    pub fn spec(&self) -> &ReplicaSpec {
+        &self.spec
+    }
+
     /// Polls `/readyz` until it answers 200.
     async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
@@ -370,22 +477,17 @@ pub fn chatd_command(chatd: &Path, database_url: Option<&str>) -> Command {
     command
 }
 
-/// Sends SIGTERM (std can only send SIGKILL, and no signal crate is a
-/// dependency of the harness).
-async fn terminate(pid: u32) -> anyhow::Result<()> {
-    // Its status is not checked: a replica that already exited is no problem.
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .context("running kill")?;
-    Ok(())
+/// Sends `signal` to process `pid`; one that already exited is no problem.
+pub fn send_signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid).context("a process id out of range")?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("sending {signal} to process {pid}")),
+    }
 }
 
 /// The first of `count` consecutive ports nobody listens on.
-fn consecutive_free_ports(count: usize) -> anyhow::Result<u16> {
+pub fn consecutive_free_ports(count: usize) -> anyhow::Result<u16> {
     for _ in 0..50 {
         let first = free_port()?;
         let Some(last) = first.checked_add(count as u16 - 1) else {

@@ -79,6 +79,8 @@ pub struct FailoverStream {
     stall_timeout: Option<Duration>,
     /// The newest status said `running` (a silence may be a stall).
     running: bool,
+    /// Parts and messages dropped as repeats on this stream.
+    repeats_dropped: u64,
 }
 
 impl FailoverClient {
@@ -105,6 +107,7 @@ impl FailoverClient {
             cursor,
             stall_timeout: None,
             running: false,
+            repeats_dropped: 0,
         })
     }
 }
@@ -133,6 +136,12 @@ impl FailoverStream {
         self.cursor
     }
 
+    /// Parts and messages this stream received at or below its cursor and
+    /// dropped (a correct server sends none).
+    pub fn repeats_dropped(&self) -> u64 {
+        self.repeats_dropped
+    }
+
     /// The next event, or the news that the stream was reopened. An error
     /// is final for this stream (no replica could reopen it within the
     /// policy's deadline, or one refused it for good, e.g. 404), except a
@@ -140,8 +149,12 @@ impl FailoverStream {
     pub async fn next(&mut self) -> Result<Delivery, ClientError> {
         loop {
             let Some(stream) = self.stream.as_mut() else {
-                let cause = self.broken.take().unwrap_or(Break::Ended);
-                return self.reopen(cause).await.map(Delivery::Resumed);
+                // Kept until the stream is open again: a caller may drop
+                // this future (select!) and call again.
+                let cause = self.broken.clone().unwrap_or(Break::Ended);
+                let resumed = self.reopen(cause).await?;
+                self.broken = None;
+                return Ok(Delivery::Resumed(resumed));
             };
             let received = match self.stall_timeout.filter(|_| self.running) {
                 Some(timeout) => match tokio::time::timeout(timeout, stream.next()).await {
@@ -200,6 +213,7 @@ impl FailoverStream {
             _ => false,
         };
         if repeated {
+            self.repeats_dropped += 1;
             self.client.stats().dropped_duplicate();
             return None;
         }
