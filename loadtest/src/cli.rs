@@ -206,8 +206,9 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
     /// How long one request (or stream opening) may take before the next
-    /// replica is tried.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// replica is tried (a healthy replica answers in milliseconds; one cut
+    /// from PostgreSQL never does).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub attempt_timeout: Duration,
     /// How long one turn may take.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]

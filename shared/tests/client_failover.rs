@@ -32,6 +32,7 @@ fn quick() -> RetryPolicy {
         deadline: Duration::from_secs(5),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
+        quarantine: Duration::from_secs(5),
     }
 }
 
@@ -411,4 +412,27 @@ async fn a_call_gives_up_at_its_deadline_when_no_replica_answers() {
     assert!(matches!(error, ClientError::Http(_)), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(client.stats().counts().retries >= 2, "it kept trying");
+}
+
+#[tokio::test]
+async fn a_replica_that_timed_out_is_passed_over_by_every_clone_for_a_while() {
+    let (a, b) = (FakeServer::start().await, FakeServer::start().await);
+    let chat_id = ChatId::new_v7();
+    a.reply(
+        Method::GET,
+        &format!("/api/v1/chats/{chat_id}"),
+        Reply::Hang,
+    );
+    b.reply(
+        Method::GET,
+        &format!("/api/v1/chats/{chat_id}"),
+        Reply::Json(StatusCode::OK, to_json(&chat(chat_id))),
+    );
+    let first = failover(&[a.base_url(), b.base_url()]);
+    first.get_chat(chat_id).await.expect("answered by b");
+    // Another user's client, preferring the replica that hung.
+    let second = first.preferring(0);
+    second.get_chat(chat_id).await.expect("answered by b");
+    assert_eq!(a.requests().len(), 1, "only the first client waited for a");
+    assert_eq!(b.requests().len(), 2);
 }

@@ -13,7 +13,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use anyhow::{Context, bail};
 use chatd_shared::{ids::ReplicaId, pg_server::LocalPostgres};
-use tokio::{process::Command, time::Instant};
+use tokio::{net::TcpListener, process::Command, time::Instant};
 
 use super::{faults::FaultKind, proxy::Proxy};
 use crate::bench::{
@@ -112,13 +112,25 @@ impl OwnCluster {
             relay_secret: uuid::Uuid::new_v4().simple().to_string(),
         };
         let count = replicas.count;
+        // The proxies' ports are taken first, so the replicas' ports
+        // chosen next cannot be among them.
+        let mut listeners = Vec::new();
+        for _ in 0..2 * count {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+        }
         let ports = consecutive_free_ports(2 * count)?;
         let postgres_addr = ([127, 0, 0, 1], postgres.port()).into();
         let mut slots = Vec::new();
+        let mut listeners = listeners.into_iter();
         for index in 0..count {
             let (api_port, relay_port) = (ports + index as u16, ports + (count + index) as u16);
-            let relay_proxy = Proxy::start(([127, 0, 0, 1], relay_port).into()).await?;
-            let database_proxy = Proxy::start(postgres_addr).await?;
+            let (Some(relay_listener), Some(database_listener)) =
+                (listeners.next(), listeners.next())
+            else {
+                bail!("a proxy listener is missing");
+            };
+            let relay_proxy = Proxy::serve(relay_listener, ([127, 0, 0, 1], relay_port).into())?;
+            let database_proxy = Proxy::serve(database_listener, postgres_addr)?;
             let proxied_url = format!("postgres://postgres@{}/chatd", database_proxy.addr());
             let mut spec = ReplicaSpec::new(chatd, &proxied_url, (api_port, relay_port), &settings);
             spec.env.extend([

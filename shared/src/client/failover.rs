@@ -44,6 +44,10 @@ pub struct RetryPolicy {
     pub backoff_min: Duration,
     /// The longest pause between attempts.
     pub backoff_max: Duration,
+    /// How long a replica that failed an attempt is passed over by every
+    /// clone of the client (unless all are): the first client to find a
+    /// dead or cut-off replica spares the others the wait.
+    pub quarantine: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -53,6 +57,7 @@ impl Default for RetryPolicy {
             deadline: Duration::from_secs(60),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            quarantine: Duration::from_secs(5),
         }
     }
 }
@@ -120,8 +125,55 @@ pub struct FailoverClient {
     replicas: Arc<[Client]>,
     /// The replica the next request goes to: the one that answered last.
     current: Arc<AtomicUsize>,
+    /// Replicas passed over for a while, shared by every clone.
+    quarantine: Arc<Quarantine>,
     policy: RetryPolicy,
     stats: Arc<FailoverStats>,
+}
+
+/// Until when each replica is passed over after a failed attempt.
+#[derive(Debug)]
+struct Quarantine {
+    /// When the clients started: deadlines are kept as milliseconds since.
+    epoch: Instant,
+    /// Per replica, milliseconds since `epoch` until which it is passed over.
+    until_ms: Box<[AtomicU64]>,
+}
+
+impl Quarantine {
+    fn new(replicas: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            until_ms: (0..replicas).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_held(&self, replica: usize) -> bool {
+        self.until_ms[replica].load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    fn hold(&self, replica: usize, duration: Duration) {
+        let until = self.now_ms() + u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.until_ms[replica].fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn clear(&self, replica: usize) {
+        self.until_ms[replica].store(0, Ordering::Relaxed);
+    }
+
+    /// The first replica from `start` (itself included) not held, or
+    /// `start` when all are.
+    fn first_free(&self, start: usize) -> usize {
+        let count = self.until_ms.len();
+        (0..count)
+            .map(|offset| (start + offset) % count)
+            .find(|&replica| !self.is_held(replica))
+            .unwrap_or(start)
+    }
 }
 
 impl FailoverClient {
@@ -147,6 +199,7 @@ impl FailoverClient {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            quarantine: Arc::new(Quarantine::new(replicas.len())),
             replicas: replicas.into(),
             current: Arc::new(AtomicUsize::new(0)),
             policy,
@@ -183,14 +236,29 @@ impl FailoverClient {
         &self.stats
     }
 
-    /// Moves on from replica `from` to the next one, unless another caller
-    /// already did.
-    pub(super) fn next_replica(&self, from: usize) -> usize {
-        let next = (from + 1) % self.replicas.len();
+    /// Moves on from replica `from` to the next one not in quarantine,
+    /// unless another caller already did.
+    fn next_replica(&self, from: usize) -> usize {
+        let next = self.next_after(from);
         let _ = self
             .current
             .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
         next
+    }
+
+    /// The replica after `from` (cyclically) that is not in quarantine.
+    pub(super) fn next_after(&self, from: usize) -> usize {
+        self.quarantine.first_free((from + 1) % self.replicas.len())
+    }
+
+    /// `replica` failed an attempt: every clone passes it over for a while.
+    pub(super) fn attempt_failed(&self, replica: usize) {
+        self.quarantine.hold(replica, self.policy.quarantine);
+    }
+
+    /// `replica` answered: it is in service again.
+    pub(super) fn attempt_succeeded(&self, replica: usize) {
+        self.quarantine.clear(replica);
     }
 
     /// Runs `attempt` against the current replica, and again against the
@@ -219,17 +287,22 @@ impl FailoverClient {
     {
         let deadline = Instant::now() + self.policy.deadline;
         let mut backoff = self.policy.backoff();
-        let mut replica = self.current();
+        let mut replica = self.quarantine.first_free(self.current());
         loop {
             let client = self.replicas[replica].clone();
             let error = match tokio::time::timeout_at(deadline, attempt(client)).await {
-                Ok(Ok(value)) => return Ok((replica, value)),
+                Ok(Ok(value)) => {
+                    self.attempt_succeeded(replica);
+                    self.current.store(replica, Ordering::Relaxed);
+                    return Ok((replica, value));
+                }
                 Ok(Err(error)) => error,
                 Err(_) => return Err(ClientError::Timeout(self.policy.deadline)),
             };
             if !worth_retrying(&error, repeat) {
                 return Err(error);
             }
+            self.attempt_failed(replica);
             let pause = backoff.next_delay();
             if Instant::now() + pause >= deadline {
                 return Err(error);

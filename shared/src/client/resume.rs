@@ -233,10 +233,9 @@ impl FailoverStream {
         let policy = self.client.policy();
         let deadline = started + policy.deadline;
         let mut backoff = policy.backoff();
-        let replicas = self.client.replicas().len();
         let mut attempts = 0;
         loop {
-            self.replica = (self.replica + 1) % replicas;
+            self.replica = self.client.next_after(self.replica);
             attempts += 1;
             let client = &self.client.replicas()[self.replica];
             let opened = tokio::time::timeout_at(
@@ -247,6 +246,7 @@ impl FailoverStream {
             .unwrap_or(Err(ClientError::Timeout(policy.deadline)));
             let error = match opened {
                 Ok(stream) => {
+                    self.client.attempt_succeeded(self.replica);
                     self.stream = Some(stream);
                     self.client.stats().resumed();
                     return Ok(Resumed {
@@ -261,6 +261,7 @@ impl FailoverStream {
             if !worth_retrying(&error, Repeat::Safe) {
                 return Err(error);
             }
+            self.client.attempt_failed(self.replica);
             let pause = backoff.next_delay();
             if Instant::now() + pause >= deadline {
                 return Err(error);
