@@ -174,6 +174,16 @@ impl Seen {
         }
     }
 
+    /// Reads deliveries until `count` parts arrived.
+    async fn read_parts(&mut self, stream: &mut FailoverStream, count: usize) {
+        let mut parts = 0;
+        self.read_until(stream, |event| {
+            parts += usize::from(matches!(event, StreamEvent::Part { .. }));
+            parts == count
+        })
+        .await;
+    }
+
     /// `(generation, seq, text)` of every part, in order.
     fn parts(&self) -> Vec<(i64, u64, String)> {
         self.events
@@ -201,10 +211,6 @@ impl Seen {
     }
 }
 
-fn is_part(event: &StreamEvent) -> bool {
-    matches!(event, StreamEvent::Part { .. })
-}
-
 fn waiting_after(generation: Generation) -> impl FnMut(&StreamEvent) -> bool {
     move |event| matches!(event, StreamEvent::Status { status: ChatStatus::Waiting, generation: g, .. } if *g > generation)
 }
@@ -225,12 +231,7 @@ async fn a_stream_whose_replica_dies_while_the_worker_lives_resumes_with_no_gap_
     let streamer = (worker + 1) % 3;
     let mut stream = app.stream_on(chat_id, streamer).await;
     let mut seen = Seen::default();
-    let mut parts = 0;
-    seen.read_until(&mut stream, |event| {
-        parts += usize::from(is_part(event));
-        parts == 10
-    })
-    .await;
+    seen.read_parts(&mut stream, 10).await;
     let generation = seen.view.status().expect("a status").1;
 
     app.kill(streamer);
@@ -262,12 +263,7 @@ async fn a_stream_on_the_replica_that_dies_mid_step_resumes_elsewhere_and_the_re
     let (chat_id, worker) = app.chat_running_a_slow_reply().await;
     let mut stream = app.stream_on(chat_id, worker).await;
     let mut seen = Seen::default();
-    let mut parts = 0;
-    seen.read_until(&mut stream, |event| {
-        parts += usize::from(is_part(event));
-        parts == 10
-    })
-    .await;
+    seen.read_parts(&mut stream, 10).await;
     let old = seen.view.status().expect("a status").1;
     let shown = seen.view.draft().expect("a draft").text.clone();
 
