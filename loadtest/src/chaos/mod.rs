@@ -184,10 +184,7 @@ async fn scenario(target: &mut Target, args: &ChaosArgs) -> anyhow::Result<Chaos
         checks: &checks,
         args,
         rng: StdRng::seed_from_u64(seed),
-        database: match &database_url {
-            Some(url) => audit::connect(url).await.ok(),
-            None => None,
-        },
+        database_url: database_url.clone(),
     };
     injector
         .schedule(&kinds, phase_start, &recorder)
@@ -279,9 +276,9 @@ struct Injector<'a> {
     checks: &'a Checks,
     args: &'a ChaosArgs,
     rng: StdRng,
-    /// A direct connection to chatd's database (relay cuts read which
-    /// replica runs what).
-    database: Option<tokio_postgres::Client>,
+    /// chatd's database, directly (relay cuts read which replica runs
+    /// what; a connection per cut, as PostgreSQL may have restarted).
+    database_url: Option<String>,
 }
 
 impl Injector<'_> {
@@ -368,7 +365,8 @@ impl Injector<'_> {
                 self.log.end(fault);
             }
             (FaultKind::RelayCut, Target::Own(own)) => {
-                let cut_off = cross_replica_chats(self.database.as_ref(), own, self.checks).await;
+                let cut_off =
+                    cross_replica_chats(self.database_url.as_deref(), own, self.checks).await;
                 let fault = self.log.begin(
                     kind,
                     format!(
@@ -431,11 +429,15 @@ impl Injector<'_> {
 /// Chats running on one replica and streamed from another, now: a relay
 /// cut stops their parts without their clients noticing anything.
 async fn cross_replica_chats(
-    database: Option<&tokio_postgres::Client>,
+    database_url: Option<&str>,
     own: &OwnCluster,
     checks: &Checks,
 ) -> Vec<ChatId> {
-    let Some(db) = database else {
+    let Some(url) = database_url else {
+        return Vec::new();
+    };
+    let Ok(db) = audit::connect(url).await else {
+        eprintln!("chaos: relay-cut: cannot read which replica runs what");
         return Vec::new();
     };
     let Ok(rows) = db
