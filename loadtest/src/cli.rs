@@ -451,6 +451,41 @@ mod tests {
     }
 
     #[test]
+    fn chaos_breaks_its_own_cluster_with_every_fault_by_default() {
+        let Ok(Cli {
+            command: Command::Chaos(chaos),
+        }) = parse(&["chaos"])
+        else {
+            panic!("chaos parses");
+        };
+        assert_eq!((chaos.chats, chaos.replicas), (100, 3));
+        assert_eq!(chaos.duration, Duration::from_secs(120));
+        assert_eq!(chaos.every, Duration::from_secs(10));
+        assert_eq!(chaos.faults, FaultKind::ALL);
+        assert_eq!(chaos.lease_ttl, Duration::from_secs(5));
+        assert!(chaos.targets.is_empty());
+        assert_eq!(chaos.message, CHAOS_MESSAGE);
+
+        let Ok(Cli {
+            command: Command::Chaos(chaos),
+        }) = parse(&[
+            "chaos",
+            "--faults",
+            "kill,partition",
+            "--target",
+            "http://a:1,http://b:2",
+            "--kill-command",
+            "kill -{signal} {index}",
+        ])
+        else {
+            panic!("chaos parses");
+        };
+        assert_eq!(chaos.faults, [FaultKind::Kill, FaultKind::Partition]);
+        assert_eq!(chaos.targets, ["http://a:1", "http://b:2"]);
+        assert!(parse(&["chaos", "--faults", "meteor"]).is_err());
+    }
+
+    #[test]
     fn bench_has_the_standard_scenario_by_default() {
         let Ok(Cli {
             command: Command::Bench(bench),

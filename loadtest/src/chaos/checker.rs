@@ -177,8 +177,12 @@ pub struct ChatChecker {
     record: ChatRecord,
     /// The generation the turn in progress first ran as.
     turn_generation: Option<Generation>,
-    /// The fault that disrupted the chat, until its next part or message.
-    disrupted_by: Option<FaultRef>,
+    /// The fault that disrupted the chat, until its next part or message,
+    /// and when the chat's outage began: the fault, or the last part or
+    /// message before the disruption was noticed if that came later.
+    disrupted_by: Option<(FaultRef, Instant)>,
+    /// When the last part or message arrived.
+    last_data: Option<Instant>,
     /// The last fault a failover time was recorded for.
     counted: Option<usize>,
     /// The newest message is the final answer of a turn.
@@ -198,6 +202,7 @@ impl ChatChecker {
             record: ChatRecord::default(),
             turn_generation: None,
             disrupted_by: None,
+            last_data: None,
             counted: None,
             answered: true,
         }
@@ -216,20 +221,28 @@ impl ChatChecker {
     }
 
     fn disrupted_by_fault(&mut self, fault: FaultRef) {
-        let known = self.disrupted_by.is_some_and(|f| f.id == fault.id);
+        let known = self.disrupted_by.is_some_and(|(f, _)| f.id == fault.id);
         if known || self.counted == Some(fault.id) {
             return;
         }
         self.checks.faults.affected(fault);
-        self.disrupted_by = Some(fault);
+        // Parts that kept coming after the fault (a draining replica, a
+        // worker streaming until it needs the database) were no outage.
+        let outage = self
+            .last_data
+            .map_or(fault.started, |last| last.max(fault.started));
+        self.disrupted_by = Some((fault, outage));
     }
 
     /// The next part or message arrived at `at`.
     fn data_arrived(&mut self, at: Instant) {
-        if let Some(fault) = self.disrupted_by.take() {
-            self.checks.faults.recovered(fault, at);
+        if let Some((fault, outage)) = self.disrupted_by.take() {
+            self.checks
+                .faults
+                .recovered(fault, at.saturating_duration_since(outage));
             self.counted = Some(fault.id);
         }
+        self.last_data = Some(at);
     }
 
     fn event(&mut self, event: &StreamEvent, at: Instant) {
@@ -395,13 +408,15 @@ impl ChatWatch for ChatChecker {
 
     fn delivered(&mut self, delivery: &Delivery, replica: usize, at: Instant) {
         self.probe.stream_replica.store(replica, Ordering::Relaxed);
-        let marked = lock(&self.probe.mark).take();
-        if let Some(fault) = marked {
-            self.disrupted_by_fault(fault);
-        }
         match delivery {
             Delivery::Resumed(_) => self.disrupted(at),
             Delivery::Event(event) => self.event(event, at),
+        }
+        // After the delivery: a part that was on its way when the relay was
+        // cut is not the chat's next part after the cut.
+        let marked = lock(&self.probe.mark).take();
+        if let Some(fault) = marked {
+            self.disrupted_by_fault(fault);
         }
     }
 

@@ -8,8 +8,11 @@
 //! started over under a newer generation (its run was recovered elsewhere).
 //! A relay cut leaves clients nothing to notice, so the harness marks the
 //! chats it cuts off: those running on one replica and streamed from
-//! another. The time is measured from the fault's start, once per chat and
-//! fault, when the next part or message arrives after the disruption.
+//! another. The time is measured once per chat and fault, until the next
+//! part or message after the disruption, from the fault, or from the last
+//! part or message before the disruption when that came later: a draining
+//! replica, or a worker that streams until it needs the database, keeps
+//! its clients fed after the fault, and that is no outage.
 
 use std::{
     collections::BTreeMap,
@@ -114,7 +117,8 @@ pub struct FailoverFigures {
     pub chats_affected: u64,
     /// Of those, chats whose next part or message arrived.
     pub chats_recovered: u64,
-    /// Fault → next part or message, microseconds.
+    /// Outage of each chat disrupted: from the fault (or the chat's last
+    /// part or message, if later) to its next part or message, microseconds.
     pub failover_us: Percentiles,
 }
 
@@ -217,10 +221,10 @@ impl FaultLog {
         }
     }
 
-    /// A chat disrupted by `fault` received its next part or message at `at`.
-    pub fn recovered(&self, fault: FaultRef, at: Instant) {
-        let micros = u64::try_from(at.saturating_duration_since(fault.started).as_micros())
-            .unwrap_or(u64::MAX);
+    /// A chat disrupted by `fault` received its next part or message after
+    /// an outage this long.
+    pub fn recovered(&self, fault: FaultRef, outage: Duration) {
+        let micros = u64::try_from(outage.as_micros()).unwrap_or(u64::MAX);
         if let Some(figures) = lock(&self.figures).get_mut(&fault.kind) {
             figures.recovered += 1;
             figures.histogram.saturating_record(micros);
@@ -295,7 +299,7 @@ mod tests {
         assert_eq!(log.attribute(Instant::now()), None, "past the grace");
 
         log.affected(kill);
-        log.recovered(kill, kill.started + Duration::from_millis(1500));
+        log.recovered(kill, Duration::from_millis(1500));
         let figures = log.figures()[&FaultKind::Kill];
         assert_eq!(
             (
