@@ -25,6 +25,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use chatd_shared::{
@@ -42,6 +43,9 @@ use crate::user::{ChatWatch, Watch};
 
 /// Violations kept with their text; the rest are counted.
 const EXAMPLES: usize = 50;
+/// How long after a relay cut parts may still arrive that were on their
+/// way before it.
+const IN_FLIGHT: Duration = Duration::from_millis(50);
 /// Characters of a text quoted in a violation.
 const QUOTE: usize = 60;
 
@@ -105,6 +109,12 @@ impl ChatProbe {
     /// The chat was cut off by `fault`.
     pub fn mark(&self, fault: FaultRef) {
         *lock(&self.mark) = Some(fault);
+    }
+
+    /// The fault that cut the chat off, once what was on its way before
+    /// the cut had time to arrive (it is not the chat's next part after it).
+    fn take_mark(&self, at: Instant) -> Option<FaultRef> {
+        lock(&self.mark).take_if(|fault| at >= fault.started + IN_FLIGHT)
     }
 }
 
@@ -408,15 +418,12 @@ impl ChatWatch for ChatChecker {
 
     fn delivered(&mut self, delivery: &Delivery, replica: usize, at: Instant) {
         self.probe.stream_replica.store(replica, Ordering::Relaxed);
+        if let Some(fault) = self.probe.take_mark(at) {
+            self.disrupted_by_fault(fault);
+        }
         match delivery {
             Delivery::Resumed(_) => self.disrupted(at),
             Delivery::Event(event) => self.event(event, at),
-        }
-        // After the delivery: a part that was on its way when the relay was
-        // cut is not the chat's next part after the cut.
-        let marked = lock(&self.probe.mark).take();
-        if let Some(fault) = marked {
-            self.disrupted_by_fault(fault);
         }
     }
 
