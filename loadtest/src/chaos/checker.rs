@@ -43,9 +43,6 @@ use crate::user::{ChatWatch, Watch};
 
 /// Violations kept with their text; the rest are counted.
 const EXAMPLES: usize = 50;
-/// How long after a relay cut parts may still arrive that were on their
-/// way before it.
-const IN_FLIGHT: Duration = Duration::from_millis(50);
 /// Characters of a text quoted in a violation.
 const QUOTE: usize = 60;
 
@@ -100,8 +97,8 @@ pub struct ChatRecord {
 pub struct ChatProbe {
     /// The replica serving the chat's stream now.
     pub stream_replica: AtomicUsize,
-    /// Set by the harness when a fault cut the chat off without the client
-    /// being able to notice (a relay cut).
+    /// Set by the harness when a fault reaches the chat, whether or not
+    /// its client will notice (a relay cut shows nothing but silence).
     mark: Mutex<Option<FaultRef>>,
 }
 
@@ -109,12 +106,6 @@ impl ChatProbe {
     /// The chat was cut off by `fault`.
     pub fn mark(&self, fault: FaultRef) {
         *lock(&self.mark) = Some(fault);
-    }
-
-    /// The fault that cut the chat off, once what was on its way before
-    /// the cut had time to arrive (it is not the chat's next part after it).
-    fn take_mark(&self, at: Instant) -> Option<FaultRef> {
-        lock(&self.mark).take_if(|fault| at >= fault.started + IN_FLIGHT)
     }
 }
 
@@ -173,6 +164,13 @@ impl Watch for CheckingWatch {
     }
 }
 
+/// A fault that reached a chat, and the longest the chat waited for a part
+/// or message since.
+struct Outage {
+    fault: FaultRef,
+    longest: Option<Duration>,
+}
+
 /// One client's checks.
 pub struct ChatChecker {
     chat_id: ChatId,
@@ -187,13 +185,11 @@ pub struct ChatChecker {
     record: ChatRecord,
     /// The generation the turn in progress first ran as.
     turn_generation: Option<Generation>,
-    /// The fault that disrupted the chat, until its next part or message,
-    /// and when the chat's outage began: the fault, or the last part or
-    /// message before the disruption was noticed if that came later.
-    disrupted_by: Option<(FaultRef, Instant)>,
+    /// The fault that reached the chat, while its window lasts.
+    outage: Option<Outage>,
     /// When the last part or message arrived.
     last_data: Option<Instant>,
-    /// The last fault a failover time was recorded for.
+    /// The last fault the chat was counted for.
     counted: Option<usize>,
     /// The newest message is the final answer of a turn.
     answered: bool,
@@ -211,7 +207,7 @@ impl ChatChecker {
             message_generation: None,
             record: ChatRecord::default(),
             turn_generation: None,
-            disrupted_by: None,
+            outage: None,
             last_data: None,
             counted: None,
             answered: true,
@@ -225,34 +221,51 @@ impl ChatChecker {
     /// The client had to act at `at`: put it down to the fault under way.
     fn disrupted(&mut self, at: Instant) {
         match self.checks.faults.attribute(at) {
-            Some(fault) => self.disrupted_by_fault(fault),
+            Some(fault) => self.reached_by(fault),
             None => self.checks.faults.unattributed(),
         }
     }
 
-    fn disrupted_by_fault(&mut self, fault: FaultRef) {
-        let known = self.disrupted_by.is_some_and(|(f, _)| f.id == fault.id);
-        if known || self.counted == Some(fault.id) {
+    /// `fault` reached the chat: its longest wait for data is watched from
+    /// the fault until the fault's window closes.
+    fn reached_by(&mut self, fault: FaultRef) {
+        if self.counted == Some(fault.id) {
             return;
         }
+        self.close_outage();
         self.checks.faults.affected(fault);
-        // Parts that kept coming after the fault (a draining replica, a
-        // worker streaming until it needs the database) were no outage.
-        let outage = self
-            .last_data
-            .map_or(fault.started, |last| last.max(fault.started));
-        self.disrupted_by = Some((fault, outage));
+        self.counted = Some(fault.id);
+        self.outage = Some(Outage {
+            fault,
+            longest: None,
+        });
     }
 
-    /// The next part or message arrived at `at`.
+    /// A part or message arrived at `at`.
     fn data_arrived(&mut self, at: Instant) {
-        if let Some((fault, outage)) = self.disrupted_by.take() {
-            self.checks
-                .faults
-                .recovered(fault, at.saturating_duration_since(outage));
-            self.counted = Some(fault.id);
+        if let Some(outage) = &mut self.outage {
+            // The wait that ends now began at the fault at the earliest.
+            let since = self
+                .last_data
+                .map_or(outage.fault.started, |last| last.max(outage.fault.started));
+            let wait = at.saturating_duration_since(since);
+            outage.longest = outage.longest.max(Some(wait));
+            if self.checks.faults.attribute(at) != Some(outage.fault) {
+                self.close_outage();
+            }
         }
         self.last_data = Some(at);
+    }
+
+    /// Records the longest wait of the outage being watched, if data came.
+    fn close_outage(&mut self) {
+        if let Some(Outage {
+            fault,
+            longest: Some(longest),
+        }) = self.outage.take()
+        {
+            self.checks.faults.recovered(fault, longest);
+        }
     }
 
     fn event(&mut self, event: &StreamEvent, at: Instant) {
@@ -418,8 +431,9 @@ impl ChatWatch for ChatChecker {
 
     fn delivered(&mut self, delivery: &Delivery, replica: usize, at: Instant) {
         self.probe.stream_replica.store(replica, Ordering::Relaxed);
-        if let Some(fault) = self.probe.take_mark(at) {
-            self.disrupted_by_fault(fault);
+        let marked = lock(&self.probe.mark).take();
+        if let Some(fault) = marked {
+            self.reached_by(fault);
         }
         match delivery {
             Delivery::Resumed(_) => self.disrupted(at),
@@ -436,6 +450,7 @@ impl ChatWatch for ChatChecker {
     }
 
     fn done(&mut self, failed: bool, repeats_dropped: u64) {
+        self.close_outage();
         if repeats_dropped > 0 {
             self.violation(format!(
                 "servers sent {repeats_dropped} parts or messages again at or below the client's cursor"

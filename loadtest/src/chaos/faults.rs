@@ -1,18 +1,21 @@
 //! The faults a chaos run injects, the log of those it did, and the
-//! failover time of each: for every chat a fault disrupted, the time from
-//! the fault to the next part or message that chat's client received.
+//! failover time of each chat they reached.
 //!
-//! A chat counts as disrupted by a fault when, while the fault lasts or
-//! within a grace period after it, its client had to act: its stream was
-//! reopened, its send moved to another replica, or the turn it follows
-//! started over under a newer generation (its run was recovered elsewhere).
-//! A relay cut leaves clients nothing to notice, so the harness marks the
-//! chats it cuts off: those running on one replica and streamed from
-//! another. The time is measured once per chat and fault, until the next
-//! part or message after the disruption, from the fault, or from the last
-//! part or message before the disruption when that came later: a draining
-//! replica, or a worker that streams until it needs the database, keeps
-//! its clients fed after the fault, and that is no outage.
+//! A fault reaches a chat when it hits the replica running the chat or
+//! serving its stream (kill, rolling, partition), when it stops PostgreSQL
+//! while the chat runs (pg-restart), or when it cuts the relay link the
+//! chat's parts travel (relay-cut: run on one replica, streamed from
+//! another): the harness marks those chats as it injects the fault. A chat
+//! is also counted when its client had to act while a fault lasted or
+//! within a grace period after it: its stream was reopened, its send moved
+//! to another replica, or its turn started over under a newer generation.
+//!
+//! A chat's failover time for a fault is the longest it waited for a part
+//! or message from the fault until the fault's window closed (its end plus
+//! the grace, or the next fault): the outage its client saw. Parts that
+//! kept coming after the fault (a draining replica, a worker streaming
+//! until it needs the database) are no outage; the wait that ends with the
+//! first data after the window still counts.
 
 use std::{
     collections::BTreeMap,
@@ -113,12 +116,12 @@ pub struct FaultRef {
 pub struct FailoverFigures {
     /// Faults of this kind injected.
     pub faults: u64,
-    /// Chats a fault of this kind disrupted.
+    /// Chats a fault of this kind reached.
     pub chats_affected: u64,
-    /// Of those, chats whose next part or message arrived.
+    /// Of those, chats that received a part or message again.
     pub chats_recovered: u64,
-    /// Outage of each chat disrupted: from the fault (or the chat's last
-    /// part or message, if later) to its next part or message, microseconds.
+    /// Per chat reached: the longest wait for a part or message in the
+    /// fault's window, microseconds.
     pub failover_us: Percentiles,
 }
 
@@ -214,15 +217,14 @@ impl FaultLog {
         current.then_some(newest.fault)
     }
 
-    /// A chat was disrupted by `fault`.
+    /// `fault` reached a chat.
     pub fn affected(&self, fault: FaultRef) {
         if let Some(figures) = lock(&self.figures).get_mut(&fault.kind) {
             figures.affected += 1;
         }
     }
 
-    /// A chat disrupted by `fault` received its next part or message after
-    /// an outage this long.
+    /// A chat `fault` reached waited this long at most for a part or message.
     pub fn recovered(&self, fault: FaultRef, outage: Duration) {
         let micros = u64::try_from(outage.as_micros()).unwrap_or(u64::MAX);
         if let Some(figures) = lock(&self.figures).get_mut(&fault.kind) {

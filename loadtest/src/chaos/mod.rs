@@ -21,7 +21,11 @@ pub mod faults;
 pub mod proxy;
 pub mod summary;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use anyhow::Context;
 use chatd_shared::ids::{ChatId, ReplicaId};
@@ -38,7 +42,7 @@ use crate::{
     cli::ChaosArgs,
     stats::Recorder,
 };
-use checker::{CheckingWatch, Checks};
+use checker::{ChatProbe, CheckingWatch, Checks};
 use cluster::{ChaosReplicas, ExternalCluster, OwnCluster};
 use faults::{FaultKind, FaultLog, FaultRef};
 use summary::{ChaosParameters, ChaosStreams, ChaosSummary, ChaosTurns, Skipped, ViolationList};
@@ -345,52 +349,44 @@ impl Injector<'_> {
                 eprintln!("chaos: {kind}: {what}");
             }
         };
-        match (kind, &mut *self.target) {
-            (FaultKind::Kill, Target::Own(own)) => {
-                let fault = self.log.begin(kind, format!("replica {}", index + 1));
+        let own_cluster = matches!(*self.target, Target::Own(_));
+        match (kind, own_cluster) {
+            (FaultKind::Kill, _) => {
+                let what = format!("replica {}", index + 1);
+                let fault = self.begin(kind, what, Reach::Replica(index)).await;
                 note(&format!("SIGKILL replica {}", index + 1));
-                own.kill(index, args.kill_pause).await?;
+                if own_cluster {
+                    self.own()?.kill(index, args.kill_pause).await?;
+                } else {
+                    let external = self.external()?;
+                    external.replace(index, "KILL", args.kill_pause).await?;
+                }
                 self.log.end(fault);
             }
-            (FaultKind::Kill, Target::External(external)) => {
-                let fault = self.log.begin(kind, format!("replica {}", index + 1));
-                note(&format!("KILL replica {}", index + 1));
-                external.replace(index, "KILL", args.kill_pause).await?;
-                self.log.end(fault);
-            }
-            (FaultKind::PgRestart, Target::Own(own)) => {
-                let fault = self.log.begin(kind, format!("down {:?}", args.pg_down));
+            (FaultKind::PgRestart, true) => {
+                let fault = self
+                    .begin(kind, format!("down {:?}", args.pg_down), Reach::Everyone)
+                    .await;
                 note("PostgreSQL stopped immediately");
-                own.restart_postgres(args.pg_down).await?;
+                self.own()?.restart_postgres(args.pg_down).await?;
                 self.log.end(fault);
             }
-            (FaultKind::RelayCut, Target::Own(own)) => {
-                let cut_off =
-                    cross_replica_chats(self.database_url.as_deref(), own, self.checks).await;
-                let fault = self.log.begin(
-                    kind,
-                    format!(
-                        "refused {:?}; {} chats streamed across",
-                        args.relay_cut_for,
-                        cut_off.len()
-                    ),
-                );
-                mark(self.checks, &cut_off, fault);
+            (FaultKind::RelayCut, true) => {
+                let what = format!("refused {:?}", args.relay_cut_for);
+                let fault = self.begin(kind, what, Reach::Relays).await;
                 note("every relay connection cut");
-                own.cut_relays(args.relay_cut_for).await;
+                self.own()?.cut_relays(args.relay_cut_for).await;
                 self.log.end(fault);
             }
-            (FaultKind::Partition, Target::Own(own)) => {
-                let fault = self.log.begin(
-                    kind,
-                    format!(
-                        "replica {} cut from PostgreSQL for {:?}",
-                        index + 1,
-                        args.partition_for
-                    ),
+            (FaultKind::Partition, true) => {
+                let what = format!(
+                    "replica {} cut from PostgreSQL for {:?}",
+                    index + 1,
+                    args.partition_for
                 );
+                let fault = self.begin(kind, what, Reach::Replica(index)).await;
                 note(&format!("replica {} cut from PostgreSQL", index + 1));
-                own.partition(index, args.partition_for).await;
+                self.own()?.partition(index, args.partition_for).await;
                 self.log.end(fault);
             }
             (kind, _) => {
@@ -400,14 +396,45 @@ impl Injector<'_> {
         Ok(())
     }
 
+    fn own(&mut self) -> anyhow::Result<&mut OwnCluster> {
+        match &mut *self.target {
+            Target::Own(own) => Ok(own),
+            Target::External(_) => anyhow::bail!("this fault needs the cluster chaos starts"),
+        }
+    }
+
+    fn external(&self) -> anyhow::Result<&ExternalCluster> {
+        match &*self.target {
+            Target::External(external) => Ok(external),
+            Target::Own(_) => anyhow::bail!("not a --target cluster"),
+        }
+    }
+
+    /// Logs the start of a fault of `kind` that reaches `reach`, and marks
+    /// the chats it cuts off (see [`reached`]); `what` is for the log.
+    async fn begin(&mut self, kind: FaultKind, what: String, reach: Reach) -> FaultRef {
+        let running = match &*self.target {
+            Target::Own(own) => running_chats(self.database_url.as_deref(), own).await,
+            Target::External(_) => HashMap::new(),
+        };
+        let cut_off = reached(self.checks, &running, reach);
+        let fault = self
+            .log
+            .begin(kind, format!("{what}; {} chats cut off", cut_off.len()));
+        for probe in cut_off {
+            probe.mark(fault);
+        }
+        fault
+    }
+
     /// Replaces every replica in turn, as a Deployment rollout does: each
     /// replacement is a fault of its own.
     async fn rolling(&mut self) -> anyhow::Result<()> {
         for index in 0..self.target.urls().len() {
-            let fault = self.log.begin(
-                FaultKind::Rolling,
-                format!("replica {} replaced", index + 1),
-            );
+            let what = format!("replica {} replaced", index + 1);
+            let fault = self
+                .begin(FaultKind::Rolling, what, Reach::Replica(index))
+                .await;
             if !self.args.quiet {
                 eprintln!(
                     "chaos: rolling: SIGTERM replica {} and start a new one",
@@ -426,19 +453,30 @@ impl Injector<'_> {
     }
 }
 
-/// Chats running on one replica and streamed from another, now: a relay
-/// cut stops their parts without their clients noticing anything.
-async fn cross_replica_chats(
+/// What a fault reaches.
+#[derive(Debug, Clone, Copy)]
+enum Reach {
+    /// One replica: the chats it runs and the clients it streams to.
+    Replica(usize),
+    /// PostgreSQL: every running chat.
+    Everyone,
+    /// The relay links: chats running on one replica and streamed from
+    /// another.
+    Relays,
+}
+
+/// The chats running now and the slot of the replica running each (`None`
+/// when not one of ours, or unknown).
+async fn running_chats(
     database_url: Option<&str>,
     own: &OwnCluster,
-    checks: &Checks,
-) -> Vec<ChatId> {
+) -> HashMap<ChatId, Option<usize>> {
     let Some(url) = database_url else {
-        return Vec::new();
+        return HashMap::new();
     };
     let Ok(db) = audit::connect(url).await else {
-        eprintln!("chaos: relay-cut: cannot read which replica runs what");
-        return Vec::new();
+        eprintln!("chaos: cannot read which replica runs what");
+        return HashMap::new();
     };
     let Ok(rows) = db
         .query(
@@ -447,10 +485,9 @@ async fn cross_replica_chats(
         )
         .await
     else {
-        return Vec::new();
+        return HashMap::new();
     };
-    let workers: std::collections::HashMap<ChatId, Option<usize>> = rows
-        .iter()
+    rows.iter()
         .map(|row| {
             let worker: Option<uuid::Uuid> = row.get(1);
             (
@@ -458,26 +495,32 @@ async fn cross_replica_chats(
                 worker.and_then(|id| own.slot_of(ReplicaId(id))),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The probes of the chats a fault cuts off, some of which could not
+/// notice it themselves (a stream on a replica cut from PostgreSQL stays
+/// open; a relay cut shows nothing but silence): those running on the
+/// replica it hits, or streamed from it; for PostgreSQL every running
+/// chat; for the relay, those streamed from another replica than the one
+/// running them.
+fn reached(
+    checks: &Checks,
+    running: &HashMap<ChatId, Option<usize>>,
+    reach: Reach,
+) -> Vec<Arc<ChatProbe>> {
     checks
         .probes()
         .into_iter()
         .filter(|(chat_id, probe)| {
-            let stream = probe
-                .stream_replica
-                .load(std::sync::atomic::Ordering::Relaxed);
-            workers
-                .get(chat_id)
-                .is_some_and(|worker| worker.is_some_and(|worker| worker != stream))
+            let stream = probe.stream_replica.load(Ordering::Relaxed);
+            let worker = running.get(chat_id).copied();
+            match reach {
+                Reach::Replica(index) => stream == index || worker == Some(Some(index)),
+                Reach::Everyone => worker.is_some(),
+                Reach::Relays => worker.flatten().is_some_and(|worker| worker != stream),
+            }
         })
-        .map(|(chat_id, _)| chat_id)
+        .map(|(_, probe)| probe)
         .collect()
-}
-
-fn mark(checks: &Checks, chats: &[ChatId], fault: FaultRef) {
-    for (chat_id, probe) in checks.probes() {
-        if chats.contains(&chat_id) {
-            probe.mark(fault);
-        }
-    }
 }

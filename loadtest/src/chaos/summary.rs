@@ -25,10 +25,9 @@ The JSON summary (--out) has these fields; times are in microseconds:
   latency_us.<figure>          count, p50, p90, p99, max: create, time_to_running,
                                time_to_first_part, turn, relay_staleness
   failover.<kind>              faults, chats_affected, chats_recovered and
-                               failover_us (per chat a fault disrupted: from the
-                               fault, or the chat's last part or message if that
-                               came later, to its next part or message: count,
-                               p50, p90, p99, max)
+                               failover_us (per chat a fault reached: the longest
+                               wait for a part or message from the fault until its
+                               window closed: count, p50, p90, p99, max)
   faults                       each fault: kind, at_seconds, seconds, note
   streams                      reconnects, requests_retried, repeats_dropped,
                                drafts_overtaken, unattributed_disruptions,
