@@ -22,9 +22,10 @@ use anyhow::{Context, bail};
 use chatd_shared::{
     db::connect_dedicated,
     error_chain::Chain,
-    pg_server::{LocalPostgres, PgBinaries, ServerSettings, ServerUser, free_port},
+    pg_server::{LocalPostgres, PgBinaries, ServerSettings, ServerUser},
 };
 pub use nix::sys::signal::Signal;
+use rand::Rng;
 use tokio::{
     io::AsyncWriteExt,
     process::{Child, ChildStdin, Command},
@@ -199,10 +200,11 @@ impl Cluster {
         let max_connections = 50 + 40 * replicas as u32;
         let server = tokio::task::spawn_blocking(move || {
             let mut last_error = None;
-            // The free port can be taken between the probe and the bind: retry.
+            // The free port can be taken between the probe and the bind:
+            // retry. Below the ephemeral range, as chaos restarts it there.
             for _ in 0..3 {
                 let settings = ServerSettings {
-                    port: free_port()?,
+                    port: consecutive_free_ports(1)?,
                     durability_off: !durable,
                     max_connections,
                     password_roles: Vec::new(),
@@ -486,18 +488,35 @@ pub fn send_signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
     }
 }
 
-/// The first of `count` consecutive ports nobody listens on.
+/// The first of `count` consecutive ports on 127.0.0.1 nobody listens on,
+/// below the kernel's ephemeral range: a replica started again on its port
+/// (chaos) must not find it taken by one of the many outgoing connections
+/// made meanwhile, which get their local ports from that range.
 pub fn consecutive_free_ports(count: usize) -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let first = free_port()?;
-        let Some(last) = first.checked_add(count as u16 - 1) else {
-            continue;
-        };
-        if (first..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+    let (ephemeral_low, _) = ephemeral_ports().unwrap_or((32768, 60999));
+    let count = u16::try_from(count).context("too many ports")?;
+    let top = ephemeral_low
+        .checked_sub(count)
+        .filter(|top| *top > LOWEST_PORT)
+        .context("the ephemeral port range leaves no room below it")?;
+    let mut rng = rand::rng();
+    for _ in 0..100 {
+        let first = rng.random_range(LOWEST_PORT..top);
+        if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return Ok(first);
         }
     }
-    bail!("found no {count} consecutive free ports on 127.0.0.1")
+    bail!("found no {count} consecutive free ports on 127.0.0.1 below {ephemeral_low}")
+}
+
+/// The lowest port handed to replicas (well above the well-known ones).
+const LOWEST_PORT: u16 = 10_000;
+
+/// The kernel's range of local ports for outgoing connections.
+fn ephemeral_ports() -> Option<(u16, u16)> {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = text.split_whitespace().map(|n| n.parse().ok());
+    Some((bounds.next()??, bounds.next()??))
 }
 
 /// The last lines of a log file.

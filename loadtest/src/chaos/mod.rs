@@ -32,6 +32,7 @@ use chatd_shared::ids::{ChatId, ReplicaId};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::{
     sync::{oneshot, watch},
+    task::JoinSet,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -161,11 +162,15 @@ async fn scenario(target: &mut Target, args: &ChaosArgs) -> anyhow::Result<Chaos
         turns_started: Some(started_tx),
     };
     let started_at = chrono::Utc::now();
-    let mut load = tokio::spawn(crate::run_with(config, hooks));
+    // A set of one, so that the load is aborted should we return early.
+    let mut load = JoinSet::new();
+    load.spawn(crate::run_with(config, hooks));
     tokio::select! {
         _ = started => {}
-        ended = &mut load => {
-            ended.context("the load panicked")??;
+        ended = load.join_next() => {
+            if let Some(ended) = ended {
+                ended.context("the load panicked")??;
+            }
             anyhow::bail!("the load ended before its turns began");
         }
     }
@@ -174,13 +179,14 @@ async fn scenario(target: &mut Target, args: &ChaosArgs) -> anyhow::Result<Chaos
         eprintln!("chaos: {} chats taking turns; faults begin", args.chats);
     }
     let stop_probe = CancellationToken::new();
-    let probe = database_url.clone().map(|url| {
+    let mut probe = JoinSet::new();
+    if let Some(url) = database_url.clone() {
         let (checks, stop) = (checks.clone(), stop_probe.clone());
         let grace = args.lease_ttl + 2 * args.heartbeat_interval + SETTLE;
-        tokio::spawn(async move {
+        probe.spawn(async move {
             audit::probe_leases(url, grace, &checks.violations, stop).await;
-        })
-    });
+        });
+    }
 
     let mut injector = Injector {
         target,
@@ -199,12 +205,13 @@ async fn scenario(target: &mut Target, args: &ChaosArgs) -> anyhow::Result<Chaos
     if !args.quiet {
         eprintln!("chaos: load stopped; waiting for the turns in flight");
     }
-    let summary = load.await.context("the load panicked")??;
+    let summary = match load.join_next().await {
+        Some(joined) => joined.context("the load panicked")??,
+        None => anyhow::bail!("the load's task is gone"),
+    };
     let phase = phase_start.elapsed();
     stop_probe.cancel();
-    if let Some(probe) = probe {
-        let _ = probe.await;
-    }
+    probe.join_all().await;
     let records = checks.records();
     if let Some(url) = &database_url {
         let db = audit::connect(url).await?;
