@@ -288,6 +288,7 @@ impl UserChat {
                 answer = &mut send, if !sent => match answer {
                     Ok(answer) => {
                         sent = true;
+                        self.stream.expect_activity();
                         let moved = self.api.current() != target;
                         if let Some(chat_watch) = &mut self.watch {
                             chat_watch.sent(answer.status, moved, Instant::now());

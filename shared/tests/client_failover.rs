@@ -436,3 +436,25 @@ async fn a_replica_that_timed_out_is_passed_over_by_every_clone_for_a_while() {
     assert_eq!(a.requests().len(), 1, "only the first client waited for a");
     assert_eq!(b.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_stream_left_silent_after_the_caller_sent_a_message_is_reopened_elsewhere() {
+    let replicas = Replicas::start().await;
+    let chat_id = replicas.chat_id;
+    // The replica's last word was `waiting`; the turn the caller starts
+    // runs elsewhere, and this replica (cut from its database) never says.
+    replicas.serve(
+        websocket(&[status(chat_id, ChatStatus::Waiting)], None),
+        websocket(&[part(chat_id, 0)], None),
+    );
+    let (_, stream) = replicas.open(Transport::WebSocket).await;
+    let mut stream = stream.with_stall_timeout(Duration::from_millis(200));
+    assert_eq!(read(&mut stream, 1).await.len(), 1);
+    stream.expect_activity();
+    let deliveries = read(&mut stream, 1).await;
+    assert_eq!(
+        resumptions(&deliveries),
+        [(Break::Stalled(Duration::from_millis(200)), 1)]
+    );
+    assert_eq!(events(&deliveries), [part(chat_id, 0)]);
+}

@@ -244,13 +244,20 @@ impl ChatChecker {
     /// A part or message arrived at `at`.
     fn data_arrived(&mut self, at: Instant) {
         if let Some(outage) = &mut self.outage {
-            // The wait that ends now began at the fault at the earliest.
+            let faults = &self.checks.faults;
+            let open = faults.attribute(at) == Some(outage.fault);
+            // The wait that ends now began at the fault at the earliest, and
+            // what came after the next fault began is that fault's.
             let since = self
                 .last_data
                 .map_or(outage.fault.started, |last| last.max(outage.fault.started));
-            let wait = at.saturating_duration_since(since);
+            let until = match faults.next_start(outage.fault) {
+                Some(next) if !open => at.min(next),
+                _ => at,
+            };
+            let wait = until.saturating_duration_since(since);
             outage.longest = outage.longest.max(Some(wait));
-            if self.checks.faults.attribute(at) != Some(outage.fault) {
+            if !open {
                 self.close_outage();
             }
         }

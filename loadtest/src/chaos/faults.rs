@@ -233,6 +233,13 @@ impl FaultLog {
         }
     }
 
+    /// When the fault after `fault` began, if one did.
+    pub fn next_start(&self, fault: FaultRef) -> Option<Instant> {
+        lock(&self.records)
+            .get(fault.id + 1)
+            .map(|record| record.fault.started)
+    }
+
     /// A chat was disrupted while no fault was under way (a slow consumer,
     /// a stall): counted, not timed.
     pub fn unattributed(&self) {

@@ -121,6 +121,15 @@ impl FailoverStream {
         self
     }
 
+    /// Tells the stream the chat should get busy now (the caller just sent
+    /// it a message): until a status says otherwise, a silence longer than
+    /// the stall timeout reopens the stream elsewhere. A replica cut from
+    /// the database would otherwise keep a stream whose last word was
+    /// `waiting` silent while the new turn runs on another replica.
+    pub fn expect_activity(&mut self) {
+        self.running = true;
+    }
+
     /// The chat.
     pub fn chat_id(&self) -> ChatId {
         self.chat_id
