@@ -254,6 +254,10 @@ pub struct ChaosArgs {
     /// Write the summary as JSON here.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
+    /// Copy the replicas' and PostgreSQL's logs into this directory before
+    /// the cluster is removed (without --target).
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,

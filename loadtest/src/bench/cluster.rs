@@ -375,7 +375,15 @@ impl Cluster {
 
     /// Stops everything started, in order, and removes the directory.
     /// Errors are reported after every step was tried.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_keeping_logs(None).await
+    }
+
+    /// [`Cluster::stop`], first copying the logs (`replica-N.log`,
+    /// `postgresql.log`) into `keep_logs` when given, once every process
+    /// has stopped.
+    pub async fn stop_keeping_logs(mut self, keep_logs: Option<&Path>) -> anyhow::Result<()> {
+        let postgres_log = self.postgres.as_ref().map(LocalPostgres::log_file);
         let mut problems = Vec::new();
         for replica in &mut self.replicas {
             // One that already exited (killed by a fault) needs nothing.
@@ -407,6 +415,11 @@ impl Cluster {
                 Err(error) => problems.push(format!("stopping PostgreSQL: {error}")),
             }
         }
+        if let Some(dir) = keep_logs
+            && let Err(error) = self.copy_logs(dir, postgres_log)
+        {
+            problems.push(format!("keeping the logs in {}: {error:#}", dir.display()));
+        }
         self.tell_reaper("done").await;
         let _ = self.reaper_pipe.shutdown().await;
         let _ = self.reaper.wait().await;
@@ -420,6 +433,20 @@ impl Cluster {
         } else {
             bail!("stopping the bench: {}", problems.join("; "))
         }
+    }
+}
+
+impl Cluster {
+    fn copy_logs(&self, dir: &Path, postgres_log: Option<PathBuf>) -> anyhow::Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let replicas = self.replicas.iter().map(|replica| replica.log.clone());
+        for log in replicas.chain(postgres_log) {
+            if let Some(name) = log.file_name() {
+                fs::copy(&log, dir.join(name))
+                    .with_context(|| format!("copying {}", log.display()))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -183,9 +183,11 @@ impl OwnCluster {
         self.slots.iter().position(|slot| slot.replica_id == id)
     }
 
-    /// Stops everything and removes the directory.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.cluster.stop().await
+    /// Stops everything and removes the directory, first copying the
+    /// replicas' and PostgreSQL's logs into `keep_logs` when given.
+    pub async fn stop(self, keep_logs: Option<&Path>) -> anyhow::Result<()> {
+        let stopped = self.cluster.stop_keeping_logs(keep_logs).await;
+        stopped.context("stopping the cluster")
     }
 
     /// SIGKILL replica `index`, wait `pause`, start a new process in its

@@ -102,7 +102,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<bool> {
     let stopped = match target {
         Target::Own(own) => {
             eprintln!("chaos: stopping the replicas and PostgreSQL");
-            own.stop().await
+            own.stop(args.keep_logs.as_deref()).await
         }
         Target::External(_) => Ok(()),
     };
