@@ -18,7 +18,7 @@ use std::{
 use chatd_shared::{
     backoff::Backoff,
     db::{
-        DbError, Pool,
+        DbConfig, DbError, Pool, PoolBuildError,
         chats::{self, Chat},
         lifecycle::{Fence, TurnEnd},
         replicas,
@@ -107,6 +107,14 @@ impl RuntimeConfig {
     }
 }
 
+/// A pool of one connection with `database`'s settings, for the lease.
+fn lease_pool(database: &DbConfig) -> Result<Pool, PoolBuildError> {
+    chatd_shared::db::connect_pool(&DbConfig {
+        pool_size: 1,
+        ..database.clone()
+    })
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
@@ -131,9 +139,11 @@ pub struct RuntimeParts {
     /// The runtime's stop signals are children of this token: cancelling it
     /// stops acquiring and every background task at once.
     pub parent: CancellationToken,
-    /// The database URL, for the death watch's own session (outside the
-    /// pool: it waits on a lock with no statement timeout).
-    pub database_url: String,
+    /// The database the pool reaches. The runtime opens two sessions of its
+    /// own there: the death watch's (it waits on a lock with no statement
+    /// timeout) and the lease's (a beat must never queue behind the runs and
+    /// requests whose chats it protects).
+    pub database: DbConfig,
 }
 
 /// State shared by the runtime's tasks.
@@ -162,6 +172,10 @@ pub(crate) struct Shared {
     claimable: tokio::sync::Notify,
     /// The peer whose death this replica watches for (from the last beat).
     watched: watch::Sender<Option<ReplicaId>>,
+    /// The lease's own one-connection pool: the beat and the registration
+    /// use it, so a busy main pool (every run wanting a connection right
+    /// after a PostgreSQL restart) cannot make the lease lapse.
+    lease_pool: Pool,
     /// Where the death watch connects.
     database_url: String,
 }
@@ -206,7 +220,7 @@ impl Shared {
     async fn register(&self) -> Result<(), DbError> {
         let config = &self.config;
         let sent_at = Instant::now();
-        let client = self.pool.get().await?;
+        let client = self.lease_pool.get().await?;
         replicas::register(
             &client,
             config.replica_id,
@@ -313,6 +327,12 @@ impl Runtime {
     /// lease and the acquirer. Returns at once; see [`Runtime::wait_running`].
     pub fn start(config: RuntimeConfig, parts: RuntimeParts) -> Self {
         let registry = Arc::new(Registry::default());
+        let lease_pool = lease_pool(&parts.database).unwrap_or_else(|err| {
+            // The main pool parsed the same URL, so this is not expected; the
+            // lease then shares the main pool as it did before it had its own.
+            tracing::error!(error = %Chain(&err), "cannot build the lease's pool; the lease shares the main pool");
+            parts.pool.clone()
+        });
         let shared = Arc::new(Shared {
             metrics: RuntimeMetrics::new(&parts.meter, registry.clone()),
             lease: LeaseClock::new(config.lease_ttl),
@@ -329,7 +349,8 @@ impl Runtime {
             reconciled: std::sync::atomic::AtomicU64::new(0),
             claimable: tokio::sync::Notify::new(),
             watched: watch::Sender::new(None),
-            database_url: parts.database_url,
+            lease_pool,
+            database_url: parts.database.url,
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {

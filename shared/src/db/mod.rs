@@ -22,7 +22,7 @@ pub mod transitions;
 pub mod users;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};
-pub use pool::{DbConfig, Target, connect_dedicated, connect_pool};
+pub use pool::{DbConfig, PoolBuildError, Target, connect_dedicated, connect_pool};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
