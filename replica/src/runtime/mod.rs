@@ -81,7 +81,8 @@ pub struct RuntimeConfig {
     /// before it reads a peer's free advisory lock as that peer's death:
     /// after a PostgreSQL restart every lock is free until its holder
     /// reconnects (reconnects back off up to 5 s), and until then only
-    /// leases judge.
+    /// leases judge. A new process's first session judges at once when the
+    /// server has been up this long.
     pub lock_judge_after: Duration,
 }
 
@@ -178,6 +179,9 @@ pub(crate) struct Shared {
     lease_pool: Pool,
     /// Where the death watch connects.
     database_url: String,
+    /// When the PostgreSQL server started, by our clock (read by the death
+    /// watch each time it connects).
+    server_started: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -199,14 +203,30 @@ impl Shared {
             })
     }
 
-    /// True when a free advisory lock may be read as a dead peer: this
-    /// replica's own session has been up for `lock_judge_after`. Right after a
-    /// PostgreSQL restart every lock is free until its holder reconnects;
-    /// until then only leases judge (ARCHITECTURE.md §4).
+    /// True when a free advisory lock may be read as a dead peer (see
+    /// [`Shared::judges_by_lock_from`]).
     fn judges_by_lock(&self) -> bool {
-        self.pubsub
-            .session()
-            .is_some_and(|session| session.since.elapsed() >= self.config.lock_judge_after)
+        self.judges_by_lock_from()
+            .is_some_and(|from| from <= Instant::now())
+    }
+
+    /// From when a free advisory lock may be read as a dead peer; `None`
+    /// without a listener session. Right after a PostgreSQL restart every
+    /// lock is free until its holder reconnects, so a replica judges once its
+    /// own session has been up for `lock_judge_after` (any peer cut with it
+    /// has had time to come back). A new process need not wait that long:
+    /// its first session is young because it is new, and when the server
+    /// too has been up for `lock_judge_after`, no peer is still reconnecting
+    /// from a restart (ARCHITECTURE.md §4).
+    fn judges_by_lock_from(&self) -> Option<Instant> {
+        let session = self.pubsub.session()?;
+        let after = self.config.lock_judge_after;
+        let by_session = session.since + after;
+        let by_server = (session.epoch == 1)
+            .then(|| *lock(&self.server_started))
+            .flatten()
+            .map(|started| started + after);
+        Some(by_server.map_or(by_session, |server| server.min(by_session)))
     }
 
     /// A renewal sent at `sent_at` succeeded.
@@ -351,6 +371,7 @@ impl Runtime {
             watched: watch::Sender::new(None),
             lease_pool,
             database_url: parts.database.url,
+            server_started: Mutex::new(None),
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {
