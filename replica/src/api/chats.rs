@@ -139,6 +139,7 @@ async fn create_chat(
         }
         CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
         CreateOutcome::Model(refused) => Err(model_error(refused)),
+        CreateOutcome::File(refused) => Err(super::files::file_error(refused)),
     }
 }
 

@@ -162,6 +162,7 @@ async fn send_message(
         )),
         SendOutcome::NotFound => Err(ApiError::not_found("chat")),
         SendOutcome::Model(refused) => Err(model_error(refused)),
+        SendOutcome::File(refused) => Err(super::files::file_error(refused)),
     }
 }
 
@@ -195,5 +196,6 @@ async fn edit_message(
             "chat_archived",
             "the chat is archived; restore it to edit",
         )),
+        EditOutcome::File(refused) => Err(super::files::file_error(refused)),
     }
 }

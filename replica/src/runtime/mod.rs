@@ -36,6 +36,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     operations::ChatOps,
     streams::{RunStream, StreamHub},
+    webhooks::{Sender, WebhookConfig},
 };
 
 use self::{
@@ -83,6 +84,8 @@ pub struct RuntimeConfig {
     /// reconnects (reconnects back off up to 5 s), and until then only
     /// leases judge.
     pub lock_judge_after: Duration,
+    /// The webhook sender every replica runs (DESIGN §17).
+    pub webhooks: WebhookConfig,
 }
 
 impl RuntimeConfig {
@@ -103,6 +106,7 @@ impl RuntimeConfig {
             replica_row_retention: Duration::from_secs(3600),
             pending_gauge_interval: Duration::from_secs(15),
             lock_judge_after: Duration::from_secs(10),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -164,6 +168,9 @@ pub(crate) struct Shared {
     watched: watch::Sender<Option<ReplicaId>>,
     /// Where the death watch connects.
     database_url: String,
+    /// Where background tasks started later (the webhook sender) register
+    /// their instruments.
+    meter: Meter,
 }
 
 impl Shared {
@@ -330,6 +337,7 @@ impl Runtime {
             claimable: tokio::sync::Notify::new(),
             watched: watch::Sender::new(None),
             database_url: parts.database_url,
+            meter: parts.meter,
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {
@@ -555,6 +563,22 @@ async fn startup(
             }
             starting
         });
+    }
+    match Sender::new(
+        shared.pool.clone(),
+        shared.config.webhooks.clone(),
+        shared.ops.webhook_hint().clone(),
+        &shared.meter,
+    ) {
+        Ok(sender) => tasks.push(
+            shared
+                .tracker
+                .spawn(sender.run(stop_background.clone()))
+                .abort_handle(),
+        ),
+        Err(err) => {
+            tracing::error!(error = %Chain(&err), "cannot build the webhook sender's HTTP client; this replica delivers no webhooks")
+        }
     }
     lock(&background).extend(tasks);
 }

@@ -477,3 +477,66 @@ pub async fn edit_and_rerun(
         pending,
     }))
 }
+
+/// A `file` part that does not name a file of the message's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRefused {
+    /// The part's position in the message.
+    pub index: usize,
+    /// The `file_id` it gave.
+    pub file_id: String,
+}
+
+/// Checks that every `file` part of a user message names a file `owner`
+/// uploaded (DESIGN §17): a message may only carry its owner's files. The
+/// parts come back completed from the stored files: the canonical id, the
+/// sniffed media type (whatever the client wrote), and the stored name
+/// when the part gave none. No statement when there is no `file` part.
+pub async fn own_files(
+    db: &impl GenericClient,
+    owner: UserId,
+    parts: &[Part],
+) -> DbResult<Result<Vec<Part>, FileRefused>> {
+    let mut ids = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        if let Part::File { file_id, .. } = part {
+            match file_id.trim().parse::<crate::ids::FileId>() {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    return Ok(Err(FileRefused {
+                        index,
+                        file_id: file_id.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Ok(parts.to_vec()));
+    }
+    let found = super::files::owned(db, owner, &ids).await?;
+    let mut checked = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let Part::File { file_id, name, .. } = part else {
+            checked.push(part.clone());
+            continue;
+        };
+        let stored = file_id
+            .trim()
+            .parse::<crate::ids::FileId>()
+            .ok()
+            .and_then(|id| found.iter().find(|file| file.id == id));
+        let Some(stored) = stored else {
+            return Ok(Err(FileRefused {
+                index,
+                file_id: file_id.clone(),
+            }));
+        };
+        checked.push(Part::File {
+            file_id: stored.id.to_string(),
+            media_type: stored.media_type.clone(),
+            name: name.clone().or_else(|| Some(stored.name.clone())),
+        });
+    }
+    Ok(Ok(checked))
+}
