@@ -46,6 +46,10 @@ pub struct WebhookConfig {
     pub allow_private: bool,
     /// Longest an attempt may take (connect, send, the receiver's answer).
     pub timeout: Duration,
+    /// How long a claimed delivery is held before any sender may try it
+    /// again: more than `timeout`, so only a sender that died (or could not
+    /// record the outcome) leaves it to another.
+    pub claim_lease: Duration,
     /// The backoff's first ceiling.
     pub retry_min: Duration,
     /// The backoff's largest ceiling.
@@ -68,6 +72,7 @@ impl Default for WebhookConfig {
         Self {
             allow_private: false,
             timeout: Duration::from_secs(10),
+            claim_lease: Duration::from_secs(30),
             retry_min: Duration::from_secs(5),
             retry_max: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(24 * 3600),

@@ -17,7 +17,7 @@
 use std::{
     collections::HashSet,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use chatd_shared::{
@@ -29,13 +29,12 @@ use chatd_shared::{
     error_chain::Chain,
     ids::DeliveryId,
 };
-use futures::{StreamExt, stream::FuturesUnordered};
 use opentelemetry::{
     KeyValue,
     metrics::{Counter, Histogram, Meter},
 };
 use reqwest::{Url, header::CONTENT_TYPE, redirect};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{sync::Notify, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -145,19 +144,26 @@ impl Sender {
     }
 
     /// Sends until `stop` fires, then hands back what is in flight.
+    ///
+    /// Each attempt is a task of its own (in a `JoinSet` this loop owns and
+    /// aborts when it ends): attempts must make progress while the loop
+    /// waits for a connection to claim with, or a paused attempt holding a
+    /// pooled connection could starve the claim, and the API with it.
     pub async fn run(self, stop: CancellationToken) {
-        let mut clock = SendClock::new(self.config.poll_interval, self.config.max_in_flight);
-        let mut in_flight = FuturesUnordered::new();
+        let this = Arc::new(self);
+        let mut clock = SendClock::new(this.config.poll_interval, this.config.max_in_flight);
+        let mut in_flight: JoinSet<Done> = JoinSet::new();
         let mut claimed: HashSet<DeliveryId> = HashSet::new();
-        let mut prune_at = Instant::now() + self.config.prune_interval;
+        let mut prune_at = Instant::now() + this.config.prune_interval;
         loop {
             if let Some(limit) = clock.look(in_flight.len()) {
-                match self.claim(limit).await {
+                match this.claim(limit).await {
                     Ok(due) => {
                         clock.claimed(limit, due.len());
                         for delivery in due {
                             claimed.insert(delivery.id);
-                            in_flight.push(self.attempt(delivery));
+                            let sender = this.clone();
+                            in_flight.spawn(async move { sender.attempt(delivery).await });
                         }
                     }
                     Err(err) => {
@@ -166,29 +172,36 @@ impl Sender {
                 }
             }
             if Instant::now() >= prune_at {
-                prune_at = Instant::now() + self.config.prune_interval;
-                self.prune().await;
+                prune_at = Instant::now() + this.config.prune_interval;
+                this.prune().await;
             }
             let wake = clock.next_look().min(prune_at);
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.hint.0.notified() => clock.hint(),
+                _ = this.hint.0.notified() => clock.hint(),
                 _ = tokio::time::sleep_until(wake) => {}
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    let done: Done = done;
-                    claimed.remove(&done.id);
-                    if let Some(at) = done.retry_at {
-                        clock.retry_at(at);
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    match done {
+                        Ok(done) => {
+                            claimed.remove(&done.id);
+                            if let Some(at) = done.retry_at {
+                                clock.retry_at(at);
+                            }
+                        }
+                        // A panicked attempt: its claim lapses and the
+                        // delivery is tried again (the id stays in
+                        // `claimed`, to be handed back at a stop).
+                        Err(err) => tracing::error!(error = %err, "a webhook attempt panicked"),
                     }
                 }
             }
         }
-        drop(in_flight);
-        self.hand_back(claimed).await;
+        in_flight.shutdown().await;
+        this.hand_back(claimed).await;
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<DueDelivery>, DbError> {
-        let lease = self.config.timeout * 2 + Duration::from_secs(5);
+        let lease = self.config.claim_lease.max(self.config.timeout);
         let client = self.pool.get().await?;
         webhook_deliveries::claim_due(&client, limit as i64, lease).await
     }
