@@ -609,3 +609,86 @@ async fn a_loopback_target_is_refused_without_the_admin_setting() {
         "nothing reached the loopback target"
     );
 }
+
+/// Calls per statement of this test's database (its own probes left out).
+async fn statement_calls(app: &TestApp) -> HashMap<String, i64> {
+    let client = app.db.pool().get().await.unwrap();
+    client
+        .query(
+            "SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 90) AS test_probe_text,
+                    sum(s.calls)::bigint
+             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+             WHERE d.datname = current_database() AND s.query NOT LIKE '%test_probe%'
+             GROUP BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// Runs `turns` single-step turns (8 at a time) and waits until every one
+/// ended and (with a webhook) every delivery settled.
+async fn run_turns(app: &TestApp, api: &Api, turns: usize, first: usize) {
+    futures::stream::iter(first..first + turns)
+        .map(|n| api.chat_retrying(n))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let client = app.db.pool().get().await.unwrap();
+    eventually("every turn ended and delivered", WAIT, || async {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM chats WHERE status = 'waiting') AS test_probe_idle,
+                        (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (idle, pending): (i64, i64) = (row.get(0), row.get(1));
+        (idle == (first + turns) as i64 && pending == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "a measurement for the report: cargo test --test webhooks -- --ignored --nocapture"]
+async fn measure_statements_per_turn_with_and_without_a_webhook() {
+    const TURNS: usize = 200;
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let app = TestApp::start(1, fast_webhooks).await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let before = statement_calls(&app).await;
+    run_turns(&app, &api, TURNS, 0).await;
+    let without = statement_calls(&app).await;
+    api.webhook(&receiver.url(), &["turn.completed"], None).await;
+    let registered = statement_calls(&app).await;
+    run_turns(&app, &api, TURNS, TURNS).await;
+    let with = statement_calls(&app).await;
+    assert_eq!(receiver.received().len(), TURNS);
+    let per_turn = |after: &HashMap<String, i64>, before: &HashMap<String, i64>| {
+        let mut rows: Vec<(String, f64)> = after
+            .iter()
+            .map(|(query, calls)| {
+                let delta = calls - before.get(query).copied().unwrap_or(0);
+                (query.clone(), delta as f64 / TURNS as f64)
+            })
+            .filter(|(_, per)| *per > 0.0)
+            .collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        rows
+    };
+    for (label, rows) in [
+        ("no webhook", per_turn(&without, &before)),
+        ("one webhook", per_turn(&with, &registered)),
+    ] {
+        let total: f64 = rows.iter().map(|(_, per)| per).sum();
+        eprintln!("--- {label}: {total:.2} statements per turn (background included)");
+        for (query, per) in rows {
+            eprintln!("{per:6.3}  {query}");
+        }
+    }
+}
