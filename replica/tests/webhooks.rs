@@ -664,7 +664,8 @@ async fn measure_statements_per_turn_with_and_without_a_webhook() {
     let before = statement_calls(&app).await;
     run_turns(&app, &api, TURNS, 0).await;
     let without = statement_calls(&app).await;
-    api.webhook(&receiver.url(), &["turn.completed"], None).await;
+    api.webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
     let registered = statement_calls(&app).await;
     run_turns(&app, &api, TURNS, TURNS).await;
     let with = statement_calls(&app).await;

@@ -12,7 +12,7 @@ use axum::{
 use bytes::BytesMut;
 use chatd_shared::{
     api::{self, ErrorResponse},
-    db::{files::FileRow, transitions::FileRefused},
+    db::files::FileRow,
     ids::FileId,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -38,18 +38,6 @@ pub(super) fn upload_routes() -> OpenApiRouter<AppState> {
 /// Downloads.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_file))
-}
-
-/// A `file` part that names no file of the owner's: 422.
-pub(super) fn file_error(refused: FileRefused) -> ApiError {
-    ApiError::unprocessable(
-        "invalid_file",
-        format!(
-            "part {} names file {:?}, which is not one of your files",
-            refused.index, refused.file_id
-        ),
-    )
-    .with_details(serde_json::json!({"index": refused.index, "file_id": refused.file_id}))
 }
 
 /// Query of a raw upload.

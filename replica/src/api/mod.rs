@@ -14,8 +14,10 @@ mod files;
 mod messages;
 mod metrics;
 mod models;
+mod openapi;
 mod ops;
 mod queue;
+mod request;
 mod stream;
 mod transport;
 mod users;
@@ -41,7 +43,11 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
-    files::Files, operations::ChatOps, streams::Streams, telemetry::Telemetry, webhooks::Webhooks,
+    files::Files,
+    operations::{Accounts, Catalog, ChatOps},
+    streams::Streams,
+    telemetry::Telemetry,
+    webhooks::Webhooks,
 };
 
 /// Limits and intervals of the API.
@@ -95,12 +101,12 @@ pub struct AppState(Arc<AppInner>);
 
 /// The contents of [`AppState`].
 pub struct AppInner {
-    /// The replica's pool (admin resources, tokens).
-    pub pool: Pool,
-    /// The replica's pubsub (control notices of admin changes).
-    pub pubsub: PubSub,
     /// Chat transitions: what chat handlers call.
     pub ops: ChatOps,
+    /// Providers and model configs: what admin and model handlers call.
+    pub catalog: Catalog,
+    /// Users and tokens: what admin and user handlers, and authentication, call.
+    pub accounts: Accounts,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -133,9 +139,9 @@ impl Deref for AppState {
 
 /// What the API is built from.
 pub struct ApiParts {
-    /// The replica's pool.
+    /// The replica's pool (for the admin operations).
     pub pool: Pool,
-    /// The replica's pubsub.
+    /// The replica's pubsub (the admin operations announce through it).
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
@@ -162,8 +168,8 @@ impl AppState {
         Self(Arc::new(AppInner {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
-            pool: parts.pool,
-            pubsub: parts.pubsub,
+            catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             streams: parts.streams,
             tokens: TokenCache::new(),
@@ -178,36 +184,9 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document's frame; paths and schemas come from the handlers.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("chatd_…")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every `/api/v1` route, with its OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
@@ -227,7 +206,7 @@ fn stream_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    all_routes().into_openapi()
+    openapi::complete(all_routes().into_openapi())
 }
 
 fn all_routes() -> OpenApiRouter<AppState> {

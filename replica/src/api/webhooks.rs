@@ -145,7 +145,7 @@ async fn list_deliveries(
     ApiPath(id): ApiPath<WebhookId>,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
-    let limit = super::chats::page_size(query.limit)?;
+    let limit = super::request::page_size(query.limit)?;
     match state
         .webhooks
         .deliveries(caller.access(), id, limit)

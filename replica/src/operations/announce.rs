@@ -9,11 +9,12 @@
 use chatd_shared::{
     db::{chats::BecamePending, messages::Message},
     ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
-    pubsub::{ChatEvent, OwnerEventKind, PubSub},
+    pubsub::{ChatEvent, ControlNotice, OwnerEventKind, PubSub},
     status::ChatStatus,
 };
 
-/// A change to a chat that every replica must hear of.
+/// A change that every replica must hear of: to a chat, or to what every
+/// replica caches (the model catalog, logins).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
     /// A chat was created.
@@ -62,6 +63,10 @@ pub(crate) enum Change {
         delay_ms: u64,
         error: String,
     },
+    /// Providers or model configs changed: model catalogs drop what they cached.
+    ModelsChanged,
+    /// A token was revoked: token caches drop what they trusted.
+    TokensChanged,
 }
 
 impl Change {
@@ -180,6 +185,12 @@ pub(crate) fn announce(pubsub: &PubSub, changes: impl IntoIterator<Item = Change
                     error,
                 };
                 let _ = pubsub.publish_chat(chat_id, notice);
+            }
+            Change::ModelsChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::ModelsChanged);
+            }
+            Change::TokensChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::TokensChanged);
             }
         }
     }
