@@ -382,6 +382,14 @@ async fn a_webhook_of_one_chat_and_one_event_hears_only_those() {
         .await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_body")),
+        "an unknown event is not an event"
+    );
+    let (status, body) = api
+        .post("/webhooks", json!({"url": receiver.url(), "events": []}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
         (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_events"))
     );
     let (status, body) = api

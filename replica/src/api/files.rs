@@ -41,10 +41,11 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Query of a raw upload.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UploadQuery {
     /// The file's name (raw uploads; a multipart part carries its own).
+    #[schema(nullable = false, max_length = 255, pattern = r"^[^\u0000]*$")]
     name: Option<String>,
 }
 
@@ -86,7 +87,8 @@ fn buffer_for(headers: &HeaderMap, limit: usize) -> ApiResult<BytesMut> {
 /// PNG, JPEG, GIF, WebP, PDF, plain text, Markdown (text named `.md` or
 /// sent as `text/markdown`) and JSON; anything else is 415.
 #[utoipa::path(
-    post, path = "/files", tag = "files", params(UploadQuery),
+    post, path = "/files", tag = "files",
+    params(("query" = inline(Option<UploadQuery>), Query, style = Form, explode)),
     request_body(
         description = "The file: a multipart part (with a filename, or named `file`), or the raw body",
         content(("multipart/form-data"), ("application/octet-stream"))
@@ -182,7 +184,10 @@ async fn read_multipart(
 #[utoipa::path(
     get, path = "/files/{id}", tag = "files", params(("id" = FileId, Path)),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
+        (status = 200, description = "The file's bytes, with the type found at upload", content(
+            ("image/png"), ("image/jpeg"), ("image/gif"), ("image/webp"), ("application/pdf"),
+            ("text/plain"), ("text/markdown"), ("application/json"),
+        )),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 404, body = ErrorResponse, description = "No such file of yours"),
     )

@@ -36,7 +36,7 @@ const MAX_URL: usize = 2048;
     post, path = "/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses(
         (status = 201, body = WebhookCreated, description = "Made; the secret is shown only here"),
-        (status = 422, body = ErrorResponse, description = "An unknown event, a chat that is not yours, or a URL that may not be a target (not http(s), unresolvable, or a private, loopback or link-local address)"),
+        (status = 422, body = ErrorResponse, description = "No event, a chat that is not yours, or a URL that may not be a target: not http(s), unresolvable, or a private, loopback or link-local address (`invalid_events`, `invalid_chat`, `invalid_url`)"),
     )
 )]
 async fn create_webhook(
@@ -44,10 +44,10 @@ async fn create_webhook(
     caller: Caller,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookCreated>)> {
-    if body.url.len() > MAX_URL {
+    if body.url.chars().count() > MAX_URL {
         return Err(ApiError::unprocessable(
             "invalid_url",
-            format!("a webhook URL has at most {MAX_URL} bytes"),
+            format!("a webhook URL has at most {MAX_URL} characters"),
         ));
     }
     let request = NewWebhookRequest {
@@ -66,9 +66,10 @@ async fn create_webhook(
         CreateWebhookOutcome::Target(refused) => {
             Err(ApiError::unprocessable("invalid_url", refused.to_string()))
         }
-        CreateWebhookOutcome::Events(reason) => {
-            Err(ApiError::unprocessable("invalid_events", reason))
-        }
+        CreateWebhookOutcome::NoEvents => Err(ApiError::unprocessable(
+            "invalid_events",
+            "name at least one event",
+        )),
         CreateWebhookOutcome::ChatNotFound => Err(ApiError::unprocessable(
             "invalid_chat",
             "chat_id names no chat of yours",
@@ -79,7 +80,7 @@ async fn create_webhook(
 /// The caller's webhooks, oldest first (without their secrets).
 #[utoipa::path(
     get, path = "/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList))
+    responses((status = 200, body = WebhookList, description = "The caller's webhooks"))
 )]
 async fn list_webhooks(
     State(state): State<AppState>,
@@ -94,7 +95,10 @@ async fn list_webhooks(
 /// One of the caller's webhooks.
 #[utoipa::path(
     get, path = "/webhooks/{id}", tag = "webhooks", params(("id" = WebhookId, Path)),
-    responses((status = 200, body = api::Webhook), (status = 404, body = ErrorResponse))
+    responses(
+        (status = 200, body = api::Webhook, description = "The webhook"),
+        (status = 404, body = ErrorResponse, description = "No such webhook of yours"),
+    )
 )]
 async fn get_webhook(
     State(state): State<AppState>,
@@ -110,7 +114,10 @@ async fn get_webhook(
 /// Delete a webhook; its deliveries not yet made are dropped.
 #[utoipa::path(
     delete, path = "/webhooks/{id}", tag = "webhooks", params(("id" = WebhookId, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorResponse))
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorResponse, description = "No such webhook of yours"),
+    )
 )]
 async fn delete_webhook(
     State(state): State<AppState>,
@@ -125,10 +132,11 @@ async fn delete_webhook(
 }
 
 /// Query of `GET /webhooks/{id}/deliveries`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeliveriesQuery {
     /// How many, 1–200 (default 50).
+    #[schema(nullable = false, minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
@@ -136,8 +144,11 @@ struct DeliveriesQuery {
 /// attempts went (count, last status and error, next attempt).
 #[utoipa::path(
     get, path = "/webhooks/{id}/deliveries", tag = "webhooks",
-    params(("id" = WebhookId, Path), DeliveriesQuery),
-    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse))
+    params(("id" = WebhookId, Path), ("query" = inline(Option<DeliveriesQuery>), Query, style = Form, explode)),
+    responses(
+        (status = 200, body = DeliveryList, description = "The most recent deliveries"),
+        (status = 404, body = ErrorResponse, description = "No such webhook of yours"),
+    )
 )]
 async fn list_deliveries(
     State(state): State<AppState>,

@@ -19,7 +19,7 @@ pub mod target;
 use std::time::Duration;
 
 use chatd_shared::{
-    api::WEBHOOK_EVENTS,
+    api::WebhookEvent,
     auth_token::random_base62,
     db::{
         DbError, Pool,
@@ -90,7 +90,7 @@ pub struct NewWebhookRequest<'a> {
     /// Target URL.
     pub url: &'a str,
     /// Events wanted.
-    pub events: &'a [String],
+    pub events: &'a [WebhookEvent],
     /// One of the caller's chats only.
     pub chat_id: Option<ChatId>,
 }
@@ -102,8 +102,8 @@ pub enum CreateWebhookOutcome {
     Created(Box<Webhook>, String),
     /// The URL may not be a target.
     Target(TargetRefused),
-    /// An event is not one of [`WEBHOOK_EVENTS`] (or there is none).
-    Events(String),
+    /// No event was named.
+    NoEvents,
     /// `chat_id` names no chat of the caller's.
     ChatNotFound,
 }
@@ -129,20 +129,12 @@ impl Webhooks {
     ) -> Result<CreateWebhookOutcome, DbError> {
         let mut events: Vec<String> = Vec::new();
         for event in request.events {
-            if !WEBHOOK_EVENTS.contains(&event.as_str()) {
-                return Ok(CreateWebhookOutcome::Events(format!(
-                    "unknown event {event:?} (known: {})",
-                    WEBHOOK_EVENTS.join(", ")
-                )));
-            }
-            if !events.contains(event) {
-                events.push(event.clone());
+            if !events.iter().any(|known| known == event.as_str()) {
+                events.push(event.as_str().to_owned());
             }
         }
         if events.is_empty() {
-            return Ok(CreateWebhookOutcome::Events(
-                "name at least one event".to_owned(),
-            ));
+            return Ok(CreateWebhookOutcome::NoEvents);
         }
         let url = match self.policy.check(request.url).await {
             Ok(url) => url,

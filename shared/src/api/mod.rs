@@ -25,7 +25,7 @@ pub use message::{
 };
 pub use watch::{WatchEvent, WatchKind};
 pub use webhooks::{
-    CreateWebhook, Delivery, DeliveryList, WEBHOOK_EVENTS, Webhook, WebhookCreated, WebhookList,
+    CreateWebhook, Delivery, DeliveryList, Webhook, WebhookCreated, WebhookEvent, WebhookList,
 };
 
 /// Rules of request bodies that involve several fields at once, by the

@@ -9,20 +9,43 @@ use crate::{
     ids::{ChatId, DeliveryId, WebhookId},
 };
 
-/// The events a webhook can ask for.
-pub const WEBHOOK_EVENTS: [&str; 3] = ["turn.completed", "turn.failed", "turn.requires_action"];
+/// What a webhook can hear of: a turn's end, by how the chat was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum WebhookEvent {
+    /// The turn finished (or was interrupted): the chat is `waiting`.
+    #[serde(rename = "turn.completed")]
+    TurnCompleted,
+    /// The turn failed: the chat is `error`.
+    #[serde(rename = "turn.failed")]
+    TurnFailed,
+    /// The turn waits for the client's tool results: `requires_action`.
+    #[serde(rename = "turn.requires_action")]
+    TurnRequiresAction,
+}
+
+impl WebhookEvent {
+    /// The event's name, as stored, sent and documented.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TurnCompleted => "turn.completed",
+            Self::TurnFailed => "turn.failed",
+            Self::TurnRequiresAction => "turn.requires_action",
+        }
+    }
+}
 
 /// `POST /webhooks`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// Where to POST deliveries: an `http` or `https` URL whose host is not
-    /// a private, loopback or link-local address (unless the deployment
-    /// allows them).
+    /// Where to POST deliveries: an `http` or `https` URL whose host
+    /// resolves, and not to a private, loopback or link-local address
+    /// (unless the deployment allows them).
+    #[schema(max_length = 2048, pattern = r"^[hH][tT][tT][pP][sS]?://[^\u0000]*$")]
     pub url: String,
-    /// Events to deliver: `turn.completed` (the chat went `waiting`),
-    /// `turn.failed` (`error`), `turn.requires_action`.
-    pub events: Vec<String>,
+    /// Events to deliver (at least one).
+    #[schema(min_items = 1)]
+    pub events: Vec<WebhookEvent>,
     /// Only this chat's turns (one of the caller's chats); every chat of the
     /// caller's when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
