@@ -6,8 +6,8 @@ mod common;
 
 use chatd_mockllm::{Behaviour, MockLlm};
 use chatd_shared::testing::eventually;
-use common::{WAIT, Wire, app::TestApp, mock_model, wait_idle};
-use reqwest::{StatusCode, header};
+use common::{WAIT, Wire, app::TestApp, http::Api, mock_model, wait_idle};
+use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -70,19 +70,14 @@ fn multipart(name: &str, media_type: &str, content: &[u8]) -> (String, Vec<u8>) 
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
+/// The upload and download routes, on top of the JSON calls.
 impl Api {
-    fn new(app: &TestApp, index: usize, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("{}/api/v1", app.url(index)),
-            token: token.to_owned(),
-        }
+    async fn upload(&self, query: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let request = self
+            .at(Method::POST, &format!("/files{query}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body);
+        Api::answer(request).await
     }
 
     async fn upload_raw(
@@ -91,20 +86,9 @@ impl Api {
         media_type: &str,
         content: &[u8],
     ) -> (StatusCode, Value) {
-        let response = self
-            .http
-            // Test names need no escaping.
-            .post(format!("{}/files?name={name}", self.base))
-            .bearer_auth(&self.token)
-            .header(header::CONTENT_TYPE, media_type)
-            .body(content.to_vec())
-            .send()
+        // Test names need no escaping.
+        self.upload(&format!("?name={name}"), media_type, content.to_vec())
             .await
-            .unwrap();
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
     }
 
     async fn upload_multipart(
@@ -114,58 +98,14 @@ impl Api {
         content: &[u8],
     ) -> (StatusCode, Value) {
         let (content_type, body) = multipart(name, media_type, content);
-        let response = self
-            .http
-            .post(format!("{}/files", self.base))
-            .bearer_auth(&self.token)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
+        self.upload("", &content_type, body).await
     }
 
     async fn download(&self, id: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/files/{id}", self.base))
-            .bearer_auth(&self.token)
+        self.at(Method::GET, &format!("/files/{id}"))
             .send()
             .await
             .unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .patch(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
     }
 }
 

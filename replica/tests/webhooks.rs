@@ -22,7 +22,7 @@ use axum::{
 };
 use chatd_replica::server::ReplicaConfig;
 use chatd_shared::{ids::ChatId, testing::eventually};
-use common::{WAIT, app::TestApp, wait_idle};
+use common::{WAIT, app::TestApp, http::Api, wait_idle};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -160,47 +160,8 @@ fn fast_webhooks(config: &mut ReplicaConfig) {
     webhooks.poll_interval = Duration::from_millis(200);
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
+/// The webhook routes, on top of the JSON calls.
 impl Api {
-    fn new(app: &TestApp, index: usize, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("{}/api/v1", app.url(index)),
-            token: token.to_owned(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
     /// Registers a webhook; returns its id and secret.
     async fn webhook(&self, url: &str, events: &[&str], chat_id: Option<&str>) -> (String, String) {
         let mut body = json!({"url": url, "events": events});
