@@ -217,6 +217,32 @@ impl ChatOps {
         transitions::own_files(&client, owner, content).await
     }
 
+    /// A message to send to chat `id` with its `file` parts checked: they
+    /// must be the chat owner's (the caller's, or for an admin, whoever owns
+    /// the chat). No statement without `file` parts.
+    async fn sendable_files<'a>(
+        &self,
+        access: Access,
+        id: ChatId,
+        content: &'a [Part],
+    ) -> Result<Result<std::borrow::Cow<'a, [Part]>, SendOutcome>, DbError> {
+        if !content.iter().any(|part| matches!(part, Part::File { .. })) {
+            return Ok(Ok(std::borrow::Cow::Borrowed(content)));
+        }
+        let owner = if access.admin {
+            match self.chat(access, id).await? {
+                Some((chat, _)) => chat.owner_id,
+                None => return Ok(Err(SendOutcome::NotFound)),
+            }
+        } else {
+            access.user_id
+        };
+        Ok(match self.own_files(owner, content).await? {
+            Ok(checked) => Ok(std::borrow::Cow::Owned(checked)),
+            Err(refused) => Err(SendOutcome::File(refused)),
+        })
+    }
+
     /// The model a chat would run with: `wanted`, or the default; refused
     /// when it does not exist or is not available.
     async fn usable_model(
@@ -308,27 +334,9 @@ impl ChatOps {
         {
             return Ok(SendOutcome::Model(refused));
         }
-        let content = if request
-            .content
-            .iter()
-            .any(|part| matches!(part, Part::File { .. }))
-        {
-            // The files must be the chat owner's: the caller's, or for an
-            // admin, whoever owns the chat.
-            let owner = if access.admin {
-                match self.chat(access, id).await? {
-                    Some((chat, _)) => chat.owner_id,
-                    None => return Ok(SendOutcome::NotFound),
-                }
-            } else {
-                access.user_id
-            };
-            match self.own_files(owner, request.content).await? {
-                Ok(content) => std::borrow::Cow::Owned(content),
-                Err(refused) => return Ok(SendOutcome::File(refused)),
-            }
-        } else {
-            std::borrow::Cow::Borrowed(request.content)
+        let content = match self.sendable_files(access, id, request.content).await? {
+            Ok(content) => content,
+            Err(refused) => return Ok(refused),
         };
         let message = Outgoing {
             content: &content,
