@@ -17,7 +17,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode, Uri},
+    response::{IntoResponse, Redirect, Response},
     routing::post,
 };
 use chatd_replica::server::ReplicaConfig;
@@ -31,6 +32,8 @@ use sha2::Sha256;
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 struct Received {
+    /// The path it was sent to (`/hook`, or where a redirect pointed).
+    path: String,
     delivery: String,
     event: String,
     timestamp: String,
@@ -52,6 +55,8 @@ enum Reply {
     Status(u16),
     /// Never answers (until the sender gives up the connection).
     Hang,
+    /// `307 Temporary Redirect` to this path of the receiver.
+    Redirect(&'static str),
 }
 
 #[derive(Clone)]
@@ -72,6 +77,7 @@ impl Receiver {
         };
         let app = Router::new()
             .route("/hook", post(receive))
+            .route("/elsewhere", post(receive))
             .with_state(receiver.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         receiver
@@ -85,6 +91,14 @@ impl Receiver {
         self.received.lock().unwrap().clone()
     }
 
+    /// The requests sent to `path`.
+    fn received_at(&self, path: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|request| request.path == path)
+            .collect()
+    }
+
     async fn wait_for(&self, count: usize) -> Vec<Received> {
         eventually(&format!("{count} webhook requests"), WAIT, || {
             let received = self.received();
@@ -94,7 +108,12 @@ impl Receiver {
     }
 }
 
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(receiver): State<Receiver>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -109,6 +128,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     let index = {
         let mut received = receiver.received.lock().unwrap();
         received.push(Received {
+            path: uri.path().to_owned(),
             delivery: header("chatd-delivery"),
             event: header("chatd-event"),
             timestamp: header("chatd-timestamp"),
@@ -119,8 +139,9 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
         received.len() - 1
     };
     match (receiver.reply)(index) {
-        Reply::Status(status) => StatusCode::from_u16(status).unwrap(),
+        Reply::Status(status) => StatusCode::from_u16(status).unwrap().into_response(),
         Reply::Hang => std::future::pending().await,
+        Reply::Redirect(path) => Redirect::temporary(path).into_response(),
     }
 }
 
@@ -397,6 +418,97 @@ async fn a_receiver_that_fails_three_times_gets_the_fourth_attempt_with_the_same
     assert_eq!(deliveries[0]["status"], "delivered");
     assert_eq!(deliveries[0]["attempts"], 4);
     assert_eq!(deliveries[0]["last_status"], 200);
+}
+
+#[tokio::test]
+async fn a_receiver_that_times_out_gets_the_retry_with_the_same_id() {
+    // The first attempt is never answered: the sender gives up on it at its
+    // timeout (well before the claim's lease lapses) and tries again.
+    let receiver = Receiver::start(|n| {
+        if n == 0 {
+            Reply::Hang
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let app = TestApp::start(1, |config| {
+        fast_webhooks(config);
+        config.runtime.webhooks.timeout = Duration::from_millis(500);
+    })
+    .await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let (hook, secret) = api
+        .webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
+    api.chat("@mock {\"text\": \"slow receiver\"}").await;
+    let deliveries = api.settled(&hook, 1).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "the timed-out attempt, then the retry");
+    assert_eq!(
+        received[1].delivery, received[0].delivery,
+        "a retry after a timeout repeats the delivery id"
+    );
+    assert_eq!(received[1].body, received[0].body);
+    verify(&secret, &received[1]);
+    assert_eq!(deliveries[0]["status"], "delivered");
+    assert_eq!(deliveries[0]["attempts"], 2);
+}
+
+#[tokio::test]
+async fn a_redirect_is_never_followed() {
+    let receiver = Receiver::start(|n| {
+        if n == 0 {
+            Reply::Redirect("/elsewhere")
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let app = TestApp::start(1, fast_webhooks).await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let (hook, _) = api
+        .webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
+    api.chat("@mock {\"text\": \"redirected\"}").await;
+    let deliveries = api.settled(&hook, 1).await;
+    assert!(
+        receiver.received_at("/elsewhere").is_empty(),
+        "the redirect was not followed"
+    );
+    let hooked = receiver.received_at("/hook");
+    assert_eq!(hooked.len(), 2, "the 307 was a failed attempt, tried again");
+    assert_eq!(hooked[1].delivery, hooked[0].delivery);
+    assert_eq!(deliveries[0]["status"], "delivered");
+    assert_eq!(deliveries[0]["attempts"], 2);
+}
+
+#[tokio::test]
+async fn a_delivery_refused_past_the_retry_window_fails_for_good() {
+    let receiver = Receiver::start(|_| Reply::Status(503)).await;
+    let app = TestApp::start(1, |config| {
+        fast_webhooks(config);
+        config.runtime.webhooks.give_up_after = Duration::from_secs(1);
+    })
+    .await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let (hook, _) = api
+        .webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
+    api.chat("@mock {\"text\": \"nobody home\"}").await;
+    let deliveries = api.settled(&hook, 1).await;
+    let delivery = &deliveries[0];
+    assert_eq!(delivery["status"], "failed", "{delivery}");
+    assert_eq!(delivery["last_status"], 503);
+    assert!(delivery["next_attempt_at"].is_null(), "{delivery}");
+    let attempts = delivery["attempts"].as_u64().unwrap();
+    assert!(attempts >= 2, "retried before giving up: {delivery}");
+    let received = receiver.received();
+    assert_eq!(received.len() as u64, attempts, "one request per attempt");
+    assert!(received.iter().all(|r| r.delivery == received[0].delivery));
 }
 
 #[tokio::test]
