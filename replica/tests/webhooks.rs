@@ -83,6 +83,12 @@ impl Receiver {
         receiver
     }
 
+    /// A receiver that answers its first `times` requests with `first`,
+    /// then 200.
+    async fn ok_after(times: usize, first: Reply) -> Self {
+        Self::start(move |n| if n < times { first } else { Reply::Status(200) }).await
+    }
+
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
@@ -179,6 +185,41 @@ fn fast_webhooks(config: &mut ReplicaConfig) {
     webhooks.retry_min = Duration::from_millis(20);
     webhooks.retry_max = Duration::from_millis(100);
     webhooks.poll_interval = Duration::from_millis(200);
+}
+
+/// Alice on a cluster of `replicas` (with [`fast_webhooks`], then
+/// `tweak`), subscribed to her `turn.completed` events at `receiver`.
+struct Subscribed {
+    app: TestApp,
+    token: String,
+    /// Alice's calls to replica 0.
+    api: Api,
+    hook: String,
+    secret: String,
+}
+
+async fn subscribed(
+    receiver: &Receiver,
+    replicas: usize,
+    tweak: impl Fn(&mut ReplicaConfig),
+) -> Subscribed {
+    let app = TestApp::start(replicas, |config| {
+        fast_webhooks(config);
+        tweak(config);
+    })
+    .await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let (hook, secret) = api
+        .webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
+    Subscribed {
+        app,
+        token,
+        api,
+        hook,
+        secret,
+    }
 }
 
 /// The webhook routes, on top of the JSON calls.
@@ -393,13 +434,14 @@ async fn a_webhook_of_one_chat_and_one_event_hears_only_those() {
 
 #[tokio::test]
 async fn a_receiver_that_fails_three_times_gets_the_fourth_attempt_with_the_same_id() {
-    let receiver = Receiver::start(|n| Reply::Status(if n < 3 { 500 } else { 200 })).await;
-    let app = TestApp::start(1, fast_webhooks).await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, secret) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
+    let receiver = Receiver::ok_after(3, Reply::Status(500)).await;
+    let Subscribed {
+        app: _app,
+        api,
+        hook,
+        secret,
+        ..
+    } = subscribed(&receiver, 1, |_| {}).await;
     api.chat("@mock {\"text\": \"retry me\"}").await;
     let deliveries = api.settled(&hook, 1).await;
     let received = receiver.received();
@@ -424,24 +466,17 @@ async fn a_receiver_that_fails_three_times_gets_the_fourth_attempt_with_the_same
 async fn a_receiver_that_times_out_gets_the_retry_with_the_same_id() {
     // The first attempt is never answered: the sender gives up on it at its
     // timeout (well before the claim's lease lapses) and tries again.
-    let receiver = Receiver::start(|n| {
-        if n == 0 {
-            Reply::Hang
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
-    let app = TestApp::start(1, |config| {
-        fast_webhooks(config);
+    let receiver = Receiver::ok_after(1, Reply::Hang).await;
+    let Subscribed {
+        app: _app,
+        api,
+        hook,
+        secret,
+        ..
+    } = subscribed(&receiver, 1, |config| {
         config.runtime.webhooks.timeout = Duration::from_millis(500);
     })
     .await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, secret) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
     api.chat("@mock {\"text\": \"slow receiver\"}").await;
     let deliveries = api.settled(&hook, 1).await;
     let received = receiver.received();
@@ -458,20 +493,13 @@ async fn a_receiver_that_times_out_gets_the_retry_with_the_same_id() {
 
 #[tokio::test]
 async fn a_redirect_is_never_followed() {
-    let receiver = Receiver::start(|n| {
-        if n == 0 {
-            Reply::Redirect("/elsewhere")
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
-    let app = TestApp::start(1, fast_webhooks).await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, _) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
+    let receiver = Receiver::ok_after(1, Reply::Redirect("/elsewhere")).await;
+    let Subscribed {
+        app: _app,
+        api,
+        hook,
+        ..
+    } = subscribed(&receiver, 1, |_| {}).await;
     api.chat("@mock {\"text\": \"redirected\"}").await;
     let deliveries = api.settled(&hook, 1).await;
     assert!(
@@ -488,16 +516,15 @@ async fn a_redirect_is_never_followed() {
 #[tokio::test]
 async fn a_delivery_refused_past_the_retry_window_fails_for_good() {
     let receiver = Receiver::start(|_| Reply::Status(503)).await;
-    let app = TestApp::start(1, |config| {
-        fast_webhooks(config);
+    let Subscribed {
+        app: _app,
+        api,
+        hook,
+        ..
+    } = subscribed(&receiver, 1, |config| {
         config.runtime.webhooks.give_up_after = Duration::from_secs(1);
     })
     .await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, _) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
     api.chat("@mock {\"text\": \"nobody home\"}").await;
     let deliveries = api.settled(&hook, 1).await;
     let delivery = &deliveries[0];
@@ -514,20 +541,14 @@ async fn a_delivery_refused_past_the_retry_window_fails_for_good() {
 #[tokio::test]
 async fn a_delivery_held_by_a_killed_replica_is_delivered_by_another() {
     // The first attempt hangs: the replica holding it dies mid-attempt.
-    let receiver = Receiver::start(|n| {
-        if n == 0 {
-            Reply::Hang
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
-    let mut app = TestApp::start(1, fast_webhooks).await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, secret) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
+    let receiver = Receiver::ok_after(1, Reply::Hang).await;
+    let Subscribed {
+        mut app,
+        token,
+        api,
+        hook,
+        secret,
+    } = subscribed(&receiver, 1, |_| {}).await;
     api.chat("@mock {\"text\": \"survive\"}").await;
     receiver.wait_for(1).await;
     app.replicas.remove(0).kill();
@@ -549,12 +570,13 @@ async fn a_delivery_held_by_a_killed_replica_is_delivered_by_another() {
 async fn a_burst_of_a_thousand_turn_ends_across_three_replicas_is_delivered_once_each() {
     const TURNS: usize = 1000;
     let receiver = Receiver::start(|_| Reply::Status(200)).await;
-    let app = TestApp::start(3, fast_webhooks).await;
-    let (_, token) = app.user("alice").await;
-    let api = Api::new(&app, 0, &token);
-    let (hook, _) = api
-        .webhook(&receiver.url(), &["turn.completed"], None)
-        .await;
+    let Subscribed {
+        app,
+        token,
+        api,
+        hook,
+        ..
+    } = subscribed(&receiver, 3, |_| {}).await;
     let clients: Vec<Api> = (0..3).map(|index| Api::new(&app, index, &token)).collect();
     futures::stream::iter(0..TURNS)
         .map(|n| clients[n % 3].chat_retrying(n))
