@@ -433,6 +433,36 @@ async fn a_webhook_of_one_chat_and_one_event_hears_only_those() {
 }
 
 #[tokio::test]
+async fn a_pending_chat_interrupted_before_it_ran_ends_its_turn_with_an_event() {
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    // No replica claims: the chat stays pending until the interrupt.
+    let Subscribed {
+        app: _app,
+        api,
+        hook,
+        ..
+    } = subscribed(&receiver, 1, |config| config.runtime.max_running_chats = 0).await;
+    let chat = api.chat("@mock {\"text\": \"never run\"}").await;
+    let (status, body) = api
+        .post(&format!("/chats/{chat}/interrupt"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "waiting");
+    let deliveries = api.settled(&hook, 1).await;
+    let payload = &deliveries[0]["payload"];
+    assert_eq!(deliveries[0]["event"], "turn.completed");
+    assert_eq!(payload["chat"]["id"], json!(chat));
+    assert_eq!(payload["chat"]["status"], "waiting");
+    assert_eq!(
+        payload["message_id"],
+        Value::Null,
+        "no model call, no reply"
+    );
+    assert_eq!(payload["usage"]["output_tokens"], 0);
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
 async fn a_receiver_that_fails_three_times_gets_the_fourth_attempt_with_the_same_id() {
     let receiver = Receiver::ok_after(3, Reply::Status(500)).await;
     let Subscribed {

@@ -415,13 +415,18 @@ impl ChatOps {
                 chat_id: id,
                 generation: *generation,
             }]),
-            Interrupted::WasPending => self.announce([Change::Status {
-                chat_id: id,
-                owner_id: chat.owner_id,
-                status: chat.status,
-                generation: chat.generation,
-                worker_id: None,
-            }]),
+            Interrupted::WasPending { webhooks_queued } => {
+                if *webhooks_queued > 0 {
+                    self.webhooks.wake();
+                }
+                self.announce([Change::Status {
+                    chat_id: id,
+                    owner_id: chat.owner_id,
+                    status: chat.status,
+                    generation: chat.generation,
+                    worker_id: None,
+                }])
+            }
             Interrupted::PendingWithQueue(message) => {
                 queued = (queued - 1).max(0);
                 self.announce(

@@ -469,7 +469,8 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
                  started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
                  last_error = $6, interrupt_requested = false, updated_at = now()
              FROM owned WHERE c.id = owned.id
-             RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
+             RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
+                       c.generation AS chat_generation, c.title AS chat_title
          ), {outbox}
          SELECT r.chat_status, r.chat_owner_id,
                 (SELECT count(*) FROM webhook_outbox) AS webhooks_queued, i.*

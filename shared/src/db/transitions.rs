@@ -308,7 +308,11 @@ pub enum Interrupted {
         generation: crate::ids::Generation,
     },
     /// It was pending (no replica had started it): it is `waiting` now.
-    WasPending,
+    WasPending {
+        /// Webhook deliveries the stop queued (it ends the turn the chat
+        /// was pending for: `turn.completed`, invariant 17).
+        webhooks_queued: i64,
+    },
     /// It was pending with queued messages: the next one replaced the
     /// interrupted message and the chat stays `pending`.
     PendingWithQueue(Box<Message>),
@@ -336,6 +340,24 @@ static POP_INTO_MESSAGES: LazyLock<String> = LazyLock::new(|| {
          SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
          RETURNING {}",
         messages::COLUMNS
+    )
+});
+
+/// A pending chat stopped before it started: `waiting`, and the turn's end
+/// in the webhook outbox in the same statement (no message was written).
+/// Run with the chat row locked.
+static STOP_PENDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH released AS (
+             UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
+             RETURNING id AS chat_id, status AS chat_status, owner_id AS chat_owner_id,
+                       generation AS chat_generation, title AS chat_title, updated_at
+         ), inserted AS (
+             SELECT * FROM chat_messages WHERE false
+         ), {outbox}
+         SELECT r.updated_at, (SELECT count(*) FROM webhook_outbox) AS webhooks_queued
+         FROM released r",
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
 });
 
@@ -370,15 +392,13 @@ pub async fn request_interrupt(
             match tx.query_opt(&pop, &[&id]).await? {
                 Some(row) => Interrupted::PendingWithQueue(Box::new(Message::from_row(&row)?)),
                 None => {
-                    let idle = tx
-                        .prepare_cached(
-                            "UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
-                             RETURNING updated_at",
-                        )
-                        .await?;
-                    chat.updated_at = tx.query_one(&idle, &[&id]).await?.try_get(0)?;
+                    let idle = tx.prepare_cached(&STOP_PENDING).await?;
+                    let row = tx.query_one(&idle, &[&id]).await?;
+                    chat.updated_at = row.try_get("updated_at")?;
                     chat.status = ChatStatus::Waiting;
-                    Interrupted::WasPending
+                    Interrupted::WasPending {
+                        webhooks_queued: row.try_get("webhooks_queued")?,
+                    }
                 }
             }
         }

@@ -12,55 +12,59 @@ use tokio_postgres::Row;
 use super::{DbResult, GenericClient};
 use crate::ids::{DeliveryId, WebhookId};
 
-/// The outbox rows of a turn end, as a CTE named `webhook_outbox` for the
-/// finishing statement (which must also have the CTEs `released`, with
-/// `chat_status` and `chat_owner_id` of the chat after the release, and
-/// `inserted`, the messages it wrote; `$1` is the chat and `$3` its
-/// generation). One row per webhook of the chat's owner that wants the
-/// event the new status means (`waiting`: `turn.completed`, `error`:
-/// `turn.failed`, `requires_action`: `turn.requires_action`; a chat that
-/// goes on `running` with a queued message has not ended its turn), with the
-/// exact body every attempt will send. With no such webhook it writes
-/// nothing and the turn's facts are never computed: the cost of a turn end
-/// without webhooks is one index probe, and no statement.
+/// The outbox rows of a turn end, as a CTE named `webhook_outbox` for a
+/// statement that ends a turn. That statement must also have the CTEs
+/// `released` (the chat after the turn's end: `chat_id`, `chat_status`,
+/// `chat_owner_id`, `chat_generation`, `chat_title`) and `inserted` (the
+/// messages it wrote, possibly none); the fragment uses no parameter. One
+/// row per webhook of the chat's owner that wants the event the new status
+/// means (`waiting`: `turn.completed`, `error`: `turn.failed`,
+/// `requires_action`: `turn.requires_action`; a chat that goes on `running`
+/// with a queued message has not ended its turn), with the exact body every
+/// attempt will send. With no such webhook it writes nothing and the turn's
+/// facts are never computed: the cost of a turn end without webhooks is one
+/// index probe, and no statement.
 ///
 /// The body: `{id, event, created_at, chat: {id, title, status, generation},
 /// message_id, usage}`, `message_id` the turn's last assistant message and
 /// `usage` the token counts summed over the turn's assistant messages (those
-/// after the last user message, whichever generation wrote them).
+/// after the last user message, whichever generation wrote them; zeros, and
+/// a null `message_id`, for a turn stopped before any model call).
 pub const OUTBOX_CTE: &str = "webhook_outbox AS (
          INSERT INTO webhook_deliveries (id, webhook_id, event, payload)
          SELECT d.id, d.webhook_id, d.event, jsonb_build_object(
                     'id', d.id, 'event', d.event, 'created_at', now(),
-                    'chat', jsonb_build_object('id', $1::uuid, 'title', d.title,
-                        'status', d.status, 'generation', $3::bigint),
+                    'chat', jsonb_build_object('id', d.chat_id, 'title', d.title,
+                        'status', d.status, 'generation', d.generation),
                     'message_id', turn.message_id, 'usage', turn.usage)
-         FROM (SELECT gen_random_uuid() AS id, w.id AS webhook_id, e.event, r.chat_status::text AS status,
-                      (SELECT title FROM chats WHERE id = $1) AS title
+         FROM (SELECT gen_random_uuid() AS id, w.id AS webhook_id, e.event, r.chat_id,
+                      r.chat_title AS title, r.chat_status::text AS status,
+                      r.chat_generation AS generation
                FROM released r
                CROSS JOIN LATERAL (SELECT CASE r.chat_status::text
                    WHEN 'waiting' THEN 'turn.completed' WHEN 'error' THEN 'turn.failed'
                    WHEN 'requires_action' THEN 'turn.requires_action' END AS event) e
                JOIN webhooks w ON w.owner_id = r.chat_owner_id AND e.event = ANY (w.events)
-                              AND (w.chat_id IS NULL OR w.chat_id = $1)) d
+                              AND (w.chat_id IS NULL OR w.chat_id = r.chat_id)) d
+         -- Correlated on d.chat_id: computed per webhook row, so never without one.
          CROSS JOIN LATERAL (
              SELECT max(t.id) AS message_id, jsonb_build_object(
-                        'input_tokens', sum(t.input_tokens), 'output_tokens', sum(t.output_tokens),
-                        'reasoning_tokens', sum(t.reasoning_tokens),
-                        'cache_read_tokens', sum(t.cache_read_tokens),
-                        'cache_write_tokens', sum(t.cache_write_tokens)) AS usage
+                        'input_tokens', coalesce(sum(t.input_tokens), 0),
+                        'output_tokens', coalesce(sum(t.output_tokens), 0),
+                        'reasoning_tokens', coalesce(sum(t.reasoning_tokens), 0),
+                        'cache_read_tokens', coalesce(sum(t.cache_read_tokens), 0),
+                        'cache_write_tokens', coalesce(sum(t.cache_write_tokens), 0)) AS usage
              FROM (SELECT m.id, m.input_tokens, m.output_tokens, m.reasoning_tokens,
                           m.cache_read_tokens, m.cache_write_tokens
                    FROM chat_messages m
-                   WHERE m.chat_id = $1 AND m.role = 'assistant' AND NOT m.deleted
+                   WHERE m.chat_id = d.chat_id AND m.role = 'assistant' AND NOT m.deleted
                      AND m.id > COALESCE((SELECT max(u.id) FROM chat_messages u
-                                          WHERE u.chat_id = $1 AND u.role = 'user' AND NOT u.deleted), 0)
+                                          WHERE u.chat_id = d.chat_id AND u.role = 'user'
+                                            AND NOT u.deleted), 0)
                    UNION ALL
                    SELECT i.id, i.input_tokens, i.output_tokens, i.reasoning_tokens,
                           i.cache_read_tokens, i.cache_write_tokens
                    FROM inserted i WHERE i.role = 'assistant') t
-             -- Correlated on purpose: computed per webhook row, so never without one.
-             WHERE d.webhook_id IS NOT NULL
          ) turn
          RETURNING id
      )";
