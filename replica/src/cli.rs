@@ -179,6 +179,22 @@ pub struct ServeArgs {
     /// Offer the test tools (test_sleep, test_fail, test_panic) to models.
     #[arg(long, env = "CHATD_TEST_TOOLS", value_name = "CHATD_TEST_TOOLS")]
     pub test_tools: bool,
+    /// Largest file upload, in bytes (413 past it).
+    #[arg(
+        long,
+        env = "CHATD_MAX_FILE_SIZE",
+        value_name = "CHATD_MAX_FILE_SIZE",
+        default_value_t = 25 * 1024 * 1024
+    )]
+    pub max_file_size: usize,
+    /// Let webhooks target private, loopback and link-local addresses
+    /// (closed networks and tests; otherwise users could probe internal services).
+    #[arg(
+        long,
+        env = "CHATD_WEBHOOK_ALLOW_PRIVATE",
+        value_name = "CHATD_WEBHOOK_ALLOW_PRIVATE"
+    )]
+    pub webhook_allow_private: bool,
     /// Where the relay listens (replica-to-replica; never expose it publicly).
     #[arg(
         long,

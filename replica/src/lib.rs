@@ -11,9 +11,12 @@
 //!   chat runs (hub, feeds, following runs on peers through the relay).
 //! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
 //! - [`web`]: the web page served at `/`.
+//! - [`files`]: attachments (uploads typed by their content, the storage
+//!   trait); [`webhooks`]: turn-end webhooks and the sender (DESIGN §17).
 
 pub mod api;
 pub mod bootstrap;
+pub mod files;
 pub mod llm;
 pub mod models;
 pub mod operations;
@@ -24,3 +27,4 @@ pub mod telemetry;
 pub mod tools;
 pub mod turn;
 pub mod web;
+pub mod webhooks;

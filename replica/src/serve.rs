@@ -61,6 +61,10 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     runtime.heartbeat_interval = args.heartbeat_interval;
     runtime.lease_ttl = args.lease_ttl;
     runtime.drain_timeout = args.drain_timeout;
+    runtime.webhooks.allow_private = args.webhook_allow_private;
+    if args.max_file_size == 0 {
+        bail!("CHATD_MAX_FILE_SIZE must be above zero");
+    }
     if args
         .relay_secret
         .as_deref()
@@ -92,7 +96,10 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
         bootstrap: bootstrap(args.provider)?,
         runtime,
         turn,
-        api: ApiConfig::default(),
+        api: ApiConfig {
+            max_file_size: args.max_file_size,
+            ..ApiConfig::default()
+        },
         test_tools: args.test_tools,
         pubsub: PubSubConfig::default(),
         relay: Some(relay),

@@ -29,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, ApiConfig, ApiParts, AppState, Readiness},
     bootstrap::{self, ProviderBootstrap},
+    files::{Files, PgFileStore},
     llm,
     models::{ModelCatalog, ProviderFactory},
     operations::ChatOps,
@@ -40,6 +41,7 @@ use crate::{
     telemetry::Telemetry,
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
+    webhooks::{TargetPolicy, Webhooks},
 };
 
 /// Everything a replica needs to start.
@@ -149,6 +151,7 @@ struct Core {
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
+    files: Files,
 }
 
 impl Core {
@@ -178,18 +181,23 @@ impl Core {
                 .clone()
                 .watch(pubsub.clone(), stops.background.clone()),
         );
-        let runner = Arc::new(TurnRunner::new(
-            catalog,
-            ToolRegistry::builtin(config.test_tools),
-            config.turn.clone(),
-            TurnMetrics::new(&meter),
-        ));
+        let files = Files::new(PgFileStore::new(pool.clone()), config.api.max_file_size);
+        let runner = Arc::new(
+            TurnRunner::new(
+                catalog,
+                ToolRegistry::builtin(config.test_tools),
+                config.turn.clone(),
+                TurnMetrics::new(&meter),
+            )
+            .with_file_store(files.store().clone()),
+        );
         Ok(Self {
             telemetry,
             pool,
             pubsub,
             hub,
             runner,
+            files,
         })
     }
 
@@ -243,6 +251,13 @@ impl Replica {
                 shutdown: stops.streams.clone(),
                 tracker: tracker.clone(),
                 telemetry: core.telemetry.clone(),
+                files: core.files.clone(),
+                webhooks: Webhooks::new(
+                    core.pool.clone(),
+                    TargetPolicy {
+                        allow_private: config.runtime.webhooks.allow_private,
+                    },
+                ),
             },
             config.api.clone(),
         );

@@ -119,6 +119,7 @@ async fn create_chat(
         }
         CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
         CreateOutcome::Model(refused) => Err(model_error(refused)),
+        CreateOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }
 

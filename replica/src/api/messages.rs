@@ -139,6 +139,7 @@ async fn send_message(
         )),
         SendOutcome::NotFound => Err(ApiError::not_found("chat")),
         SendOutcome::Model(refused) => Err(model_error(refused)),
+        SendOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }
 
@@ -193,5 +194,6 @@ async fn edit_message(
             "chat_archived",
             "the chat is archived; restore it to edit",
         )),
+        EditOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 mod chats;
 pub mod error;
 mod extract;
+mod files;
 mod messages;
 mod metrics;
 mod models;
@@ -21,6 +22,7 @@ mod stream;
 mod transport;
 mod users;
 mod watch;
+mod webhooks;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -41,9 +43,11 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
+    files::Files,
     operations::{Accounts, Catalog, ChatOps},
     streams::Streams,
     telemetry::Telemetry,
+    webhooks::Webhooks,
 };
 
 /// Limits and intervals of the API.
@@ -57,6 +61,11 @@ pub struct ApiConfig {
     pub keepalive: Duration,
     /// Events queued per stream subscriber before it is cut off as slow.
     pub subscriber_queue: usize,
+    /// Largest file upload (`CHATD_MAX_FILE_SIZE`, 413 past it).
+    pub max_file_size: usize,
+    /// Longest a file upload may take (uploads are exempt from
+    /// `request_timeout`: a 25 MiB body takes a while on a slow link).
+    pub upload_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +75,8 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
             subscriber_queue: 1024,
+            max_file_size: crate::files::DEFAULT_MAX_SIZE,
+            upload_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -110,6 +121,10 @@ pub struct AppInner {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
+    /// Attachments: what file handlers call.
+    pub files: Files,
+    /// Turn-end webhooks: what webhook handlers call.
+    pub webhooks: Webhooks,
     metrics: HttpMetrics,
     stream_metrics: StreamMetrics,
 }
@@ -140,6 +155,10 @@ pub struct ApiParts {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
+    /// Attachments.
+    pub files: Files,
+    /// Turn-end webhooks.
+    pub webhooks: Webhooks,
 }
 
 impl AppState {
@@ -159,6 +178,8 @@ impl AppState {
             shutdown: parts.shutdown,
             tracker: parts.tracker,
             telemetry: parts.telemetry,
+            files: parts.files,
+            webhooks: parts.webhooks,
         }))
     }
 }
@@ -172,6 +193,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())
+        .merge(files::routes())
+        .merge(webhooks::routes())
 }
 
 /// Stream routes: no request timeout (they live long).
@@ -190,6 +213,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::<AppState>::new()
         .nest("/api/v1", api_routes())
         .nest("/api/v1", stream_routes())
+        .nest("/api/v1", files::upload_routes())
 }
 
 /// The API's router with its state and layers.
@@ -201,12 +225,20 @@ pub fn router(state: AppState) -> Router {
     let (streams, _) = OpenApiRouter::<AppState>::new()
         .nest("/api/v1", stream_routes())
         .split_for_parts();
+    let (uploads, _) = OpenApiRouter::<AppState>::new()
+        .nest("/api/v1", files::upload_routes())
+        .split_for_parts();
+    let uploads = uploads.layer(middleware::from_fn_with_state(
+        state.clone(),
+        upload_timeout,
+    ));
     let plain = plain
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
         ))
         .merge(streams)
+        .merge(uploads)
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
@@ -225,6 +257,14 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+}
+
+/// Bounds how long an upload may take, reading its body included.
+async fn upload_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.upload_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the upload took too long").into_response(),
+    }
 }
 
 /// Bounds how long a plain request may take (streams are upgraded or

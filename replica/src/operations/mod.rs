@@ -32,6 +32,8 @@ use chatd_shared::{
 };
 use tokio_postgres::error::SqlState;
 
+use crate::webhooks::SenderHint;
+
 pub(crate) use self::announce::Change;
 pub use self::{
     accounts::{Accounts, CreateTokenOutcome, CreateUserOutcome},
@@ -75,12 +77,24 @@ impl Access {
 pub struct ChatOps {
     pool: Pool,
     pubsub: PubSub,
+    /// Wakes this replica's webhook sender when a turn end queued deliveries.
+    webhooks: SenderHint,
 }
 
 impl ChatOps {
     /// Operations on `pool`'s database, announced through `pubsub`.
     pub fn new(pool: Pool, pubsub: PubSub) -> Self {
-        Self { pool, pubsub }
+        Self {
+            pool,
+            pubsub,
+            webhooks: SenderHint::default(),
+        }
+    }
+
+    /// What a turn end that queued webhook deliveries wakes: the sender of
+    /// the replica these operations run on.
+    pub fn webhook_hint(&self) -> &SenderHint {
+        &self.webhooks
     }
 
     /// The pool the operations use (for reads that are not transitions).

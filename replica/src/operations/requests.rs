@@ -10,9 +10,9 @@ use chatd_shared::{
         messages::{self, Message},
         model_configs,
         queued_messages::{self, QueuedMessage},
-        transitions::{self, EditRefused, Interrupted, Outgoing, SendRules, Sent},
+        transitions::{self, EditRefused, FileRefused, Interrupted, Outgoing, SendRules, Sent},
     },
-    ids::{ChatId, MessageId, ModelConfigId, QueuedMessageId},
+    ids::{ChatId, MessageId, ModelConfigId, QueuedMessageId, UserId},
     parts::Part,
     status::ChatStatus,
 };
@@ -56,6 +56,8 @@ pub enum CreateOutcome {
     Replayed(Chat),
     /// The model cannot be used.
     Model(ModelRefused),
+    /// A `file` part names no file of the owner's.
+    File(FileRefused),
 }
 
 /// A message to send.
@@ -93,6 +95,8 @@ pub enum SendOutcome {
     NotFound,
     /// The model asked for cannot be used.
     Model(ModelRefused),
+    /// A `file` part names no file of the chat owner's.
+    File(FileRefused),
 }
 
 /// What [`ChatOps::interrupt`] did.
@@ -117,6 +121,8 @@ pub enum EditOutcome {
     NotUserMessage,
     /// The chat is archived.
     Archived,
+    /// A `file` part names no file of the chat owner's.
+    File(FileRefused),
 }
 
 /// What [`ChatOps::promote`] and [`ChatOps::delete_queued`] did.
@@ -196,6 +202,47 @@ impl ChatOps {
         Ok(Some(queued_messages::list(&client, id).await?))
     }
 
+    /// `content` with its `file` parts checked to name files of `owner`'s
+    /// and completed from them (see [`transitions::own_files`]); no
+    /// statement without `file` parts.
+    async fn own_files(
+        &self,
+        owner: UserId,
+        content: &[Part],
+    ) -> Result<Result<Vec<Part>, FileRefused>, DbError> {
+        if !content.iter().any(|part| matches!(part, Part::File { .. })) {
+            return Ok(Ok(content.to_vec()));
+        }
+        let client = self.pool.get().await?;
+        transitions::own_files(&client, owner, content).await
+    }
+
+    /// A message to send to chat `id` with its `file` parts checked: they
+    /// must be the chat owner's (the caller's, or for an admin, whoever owns
+    /// the chat). No statement without `file` parts.
+    async fn sendable_files<'a>(
+        &self,
+        access: Access,
+        id: ChatId,
+        content: &'a [Part],
+    ) -> Result<Result<std::borrow::Cow<'a, [Part]>, SendOutcome>, DbError> {
+        if !content.iter().any(|part| matches!(part, Part::File { .. })) {
+            return Ok(Ok(std::borrow::Cow::Borrowed(content)));
+        }
+        let owner = if access.admin {
+            match self.chat(access, id).await? {
+                Some((chat, _)) => chat.owner_id,
+                None => return Ok(Err(SendOutcome::NotFound)),
+            }
+        } else {
+            access.user_id
+        };
+        Ok(match self.own_files(owner, content).await? {
+            Ok(checked) => Ok(std::borrow::Cow::Owned(checked)),
+            Err(refused) => Err(SendOutcome::File(refused)),
+        })
+    }
+
     /// The model a chat would run with: `wanted`, or the default; refused
     /// when it does not exist or is not available.
     async fn usable_model(
@@ -229,6 +276,13 @@ impl ChatOps {
             Ok(model) => model,
             Err(refused) => return Ok(CreateOutcome::Model(refused)),
         };
+        let first = match request.first {
+            Some(parts) => match self.own_files(access.user_id, parts).await? {
+                Ok(parts) => Some(parts),
+                Err(refused) => return Ok(CreateOutcome::File(refused)),
+            },
+            None => None,
+        };
         let new = NewChat {
             id: ChatId::new_v7(),
             owner_id: access.user_id,
@@ -242,7 +296,7 @@ impl ChatOps {
         };
         let created = {
             let client = self.pool.get().await?;
-            transitions::create(&client, &new, request.first, request.idempotency_key).await?
+            transitions::create(&client, &new, first.as_deref(), request.idempotency_key).await?
         };
         if created.replayed {
             return Ok(CreateOutcome::Replayed(created.chat));
@@ -280,8 +334,12 @@ impl ChatOps {
         {
             return Ok(SendOutcome::Model(refused));
         }
+        let content = match self.sendable_files(access, id, request.content).await? {
+            Ok(content) => content,
+            Err(refused) => return Ok(refused),
+        };
         let message = Outgoing {
-            content: request.content,
+            content: &content,
             created_by: Some(access.user_id),
             idempotency_key: request.idempotency_key,
         };
@@ -357,13 +415,18 @@ impl ChatOps {
                 chat_id: id,
                 generation: *generation,
             }]),
-            Interrupted::WasPending => self.announce([Change::Status {
-                chat_id: id,
-                owner_id: chat.owner_id,
-                status: chat.status,
-                generation: chat.generation,
-                worker_id: None,
-            }]),
+            Interrupted::WasPending { webhooks_queued } => {
+                if *webhooks_queued > 0 {
+                    self.webhooks.wake();
+                }
+                self.announce([Change::Status {
+                    chat_id: id,
+                    owner_id: chat.owner_id,
+                    status: chat.status,
+                    generation: chat.generation,
+                    worker_id: None,
+                }])
+            }
             Interrupted::PendingWithQueue(message) => {
                 queued = (queued - 1).max(0);
                 self.announce(
@@ -394,6 +457,11 @@ impl ChatOps {
         if chat.archived {
             return Ok(EditOutcome::Archived);
         }
+        let content = match self.own_files(chat.owner_id, content).await? {
+            Ok(content) => content,
+            Err(refused) => return Ok(EditOutcome::File(refused)),
+        };
+        let content = content.as_slice();
         let edited = {
             let mut client = self.pool.get().await?;
             transitions::edit_and_rerun(&mut client, id, message_id, content, access.user_id)

@@ -84,7 +84,8 @@ impl ChatOps {
     /// first (if any): a queued message continues on this run, else the
     /// chat goes `waiting` (or `error`). `None` when ownership was lost.
     /// Announces the messages (the popped one last), then the queue change
-    /// or the new status.
+    /// or the new status. Webhook deliveries the turn end queued (same
+    /// statement) wake this replica's sender.
     pub async fn finish(
         &self,
         fence: &Fence,
@@ -98,6 +99,9 @@ impl ChatOps {
         let Some((committed, released)) = finished else {
             return Ok(None);
         };
+        if released.webhooks_queued > 0 {
+            self.webhooks.wake();
+        }
         let chat_id = fence.chat_id;
         let messages = Change::messages(chat_id, committed.iter().chain(released.next.as_ref()));
         let next = if released.next.is_some() {

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
+    files::{FileStore, PgFileStore, StoreError, attach_to_prompt},
     llm::{self, Prompt, ProviderError, StreamTimeouts},
     models::{ModelCatalog, ResolvedModel},
     runtime::{ChatRunner, RunContext, RunControl, RunError},
@@ -64,6 +65,8 @@ pub struct TurnRunner {
     tools: ToolRegistry,
     config: TurnConfig,
     metrics: TurnMetrics,
+    /// Where attachments are read from (`None`: PostgreSQL, on the run's pool).
+    files: Option<Arc<dyn FileStore>>,
 }
 
 impl TurnRunner {
@@ -79,7 +82,27 @@ impl TurnRunner {
             tools,
             config,
             metrics,
+            files: None,
         }
+    }
+
+    /// Reads attachments from `store` (the one the API stores uploads in).
+    pub fn with_file_store(mut self, store: Arc<dyn FileStore>) -> Self {
+        self.files = Some(store);
+        self
+    }
+
+    /// Loads the attachments the prompt refers to and does not hold yet.
+    async fn attach_files(&self, run: &RunContext, prompt: &mut Prompt) -> Result<(), RunError> {
+        let store = match &self.files {
+            Some(store) => store.clone(),
+            None => PgFileStore::new(run.db().clone()) as Arc<dyn FileStore>,
+        };
+        attach_to_prompt(store.as_ref(), prompt)
+            .await
+            .map_err(|err| match err {
+                StoreError::Db(db) => RunError::Db(db),
+            })
     }
 }
 
@@ -190,6 +213,7 @@ impl TurnRunner {
         };
         let model = model.clone();
         for _ in 0..self.config.max_steps {
+            self.attach_files(run, prompt).await?;
             let step_started = Instant::now();
             let call_started = Instant::now();
             let end = self.call_model(run, &model, prompt, *step).await;

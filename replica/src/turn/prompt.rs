@@ -53,6 +53,7 @@ pub fn build(
         tools: tools.specs(),
         max_output_tokens: u32::try_from(model.config.max_output_tokens).unwrap_or(4096),
         options: model.config.options.clone(),
+        files: Default::default(),
     }
 }
 

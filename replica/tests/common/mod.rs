@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod http;
 pub mod proxy;
 
 use std::{

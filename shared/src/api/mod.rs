@@ -5,9 +5,11 @@ mod admin;
 mod chat;
 pub mod content;
 mod error;
+mod files;
 mod message;
 pub mod schema;
 mod watch;
+mod webhooks;
 
 pub use admin::{
     CreateModelConfig, CreateProvider, CreateToken, CreateUser, MAX_MODEL_NAME, MAX_PROVIDER_NAME,
@@ -16,11 +18,15 @@ pub use admin::{
 };
 pub use chat::{Chat, ChatList, CreateChat, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE, UpdateChat};
 pub use error::{ApiErrorBody, ErrorResponse};
+pub use files::File;
 pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,
     SendMessage, SendResult,
 };
 pub use watch::{WatchEvent, WatchKind};
+pub use webhooks::{
+    CreateWebhook, Delivery, DeliveryList, Webhook, WebhookCreated, WebhookEvent, WebhookList,
+};
 
 /// Rules of request bodies that involve several fields at once, by the
 /// name of the body's schema: the OpenAPI document states each beside the

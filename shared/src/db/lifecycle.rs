@@ -438,6 +438,8 @@ pub struct Released {
     pub owner_id: UserId,
     /// The queued message, now a user message, when one was popped.
     pub next: Option<Message>,
+    /// Webhook deliveries the turn end queued in the outbox (DESIGN §17).
+    pub webhooks_queued: i64,
 }
 
 static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
@@ -467,11 +469,15 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
                  started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
                  last_error = $6, interrupt_requested = false, updated_at = now()
              FROM owned WHERE c.id = owned.id
-             RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
-         )
-         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true
+             RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
+                       c.generation AS chat_generation, c.title AS chat_title
+         ), {outbox}
+         SELECT r.chat_status, r.chat_owner_id,
+                (SELECT count(*) FROM webhook_outbox) AS webhooks_queued, i.*
+         FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
         insert = insert_rows("new_rows"),
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
 });
 
@@ -479,7 +485,10 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 /// one fenced statement (DESIGN §3): if a message is queued it is popped and
 /// inserted as a user message and the chat stays `running` under the same
 /// worker and generation; otherwise the chat becomes `waiting` (or `error`
-/// with `last_error`). `interrupt_requested` is cleared either way. The
+/// with `last_error`). `interrupt_requested` is cleared either way. A chat
+/// that went idle gets its webhook deliveries written to the outbox in the
+/// same statement ([`super::webhook_deliveries::OUTBOX_CTE`], invariant 17):
+/// no turn end without its event, no event without its turn end. The
 /// step's messages get lower ids than a popped queued message (one
 /// `INSERT`, in order), so an interrupted reply is always stored before the
 /// message that interrupted it. `None` when the fence no longer matches
@@ -515,6 +524,7 @@ pub async fn finish_turn(
         status: first.try_get("chat_status")?,
         owner_id: first.try_get("chat_owner_id")?,
         next: None,
+        webhooks_queued: first.try_get("webhooks_queued")?,
     };
     let mut committed = Vec::with_capacity(step.len());
     for row in &rows {

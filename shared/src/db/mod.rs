@@ -10,6 +10,7 @@
 //! statement is parsed once per connection.
 
 pub mod chats;
+pub mod files;
 pub mod lifecycle;
 pub mod messages;
 pub mod model_configs;
@@ -20,6 +21,8 @@ pub mod replicas;
 pub mod tokens;
 pub mod transitions;
 pub mod users;
+pub mod webhook_deliveries;
+pub mod webhooks;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};
 pub use pool::{DbConfig, PoolBuildError, Target, connect_dedicated, connect_pool};

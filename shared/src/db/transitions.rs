@@ -308,7 +308,11 @@ pub enum Interrupted {
         generation: crate::ids::Generation,
     },
     /// It was pending (no replica had started it): it is `waiting` now.
-    WasPending,
+    WasPending {
+        /// Webhook deliveries the stop queued (it ends the turn the chat
+        /// was pending for: `turn.completed`, invariant 17).
+        webhooks_queued: i64,
+    },
     /// It was pending with queued messages: the next one replaced the
     /// interrupted message and the chat stays `pending`.
     PendingWithQueue(Box<Message>),
@@ -336,6 +340,24 @@ static POP_INTO_MESSAGES: LazyLock<String> = LazyLock::new(|| {
          SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
          RETURNING {}",
         messages::COLUMNS
+    )
+});
+
+/// A pending chat stopped before it started: `waiting`, and the turn's end
+/// in the webhook outbox in the same statement (no message was written).
+/// Run with the chat row locked.
+static STOP_PENDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH released AS (
+             UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
+             RETURNING id AS chat_id, status AS chat_status, owner_id AS chat_owner_id,
+                       generation AS chat_generation, title AS chat_title, updated_at
+         ), inserted AS (
+             SELECT * FROM chat_messages WHERE false
+         ), {outbox}
+         SELECT r.updated_at, (SELECT count(*) FROM webhook_outbox) AS webhooks_queued
+         FROM released r",
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
 });
 
@@ -370,15 +392,13 @@ pub async fn request_interrupt(
             match tx.query_opt(&pop, &[&id]).await? {
                 Some(row) => Interrupted::PendingWithQueue(Box::new(Message::from_row(&row)?)),
                 None => {
-                    let idle = tx
-                        .prepare_cached(
-                            "UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
-                             RETURNING updated_at",
-                        )
-                        .await?;
-                    chat.updated_at = tx.query_one(&idle, &[&id]).await?.try_get(0)?;
+                    let idle = tx.prepare_cached(&STOP_PENDING).await?;
+                    let row = tx.query_one(&idle, &[&id]).await?;
+                    chat.updated_at = row.try_get("updated_at")?;
                     chat.status = ChatStatus::Waiting;
-                    Interrupted::WasPending
+                    Interrupted::WasPending {
+                        webhooks_queued: row.try_get("webhooks_queued")?,
+                    }
                 }
             }
         }
@@ -476,4 +496,67 @@ pub async fn edit_and_rerun(
         chat,
         pending,
     }))
+}
+
+/// A `file` part that does not name a file of the message's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRefused {
+    /// The part's position in the message.
+    pub index: usize,
+    /// The `file_id` it gave.
+    pub file_id: String,
+}
+
+/// Checks that every `file` part of a user message names a file `owner`
+/// uploaded (DESIGN §17): a message may only carry its owner's files. The
+/// parts come back completed from the stored files: the canonical id, the
+/// sniffed media type (whatever the client wrote), and the stored name
+/// when the part gave none. No statement when there is no `file` part.
+pub async fn own_files(
+    db: &impl GenericClient,
+    owner: UserId,
+    parts: &[Part],
+) -> DbResult<Result<Vec<Part>, FileRefused>> {
+    let mut ids = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        if let Part::File { file_id, .. } = part {
+            match file_id.trim().parse::<crate::ids::FileId>() {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    return Ok(Err(FileRefused {
+                        index,
+                        file_id: file_id.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Ok(parts.to_vec()));
+    }
+    let found = super::files::owned(db, owner, &ids).await?;
+    let mut checked = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let Part::File { file_id, name, .. } = part else {
+            checked.push(part.clone());
+            continue;
+        };
+        let stored = file_id
+            .trim()
+            .parse::<crate::ids::FileId>()
+            .ok()
+            .and_then(|id| found.iter().find(|file| file.id == id));
+        let Some(stored) = stored else {
+            return Ok(Err(FileRefused {
+                index,
+                file_id: file_id.clone(),
+            }));
+        };
+        checked.push(Part::File {
+            file_id: stored.id.to_string(),
+            media_type: stored.media_type.clone(),
+            name: name.clone().or_else(|| Some(stored.name.clone())),
+        });
+    }
+    Ok(Ok(checked))
 }
