@@ -38,7 +38,7 @@ use crate::{
         relay::{HubSink, HubSource, ReplicaDirectory},
     },
     telemetry::Telemetry,
-    tools::ToolRegistry,
+    tools::{ToolRegistry, mcp::McpTools},
     turn::{TurnConfig, TurnMetrics, TurnRunner},
 };
 
@@ -178,12 +178,17 @@ impl Core {
                 .clone()
                 .watch(pubsub.clone(), stops.background.clone()),
         );
-        let runner = Arc::new(TurnRunner::new(
-            catalog,
-            ToolRegistry::builtin(config.test_tools),
-            config.turn.clone(),
-            TurnMetrics::new(&meter),
-        ));
+        let mcp = McpTools::new(pool.clone(), config.turn.mcp, &meter);
+        tracker.spawn(mcp.clone().watch(pubsub.clone(), stops.background.clone()));
+        let runner = Arc::new(
+            TurnRunner::new(
+                catalog,
+                ToolRegistry::builtin(config.test_tools),
+                config.turn.clone(),
+                TurnMetrics::new(&meter),
+            )
+            .with_mcp(mcp),
+        );
         Ok(Self {
             telemetry,
             pool,

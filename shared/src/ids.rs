@@ -96,6 +96,10 @@ uuid_id!(
     /// A model configuration (a model of a provider, with its limits and prices).
     ModelConfigId
 );
+uuid_id!(
+    /// An MCP server an admin registered.
+    McpServerId
+);
 
 impl ReplicaId {
     /// The key of the session-level advisory lock this replica holds on its

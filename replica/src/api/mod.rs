@@ -18,6 +18,7 @@ mod ops;
 mod queue;
 mod request;
 mod stream;
+mod tools;
 mod transport;
 mod users;
 mod watch;
@@ -41,7 +42,7 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
-    operations::{Accounts, Catalog, ChatOps},
+    operations::{Accounts, Catalog, ChatOps, McpServers},
     streams::Streams,
     telemetry::Telemetry,
 };
@@ -96,6 +97,8 @@ pub struct AppInner {
     pub catalog: Catalog,
     /// Users and tokens: what admin and user handlers, and authentication, call.
     pub accounts: Accounts,
+    /// MCP servers: what `/admin/mcp-servers` calls.
+    pub mcp_servers: McpServers,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -150,6 +153,7 @@ impl AppState {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             streams: parts.streams,
@@ -169,6 +173,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
+        .merge(tools::routes())
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())

@@ -7,6 +7,7 @@ pub mod content;
 mod error;
 mod message;
 pub mod schema;
+mod tools;
 mod watch;
 
 pub use admin::{
@@ -19,6 +20,10 @@ pub use error::{ApiErrorBody, ErrorResponse};
 pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,
     SendMessage, SendResult,
+};
+pub use tools::{
+    CreateMcpServer, McpServer, McpServerList, ToolResultInput, ToolResults, ToolResultsStored,
+    UpdateMcpServer,
 };
 pub use watch::{WatchEvent, WatchKind};
 
