@@ -149,6 +149,7 @@ struct Core {
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
+    mcp: Arc<McpTools>,
 }
 
 impl Core {
@@ -187,7 +188,7 @@ impl Core {
                 config.turn.clone(),
                 TurnMetrics::new(&meter),
             )
-            .with_mcp(mcp),
+            .with_mcp(mcp.clone()),
         );
         Ok(Self {
             telemetry,
@@ -195,6 +196,7 @@ impl Core {
             pubsub,
             hub,
             runner,
+            mcp,
         })
     }
 
@@ -243,6 +245,7 @@ impl Replica {
                 pool: core.pool.clone(),
                 pubsub: core.pubsub.clone(),
                 ops: core.ops(),
+                mcp: core.mcp.clone(),
                 streams,
                 readiness: readiness(&runtime, &core.pubsub, &stops.draining),
                 shutdown: stops.streams.clone(),

@@ -13,16 +13,77 @@ use serde_json::Value;
 pub struct ClientTool {
     /// Its name, as the model sees it: letters, digits, `_` and `-`, at most
     /// 64, without `__` (which namespaces MCP tools).
+    #[schema(schema_with = name_schema)]
     pub name: String,
     /// What it does, for the model.
+    #[schema(schema_with = description_schema)]
     pub description: String,
     /// JSON Schema of its arguments (an object schema; default: any object).
     #[serde(default = "any_object")]
     #[schema(value_type = Object)]
     pub parameters: Value,
     /// Seconds the client has to answer a call (default 300, at most 86,400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = timeout_schema)]
     pub timeout_s: Option<u32>,
+}
+
+/// The pattern of a client tool's name (see [`check_client_tools`]): no
+/// `__` anywhere, so every `_` is followed by another character or ends it.
+const NAME_PATTERN: &str = "^(?:_?[A-Za-z0-9-])*_?$";
+
+/// The most characters of a client tool's description.
+pub const MAX_CLIENT_TOOL_DESCRIPTION: usize = 4096;
+
+/// The pattern of an MCP server's name: lowercase letters, digits, `-`
+/// and `_`, starting with a letter or digit, without `__` (at most 32).
+const SERVER_NAME_PATTERN: &str = "^[a-z0-9](?:_?[a-z0-9-])*_?$";
+
+/// Schema of an MCP server's name (the server checks the same rule).
+pub fn mcp_server_name_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(SERVER_NAME_PATTERN))
+        .max_length(Some(32))
+        .build()
+}
+
+/// Schema of a chat's `mcp_servers` (names of servers that must exist, or
+/// `null` for none).
+pub fn mcp_servers_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::Array,
+            utoipa::openapi::Type::Null,
+        ]))
+        .items(mcp_server_name_schema())
+        .build()
+}
+
+fn name_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some(NAME_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .build()
+}
+
+fn description_schema() -> utoipa::openapi::Object {
+    crate::api::schema::text(Some(MAX_CLIENT_TOOL_DESCRIPTION)).build()
+}
+
+fn timeout_schema() -> utoipa::openapi::Object {
+    crate::api::schema::or_null(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_CLIENT_TOOL_TIMEOUT_S)),
+    )
 }
 
 /// Client tools a chat may declare at most.
@@ -77,9 +138,9 @@ pub fn check_client_tools(tools: &[ClientTool]) -> Result<(), String> {
         if !seen.insert(tool.name.as_str()) {
             return Err(format!("client tool {:?} is declared twice", tool.name));
         }
-        if tool.description.chars().count() > 4096 {
+        if tool.description.chars().count() > MAX_CLIENT_TOOL_DESCRIPTION {
             return Err(format!(
-                "the description of client tool {:?} has more than 4096 characters",
+                "the description of client tool {:?} has more than {MAX_CLIENT_TOOL_DESCRIPTION} characters",
                 tool.name
             ));
         }

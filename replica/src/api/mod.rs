@@ -45,6 +45,7 @@ use crate::{
     operations::{Accounts, Catalog, ChatOps, McpServers},
     streams::Streams,
     telemetry::Telemetry,
+    tools::mcp::McpTools,
 };
 
 /// Limits and intervals of the API.
@@ -99,6 +100,8 @@ pub struct AppInner {
     pub accounts: Accounts,
     /// MCP servers: what `/admin/mcp-servers` calls.
     pub mcp_servers: McpServers,
+    /// This replica's MCP clients: what listing a server's tools asks.
+    pub mcp: Arc<McpTools>,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -133,6 +136,8 @@ pub struct ApiParts {
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
+    /// The replica's MCP clients.
+    pub mcp: Arc<McpTools>,
     /// The replica's streams.
     pub streams: Arc<Streams>,
     /// `/readyz`.
@@ -156,6 +161,7 @@ impl AppState {
             mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
+            mcp: parts.mcp,
             streams: parts.streams,
             tokens: TokenCache::new(),
             readiness: parts.readiness,

@@ -21,17 +21,19 @@ use chatd_shared::{
         mcp_servers::{self, McpServer},
     },
     error_chain::Chain,
+    ids::McpServerId,
     pubsub::PubSub,
     sync::lock,
     tools::{MCP_SEPARATOR, is_tool_name},
 };
 use opentelemetry::{KeyValue, metrics::Counter};
 use rmcp::{
-    RoleClient, ServiceExt,
+    RoleClient, ServiceError, ServiceExt,
     model::{CallToolRequestParams, CallToolResult, ContentBlock},
     service::RunningService,
     transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport, common::client_side_sse::FixedInterval,
+        streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 use serde_json::{Value, json};
@@ -40,6 +42,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use crate::llm::ToolSpec;
+
+/// How often a broken event stream of a call is resumed before the call
+/// fails, and how long apart.
+const RESUME_ATTEMPTS: usize = 3;
+const RESUME_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Time limits of MCP traffic.
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +279,13 @@ impl McpTools {
 
     async fn connect(&self, server: &McpServer) -> Result<Connected, String> {
         let mut config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
+        // rmcp resumes a broken event stream forever by default, so a call
+        // to a server that died would wait for its timeout: a few quick
+        // tries cover a blip, then the call fails and the session is dropped.
+        let mut resume = FixedInterval::default();
+        resume.max_times = Some(RESUME_ATTEMPTS);
+        resume.duration = RESUME_INTERVAL;
+        config.retry_config = Arc::new(resume);
         if let Some(token) = &server.bearer_token {
             config = config.auth_header(token.clone());
         }
@@ -312,16 +326,43 @@ impl McpTools {
         Ok(Connected { session, tools })
     }
 
+    /// Server `id` and the tools it offers now, asked afresh: its cached
+    /// session and list are dropped first, so the next run connects anew
+    /// too. `None` when there is no such server. A disabled server is asked
+    /// all the same (an admin checks it before enabling it).
+    pub async fn tools_of(
+        &self,
+        id: McpServerId,
+    ) -> Result<Option<(McpServer, Vec<McpTool>)>, McpError> {
+        let row = {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            mcp_servers::get(&client, id).await?
+        };
+        let Some(server) = row else {
+            return Ok(None);
+        };
+        {
+            let mut state = lock(&self.state);
+            state.connected.remove(&server.name);
+            state.unreachable.remove(&server.name);
+        }
+        let connected =
+            match tokio::time::timeout(self.config.connect_timeout, self.connect(&server)).await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(reason)) => return Err(self.unreachable(&server.name, reason)),
+                Err(_) => {
+                    let reason = format!("no answer within {:?}", self.config.connect_timeout);
+                    return Err(self.unreachable(&server.name, reason));
+                }
+            };
+        Ok(Some((server, connected.tools)))
+    }
+
     /// Calls `tool` of `server` with `args`. Every failure is an error result:
     /// the server unreachable (its session and tool list are dropped, so the
     /// next use reconnects), no answer in time, or the tool's own error.
     pub async fn call(&self, server: &str, tool: &str, args: &Value) -> Outcome {
-        let label = |outcome: &'static str| {
-            [
-                KeyValue::new("server", server.to_owned()),
-                KeyValue::new("outcome", outcome),
-            ]
-        };
+        let label = |outcome: &'static str| label_for(server, outcome);
         let connected = match self.connected(server).await {
             Ok(connected) => connected,
             Err(err) => {
@@ -341,9 +382,18 @@ impl McpTools {
         match called {
             Ok(Ok(result)) => {
                 let outcome = outcome_of(&result);
-                let label = if outcome.is_error { "tool_error" } else { "ok" };
-                self.metrics.calls.add(1, &label_for(server, label));
+                let outcome_label = if outcome.is_error { "tool_error" } else { "ok" };
+                self.metrics.calls.add(1, &label(outcome_label));
                 outcome
+            }
+            // The server answered with an error (unknown tool, bad
+            // arguments): the tool failed, the server is fine.
+            Ok(Err(ServiceError::McpError(error))) => {
+                self.metrics.calls.add(1, &label("tool_error"));
+                Outcome {
+                    result: json!({ "error": error.message, "code": error.code.0 }),
+                    is_error: true,
+                }
             }
             Ok(Err(err)) => {
                 self.metrics.calls.add(1, &label("unavailable"));

@@ -121,9 +121,11 @@ pub struct CreateChat {
     /// MCP servers to opt into, by name (their tools reach the model as
     /// `server__tool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::tools::mcp_servers_schema)]
     pub mcp_servers: Option<Vec<String>>,
     /// Tools the client runs: a call makes the chat `requires_action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
     pub client_tools: Option<Vec<ClientTool>>,
 }
 
@@ -166,9 +168,11 @@ pub struct UpdateChat {
     /// MCP servers to opt into (replaces the old list), by name (their tools reach the model as
     /// `server__tool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::tools::mcp_servers_schema)]
     pub mcp_servers: Option<Vec<String>>,
     /// Tools the client runs (replaces the old ones): a call makes the chat `requires_action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
     pub client_tools: Option<Vec<ClientTool>>,
 }
 

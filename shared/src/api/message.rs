@@ -122,6 +122,7 @@ pub struct SendMessage {
     pub model_config_id: Option<crate::ids::ModelConfigId>,
     /// Replace the tools the chat's client runs, from this message on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
     pub client_tools: Option<Vec<crate::tools::ClientTool>>,
 }
 

@@ -10,6 +10,8 @@ pub mod schema;
 mod tools;
 mod watch;
 
+pub(crate) use self::admin::optional_whole;
+
 pub use admin::{
     CreateModelConfig, CreateProvider, CreateToken, CreateUser, MAX_MODEL_NAME, MAX_PROVIDER_NAME,
     MAX_TOKEN_NAME, MAX_USERNAME, Model, ModelConfig, ModelList, Provider, Token, TokenCreated,
@@ -22,8 +24,8 @@ pub use message::{
     SendMessage, SendResult,
 };
 pub use tools::{
-    CreateMcpServer, McpServer, McpServerList, ToolResultInput, ToolResults, ToolResultsStored,
-    UpdateMcpServer,
+    CreateMcpServer, McpServer, McpServerList, McpServerTool, McpServerTools, ToolResultInput,
+    ToolResults, ToolResultsStored, UpdateMcpServer,
 };
 pub use watch::{WatchEvent, WatchKind};
 

@@ -86,11 +86,38 @@ pub struct McpServerList {
     pub mcp_servers: Vec<McpServer>,
 }
 
+/// One tool of an MCP server, as chats that opt into the server offer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct McpServerTool {
+    /// The name models see: `server__tool`.
+    pub name: String,
+    /// The tool's name on the server.
+    pub tool: String,
+    /// What it does, as the server says.
+    pub description: String,
+    /// JSON Schema of its arguments, as the server says.
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+    /// Whether it runs again after a crash (listed in `idempotent_tools`).
+    pub idempotent: bool,
+}
+
+/// `GET /admin/mcp-servers/{id}/tools`: what the server offers now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct McpServerTools {
+    /// The server.
+    pub server: McpServer,
+    /// Its tools that chats are offered (`allowed_tools` applied), in the
+    /// server's order.
+    pub tools: Vec<McpServerTool>,
+}
+
 /// `POST /admin/mcp-servers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMcpServer {
     /// Unique name: lowercase letters, digits, `-` and `_` (no `__`), at most 32.
+    #[schema(schema_with = crate::tools::mcp_server_name_schema)]
     pub name: String,
     /// The streamable HTTP endpoint (`http://` or `https://`).
     pub url: String,

@@ -76,6 +76,15 @@ impl Client {
         self.fetch(request.json(server)).await
     }
 
+    /// `GET /admin/mcp-servers/{id}/tools`: what the server offers now.
+    pub async fn list_mcp_server_tools(
+        &self,
+        server_id: crate::ids::McpServerId,
+    ) -> Result<crate::api::McpServerTools, ClientError> {
+        let path = format!("admin/mcp-servers/{server_id}/tools");
+        self.fetch(self.route(Method::GET, &path)?).await
+    }
+
     /// `PATCH /admin/mcp-servers/{id}`.
     pub async fn update_mcp_server(
         &self,

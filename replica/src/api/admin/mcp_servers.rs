@@ -4,7 +4,10 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateMcpServer, ErrorResponse, McpServer, McpServerList, UpdateMcpServer},
+    api::{
+        CreateMcpServer, ErrorResponse, McpServer, McpServerList, McpServerTool, McpServerTools,
+        UpdateMcpServer,
+    },
     db::mcp_servers::{McpServerChanges, NewMcpServer},
     ids::McpServerId,
     tools::is_tool_name,
@@ -19,6 +22,7 @@ use crate::{
         extract::{ApiJson, ApiPath},
     },
     operations::McpServerOutcome,
+    tools::mcp::McpError,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -29,6 +33,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
             update_mcp_server,
             delete_mcp_server
         ))
+        .routes(routes!(list_mcp_server_tools))
 }
 
 /// The path of an MCP server.
@@ -219,4 +224,47 @@ async fn delete_mcp_server(
     } else {
         Err(ApiError::not_found("MCP server"))
     }
+}
+
+/// The tools the server offers now (`allowed_tools` applied), asked afresh:
+/// this replica drops its cached session and list of the server first.
+#[utoipa::path(
+    get, path = "/admin/mcp-servers/{id}/tools", tag = "admin", params(McpServerPath),
+    responses(
+        (status = 200, body = McpServerTools, description = "The server and its tools"),
+        (status = 404, body = ErrorResponse, description = NO_SERVER),
+        (status = 502, body = ErrorResponse, description = "The server could not be reached, or did not \
+            answer the handshake or the listing in time (`mcp_server_unavailable`)"),
+    )
+)]
+async fn list_mcp_server_tools(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiPath(id): ApiPath<McpServerId>,
+) -> ApiResult<Json<McpServerTools>> {
+    let (server, tools) = match state.mcp.tools_of(id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(ApiError::not_found("MCP server")),
+        Err(McpError::Db(err)) => return Err(err.into()),
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "mcp_server_unavailable",
+                err.to_string(),
+            ));
+        }
+    };
+    Ok(Json(McpServerTools {
+        server: McpServer::from(&server),
+        tools: tools
+            .into_iter()
+            .map(|tool| McpServerTool {
+                name: tool.spec.name,
+                tool: tool.tool,
+                description: tool.spec.description,
+                parameters: tool.spec.parameters,
+                idempotent: tool.idempotent,
+            })
+            .collect(),
+    }))
 }
