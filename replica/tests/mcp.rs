@@ -23,7 +23,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, say},
+    app::{TestApp, say, tool_result_of as result_of},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -175,23 +175,6 @@ async fn turn_done(client: &Client, id: ChatId, turn: usize) -> Vec<chatd_shared
     .await
 }
 
-/// The result of call `call_id`.
-fn result_of(history: &[chatd_shared::api::Message], call_id: &str) -> (Value, bool) {
-    history
-        .iter()
-        .flat_map(|m| &m.content)
-        .find_map(|p| match p {
-            Part::ToolResult {
-                tool_call_id,
-                result,
-                is_error,
-                ..
-            } if tool_call_id == call_id => Some((result.clone(), *is_error)),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no result of {call_id} in {history:#?}"))
-}
-
 fn call(id: &str, tool: &str, args: Value) -> Value {
     json!({"name": format!("everything__{tool}"), "id": id, "args": args})
 }
@@ -231,6 +214,7 @@ async fn an_mcp_servers_tools_are_listed_and_called_from_turns_on_every_replica(
             "everything__trigger-long-running-operation"
         ]
     );
+    assert_eq!(tools.error, None);
     let sum = tools.tools.iter().find(|t| t.tool == "get-sum").unwrap();
     assert!(sum.idempotent);
     assert!(sum.parameters["properties"]["a"].is_object(), "{sum:#?}");
@@ -339,7 +323,7 @@ async fn a_server_killed_mid_call_gives_an_error_result_and_a_metric_never_a_stu
     })
     .await;
     let admin = app.admin(0);
-    register(&admin, &server).await;
+    let registered = register(&admin, &server).await;
     let (_, token) = app.user("mcp-victim").await;
     let client = app.client(0, &token);
     let id = create(
@@ -387,6 +371,16 @@ async fn a_server_killed_mid_call_gives_an_error_result_and_a_metric_never_a_stu
     .await;
     let history = turn_done(&client, id, 2).await;
     assert!(result_of(&history, "call_down").1);
+    // An admin asking for its tools is told why there are none.
+    let listed = admin.list_mcp_server_tools(registered.id).await.unwrap();
+    assert!(listed.tools.is_empty());
+    assert!(
+        listed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{listed:#?}"
+    );
 
     // Back on the same address: the next turn connects again.
     let _server = EverythingServer::start_on(server.port).await;
@@ -404,5 +398,66 @@ async fn a_server_killed_mid_call_gives_an_error_result_and_a_metric_never_a_stu
         result_of(&history, "call_back"),
         (json!("Echo: back"), false)
     );
+    app.shutdown().await;
+}
+
+/// Percentile `p` (0–100) of sorted `values`.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let index = ((values.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    values[index]
+}
+
+/// Not a check (nothing is asserted about time): what one MCP call adds to
+/// a step, against a built-in tool, from the database's timestamps (the
+/// assistant message recording the call → its result stored). Run with
+/// `cargo test -p chatd-replica --test mcp -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_the_cost_of_an_mcp_call_in_a_step() {
+    // Four messages a turn: one page of history holds them all.
+    const TURNS: usize = 45;
+    let server = EverythingServer::start().await;
+    let app = TestApp::start(1, |_| {}).await;
+    register(&app.admin(0), &server).await;
+    let (_, token) = app.user("mcp-bench").await;
+    let client = app.client(0, &token);
+    for (label, tool) in [
+        ("built-in current_time", "current_time"),
+        ("MCP everything__echo", "everything__echo"),
+    ] {
+        let script = json!({"steps": [
+            {"tool_calls": [{"name": tool, "id": "call_t", "args": {"message": "x"}}]},
+            {"text": "ok"}
+        ]});
+        let id = create(&client, script.clone()).await;
+        turn_done(&client, id, 1).await;
+        for turn in 2..=TURNS {
+            send(&client, id, script.clone()).await;
+            turn_done(&client, id, turn).await;
+        }
+        let history = client
+            .list_messages(
+                id,
+                &MessagesQuery {
+                    limit: Some(200),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .messages;
+        let mut costs: Vec<f64> = history
+            .windows(2)
+            .filter(|pair| pair[1].role == MessageRole::Tool)
+            .map(|pair| (pair[1].created_at - pair[0].created_at).as_seconds_f64() * 1000.0)
+            .collect();
+        costs.sort_by(f64::total_cmp);
+        println!(
+            "{label}: {} calls, call recorded → result stored: p50 {:.2} ms, p99 {:.2} ms",
+            costs.len(),
+            percentile(&costs, 50.0),
+            percentile(&costs, 99.0)
+        );
+    }
     app.shutdown().await;
 }

@@ -19,7 +19,7 @@ use chatd_shared::{
 };
 use common::{
     WAIT,
-    app::{TestApp, say},
+    app::{TestApp, say, tool_result_of as result_of},
 };
 use serde_json::{Value, json};
 
@@ -78,23 +78,6 @@ async fn messages(client: &Client, id: ChatId) -> Vec<api::Message> {
         .await
         .expect("messages")
         .messages
-}
-
-/// The result of call `call_id` in `history`.
-fn result_of(history: &[api::Message], call_id: &str) -> (Value, bool) {
-    history
-        .iter()
-        .flat_map(|m| &m.content)
-        .find_map(|p| match p {
-            Part::ToolResult {
-                tool_call_id,
-                result,
-                is_error,
-                ..
-            } if tool_call_id == call_id => Some((result.clone(), *is_error)),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no result of {call_id} in {history:#?}"))
 }
 
 /// The children of `parent`, from the chat list.
@@ -356,6 +339,69 @@ async fn subagents_are_one_level_deep_and_limited_with_clear_errors() {
     assert!(
         inner["error"].as_str().unwrap().contains("one level deep"),
         "{inner}"
+    );
+    app.shutdown().await;
+}
+
+/// Not a check (nothing is asserted about time): from a child's end to its
+/// parent running again, across three replicas, from the database's
+/// timestamps (the child's last reply stored → the parent's wait result
+/// stored, the first write of the run that resumes it). Run with
+/// `cargo test -p chatd-replica --test subagents -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_a_childs_end_to_its_parent_running_again() {
+    const PARENTS: usize = 60;
+    let app = TestApp::start(3, |_| {}).await;
+    let (_, token) = app.user("bench").await;
+    let clients: Vec<Client> = (0..3).map(|i| app.client(i, &token)).collect();
+    let script = json!({"steps": [
+        {"tool_calls": [spawn("call_a", "one two three four", 400)]},
+        {"tool_calls": [{"name": "wait_agent", "id": "call_wait", "args": {"timeout_s": 60}}]},
+        {"text": "done"}
+    ]});
+    let mut parents = Vec::new();
+    for i in 0..PARENTS {
+        parents.push(create(&clients[i % 3], script.clone()).await);
+    }
+    let mut gaps = Vec::new();
+    for parent in parents {
+        status_is(&clients[0], parent, ChatStatus::Waiting).await;
+        let history = messages(&clients[0], parent).await;
+        let kid = children(&clients[0], parent).await.remove(0);
+        let kid_history = messages(&clients[0], kid.id).await;
+        let child_end = kid_history.last().unwrap().created_at;
+        let asked = history
+            .iter()
+            .find(|m| {
+                m.content
+                    .iter()
+                    .any(|p| matches!(p, Part::ToolCall { id, .. } if id == "call_wait"))
+            })
+            .unwrap()
+            .created_at;
+        let answered = history
+            .iter()
+            .find(|m| {
+                m.content.iter().any(
+                    |p| matches!(p, Part::ToolResult { tool_call_id, .. } if tool_call_id == "call_wait"),
+                )
+            })
+            .unwrap()
+            .created_at;
+        // Only parents that waited (the child was still busy when asked).
+        if child_end > asked {
+            gaps.push((answered - child_end).as_seconds_f64() * 1000.0);
+        }
+    }
+    gaps.sort_by(f64::total_cmp);
+    let at = |p: f64| gaps[((gaps.len() as f64 - 1.0) * p / 100.0).round() as usize];
+    println!(
+        "{} parents waited: child's end → parent running again: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        gaps.len(),
+        at(50.0),
+        at(99.0),
+        gaps[gaps.len() - 1]
     );
     app.shutdown().await;
 }

@@ -85,6 +85,9 @@ pub struct McpTool {
 
 type Session = RunningService<RoleClient, ()>;
 
+/// A server's row and the tools it offers, or why it could not be asked.
+pub type ServerTools = (McpServer, Result<Vec<McpTool>, McpError>);
+
 /// Every replica's MCP clients and cached tool lists.
 pub struct McpTools {
     pool: Pool,
@@ -326,16 +329,14 @@ impl McpTools {
         Ok(Connected { session, tools })
     }
 
-    /// Server `id` and the tools it offers now, asked afresh: its cached
-    /// session and list are dropped first, so the next run connects anew
-    /// too. `None` when there is no such server. A disabled server is asked
-    /// all the same (an admin checks it before enabling it).
-    pub async fn tools_of(
-        &self,
-        id: McpServerId,
-    ) -> Result<Option<(McpServer, Vec<McpTool>)>, McpError> {
+    /// Server `id` and the tools it offers now, or why it could not be
+    /// asked, asked afresh: its cached session and list are dropped first,
+    /// so the next run connects anew too. `None` when there is no such
+    /// server. A disabled server is asked all the same (an admin checks it
+    /// before enabling it).
+    pub async fn tools_of(&self, id: McpServerId) -> Result<Option<ServerTools>, DbError> {
         let row = {
-            let client = self.pool.get().await.map_err(DbError::from)?;
+            let client = self.pool.get().await?;
             mcp_servers::get(&client, id).await?
         };
         let Some(server) = row else {
@@ -346,16 +347,16 @@ impl McpTools {
             state.connected.remove(&server.name);
             state.unreachable.remove(&server.name);
         }
-        let connected =
+        let tools =
             match tokio::time::timeout(self.config.connect_timeout, self.connect(&server)).await {
-                Ok(Ok(connected)) => connected,
-                Ok(Err(reason)) => return Err(self.unreachable(&server.name, reason)),
+                Ok(Ok(connected)) => Ok(connected.tools),
+                Ok(Err(reason)) => Err(self.unreachable(&server.name, reason)),
                 Err(_) => {
                     let reason = format!("no answer within {:?}", self.config.connect_timeout);
-                    return Err(self.unreachable(&server.name, reason));
+                    Err(self.unreachable(&server.name, reason))
                 }
             };
-        Ok(Some((server, connected.tools)))
+        Ok(Some((server, tools)))
     }
 
     /// Calls `tool` of `server` with `args`. Every failure is an error result:

@@ -108,8 +108,11 @@ pub struct McpServerTools {
     /// The server.
     pub server: McpServer,
     /// Its tools that chats are offered (`allowed_tools` applied), in the
-    /// server's order.
+    /// server's order; empty when it could not be asked.
     pub tools: Vec<McpServerTool>,
+    /// Why the server could not be asked (unreachable, no answer to the
+    /// handshake or the listing in time); `null` when it answered.
+    pub error: Option<String>,
 }
 
 /// `POST /admin/mcp-servers`.
@@ -123,12 +126,15 @@ pub struct CreateMcpServer {
     pub url: String,
     /// Sent as `Authorization: Bearer …` (never shown back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = secret_schema)]
     pub bearer_token: Option<String>,
     /// Tools offered to models (default: every tool the server lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = tool_names_schema)]
     pub allowed_tools: Option<Vec<String>>,
     /// Tools safe to run again after a crash (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = tool_names_schema)]
     pub idempotent_tools: Option<Vec<String>>,
     /// Enabled? (default true)
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +156,7 @@ pub struct UpdateMcpServer {
         deserialize_with = "nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = secret_schema)]
     pub bearer_token: Option<Option<String>>,
     /// New allowed tools, or `null` for every tool.
     #[serde(
@@ -158,14 +164,31 @@ pub struct UpdateMcpServer {
         deserialize_with = "nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = tool_names_schema)]
     pub allowed_tools: Option<Option<Vec<String>>>,
     /// New idempotent tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = tool_names_schema)]
     pub idempotent_tools: Option<Vec<String>>,
     /// Enabled?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+/// A bearer secret, or `null`.
+fn secret_schema() -> utoipa::openapi::Object {
+    super::schema::or_null(super::schema::secret())
+}
+
+/// Names of a server's tools, or `null`.
+fn tool_names_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::Array,
+            utoipa::openapi::Type::Null,
+        ]))
+        .items(super::schema::tool_name())
+        .build()
 }
 
 /// For PATCH bodies: a field left out (`None`) or set to `null` (`Some(None)`).

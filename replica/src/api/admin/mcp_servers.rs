@@ -22,7 +22,6 @@ use crate::{
         extract::{ApiJson, ApiPath},
     },
     operations::McpServerOutcome,
-    tools::mcp::McpError,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -227,14 +226,14 @@ async fn delete_mcp_server(
 }
 
 /// The tools the server offers now (`allowed_tools` applied), asked afresh:
-/// this replica drops its cached session and list of the server first.
+/// this replica drops its cached session and list of the server first. A
+/// server that cannot be asked is no failure of this request: `error` says
+/// why.
 #[utoipa::path(
     get, path = "/admin/mcp-servers/{id}/tools", tag = "admin", params(McpServerPath),
     responses(
-        (status = 200, body = McpServerTools, description = "The server and its tools"),
+        (status = 200, body = McpServerTools, description = "The server and its tools, or why it could not be asked"),
         (status = 404, body = ErrorResponse, description = NO_SERVER),
-        (status = 502, body = ErrorResponse, description = "The server could not be reached, or did not \
-            answer the handshake or the listing in time (`mcp_server_unavailable`)"),
     )
 )]
 async fn list_mcp_server_tools(
@@ -242,20 +241,16 @@ async fn list_mcp_server_tools(
     _: Admin,
     ApiPath(id): ApiPath<McpServerId>,
 ) -> ApiResult<Json<McpServerTools>> {
-    let (server, tools) = match state.mcp.tools_of(id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Err(ApiError::not_found("MCP server")),
-        Err(McpError::Db(err)) => return Err(err.into()),
-        Err(err) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "mcp_server_unavailable",
-                err.to_string(),
-            ));
-        }
+    let Some((server, tools)) = state.mcp.tools_of(id).await? else {
+        return Err(ApiError::not_found("MCP server"));
+    };
+    let (tools, error) = match tools {
+        Ok(tools) => (tools, None),
+        Err(err) => (Vec::new(), Some(err.to_string())),
     };
     Ok(Json(McpServerTools {
         server: McpServer::from(&server),
+        error,
         tools: tools
             .into_iter()
             .map(|tool| McpServerTool {
