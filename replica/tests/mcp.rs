@@ -159,8 +159,13 @@ async fn turn_done(client: &Client, id: ChatId, turn: usize) -> Vec<chatd_shared
             if chat.status != ChatStatus::Waiting {
                 return None;
             }
+            // One page holds every message of the turns these tests run.
+            let page = MessagesQuery {
+                limit: Some(200),
+                ..Default::default()
+            };
             let messages = client
-                .list_messages(id, &MessagesQuery::default())
+                .list_messages(id, &page)
                 .await
                 .expect("messages")
                 .messages;

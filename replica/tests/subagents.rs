@@ -368,8 +368,10 @@ async fn measure_a_childs_end_to_its_parent_running_again() {
     for parent in parents {
         status_is(&clients[0], parent, ChatStatus::Waiting).await;
         let history = messages(&clients[0], parent).await;
-        let kid = children(&clients[0], parent).await.remove(0);
-        let kid_history = messages(&clients[0], kid.id).await;
+        let kid: ChatId =
+            serde_json::from_value(result_of(&history, "call_a").0["agent_id"].clone())
+                .expect("the spawn's agent_id");
+        let kid_history = messages(&clients[0], kid).await;
         let child_end = kid_history.last().unwrap().created_at;
         let asked = history
             .iter()
