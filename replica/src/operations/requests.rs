@@ -505,11 +505,14 @@ impl ChatOps {
             return Ok(QueuedOutcome::QueuedNotFound);
         }
         self.announce([Change::Queue(id)]);
+        // The queue as promoted, read before the interrupt: the worker may
+        // pop the promoted message as soon as it hears the interrupt.
+        let queue = {
+            let client = self.pool.get().await?;
+            queued_messages::list(&client, id).await?
+        };
         self.interrupt(access, id).await?;
-        let client = self.pool.get().await?;
-        Ok(QueuedOutcome::Done(
-            queued_messages::list(&client, id).await?,
-        ))
+        Ok(QueuedOutcome::Done(queue))
     }
 
     /// Removes queued message `queued_id`. Announces the queue change.
