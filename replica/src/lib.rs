@@ -5,7 +5,8 @@
 //! - [`llm`]: streaming model providers behind one trait; [`models`]: the
 //!   cached catalog of model configs and their providers.
 //! - [`turn`]: the turn loop, the [`runtime::ChatRunner`] of a real replica.
-//! - [`tools`]: what the model can call.
+//! - [`tools`]: what the model can call (built-in, MCP, client tools, the
+//!   tool-call ledger); [`agents`]: subagents as tools.
 //! - [`operations`]: every transition of a chat, each announced (DESIGN §3).
 //! - [`streams`]: parts and messages for local subscribers, wherever the
 //!   chat runs (hub, feeds, following runs on peers through the relay).
@@ -14,6 +15,7 @@
 //! - [`files`]: attachments (uploads typed by their content, the storage
 //!   trait); [`webhooks`]: turn-end webhooks and the sender (DESIGN §17).
 
+pub mod agents;
 pub mod api;
 pub mod bootstrap;
 pub mod files;

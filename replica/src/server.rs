@@ -39,7 +39,7 @@ use crate::{
         relay::{HubSink, HubSource, ReplicaDirectory},
     },
     telemetry::Telemetry,
-    tools::ToolRegistry,
+    tools::{ToolRegistry, mcp::McpTools},
     turn::{TurnConfig, TurnMetrics, TurnRunner},
     webhooks::{TargetPolicy, Webhooks},
 };
@@ -152,6 +152,7 @@ struct Core {
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
     files: Files,
+    mcp: Arc<McpTools>,
 }
 
 impl Core {
@@ -182,6 +183,8 @@ impl Core {
                 .watch(pubsub.clone(), stops.background.clone()),
         );
         let files = Files::new(PgFileStore::new(pool.clone()), config.api.max_file_size);
+        let mcp = McpTools::new(pool.clone(), config.turn.mcp, &meter);
+        tracker.spawn(mcp.clone().watch(pubsub.clone(), stops.background.clone()));
         let runner = Arc::new(
             TurnRunner::new(
                 catalog,
@@ -189,7 +192,8 @@ impl Core {
                 config.turn.clone(),
                 TurnMetrics::new(&meter),
             )
-            .with_file_store(files.store().clone()),
+            .with_file_store(files.store().clone())
+            .with_mcp(mcp.clone()),
         );
         Ok(Self {
             telemetry,
@@ -198,6 +202,7 @@ impl Core {
             hub,
             runner,
             files,
+            mcp,
         })
     }
 
@@ -246,6 +251,7 @@ impl Replica {
                 pool: core.pool.clone(),
                 pubsub: core.pubsub.clone(),
                 ops: core.ops(),
+                mcp: core.mcp.clone(),
                 streams,
                 readiness: readiness(&runtime, &core.pubsub, &stops.draining),
                 shutdown: stops.streams.clone(),

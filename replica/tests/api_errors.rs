@@ -227,6 +227,12 @@ async fn bad_input_on_every_write_route_is_refused_and_writes_nothing() {
         (Method::PATCH, chat_path.clone()),
         (Method::POST, messages.clone()),
         (Method::PATCH, format!("{messages}/1")),
+        (Method::POST, format!("{chat_path}/tool-results")),
+        (Method::POST, "/admin/mcp-servers".to_owned()),
+        (
+            Method::PATCH,
+            format!("/admin/mcp-servers/{}", uuid::Uuid::new_v4()),
+        ),
     ] {
         expect(
             &client,
@@ -683,4 +689,108 @@ async fn bad_input_on_the_file_and_webhook_routes_is_refused_and_writes_nothing(
         before,
         "nothing was written"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_mcp_servers_and_tool_results_are_refused_with_their_codes() {
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let json_body = |value: serde_json::Value| Some(RawBody::Json(value));
+    let server = |name: &str, url: &str| json_body(json!({"name": name, "url": url}));
+    let servers = "/admin/mcp-servers";
+    for (body, code) in [
+        (server("Has Caps", "http://x/mcp"), "invalid_name"),
+        (server("a__b", "http://x/mcp"), "invalid_name"),
+        (server("ok", "ftp://x/mcp"), "invalid_url"),
+        (server("ok", "not a url"), "invalid_url"),
+        (
+            json_body(json!({"name": "ok", "url": "http://x/mcp", "allowed_tools": ["a b"]})),
+            "invalid_tools",
+        ),
+        (
+            json_body(json!({"name": "ok", "url": "http://x/mcp", "bearer_token": ""})),
+            "invalid_bearer_token",
+        ),
+    ] {
+        expect(&client, Method::POST, servers, body, 422, code).await;
+    }
+    let created = client
+        .raw(Method::POST, servers, server("one", "http://x/mcp"), &[])
+        .await
+        .unwrap();
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    expect(
+        &client,
+        Method::POST,
+        servers,
+        server("one", "http://y/mcp"),
+        409,
+        "name_taken",
+    )
+    .await;
+    let missing = format!("{servers}/{}", uuid::Uuid::new_v4());
+    for method in [Method::GET, Method::DELETE] {
+        expect(&client, method, &missing, None, 404, "not_found").await;
+    }
+    expect(
+        &client,
+        Method::GET,
+        &format!("{missing}/tools"),
+        None,
+        404,
+        "not_found",
+    )
+    .await;
+    expect(
+        &client,
+        Method::PATCH,
+        &missing,
+        json_body(json!({})),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        client.list_mcp_servers().await.unwrap().mcp_servers.len(),
+        1
+    );
+
+    // A chat may opt only into servers that exist, and results go to a
+    // chat that waits for them.
+    expect(
+        &client,
+        Method::POST,
+        "/chats",
+        json_body(json!({"mcp_servers": ["nope"]})),
+        422,
+        "unknown_mcp_server",
+    )
+    .await;
+    let chat = client
+        .create_chat(&CreateChat::default(), None)
+        .await
+        .unwrap()
+        .body;
+    let results = format!("/chats/{}/tool-results", chat.id);
+    let answer = json_body(json!({"results": [{"tool_call_id": "call_x", "result": 1}]}));
+    expect(
+        &client,
+        Method::POST,
+        &results,
+        answer.clone(),
+        422,
+        "unknown_tool_call",
+    )
+    .await;
+    let missing_chat = format!("/chats/{}/tool-results", uuid::Uuid::new_v4());
+    expect(
+        &client,
+        Method::POST,
+        &missing_chat,
+        answer,
+        404,
+        "not_found",
+    )
+    .await;
+    app.shutdown().await;
 }

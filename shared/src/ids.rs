@@ -108,6 +108,10 @@ uuid_id!(
     /// One webhook delivery (an outbox row): the id receivers de-duplicate by.
     DeliveryId
 );
+uuid_id!(
+    /// An MCP server an admin registered.
+    McpServerId
+);
 
 impl ReplicaId {
     /// The key of the session-level advisory lock this replica holds on its

@@ -103,11 +103,13 @@ async fn send_message(
 ) -> ApiResult<(StatusCode, Json<SendResult>)> {
     let key = idempotency_key(&headers)?;
     let content = user_content(body.content, body.text).map_err(content_error)?;
+    super::tools::check_chat_tools(&state, None, body.client_tools.as_deref()).await?;
     let request = SendRequest {
         content: &content,
         behavior: body.busy_behavior.unwrap_or_default(),
         model: body.model_config_id,
         idempotency_key: key.as_deref(),
+        client_tools: body.client_tools.as_deref(),
     };
     let sent = |message: &chatd_shared::db::messages::Message| {
         Json(SendResult::Sent {

@@ -19,6 +19,7 @@ mod ops;
 mod queue;
 mod request;
 mod stream;
+mod tools;
 mod transport;
 mod users;
 mod watch;
@@ -44,9 +45,10 @@ use self::{
 };
 use crate::{
     files::Files,
-    operations::{Accounts, Catalog, ChatOps},
+    operations::{Accounts, Catalog, ChatOps, McpServers},
     streams::Streams,
     telemetry::Telemetry,
+    tools::mcp::McpTools,
     webhooks::Webhooks,
 };
 
@@ -107,6 +109,10 @@ pub struct AppInner {
     pub catalog: Catalog,
     /// Users and tokens: what admin and user handlers, and authentication, call.
     pub accounts: Accounts,
+    /// MCP servers: what `/admin/mcp-servers` calls.
+    pub mcp_servers: McpServers,
+    /// This replica's MCP clients: what listing a server's tools asks.
+    pub mcp: Arc<McpTools>,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -145,6 +151,8 @@ pub struct ApiParts {
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
+    /// The replica's MCP clients.
+    pub mcp: Arc<McpTools>,
     /// The replica's streams.
     pub streams: Arc<Streams>,
     /// `/readyz`.
@@ -169,8 +177,10 @@ impl AppState {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
+            mcp: parts.mcp,
             streams: parts.streams,
             tokens: TokenCache::new(),
             readiness: parts.readiness,
@@ -190,6 +200,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
+        .merge(tools::routes())
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())

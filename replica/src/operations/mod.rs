@@ -10,19 +10,29 @@
 //!   API serves, with the same visibility rule.
 //! - [`worker`]: what a replica does with the chats it runs: claim, persist
 //!   a step, finish a turn, hand back, the heartbeat's recovery, retries.
+//! - [`waits`]: chats that wait on something outside themselves: calls
+//!   recorded before they run, a run ending in `requires_action` or
+//!   `waiting_on_agents`, client tool results, a subagent's end waking its
+//!   parent (invariant 16).
+//! - [`agents`]: subagents: spawning one from a parent's run, and an
+//!   interrupt or deletion of a parent reaching its children.
 //!
 //! Beside the chats, the same rule holds for what admins change: [`Catalog`]
-//! (providers and model configs, and the bootstrap's provider) and
-//! [`Accounts`] (users and tokens), announced through the same [`announce`].
+//! (providers and model configs, and the bootstrap's provider),
+//! [`Accounts`] (users and tokens) and [`McpServers`], announced through the
+//! same [`announce`].
 //!
 //! HTTP handlers parse, authorize, call one operation and map its outcome
 //! to a status; the runtime and the turn loop call the worker's side. New
 //! features add an operation or extend one, never a handler.
 
 mod accounts;
+mod agents;
 mod announce;
 mod catalog;
+mod mcp_servers;
 mod requests;
+mod waits;
 mod worker;
 
 use chatd_shared::{
@@ -46,6 +56,10 @@ pub use self::{
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,
     },
     worker::{BeatError, Claim},
+};
+pub use self::{
+    agents::SpawnRequest,
+    mcp_servers::{McpServerOutcome, McpServers},
 };
 
 /// Whose chats a request may see and change: the caller's own, or every

@@ -116,6 +116,11 @@ impl ChatOps {
             }
         };
         self.announce(messages.into_iter().chain([next]));
+        if let Some(parent) = released.parent_chat_id
+            && released.status.is_idle()
+        {
+            self.child_idle(parent, chat_id).await;
+        }
         Ok(Some((committed, released)))
     }
 
@@ -167,7 +172,13 @@ impl ChatOps {
                 return Err(BeatError::Timeout(lease_ttl));
             }
         };
-        self.announce(beat.recovered.iter().copied().map(Change::Pending));
+        self.announce(
+            beat.recovered
+                .iter()
+                .chain(&beat.woken)
+                .copied()
+                .map(Change::Pending),
+        );
         Ok(beat)
     }
 

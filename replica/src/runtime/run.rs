@@ -8,6 +8,7 @@ use chatd_shared::db::{
     chats::Chat,
     lifecycle::{Fence, Released, StepMessage, TurnEnd},
     messages::Message,
+    tool_calls::{NewCall, Suspended, WaitDeadline},
 };
 
 use super::registry::{RunControl, StopReason};
@@ -143,6 +144,37 @@ impl RunContext {
         self.check_running()?;
         match self.ops.persist_step(&self.fence, step).await? {
             Some(written) => Ok(written),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Stores a step's assistant message with its tool calls recorded in
+    /// the ledger, in one fenced statement, before any of them runs.
+    pub async fn record_calls(
+        &self,
+        assistant: &StepMessage,
+        calls: &[NewCall],
+    ) -> Result<Message, RunError> {
+        self.check_running()?;
+        match self.ops.record_calls(&self.fence, assistant, calls).await? {
+            Some(message) => Ok(message),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Ends the run by waiting on something outside the chat (client
+    /// results, subagents), in one fenced statement: the chat leaves
+    /// `running` and the run holds no slot (invariant 16). On
+    /// [`Suspended::Interrupted`] nothing changed and the run must handle
+    /// the interrupt.
+    pub async fn suspend(&self, waits: &[WaitDeadline]) -> Result<Suspended, RunError> {
+        self.check_running()?;
+        match self.ops.suspend(&self.fence, waits).await? {
+            Some(Suspended::Interrupted) => Ok(Suspended::Interrupted),
+            Some(suspended) => {
+                self.control.released();
+                Ok(suspended)
+            }
             None => Err(self.lost()),
         }
     }

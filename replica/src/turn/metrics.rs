@@ -19,6 +19,7 @@ pub struct TurnMetrics {
     provider_requests: Counter<u64>,
     retries: Counter<u64>,
     tool_calls: Counter<u64>,
+    suspended: Counter<u64>,
 }
 
 impl TurnMetrics {
@@ -61,6 +62,10 @@ impl TurnMetrics {
                 .u64_counter("chatd_tool_calls")
                 .with_description("Tool calls, by tool and outcome")
                 .build(),
+            suspended: meter
+                .u64_counter("chatd_runs_suspended")
+                .with_description("Runs that ended waiting on the client or on subagents, by the status they left (requires_action, waiting_on_agents, pending)")
+                .build(),
         }
     }
 
@@ -96,6 +101,10 @@ impl TurnMetrics {
                 KeyValue::new("kind", kind),
             ],
         );
+    }
+
+    pub(crate) fn suspended(&self, status: &'static str) {
+        self.suspended.add(1, &[KeyValue::new("status", status)]);
     }
 
     pub(crate) fn tool_call(&self, tool: &str, is_error: bool) {

@@ -6,6 +6,7 @@
 //! backoff; an interrupt saves the partial step (with error results for the
 //! tool calls that have none) and releases; a stop writes nothing.
 
+mod calls;
 mod draft;
 mod metrics;
 mod prompt;
@@ -17,7 +18,8 @@ use chatd_shared::{
     api,
     db::{
         DbError,
-        lifecycle::{StepMessage, TurnEnd},
+        agents::AgentLimits,
+        lifecycle::{Released, StepMessage, TurnEnd},
         messages,
         model_configs::ModelConfig,
     },
@@ -25,17 +27,22 @@ use chatd_shared::{
     status::MessageRole,
     stream::StreamEvent,
 };
-use futures::{StreamExt, stream::FuturesOrdered};
+use futures::StreamExt;
 use tokio::time::Instant;
 
+use self::calls::CallsEnd;
 pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
+    agents::AgentContext,
     files::{FileStore, PgFileStore, StoreError, attach_to_prompt},
     llm::{self, Prompt, ProviderError, StreamTimeouts},
     models::{ModelCatalog, ResolvedModel},
-    runtime::{ChatRunner, RunContext, RunControl, RunError},
+    runtime::{ChatRunner, RunContext, RunError},
     streams::RunStream,
-    tools::{Call, Outcome, ToolRegistry},
+    tools::{
+        Call, ChatToolset, Outcome, ToolRegistry, ledger,
+        mcp::{McpConfig, McpTools},
+    },
 };
 
 /// How turns run.
@@ -47,6 +54,10 @@ pub struct TurnConfig {
     pub timeouts: StreamTimeouts,
     /// Retries of failed model calls.
     pub retry: RetryPolicy,
+    /// How many subagents a chat and a user may have.
+    pub agents: AgentLimits,
+    /// Time limits of MCP tool calls.
+    pub mcp: McpConfig,
 }
 
 impl Default for TurnConfig {
@@ -55,6 +66,8 @@ impl Default for TurnConfig {
             max_steps: 25,
             timeouts: StreamTimeouts::default(),
             retry: RetryPolicy::default(),
+            agents: AgentLimits::default(),
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -63,6 +76,7 @@ impl Default for TurnConfig {
 pub struct TurnRunner {
     catalog: Arc<ModelCatalog>,
     tools: ToolRegistry,
+    mcp: Option<Arc<McpTools>>,
     config: TurnConfig,
     metrics: TurnMetrics,
     /// Where attachments are read from (`None`: PostgreSQL, on the run's pool).
@@ -80,6 +94,7 @@ impl TurnRunner {
         Self {
             catalog,
             tools,
+            mcp: None,
             config,
             metrics,
             files: None,
@@ -104,6 +119,19 @@ impl TurnRunner {
                 StoreError::Db(db) => RunError::Db(db),
             })
     }
+
+    /// Offers chats the tools of the MCP servers they opt into.
+    pub fn with_mcp(mut self, mcp: Arc<McpTools>) -> Self {
+        self.mcp = Some(mcp);
+        self
+    }
+}
+
+/// What a run loads once and keeps in step with what it persists.
+struct Loaded {
+    model: Arc<ResolvedModel>,
+    prompt: Prompt,
+    tools: Arc<ChatToolset>,
 }
 
 /// How a turn ended.
@@ -132,14 +160,14 @@ impl ChatRunner for TurnRunner {
         let mut step: i32 = 0;
         // The prompt is loaded once per run and then kept in step with what
         // this run persists: nobody else can add to a chat we own.
-        let mut prompt: Option<(Arc<ResolvedModel>, Prompt)> = None;
+        let mut prompt: Option<Loaded> = None;
         loop {
             let started = Instant::now();
             let flow = self.turn(&mut run, &mut step, &mut prompt).await;
             match flow {
                 Ok(TurnFlow::Continue(next)) => {
-                    if let Some((_, prompt)) = prompt.as_mut() {
-                        prompt::append(prompt, std::slice::from_ref(&next));
+                    if let Some(loaded) = prompt.as_mut() {
+                        prompt::append(&mut loaded.prompt, std::slice::from_ref(&next));
                     }
                     run.stream().event(StreamEvent::Message {
                         chat_id: next.chat_id,
@@ -179,8 +207,9 @@ impl TurnRunner {
         &self,
         run: &mut RunContext,
         step: &mut i32,
-        loaded: &mut Option<(Arc<ResolvedModel>, Prompt)>,
+        loaded: &mut Option<Loaded>,
     ) -> Result<TurnFlow, RunError> {
+        let mut resume = Vec::new();
         if loaded.is_none() {
             let model = match self.catalog.resolve(run.chat().model_config_id).await {
                 Ok(model) => model,
@@ -190,7 +219,10 @@ impl TurnRunner {
                 let client = run.db().get().await.map_err(DbError::from)?;
                 messages::list_for_prompt(&client, run.fence().chat_id).await?
             };
-            let prompt = prompt::build(run.chat(), &model, &self.tools, &history);
+            let tools = Arc::new(self.toolset(run).await);
+            let prompt = prompt::build(run.chat(), &model, tools.specs(), &history);
+            // A run that takes a turn over: the last step's calls without a result.
+            resume = ledger::unresolved(&history);
             // The message that started the turn reaches local subscribers
             // before anything this run writes.
             if run.stream().has_subscribers() {
@@ -206,12 +238,32 @@ impl TurnRunner {
                     .collect();
                 run.stream().preceding(&visible);
             }
-            *loaded = Some((model, prompt));
+            *loaded = Some(Loaded {
+                model,
+                prompt,
+                tools,
+            });
         }
-        let Some((model, prompt)) = loaded.as_mut() else {
+        let Some(Loaded {
+            model,
+            prompt,
+            tools,
+        }) = loaded.as_mut()
+        else {
             unreachable!("loaded above");
         };
         let model = model.clone();
+        if !resume.is_empty() {
+            let planned = self.plan_resume(run, tools, resume).await?;
+            match self.answer(run, tools, *step, &planned, prompt).await? {
+                CallsEnd::Answered => *step += 1,
+                CallsEnd::Released(released) => {
+                    *step += 1;
+                    return Ok(flow(*released));
+                }
+                CallsEnd::Suspended => return Ok(TurnFlow::Done),
+            }
+        }
         for _ in 0..self.config.max_steps {
             self.attach_files(run, prompt).await?;
             let step_started = Instant::now();
@@ -241,41 +293,38 @@ impl TurnRunner {
                 // Interrupted before the model said anything: nothing to save.
                 return self.release(run, TurnEnd::Done).await;
             }
-            let (outcomes, interrupted) = if interrupted {
-                (
-                    vec![Outcome::error("interrupted before the tool ran"); calls.len()],
-                    true,
-                )
-            } else {
-                match self.run_tools(run, *step, &calls).await {
-                    Some(outcomes) => outcomes,
-                    None => {
-                        return Err(RunError::Stopped(
-                            run.stop_reason()
-                                .unwrap_or(crate::runtime::StopReason::OwnershipLost),
-                        ));
-                    }
-                }
-            };
-            let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
-            let last = interrupted || calls.is_empty();
-            if last {
-                // The usual end of a turn: the last step and the release in one statement.
+            if interrupted || calls.is_empty() {
+                // The usual end of a turn: the last step and the release in
+                // one statement. Calls of an interrupted model call never ran.
+                let outcomes = vec![Outcome::error("interrupted before the tool ran"); calls.len()];
+                let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
                 let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
                 self.committed(run, *step, &committed);
                 prompt::append(prompt, &committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
                 *step += 1;
-                return Ok(match released.next {
-                    Some(next) => TurnFlow::Continue(Box::new(next)),
-                    None => TurnFlow::Done,
-                });
+                return Ok(flow(released));
             }
-            let committed = run.persist_step(&rows).await?;
-            self.committed(run, *step, &committed);
-            prompt::append(prompt, &committed);
+            // A step with calls: its message and the calls on record first,
+            // then each result as it comes.
+            let assistant = assistant_row(&model.config, *step, &draft, runtime_ms);
+            let records: Vec<_> = calls
+                .iter()
+                .map(|call| tools.record_of(call, &tools.route(&call.name)))
+                .collect();
+            let message = run.record_calls(&assistant, &records).await?;
+            let message = std::slice::from_ref(&message);
+            self.committed(run, *step, message);
+            prompt::append(prompt, message);
+            let planned = self.plan_step(tools, &calls).await;
+            let end = self.answer(run, tools, *step, &planned, prompt).await?;
             self.metrics.step(step_started.elapsed().as_secs_f64());
             *step += 1;
+            match end {
+                CallsEnd::Answered => {}
+                CallsEnd::Released(released) => return Ok(flow(*released)),
+                CallsEnd::Suspended => return Ok(TurnFlow::Done),
+            }
         }
         let limit = self.config.max_steps;
         self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
@@ -284,11 +333,26 @@ impl TurnRunner {
 
     /// Ends the turn; `Continue` when a queued message is next.
     async fn release(&self, run: &mut RunContext, end: TurnEnd) -> Result<TurnFlow, RunError> {
-        let released = run.release(end).await?;
-        Ok(match released.next {
-            Some(next) => TurnFlow::Continue(Box::new(next)),
-            None => TurnFlow::Done,
-        })
+        Ok(flow(run.release(end).await?))
+    }
+
+    /// The tools of `run`'s chat.
+    async fn toolset(&self, run: &RunContext) -> ChatToolset {
+        let chat = run.chat();
+        let agents = AgentContext::new(
+            run.ops().clone(),
+            *run.fence(),
+            Arc::new(chat.clone()),
+            self.config.agents,
+        );
+        ChatToolset::new(
+            self.tools.clone(),
+            agents,
+            self.mcp.clone(),
+            &chat.mcp_servers,
+            chat.client_tools.clone(),
+        )
+        .await
     }
 
     /// Ends the turn in `error` with `last_error` set.
@@ -384,50 +448,6 @@ impl TurnRunner {
         run.ops().retrying(run.fence(), attempt, delay_ms, error);
     }
 
-    /// Runs the step's calls in parallel, streaming each result in call
-    /// order as soon as it and all before it are done. `None` when stopped.
-    /// On interrupt the calls still running get error results.
-    async fn run_tools(
-        &self,
-        run: &mut RunContext,
-        step: i32,
-        calls: &[Call],
-    ) -> Option<(Vec<Outcome>, bool)> {
-        if calls.is_empty() {
-            return Some((Vec::new(), false));
-        }
-        let control: Arc<RunControl> = run.control();
-        let mut pending: FuturesOrdered<_> =
-            calls.iter().map(|call| self.tools.run(call)).collect();
-        let mut outcomes = Vec::with_capacity(calls.len());
-        let mut interrupted = false;
-        while outcomes.len() < calls.len() {
-            tokio::select! {
-                biased;
-                _ = control.cancelled() => return None,
-                _ = control.interrupted() => {
-                    interrupted = true;
-                    break;
-                }
-                Some(outcome) = pending.next() => {
-                    let call = &calls[outcomes.len()];
-                    self.metrics.tool_call(&call.name, outcome.is_error);
-                    run.stream().part(step, result_part(call, &outcome));
-                    outcomes.push(outcome);
-                }
-            }
-        }
-        // Dropping the rest aborts their tasks; they get error results.
-        drop(pending);
-        while outcomes.len() < calls.len() {
-            let call = &calls[outcomes.len()];
-            let outcome = Outcome::error("interrupted before the tool finished");
-            run.stream().part(step, result_part(call, &outcome));
-            outcomes.push(outcome);
-        }
-        Some((outcomes, interrupted))
-    }
-
     /// Hands committed messages to the hub: they supersede the step's parts.
     fn committed(&self, run: &mut RunContext, step: i32, committed: &[messages::Message]) {
         let views: Vec<api::Message> = committed.iter().map(api::Message::from).collect();
@@ -444,8 +464,20 @@ fn step_rows(
     outcomes: &[Outcome],
     runtime_ms: i64,
 ) -> Vec<StepMessage> {
+    let mut rows = vec![assistant_row(model, step, draft, runtime_ms)];
+    rows.extend(
+        calls
+            .iter()
+            .zip(outcomes)
+            .map(|(call, outcome)| calls::tool_row(step, call, outcome)),
+    );
+    rows
+}
+
+/// The assistant message of a step.
+fn assistant_row(model: &ModelConfig, step: i32, draft: &Draft, runtime_ms: i64) -> StepMessage {
     let usage = draft.usage();
-    let mut rows = vec![StepMessage {
+    StepMessage {
         role: MessageRole::Assistant,
         content: draft.parts(),
         model_config_id: Some(model.id),
@@ -453,22 +485,15 @@ fn step_rows(
         usage,
         cost_micros: cost_micros(model, &usage),
         runtime_ms: Some(runtime_ms),
-    }];
-    rows.extend(
-        calls
-            .iter()
-            .zip(outcomes)
-            .map(|(call, outcome)| StepMessage {
-                role: MessageRole::Tool,
-                content: vec![result_part(call, outcome)],
-                model_config_id: None,
-                step,
-                usage: Usage::default(),
-                cost_micros: None,
-                runtime_ms: None,
-            }),
-    );
-    rows
+    }
+}
+
+/// How a run goes on after a release.
+fn flow(released: Released) -> TurnFlow {
+    match released.next {
+        Some(next) => TurnFlow::Continue(Box::new(next)),
+        None => TurnFlow::Done,
+    }
 }
 
 /// One attempt of a step's model call.

@@ -7,16 +7,15 @@ use chatd_shared::{
 };
 
 use crate::{
-    llm::{Prompt, PromptMessage},
+    llm::{Prompt, PromptMessage, ToolSpec},
     models::ResolvedModel,
-    tools::ToolRegistry,
 };
 
-/// The prompt for `chat` with `history` (in id order).
+/// The prompt for `chat` with `history` (in id order), offering `tools`.
 pub fn build(
     chat: &Chat,
     model: &ResolvedModel,
-    tools: &ToolRegistry,
+    tools: Vec<ToolSpec>,
     history: &[Message],
 ) -> Prompt {
     let mut system: Vec<String> = chat.system_prompt.iter().cloned().collect();
@@ -50,7 +49,7 @@ pub fn build(
         model: model.config.model.clone(),
         system: (!system.is_empty()).then(|| system.join("\n\n")),
         messages,
-        tools: tools.specs(),
+        tools,
         max_output_tokens: u32::try_from(model.config.max_output_tokens).unwrap_or(4096),
         options: model.config.options.clone(),
         files: Default::default(),

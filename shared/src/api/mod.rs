@@ -8,8 +8,11 @@ mod error;
 mod files;
 mod message;
 pub mod schema;
+mod tools;
 mod watch;
 mod webhooks;
+
+pub(crate) use self::admin::optional_whole;
 
 pub use admin::{
     CreateModelConfig, CreateProvider, CreateToken, CreateUser, MAX_MODEL_NAME, MAX_PROVIDER_NAME,
@@ -22,6 +25,10 @@ pub use files::File;
 pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,
     SendMessage, SendResult,
+};
+pub use tools::{
+    CreateMcpServer, McpServer, McpServerList, McpServerTool, McpServerTools, ToolResultInput,
+    ToolResults, ToolResultsStored, UpdateMcpServer,
 };
 pub use watch::{WatchEvent, WatchKind};
 pub use webhooks::{

@@ -9,9 +9,11 @@
 //! pooled connection or inside a transaction, and use `prepare_cached` so a
 //! statement is parsed once per connection.
 
+pub mod agents;
 pub mod chats;
 pub mod files;
 pub mod lifecycle;
+pub mod mcp_servers;
 pub mod messages;
 pub mod model_configs;
 pub mod pool;
@@ -19,6 +21,7 @@ pub mod providers;
 pub mod queued_messages;
 pub mod replicas;
 pub mod tokens;
+pub mod tool_calls;
 pub mod transitions;
 pub mod users;
 pub mod webhook_deliveries;

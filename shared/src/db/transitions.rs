@@ -38,8 +38,8 @@ static CREATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chat AS (
              INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, title, status,
-                 model_config_id, system_prompt, labels, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 model_config_id, system_prompt, labels, idempotency_key, mcp_servers, client_tools)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13)
              ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING {chat_columns}
          ), first_message AS (
@@ -91,6 +91,8 @@ pub async fn create(
                 &Json(chat.labels),
                 &idempotency_key,
                 &content,
+                &chat.tools.mcp_servers,
+                &Json(chat.tools.client_tools),
             ],
         )
         .await?;
@@ -206,13 +208,15 @@ pub async fn send_to_idle(
 
 /// How [`send_locked`] treats the chat.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SendRules {
+pub struct SendRules<'a> {
     /// Only this user's chat (else it is [`Sent::Missing`]); `None`: any.
     pub only_owner: Option<UserId>,
     /// Queue the message when the chat is busy (else [`Sent::Busy`]).
     pub queue_if_busy: bool,
     /// Switch the chat to this model first (the caller checked it is usable).
     pub model: Option<ModelConfigId>,
+    /// Replace the tools the chat's client runs first.
+    pub client_tools: Option<&'a [crate::tools::ClientTool]>,
 }
 
 /// What [`send_locked`] did.
@@ -246,7 +250,7 @@ pub async fn send_locked(
     db: &mut deadpool_postgres::Object,
     chat_id: ChatId,
     message: &Outgoing<'_>,
-    rules: SendRules,
+    rules: SendRules<'_>,
 ) -> DbResult<Sent> {
     let tx = db.transaction().await?;
     let lock = tx
@@ -273,6 +277,9 @@ pub async fn send_locked(
     }
     if let Some(model) = rules.model {
         chats::set_model(&tx, chat_id, model).await?;
+    }
+    if let Some(tools) = rules.client_tools {
+        chats::set_client_tools(&tx, chat_id, tools).await?;
     }
     let sent = if !status.is_busy() {
         match send_to_idle(&tx, chat_id, message, None).await? {
@@ -316,6 +323,16 @@ pub enum Interrupted {
     /// It was pending with queued messages: the next one replaced the
     /// interrupted message and the chat stays `pending`.
     PendingWithQueue(Box<Message>),
+    /// It waited on something outside itself (`requires_action`,
+    /// `waiting_on_agents`): its open calls got error results (`closed`),
+    /// and it is `waiting`, or `pending` with the next queued message
+    /// (`next`).
+    WasWaiting {
+        /// The error results of the calls it waited for.
+        closed: Vec<Message>,
+        /// The queued message that runs next, if any.
+        next: Option<Box<Message>>,
+    },
     /// It was idle: nothing to do.
     Idle,
 }
@@ -401,6 +418,31 @@ pub async fn request_interrupt(
                     }
                 }
             }
+        }
+        ChatStatus::RequiresAction | ChatStatus::WaitingOnAgents => {
+            let closed =
+                super::tool_calls::close_open(&tx, id, "interrupted before a result came").await?;
+            let pop = tx.prepare_cached(&POP_INTO_MESSAGES).await?;
+            let next = match tx.query_opt(&pop, &[&id]).await? {
+                Some(row) => Some(Box::new(Message::from_row(&row)?)),
+                None => None,
+            };
+            chat.status = if next.is_some() {
+                ChatStatus::Pending
+            } else {
+                ChatStatus::Waiting
+            };
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE chats SET status = $2, updated_at = now() WHERE id = $1
+                     RETURNING updated_at",
+                )
+                .await?;
+            chat.updated_at = tx
+                .query_one(&moved, &[&id, &chat.status])
+                .await?
+                .try_get(0)?;
+            Interrupted::WasWaiting { closed, next }
         }
         ChatStatus::Waiting | ChatStatus::Error => Interrupted::Idle,
     };

@@ -137,6 +137,8 @@ pub enum ControlNotice {
     ModelsChanged,
     /// Users or tokens changed (revoked, role changed): drop cached logins.
     TokensChanged,
+    /// MCP servers changed: drop cached connections and tool lists.
+    McpServersChanged,
     /// A latency probe: its sender measures notify→receive time on arrival.
     Probe {
         /// The replica that sent it (only it measures).
