@@ -145,6 +145,7 @@ async fn run(
                 model_config_id: None,
                 system_prompt: None,
                 labels: &serde_json::json!({}),
+                trace_parent: None,
             },
         )
         .await

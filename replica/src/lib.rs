@@ -11,6 +11,7 @@
 //!   chat runs (hub, feeds, following runs on peers through the relay).
 //! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
 //! - [`web`]: the web page served at `/`.
+//! - [`telemetry`]: metrics on `/metrics`; [`traces`]: spans over OTLP.
 
 pub mod api;
 pub mod bootstrap;
@@ -22,5 +23,6 @@ pub mod server;
 pub mod streams;
 pub mod telemetry;
 pub mod tools;
+pub mod traces;
 pub mod turn;
 pub mod web;

@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -160,6 +161,7 @@ impl Core {
         let telemetry = Telemetry::new().context("starting the metrics exporter")?;
         let meter = telemetry.meter();
         let pool = connect_pool(&config.database).context("CHATD_DATABASE_URL")?;
+        pool.register_metrics(&meter);
         let pubsub = PubSub::start(
             config.runtime.replica_id,
             &config.database.url,
@@ -176,7 +178,8 @@ impl Core {
         tracker.spawn(
             catalog
                 .clone()
-                .watch(pubsub.clone(), stops.background.clone()),
+                .watch(pubsub.clone(), stops.background.clone())
+                .in_current_span(),
         );
         let runner = Arc::new(TurnRunner::new(
             catalog,
@@ -203,6 +206,10 @@ type RuntimeSlot = Arc<Mutex<Option<Runtime>>>;
 
 /// A running replica.
 pub struct Replica {
+    /// Every task of the replica runs in it, so every log line names the
+    /// replica (`replica_id`); several replicas share one process in tests
+    /// and `chatd dev`.
+    span: tracing::Span,
     http_addr: SocketAddr,
     relay: Option<RelayBound>,
     runtime: RuntimeSlot,
@@ -215,6 +222,15 @@ impl Replica {
     /// Starts a replica; returns once the API listens (liveness answers,
     /// readiness says no until the runtime registered).
     pub async fn start(config: ReplicaConfig) -> anyhow::Result<Self> {
+        let span = tracing::info_span!(
+            "replica",
+            replica_id = %config.runtime.replica_id
+        );
+        Self::start_in(config, span.clone()).instrument(span).await
+    }
+
+    /// [`Self::start`] inside the replica's span: what it spawns runs in it.
+    async fn start_in(config: ReplicaConfig, span: tracing::Span) -> anyhow::Result<Self> {
         let mut config = config;
         let stops = Stops::new();
         let tracker = TaskTracker::new();
@@ -235,6 +251,7 @@ impl Replica {
         let runtime = RuntimeSlot::default();
         let state = AppState::new(
             ApiParts {
+                replica_id,
                 pool: core.pool.clone(),
                 pubsub: core.pubsub.clone(),
                 ops: core.ops(),
@@ -250,7 +267,8 @@ impl Replica {
             state
                 .tokens
                 .clone()
-                .watch(core.pubsub.clone(), stops.background.clone()),
+                .watch(core.pubsub.clone(), stops.background.clone())
+                .in_current_span(),
         );
         let http_addr = serve(
             "API",
@@ -275,8 +293,10 @@ impl Replica {
             parent: stops.root.clone(),
             database_url: config.database.url.clone(),
         };
-        tracker.spawn(boot(config, parts, runtime.clone(), stops.draining.clone()));
+        tracker
+            .spawn(boot(config, parts, runtime.clone(), stops.draining.clone()).in_current_span());
         Ok(Self {
+            span,
             http_addr,
             relay,
             runtime,
@@ -341,12 +361,22 @@ impl Replica {
             .unwrap_or_default()
     }
 
+    /// The replica's span: log lines about this replica belong in it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// Graceful shutdown (DESIGN §4), in this order: readiness turns false;
     /// the runtime stops acquiring, gives runs the drain timeout and hands
     /// back the rest; client streams get `reconnect`; the relay stops
     /// serving peers; the API stops; then pubsub, caches and every other
     /// task; last, the pool closes.
     pub async fn shutdown(self) {
+        let span = self.span.clone();
+        self.shutdown_in().instrument(span).await;
+    }
+
+    async fn shutdown_in(self) {
         self.stops.draining.cancel();
         let runtime = lock(&self.runtime).take();
         if let Some(runtime) = runtime {
@@ -409,14 +439,17 @@ async fn serve(
         .local_addr()
         .with_context(|| format!("the {what}'s address"))?;
     let stop = stop.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "the {what} server failed");
+    tracker.spawn(
+        async move {
+            let served = axum::serve(listener.tap_io(no_delay), app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the {what} server failed");
+            }
         }
-    });
+        .in_current_span(),
+    );
     Ok(bound)
 }
 

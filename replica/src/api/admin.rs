@@ -1,7 +1,9 @@
 //! `/admin/*`: users and their tokens, providers, model configs (DESIGN §2,
-//! §9). Admins only: every handler takes [`Admin`], so anyone else gets a 403
-//! before their request is looked at.
+//! §9), and the operators' diagnosis (§11). Admins only: every handler
+//! takes [`Admin`], so anyone else gets a 403 before their request is
+//! looked at.
 
+mod diagnosis;
 mod model_configs;
 mod providers;
 mod users;
@@ -22,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(providers::routes())
         .merge(model_configs::routes())
+        .merge(diagnosis::routes())
 }
 
 /// A caller with the admin role: 401 without a valid token, 403 for members.

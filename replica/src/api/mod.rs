@@ -18,6 +18,7 @@ mod ops;
 mod queue;
 mod request;
 mod stream;
+pub mod trace;
 mod transport;
 mod users;
 mod watch;
@@ -30,7 +31,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use chatd_shared::{db::Pool, pubsub::PubSub};
+use chatd_shared::{db::Pool, ids::ReplicaId, pubsub::PubSub};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -41,7 +42,7 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
-    operations::{Accounts, Catalog, ChatOps},
+    operations::{Accounts, Catalog, ChatOps, Diagnosis},
     streams::Streams,
     telemetry::Telemetry,
 };
@@ -96,6 +97,8 @@ pub struct AppInner {
     pub catalog: Catalog,
     /// Users and tokens: what admin and user handlers, and authentication, call.
     pub accounts: Accounts,
+    /// The operators' reads: what the diagnosis handlers call.
+    pub diagnosis: Diagnosis,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -110,6 +113,8 @@ pub struct AppInner {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
+    /// The replica (named on every request's span).
+    pub replica_id: ReplicaId,
     metrics: HttpMetrics,
     stream_metrics: StreamMetrics,
 }
@@ -124,6 +129,8 @@ impl Deref for AppState {
 
 /// What the API is built from.
 pub struct ApiParts {
+    /// The replica (named on every request's span).
+    pub replica_id: ReplicaId,
     /// The replica's pool (for the admin operations).
     pub pool: Pool,
     /// The replica's pubsub (the admin operations announce through it).
@@ -143,13 +150,15 @@ pub struct ApiParts {
 }
 
 impl AppState {
-    /// The state of one replica's API.
+    /// The state of one replica's API. Make it in the replica's span: the
+    /// work requests leave behind runs in it.
     pub fn new(parts: ApiParts, config: ApiConfig) -> Self {
         let meter = parts.telemetry.meter();
         Self(Arc::new(AppInner {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            diagnosis: Diagnosis::new(parts.pool.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             streams: parts.streams,
@@ -159,6 +168,7 @@ impl AppState {
             shutdown: parts.shutdown,
             tracker: parts.tracker,
             telemetry: parts.telemetry,
+            replica_id: parts.replica_id,
         }))
     }
 }
@@ -222,6 +232,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::record,
         ))
+        .layer(trace::layer(state.replica_id))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

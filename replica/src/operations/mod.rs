@@ -22,6 +22,7 @@
 mod accounts;
 mod announce;
 mod catalog;
+mod diagnosis;
 mod requests;
 mod worker;
 
@@ -39,6 +40,7 @@ pub use self::{
         Catalog, ConnectionRefused, DeleteProviderOutcome, EnsureModel, ModelConfigOutcome,
         ProviderOutcome,
     },
+    diagnosis::Diagnosis,
     requests::{
         ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,

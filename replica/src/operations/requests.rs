@@ -229,6 +229,8 @@ impl ChatOps {
             Ok(model) => model,
             Err(refused) => return Ok(CreateOutcome::Model(refused)),
         };
+        // The run this makes pending links its span to this request.
+        let trace_parent = crate::traces::current_traceparent();
         let new = NewChat {
             id: ChatId::new_v7(),
             owner_id: access.user_id,
@@ -239,6 +241,7 @@ impl ChatOps {
             model_config_id: Some(model),
             system_prompt: request.system_prompt,
             labels: request.labels,
+            trace_parent: trace_parent.as_deref(),
         };
         let created = {
             let client = self.pool.get().await?;
@@ -280,10 +283,12 @@ impl ChatOps {
         {
             return Ok(SendOutcome::Model(refused));
         }
+        let trace_parent = crate::traces::current_traceparent();
         let message = Outgoing {
             content: request.content,
             created_by: Some(access.user_id),
             idempotency_key: request.idempotency_key,
+            trace_parent: trace_parent.as_deref(),
         };
         // The usual case, one statement: an idle chat, no key, no model change.
         if request.idempotency_key.is_none() && request.model.is_none() {
@@ -396,8 +401,16 @@ impl ChatOps {
         }
         let edited = {
             let mut client = self.pool.get().await?;
-            transitions::edit_and_rerun(&mut client, id, message_id, content, access.user_id)
-                .await?
+            let trace_parent = crate::traces::current_traceparent();
+            transitions::edit_and_rerun(
+                &mut client,
+                id,
+                message_id,
+                content,
+                access.user_id,
+                trace_parent.as_deref(),
+            )
+            .await?
         };
         Ok(match edited {
             Ok(edited) => {

@@ -5,6 +5,7 @@
 mod builtin;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use serde_json::{Value, json};
 
@@ -121,7 +122,7 @@ impl ToolRegistry {
         }
         let args = call.args.clone();
         // Its own task, so a panic is caught here and not in the turn loop.
-        let task = tokio::spawn(async move { tool.call(args).await });
+        let task = tokio::spawn(async move { tool.call(args).await }.in_current_span());
         let _abort = AbortOnDrop(task.abort_handle());
         let joined = match self.timeout {
             Some(limit) => match tokio::time::timeout(limit, task).await {

@@ -27,6 +27,7 @@ use chatd_shared::{
 };
 use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::time::Instant;
+use tracing::{Instrument, field::Empty};
 
 pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
@@ -150,6 +151,18 @@ impl ChatRunner for TurnRunner {
     }
 }
 
+impl CallEnd {
+    /// The `outcome` of the step's span.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Finished(_) => "finished",
+            Self::Interrupted(_) => "interrupted",
+            Self::Failed(_) => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 impl TurnRunner {
     /// One turn: steps until the model stops asking for tools, then release.
     async fn turn(
@@ -192,7 +205,18 @@ impl TurnRunner {
         for _ in 0..self.config.max_steps {
             let step_started = Instant::now();
             let call_started = Instant::now();
-            let end = self.call_model(run, &model, prompt, *step).await;
+            let step_span = tracing::info_span!(
+                "step",
+                step = *step,
+                model = %model.config.model,
+                tool_calls = Empty,
+                outcome = Empty,
+            );
+            let end = self
+                .call_model(run, &model, prompt, *step)
+                .instrument(step_span.clone())
+                .await;
+            step_span.record("outcome", end.as_str());
             let runtime_ms = call_started.elapsed().as_millis() as i64;
             let (draft, interrupted) = match end {
                 CallEnd::Stopped => {
@@ -213,6 +237,7 @@ impl TurnRunner {
                 CallEnd::Finished(draft) => (draft, false),
             };
             let calls = draft.calls();
+            step_span.record("tool_calls", calls.len());
             if interrupted && !draft.has_output() {
                 // Interrupted before the model said anything: nothing to save.
                 return self.release(run, TurnEnd::Done).await;
@@ -223,7 +248,11 @@ impl TurnRunner {
                     true,
                 )
             } else {
-                match self.run_tools(run, *step, &calls).await {
+                match self
+                    .run_tools(run, *step, &calls)
+                    .instrument(step_span.clone())
+                    .await
+                {
                     Some(outcomes) => outcomes,
                     None => {
                         return Err(RunError::Stopped(
@@ -237,7 +266,10 @@ impl TurnRunner {
             let last = interrupted || calls.is_empty();
             if last {
                 // The usual end of a turn: the last step and the release in one statement.
-                let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
+                let (committed, released) = run
+                    .finish(&rows, TurnEnd::Done)
+                    .instrument(step_span.clone())
+                    .await?;
                 self.committed(run, *step, &committed);
                 prompt::append(prompt, &committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
@@ -247,7 +279,7 @@ impl TurnRunner {
                     None => TurnFlow::Done,
                 });
             }
-            let committed = run.persist_step(&rows).await?;
+            let committed = run.persist_step(&rows).instrument(step_span).await?;
             self.committed(run, *step, &committed);
             prompt::append(prompt, &committed);
             self.metrics.step(step_started.elapsed().as_secs_f64());
@@ -294,6 +326,15 @@ impl TurnRunner {
         loop {
             let mut draft = Draft::default();
             let sent = Instant::now();
+            let call_span = tracing::info_span!(
+                "provider_call",
+                provider = provider.name(),
+                model = %model.config.model,
+                attempt,
+                input_tokens = Empty,
+                output_tokens = Empty,
+                outcome = Empty,
+            );
             let outcome = {
                 let attempt = ModelAttempt {
                     provider,
@@ -302,7 +343,9 @@ impl TurnRunner {
                     step,
                     sent,
                 };
-                let call = attempt.stream(run.stream(), &mut draft, &self.metrics);
+                let call = attempt
+                    .stream(run.stream(), &mut draft, &self.metrics)
+                    .instrument(call_span.clone());
                 tokio::select! {
                     biased;
                     _ = control.cancelled() => return CallEnd::Stopped,
@@ -310,18 +353,24 @@ impl TurnRunner {
                     outcome = call => Some(outcome),
                 }
             };
+            let usage = draft.usage();
+            call_span.record("input_tokens", usage.input_tokens);
+            call_span.record("output_tokens", usage.output_tokens);
             let Some(outcome) = outcome else {
+                call_span.record("outcome", "interrupted");
                 self.metrics
                     .provider_request(provider.name(), "interrupted");
                 return CallEnd::Interrupted(draft);
             };
             let err = match outcome {
                 Ok(()) => {
+                    call_span.record("outcome", "ok");
                     self.metrics.provider_request(provider.name(), "ok");
                     return CallEnd::Finished(draft);
                 }
                 Err(err) => err,
             };
+            call_span.record("outcome", err.kind.as_str());
             self.metrics
                 .provider_request(provider.name(), err.kind.as_str());
             let delay = match err
@@ -334,7 +383,7 @@ impl TurnRunner {
             };
             attempt += 1;
             self.metrics.retry(provider.name(), err.kind.as_str());
-            self.announce_retry(run, step, attempt, delay, &err);
+            self.announce_retry(run, step, attempt, delay, &err).await;
             tokio::select! {
                 biased;
                 _ = control.cancelled() => return CallEnd::Stopped,
@@ -344,7 +393,7 @@ impl TurnRunner {
         }
     }
 
-    fn announce_retry(
+    async fn announce_retry(
         &self,
         run: &mut RunContext,
         step: i32,
@@ -357,7 +406,14 @@ impl TurnRunner {
         let error: String = err.to_string().chars().take(300).collect();
         tracing::info!(chat_id = %run.fence().chat_id, attempt, delay_ms, %error, "retrying model call");
         run.stream().retry(step, attempt, delay_ms, &error);
-        run.ops().retrying(run.fence(), attempt, delay_ms, error);
+        // A lost fence shows at the step's own write, which stops the run.
+        if let Err(err) = run
+            .ops()
+            .retrying(run.fence(), attempt, delay_ms, error)
+            .await
+        {
+            tracing::warn!(chat_id = %run.fence().chat_id, error = %chatd_shared::error_chain::Chain(&err), "could not record the retry");
+        }
     }
 
     /// Runs the step's calls in parallel, streaming each result in call
@@ -373,8 +429,17 @@ impl TurnRunner {
             return Some((Vec::new(), false));
         }
         let control: Arc<RunControl> = run.control();
-        let mut pending: FuturesOrdered<_> =
-            calls.iter().map(|call| self.tools.run(call)).collect();
+        let spans: Vec<tracing::Span> = calls
+            .iter()
+            .map(|call| {
+                tracing::info_span!("tool_call", tool = %call.name, call_id = %call.id, outcome = Empty)
+            })
+            .collect();
+        let mut pending: FuturesOrdered<_> = calls
+            .iter()
+            .zip(&spans)
+            .map(|(call, span)| self.tools.run(call).instrument(span.clone()))
+            .collect();
         let mut outcomes = Vec::with_capacity(calls.len());
         let mut interrupted = false;
         while outcomes.len() < calls.len() {
@@ -387,6 +452,7 @@ impl TurnRunner {
                 }
                 Some(outcome) = pending.next() => {
                     let call = &calls[outcomes.len()];
+                    spans[outcomes.len()].record("outcome", if outcome.is_error { "error" } else { "ok" });
                     self.metrics.tool_call(&call.name, outcome.is_error);
                     run.stream().part(step, result_part(call, &outcome));
                     outcomes.push(outcome);
@@ -397,6 +463,7 @@ impl TurnRunner {
         drop(pending);
         while outcomes.len() < calls.len() {
             let call = &calls[outcomes.len()];
+            spans[outcomes.len()].record("outcome", "interrupted");
             let outcome = Outcome::error("interrupted before the tool finished");
             run.stream().part(step, result_part(call, &outcome));
             outcomes.push(outcome);

@@ -373,6 +373,7 @@ pub async fn start_chat(
             model_config_id: Some(model),
             system_prompt: Some("You are a test."),
             labels: &serde_json::json!({}),
+            trace_parent: None,
         },
     )
     .await

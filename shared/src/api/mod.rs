@@ -4,6 +4,7 @@
 mod admin;
 mod chat;
 pub mod content;
+mod diagnosis;
 mod error;
 mod message;
 pub mod schema;
@@ -15,6 +16,7 @@ pub use admin::{
     UpdateModelConfig, UpdateProvider, User,
 };
 pub use chat::{Chat, ChatList, CreateChat, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE, UpdateChat};
+pub use diagnosis::{ChatDiagnosis, QueuePosition, ReplicaList, ReplicaStatus, WorkerLease};
 pub use error::{ApiErrorBody, ErrorResponse};
 pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,

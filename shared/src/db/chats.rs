@@ -49,6 +49,11 @@ pub struct Chat {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the request that last made it pending (the
+    /// run links its span to it); `None` when tracing was off.
+    pub trace_parent: Option<String>,
+    /// Retries of the model call of the step in progress (diagnosis).
+    pub step_retries: i32,
 }
 
 impl Chat {
@@ -72,6 +77,8 @@ impl Chat {
             started_at: row.try_get("started_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            trace_parent: row.try_get("trace_parent")?,
+            step_retries: row.try_get("step_retries")?,
         })
     }
 }
@@ -80,7 +87,7 @@ impl Chat {
 pub const COLUMNS: &str =
     "id, owner_id, parent_chat_id, root_chat_id, title, status, model_config_id,
     system_prompt, labels, archived, last_error, worker_id, generation, interrupt_requested,
-    started_at, created_at, updated_at";
+    started_at, created_at, updated_at, trace_parent, step_retries";
 
 /// What [`insert`] stores.
 #[derive(Debug, Clone)]
@@ -103,6 +110,9 @@ pub struct NewChat<'a> {
     pub system_prompt: Option<&'a str>,
     /// Labels (a JSON object).
     pub labels: &'a serde_json::Value,
+    /// The creating request's trace context (a chat created with a first
+    /// message is pending at once: its run links to it).
+    pub trace_parent: Option<&'a str>,
 }
 
 static GET: LazyLock<String> =

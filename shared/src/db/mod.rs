@@ -10,6 +10,7 @@
 //! statement is parsed once per connection.
 
 pub mod chats;
+pub mod diagnosis;
 pub mod lifecycle;
 pub mod messages;
 pub mod model_configs;
@@ -21,8 +22,8 @@ pub mod tokens;
 pub mod transitions;
 pub mod users;
 
-pub use deadpool_postgres::{GenericClient, Pool, Transaction};
-pub use pool::{DbConfig, Target, connect_dedicated, connect_pool};
+pub use deadpool_postgres::{GenericClient, Transaction};
+pub use pool::{DbConfig, Pool, Target, connect_dedicated, connect_pool};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
