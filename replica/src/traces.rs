@@ -146,18 +146,28 @@ pub fn provider(settings: &OtlpSettings) -> anyhow::Result<SdkTracerProvider> {
 }
 
 /// The `tracing` layer that turns chatd's spans into `provider`'s
-/// OpenTelemetry spans: every span but [`span::REPLICA`] (which lives as
-/// long as the replica and would collect every log line as an event).
+/// OpenTelemetry spans: only spans and events of chatd's own crates, at
+/// `info` and above, and never [`span::REPLICA`] (it lives as long as the
+/// replica and would collect every log line as an event). Libraries' spans
+/// stay out: the exporter's own HTTP/2 client would otherwise trace its
+/// exports, whose spans it would export, without end.
 pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    use tracing_subscriber::{Layer as _, filter};
+    use tracing_subscriber::{
+        Layer as _,
+        filter::{self, FilterExt, Targets},
+    };
+    let ours = Targets::new()
+        .with_target("chatd_replica", tracing::Level::INFO)
+        .with_target("chatd_relay", tracing::Level::INFO)
+        .with_target("chatd_shared", tracing::Level::INFO);
+    let not_the_replica =
+        filter::filter_fn(|metadata| !(metadata.is_span() && metadata.name() == span::REPLICA));
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("chatd"))
-        .with_filter(filter::filter_fn(|metadata| {
-            !(metadata.is_span() && metadata.name() == span::REPLICA)
-        }))
+        .with_filter(ours.and(not_the_replica))
 }
 
 /// The W3C `traceparent` of the current span, when traces are exported

@@ -13,31 +13,26 @@ use axum::{
 use chatd_shared::ids::ReplicaId;
 use tower_http::{
     classify::{ServerErrorsAsFailures, SharedClassifier},
-    trace::{DefaultOnFailure, MakeSpan, OnResponse, TraceLayer},
+    trace::{MakeSpan, OnResponse, TraceLayer},
 };
-use tracing::{Level, Span, field::Empty};
+use tracing::{Span, field::Empty};
 
 use crate::traces::{self, span};
 
 /// The layer, for every route of `replica_id`'s API.
 pub fn layer(
     replica_id: ReplicaId,
-) -> TraceLayer<
-    SharedClassifier<ServerErrorsAsFailures>,
-    RequestSpan,
-    (),
-    RecordStatus,
-    (),
-    (),
-    DefaultOnFailure,
-> {
+) -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), RecordStatus, (), (), ()>
+{
     TraceLayer::new_for_http()
         .make_span_with(RequestSpan { replica_id })
         .on_request(())
         .on_response(RecordStatus)
         .on_body_chunk(())
         .on_eos(())
-        .on_failure(DefaultOnFailure::new().level(Level::WARN))
+        // No log line per 5xx (readiness answers 503 while starting and
+        // draining): `chatd_http_requests` counts them by status.
+        .on_failure(())
 }
 
 /// Makes a request's span.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod otlp;
 pub mod proxy;
 
 use std::{
