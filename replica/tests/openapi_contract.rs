@@ -269,7 +269,7 @@ async fn the_document_states_what_every_route_shares() {
             }
         }
     }
-    assert_eq!(operations, 32, "every route is in the document");
+    assert_eq!(operations, 34, "every route is in the document");
     app.shutdown().await;
 }
 

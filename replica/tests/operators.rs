@@ -23,6 +23,7 @@ use serde_json::json;
 /// (counters carry Prometheus' `_total`).
 const DESIGN_METRICS: &[&str] = &[
     "chatd_running_chats",
+    "chatd_max_running_chats",
     "chatd_pending_chats",
     "chatd_acquires_total",
     "chatd_acquire_batch_size",

@@ -42,12 +42,19 @@ const QUEUE_SECONDS: [f64; 16] = [
 ];
 
 impl RuntimeMetrics {
-    pub(crate) fn new(meter: &Meter, registry: Arc<Registry>) -> Self {
+    /// `max_running` is `CHATD_MAX_RUNNING_CHATS`: with `chatd_running_chats`
+    /// it gives a replica's free slots.
+    pub(crate) fn new(meter: &Meter, registry: Arc<Registry>, max_running: usize) -> Self {
         use chatd_shared::metrics::{counter, histogram, one_label, u64_histogram, unlabelled};
         meter
             .u64_observable_gauge("chatd_running_chats")
             .with_description("Chats this replica is running")
             .with_callback(move |observer| observer.observe(registry.len() as u64, &[]))
+            .build();
+        meter
+            .u64_observable_gauge("chatd_max_running_chats")
+            .with_description("Chats this replica runs at most (CHATD_MAX_RUNNING_CHATS)")
+            .with_callback(move |observer| observer.observe(max_running as u64, &[]))
             .build();
         let pending = Arc::new(AtomicI64::new(0));
         let observed = pending.clone();

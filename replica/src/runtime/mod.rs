@@ -334,7 +334,7 @@ impl Runtime {
     pub fn start(config: RuntimeConfig, parts: RuntimeParts) -> Self {
         let registry = Arc::new(Registry::default());
         let shared = Arc::new(Shared {
-            metrics: RuntimeMetrics::new(&parts.meter, registry.clone()),
+            metrics: RuntimeMetrics::new(&parts.meter, registry.clone(), config.max_running_chats),
             lease: LeaseClock::new(config.lease_ttl),
             config,
             ops: parts.ops,
