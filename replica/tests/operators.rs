@@ -311,7 +311,7 @@ async fn a_retried_step_reports_its_retries_until_the_step_is_saved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diagnosis_is_for_admins_and_an_unknown_chat_is_not_found() {
+async fn diagnosis_is_for_admins_and_an_unknown_or_malformed_chat_is_a_json_error() {
     let app = TestApp::start(1, |_| {}).await;
     let (_, token) = app.user("member").await;
     let member = app.client(0, &token);
@@ -341,5 +341,26 @@ async fn diagnosis_is_for_admins_and_an_unknown_chat_is_not_found() {
         .expect("admins see every chat");
     assert_eq!(idle.status, ChatStatus::Waiting);
     assert!(idle.queue.is_none() && idle.worker.is_none());
+    // DESIGN §9: a malformed id is a 400, no token a 401, each as the JSON error.
+    let http = reqwest::Client::new();
+    for (token, path, status, code) in [
+        (
+            Some(app.admin_token.as_str()),
+            "admin/chats/not-a-chat/diagnosis",
+            400,
+            "invalid_path",
+        ),
+        (None, "admin/replicas", 401, "unauthorized"),
+    ] {
+        let mut request = http.get(format!("{}/api/v1/{path}", app.url(0)));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("an answer");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
     app.shutdown().await;
 }
