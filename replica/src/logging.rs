@@ -5,7 +5,12 @@
 use anyhow::Context;
 use chatd_replica::traces::{self, OtlpSettings};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{self, FilterExt},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 use crate::cli::{LogArgs, LogFormat};
 
@@ -55,8 +60,13 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Tracing> {
     // The filter is the log lines' alone: spans are exported whatever
     // CHATD_LOG says, at the cost of the spans the filter would drop.
     let spans = provider.as_ref().map(traces::layer);
+    // Whatever level CHATD_LOG asks for, chatd's own spans are on for the
+    // log lines: they name the replica (`replica_id`, and a run's
+    // `chat_id`), which every line must carry.
+    let ours =
+        filter::filter_fn(|metadata| metadata.is_span() && metadata.target().starts_with("chatd_"));
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(fmt.with_filter(filter.or(ours)))
         .with(spans)
         .init();
     if let Some(err) = bad {

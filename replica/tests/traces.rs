@@ -29,6 +29,8 @@ struct Process {
     child: tokio::process::Child,
     url: String,
     id: ReplicaId,
+    /// Its log lines (JSON), written by the process.
+    log: std::path::PathBuf,
 }
 
 impl Process {
@@ -36,6 +38,8 @@ impl Process {
     /// it is ready.
     async fn start(db: &TestDb, max_running: usize, otel: &[(&str, String)]) -> Self {
         let id = ReplicaId::new_random();
+        let log = std::env::temp_dir().join(format!("chatd-traces-{id}.log"));
+        let stderr = std::fs::File::create(&log).expect("a log file");
         let (http, relay) = (free_port().expect("a port"), free_port().expect("a port"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
             .arg("serve")
@@ -48,11 +52,15 @@ impl Process {
             .env("CHATD_MAX_RUNNING_CHATS", max_running.to_string())
             .env("CHATD_PROVIDER_KIND", "mock")
             .env("CHATD_PROVIDER_BASE_URL", "mock://?tokens=5")
-            .env("CHATD_LOG", "warn")
+            // Lines from the runtime only: the replica's span is below the
+            // level, and its id must be on every line all the same.
+            .env("CHATD_LOG", "warn,chatd_replica::runtime=info")
+            .env("CHATD_LOG_FORMAT", "json")
             // Export within a tenth of a second rather than the default 5 s.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .envs(otel.iter().map(|(name, value)| (*name, value.as_str())))
             .stdout(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("chatd serve starts");
@@ -63,7 +71,12 @@ impl Process {
             async move { (request.send().await.ok()?.status() == 200).then_some(()) }
         })
         .await;
-        Self { child, url, id }
+        Self {
+            child,
+            url,
+            id,
+            log,
+        }
     }
 
     /// SIGTERM, then waits for a clean exit (spans are flushed at exit).
@@ -79,7 +92,35 @@ impl Process {
             .expect("the replica stops")
             .expect("its status");
         assert!(status.success(), "the replica exited with {status}");
+        let log = std::fs::read_to_string(&self.log).expect("the log");
+        let _ = std::fs::remove_file(&self.log);
+        every_line_names_the_replica(&log, self.id);
     }
+}
+
+/// Every log line of chatd's own code carries `replica_id` (in a span of
+/// the line), but the one that says how traces are exported, written before
+/// the replica exists.
+fn every_line_names_the_replica(log: &str, id: ReplicaId) {
+    let mut lines = 0;
+    for line in log.lines() {
+        let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let target = line["target"].as_str().unwrap_or_default();
+        let message = line["fields"]["message"].as_str().unwrap_or_default();
+        if !target.starts_with("chatd") || message == "exporting traces over OTLP" {
+            continue;
+        }
+        lines += 1;
+        let named = line["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|span| span["replica_id"] == id.to_string().as_str());
+        assert!(named, "a log line without replica_id: {line}");
+    }
+    assert!(lines > 0, "no log lines to look at:\n{log}");
 }
 
 /// The one span named `name` that `matches`, waiting for it to arrive;
