@@ -41,6 +41,7 @@ fn gauge(meter: &Meter, name: &'static str, description: &'static str) -> Arc<At
 impl RelayMetrics {
     /// Registers the instruments on `meter`.
     pub fn new(meter: &Meter) -> Self {
+        use chatd_shared::metrics::{counter, histogram, one_label, unlabelled};
         let peers_connected = gauge(
             meter,
             "chatd_relay_peers_connected",
@@ -60,43 +61,58 @@ impl RelayMetrics {
             peers_connected,
             subscriptions,
             served,
-            frames: meter
-                .u64_counter("chatd_relay_frames")
-                .with_description("Relay frames, by direction")
-                .build(),
-            parts: meter
-                .u64_counter("chatd_relay_parts")
-                .with_description("Parts relayed, by direction")
-                .build(),
-            bytes: meter
-                .u64_counter("chatd_relay_bytes")
-                .with_description("Relay frame bytes, by direction")
-                .build(),
-            overflows: meter
-                .u64_counter("chatd_relay_overflows")
-                .with_description("Chats whose relay subscription overflowed and was restarted")
-                .build(),
-            reconnects: meter
-                .u64_counter("chatd_relay_reconnects")
-                .with_description("Peer connections lost and dialed again")
-                .build(),
-            stale: meter
-                .u64_counter("chatd_relay_stale_discarded")
-                .with_description("Relayed parts discarded for a stale worker or generation")
-                .build(),
-            rejected: meter
-                .u64_counter("chatd_relay_rejected")
-                .with_description("Relay connections refused (bad or missing secret)")
-                .build(),
-            latency: meter
-                .f64_histogram("chatd_relay_latency_seconds")
-                .with_description(
-                    "From the worker sending a parts frame to this replica receiving it",
-                )
-                .with_boundaries(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-                ])
-                .build(),
+            frames: counter(
+                meter,
+                "chatd_relay_frames",
+                "Relay frames, by direction",
+                one_label("direction", &["sent", "received"]),
+            ),
+            parts: counter(
+                meter,
+                "chatd_relay_parts",
+                "Parts relayed, by direction",
+                one_label("direction", &["sent", "received"]),
+            ),
+            bytes: counter(
+                meter,
+                "chatd_relay_bytes",
+                "Relay frame bytes, by direction",
+                one_label("direction", &["sent", "received"]),
+            ),
+            overflows: counter(
+                meter,
+                "chatd_relay_overflows",
+                "Chats whose relay subscription overflowed and was restarted",
+                unlabelled(),
+            ),
+            reconnects: counter(
+                meter,
+                "chatd_relay_reconnects",
+                "Peer connections lost and dialed again",
+                unlabelled(),
+            ),
+            stale: counter(
+                meter,
+                "chatd_relay_stale_discarded",
+                "Relayed parts discarded for a stale worker or generation",
+                unlabelled(),
+            ),
+            rejected: counter(
+                meter,
+                "chatd_relay_rejected",
+                "Relay connections refused (bad or missing secret)",
+                unlabelled(),
+            ),
+            // Loopback relays take tens of microseconds: sub-millisecond buckets.
+            latency: histogram(
+                meter,
+                "chatd_relay_latency_seconds",
+                "From the worker sending a parts frame to this replica receiving it",
+                &[
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.5, 1.0,
+                ],
+            ),
         }
     }
 

@@ -13,6 +13,7 @@ use std::{
     sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
+use tracing::Instrument;
 
 use chatd_shared::{
     backoff::Backoff,
@@ -80,6 +81,9 @@ struct Inner {
     metrics: RelayMetrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// The span peer tasks run in: the one current when the manager was
+    /// made (the replica's).
+    span: tracing::Span,
     /// Command queues of the running peer tasks.
     peers: Mutex<HashMap<ReplicaId, mpsc::UnboundedSender<Command>>>,
     /// What each followed chat is followed on: `(worker, generation)`.
@@ -93,7 +97,8 @@ pub struct PeerManager {
 }
 
 impl PeerManager {
-    /// A manager whose peer tasks run on `tracker` until `shutdown`.
+    /// A manager whose peer tasks run on `tracker` until `shutdown`, in the
+    /// span current now.
     pub fn new(
         config: PeerConfig,
         directory: Arc<dyn PeerDirectory>,
@@ -110,6 +115,7 @@ impl PeerManager {
                 metrics,
                 tracker,
                 shutdown,
+                span: tracing::Span::current(),
                 peers: Mutex::new(HashMap::new()),
                 follows: Mutex::new(HashMap::new()),
             }),
@@ -168,18 +174,18 @@ impl PeerManager {
         let mut peers = lock(&self.inner.peers);
         let sender = peers.entry(worker).or_insert_with(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            self.inner
-                .tracker
-                .spawn(peer(self.inner.clone(), worker, receiver));
+            self.inner.tracker.spawn(
+                peer(self.inner.clone(), worker, receiver).instrument(self.inner.span.clone()),
+            );
             sender
         });
         if let Err(mpsc::error::SendError(command)) = sender.send(command) {
             // The task ended (it had nothing left to follow): start another.
             let (sender, receiver) = mpsc::unbounded_channel();
             let _ = sender.send(command);
-            self.inner
-                .tracker
-                .spawn(peer(self.inner.clone(), worker, receiver));
+            self.inner.tracker.spawn(
+                peer(self.inner.clone(), worker, receiver).instrument(self.inner.span.clone()),
+            );
             peers.insert(worker, sender);
         }
     }
@@ -253,6 +259,13 @@ async fn peer(
             .metrics
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
+        // One span per connection (DESIGN §11): how long it lasted, how it ended.
+        let session_span = tracing::info_span!(
+            "relay_peer_session",
+            peer = %worker,
+            url = %url,
+            outcome = tracing::field::Empty,
+        );
         let outcome = session(
             &inner,
             &mut socket,
@@ -260,7 +273,16 @@ async fn peer(
             &mut commands,
             &mut backoff,
         )
+        .instrument(session_span.clone())
         .await;
+        session_span.record(
+            "outcome",
+            match &outcome {
+                Session::Stop => "stopped",
+                Session::Idle => "idle",
+                Session::Lost(_) => "lost",
+            },
+        );
         inner
             .metrics
             .peers_connected
@@ -596,6 +618,7 @@ mod tests {
             metrics: RelayMetrics::new(&meter),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            span: tracing::Span::none(),
             peers: Mutex::default(),
             follows: Mutex::default(),
         }

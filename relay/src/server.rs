@@ -16,6 +16,7 @@ use std::{
     },
     time::Duration,
 };
+use tracing::Instrument;
 
 use axum::{
     Router,
@@ -83,10 +84,13 @@ struct Server {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     secret_digest: Option<[u8; 32]>,
+    /// The span connections run in: the one current when the router was
+    /// made (the replica's), so their log lines name the replica.
+    span: tracing::Span,
 }
 
 /// The relay listener's router. Connections end when `shutdown` fires;
-/// their tasks run on `tracker`.
+/// their tasks run on `tracker`, in the span current now.
 pub fn router(
     source: Arc<dyn PartSource>,
     config: RelayServerConfig,
@@ -102,6 +106,7 @@ pub fn router(
         shutdown,
         tracker,
         secret_digest,
+        span: tracing::Span::current(),
     });
     Router::new()
         .route(RELAY_PATH, get(upgrade))
@@ -139,7 +144,8 @@ async fn upgrade(
     upgrade
         .read_buffer_size(16 * 1024)
         .on_upgrade(move |socket| async move {
-            tracker.spawn(connection(server, socket));
+            let span = server.span.clone();
+            tracker.spawn(connection(server, socket).instrument(span));
         })
 }
 
@@ -205,7 +211,7 @@ async fn connection(server: Arc<Server>, socket: WebSocket) {
                                 outbound.clone(),
                                 control.clone(),
                                 stop,
-                            ));
+                            ).in_current_span());
                         }
                         Ok(ToWorker::Unsub { chat_id }) => {
                             if let Some((_, stop)) = subscriptions.remove(&chat_id) {

@@ -146,6 +146,7 @@ async fn run(
                 system_prompt: None,
                 labels: &serde_json::json!({}),
                 tools: Default::default(),
+                trace_parent: None,
             },
         )
         .await

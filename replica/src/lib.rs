@@ -14,6 +14,7 @@
 //! - [`web`]: the web page served at `/`.
 //! - [`files`]: attachments (uploads typed by their content, the storage
 //!   trait); [`webhooks`]: turn-end webhooks and the sender (DESIGN §17).
+//! - [`telemetry`]: metrics on `/metrics`; [`traces`]: spans over OTLP.
 
 pub mod agents;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod streams;
 pub mod telemetry;
 pub mod tools;
+pub mod traces;
 pub mod turn;
 pub mod web;
 pub mod webhooks;

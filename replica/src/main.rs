@@ -40,13 +40,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
     };
-    logging::init(&cli.log);
+    let traces = match logging::init(&cli.log) {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("chatd: {}", chatd_shared::error_chain::Chain(err.as_ref()));
+            return std::process::ExitCode::from(2);
+        }
+    };
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Token(TokenCommand::Create(args)) => token::create(args).await,
         Command::Dev(args) => dev::run(args).await,
     };
+    traces.shutdown().await;
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

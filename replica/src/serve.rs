@@ -23,8 +23,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(args)?;
     let deadline = config.runtime.drain_timeout + SHUTDOWN_MARGIN;
     let replica = Replica::start(config).await?;
+    let span = replica.span().clone();
     wait_for_signal().await?;
-    tracing::info!("shutting down");
+    span.in_scope(|| tracing::info!("shutting down"));
     // Kubernetes kills the process when its grace period ends; the manifests
     // size that period as the drain timeout plus this margin (plus the
     // preStop pause), so stopping on our own by then leaves a clean exit.
@@ -37,7 +38,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             SHUTDOWN_MARGIN.as_secs()
         );
     }
-    tracing::info!("stopped");
+    span.in_scope(|| tracing::info!("stopped"));
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -164,6 +165,7 @@ impl Core {
         let telemetry = Telemetry::new().context("starting the metrics exporter")?;
         let meter = telemetry.meter();
         let pool = connect_pool(&config.database).context("CHATD_DATABASE_URL")?;
+        pool.register_metrics(&meter);
         let pubsub = PubSub::start(
             config.runtime.replica_id,
             &config.database.url,
@@ -180,7 +182,8 @@ impl Core {
         tracker.spawn(
             catalog
                 .clone()
-                .watch(pubsub.clone(), stops.background.clone()),
+                .watch(pubsub.clone(), stops.background.clone())
+                .in_current_span(),
         );
         let files = Files::new(PgFileStore::new(pool.clone()), config.api.max_file_size);
         let mcp = McpTools::new(pool.clone(), config.turn.mcp, &meter);
@@ -216,6 +219,10 @@ type RuntimeSlot = Arc<Mutex<Option<Runtime>>>;
 
 /// A running replica.
 pub struct Replica {
+    /// Every task of the replica runs in it, so every log line names the
+    /// replica (`replica_id`); several replicas share one process in tests
+    /// and `chatd dev`.
+    span: tracing::Span,
     http_addr: SocketAddr,
     relay: Option<RelayBound>,
     runtime: RuntimeSlot,
@@ -228,6 +235,15 @@ impl Replica {
     /// Starts a replica; returns once the API listens (liveness answers,
     /// readiness says no until the runtime registered).
     pub async fn start(config: ReplicaConfig) -> anyhow::Result<Self> {
+        let span = tracing::info_span!(
+            "replica",
+            replica_id = %config.runtime.replica_id
+        );
+        Self::start_in(config, span.clone()).instrument(span).await
+    }
+
+    /// [`Self::start`] inside the replica's span: what it spawns runs in it.
+    async fn start_in(config: ReplicaConfig, span: tracing::Span) -> anyhow::Result<Self> {
         let mut config = config;
         let stops = Stops::new();
         let tracker = TaskTracker::new();
@@ -248,6 +264,7 @@ impl Replica {
         let runtime = RuntimeSlot::default();
         let state = AppState::new(
             ApiParts {
+                replica_id,
                 pool: core.pool.clone(),
                 pubsub: core.pubsub.clone(),
                 ops: core.ops(),
@@ -271,7 +288,8 @@ impl Replica {
             state
                 .tokens
                 .clone()
-                .watch(core.pubsub.clone(), stops.background.clone()),
+                .watch(core.pubsub.clone(), stops.background.clone())
+                .in_current_span(),
         );
         let http_addr = serve(
             "API",
@@ -296,8 +314,10 @@ impl Replica {
             parent: stops.root.clone(),
             database: config.database.clone(),
         };
-        tracker.spawn(boot(config, parts, runtime.clone(), stops.draining.clone()));
+        tracker
+            .spawn(boot(config, parts, runtime.clone(), stops.draining.clone()).in_current_span());
         Ok(Self {
+            span,
             http_addr,
             relay,
             runtime,
@@ -362,12 +382,22 @@ impl Replica {
             .unwrap_or_default()
     }
 
+    /// The replica's span: log lines about this replica belong in it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// Graceful shutdown (DESIGN §4), in this order: readiness turns false;
     /// the runtime stops acquiring, gives runs the drain timeout and hands
     /// back the rest; client streams get `reconnect`; the relay stops
     /// serving peers; the API stops; then pubsub, caches and every other
     /// task; last, the pool closes.
     pub async fn shutdown(self) {
+        let span = self.span.clone();
+        self.shutdown_in().instrument(span).await;
+    }
+
+    async fn shutdown_in(self) {
         self.stops.draining.cancel();
         let runtime = lock(&self.runtime).take();
         if let Some(runtime) = runtime {
@@ -430,14 +460,17 @@ async fn serve(
         .local_addr()
         .with_context(|| format!("the {what}'s address"))?;
     let stop = stop.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(listener.tap_io(no_delay), app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "the {what} server failed");
+    tracker.spawn(
+        async move {
+            let served = axum::serve(listener.tap_io(no_delay), app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the {what} server failed");
+            }
         }
-    });
+        .in_current_span(),
+    );
     Ok(bound)
 }
 

@@ -46,12 +46,54 @@ impl Telemetry {
         self.provider.meter("chatd")
     }
 
-    /// Everything, in the Prometheus text format.
+    /// Everything, in the Prometheus text format: every instrument, those
+    /// not used yet at zero (`chatd_shared::metrics`).
     pub fn render(&self) -> Result<String, TelemetryError> {
+        let mut families = self.registry.gather();
+        let present: std::collections::HashSet<String> = families
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        for (name, declared) in chatd_shared::metrics::declared_histograms() {
+            if !present.contains(name) {
+                families.push(empty_histogram(name, &declared));
+            }
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buffer = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
+            .encode(&families, &mut buffer)
             .map_err(TelemetryError::Encode)?;
         String::from_utf8(buffer).map_err(TelemetryError::NotUtf8)
     }
+}
+
+/// A histogram nothing was recorded in: its buckets, all zero.
+fn empty_histogram(
+    name: &str,
+    declared: &chatd_shared::metrics::DeclaredHistogram,
+) -> prometheus::proto::MetricFamily {
+    use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
+    let buckets = declared
+        .boundaries
+        .iter()
+        .map(|bound| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(0);
+            bucket
+        })
+        .collect();
+    let mut histogram = Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(0);
+    histogram.set_sample_sum(0.0);
+    let mut metric = Metric::default();
+    metric.set_histogram(histogram);
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(declared.description.to_owned());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(vec![metric]);
+    family
 }

@@ -591,7 +591,11 @@ async fn a_run_announces_its_claim_steps_and_end() {
         ]
     );
 
-    ops.retrying(&fence, 2, 1000, "rate limited".into());
+    assert!(
+        ops.retrying(&fence, 2, 1000, "rate limited".into())
+            .await
+            .unwrap()
+    );
     assert_eq!(
         listener.heard(id).await,
         [Heard::Chat(ChatEvent::Retry {
@@ -663,9 +667,19 @@ async fn a_hand_back_and_a_recovery_announce_pending_once() {
     listener.heard(id).await;
     let live = ReplicaId::new_random();
     let client = db.pool().get().await.unwrap();
-    replicas::register(&client, live, "test", None, "test", Duration::from_secs(10))
-        .await
-        .unwrap();
+    replicas::register(
+        &client,
+        &replicas::Registration {
+            id: live,
+            hostname: "test",
+            relay_url: None,
+            version: "test",
+            lease_ttl: Duration::from_secs(10),
+            max_running_chats: 1,
+        },
+    )
+    .await
+    .unwrap();
     let beat = ops
         .beat(db.pool(), live, Duration::from_secs(10), 100, false)
         .await

@@ -88,6 +88,7 @@ impl Setup {
                 system_prompt: Some("You are a test."),
                 labels: &json!({}),
                 tools: Default::default(),
+                trace_parent: None,
             },
         )
         .await

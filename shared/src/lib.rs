@@ -5,6 +5,7 @@
 //! - [`db`]: the PostgreSQL pool and one function per statement, by table.
 //! - [`pubsub`]: LISTEN/NOTIFY with batching, routing and resync.
 //! - [`backoff`]: retry and reconnect delays, with full jitter.
+//! - [`metrics`]: instruments that are on `/metrics` from the start.
 //! - [`sync`]: taking a mutex.
 //! - [`tools`]: client tools, where recorded tool calls run, tool names.
 //! - [`pg_server`]: running a private PostgreSQL from the installed binaries
@@ -18,6 +19,7 @@ pub mod db;
 pub mod duration;
 pub mod error_chain;
 pub mod ids;
+pub mod metrics;
 pub mod parts;
 pub mod pg_server;
 pub mod pubsub;

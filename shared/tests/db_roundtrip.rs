@@ -182,14 +182,18 @@ async fn providers_model_configs_and_replicas_round_trip() {
     let id = ReplicaId::new_random();
     let replica = replicas::register(
         &client,
-        id,
-        "host-a",
-        Some("ws://127.0.0.1:7081"),
-        "0.1.0",
-        Duration::from_secs(10),
+        &replicas::Registration {
+            id,
+            hostname: "host-a",
+            relay_url: Some("ws://127.0.0.1:7081"),
+            version: "0.1.0",
+            lease_ttl: Duration::from_secs(10),
+            max_running_chats: 64,
+        },
     )
     .await
     .unwrap();
+    assert_eq!(replica.max_running_chats, Some(64));
     assert!(replica.lease_expires_at > replica.heartbeat_at);
     assert!(
         replicas::renew_lease(&client, id, Duration::from_secs(10))
@@ -234,6 +238,7 @@ async fn chats_messages_and_queue_round_trip() {
                 system_prompt: Some("be brief"),
                 labels: &labels,
                 tools: Default::default(),
+                trace_parent: None,
             },
         )
         .await
@@ -255,6 +260,7 @@ async fn chats_messages_and_queue_round_trip() {
             system_prompt: None,
             labels: &labels,
             tools: Default::default(),
+            trace_parent: None,
         },
     )
     .await;
@@ -277,6 +283,7 @@ async fn chats_messages_and_queue_round_trip() {
             system_prompt: None,
             labels: &labels,
             tools: Default::default(),
+            trace_parent: None,
         },
     )
     .await

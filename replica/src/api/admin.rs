@@ -1,7 +1,9 @@
 //! `/admin/*`: users and their tokens, providers, model configs, MCP
-//! servers (DESIGN §2, §9, §17). Admins only: every handler takes
-//! [`Admin`], so anyone else gets a 403 before their request is looked at.
+//! servers (DESIGN §2, §9, §17), and the operators' diagnosis (§11). Admins
+//! only: every handler takes [`Admin`], so anyone else gets a 403 before
+//! their request is looked at.
 
+mod diagnosis;
 mod mcp_servers;
 mod model_configs;
 mod providers;
@@ -24,6 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .merge(providers::routes())
         .merge(model_configs::routes())
         .merge(mcp_servers::routes())
+        .merge(diagnosis::routes())
 }
 
 /// A caller with the admin role: 401 without a valid token, 403 for members.

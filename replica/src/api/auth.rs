@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use chatd_shared::{
@@ -79,13 +80,17 @@ struct Cached {
 /// Tokens recently seen valid, by hash.
 pub struct TokenCache {
     entries: Mutex<HashMap<Vec<u8>, Cached>>,
+    /// Where token touches run: the span current when the cache was made
+    /// (the replica's), not the request's they outlive.
+    span: tracing::Span,
 }
 
 impl TokenCache {
-    /// An empty cache.
+    /// An empty cache; its background work runs in the current span.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
+            span: tracing::Span::current(),
         })
     }
 
@@ -171,11 +176,16 @@ impl TokenCache {
     /// Records a use of the token in the background.
     fn touch_later(&self, accounts: &Accounts, tracker: &TaskTracker, token_id: TokenId) {
         let accounts = accounts.clone();
-        tracker.spawn(async move {
-            if let Err(err) = accounts.touch(token_id).await {
-                tracing::debug!(error = %chatd_shared::error_chain::Chain(&err), "recording token use failed");
+        // In the replica's span, not the request's: it outlives the request.
+        let replica = self.span.clone();
+        tracker.spawn(
+            async move {
+                if let Err(err) = accounts.touch(token_id).await {
+                    tracing::debug!(error = %chatd_shared::error_chain::Chain(&err), "recording token use failed");
+                }
             }
-        });
+            .instrument(replica),
+        );
     }
 }
 

@@ -21,18 +21,24 @@ pub(super) struct HttpMetrics {
 
 impl HttpMetrics {
     pub(super) fn new(meter: &Meter) -> Self {
+        use chatd_shared::metrics::{counter, histogram, unlabelled};
         Self {
-            requests: meter
-                .u64_counter("chatd_http_requests")
-                .with_description("HTTP requests, by method, route and status")
-                .build(),
-            duration: meter
-                .f64_histogram("chatd_http_request_duration_seconds")
-                .with_description("Time to the response headers, by route")
-                .with_boundaries(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
-                .build(),
+            // Routes and statuses are many: one zero without labels.
+            requests: counter(
+                meter,
+                "chatd_http_requests",
+                "HTTP requests, by method, route and status",
+                unlabelled(),
+            ),
+            duration: histogram(
+                meter,
+                "chatd_http_request_duration_seconds",
+                "Time to the response headers, by route",
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            ),
         }
     }
 }
@@ -85,15 +91,22 @@ impl Drop for OpenStream {
 
 impl StreamMetrics {
     pub(super) fn new(meter: &Meter) -> Self {
+        use chatd_shared::metrics::{counter, one_label};
+        let subscribers = meter
+            .i64_up_down_counter("chatd_stream_subscribers")
+            .with_description("Open client streams, by transport")
+            .build();
+        for transport in ["websocket", "sse"] {
+            subscribers.add(0, &[KeyValue::new("transport", transport)]);
+        }
         Self {
-            subscribers: meter
-                .i64_up_down_counter("chatd_stream_subscribers")
-                .with_description("Open client streams, by transport")
-                .build(),
-            reconnects: meter
-                .u64_counter("chatd_stream_reconnects")
-                .with_description("Streams the server ended with a reconnect event, by reason")
-                .build(),
+            subscribers,
+            reconnects: counter(
+                meter,
+                "chatd_stream_reconnects",
+                "Streams the server ended with a reconnect event, by reason",
+                one_label("reason", &["replica_shutting_down", "slow_consumer"]),
+            ),
         }
     }
 

@@ -20,6 +20,7 @@ mod queue;
 mod request;
 mod stream;
 mod tools;
+pub mod trace;
 mod transport;
 mod users;
 mod watch;
@@ -33,7 +34,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use chatd_shared::{db::Pool, pubsub::PubSub};
+use chatd_shared::{db::Pool, ids::ReplicaId, pubsub::PubSub};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,7 +46,7 @@ use self::{
 };
 use crate::{
     files::Files,
-    operations::{Accounts, Catalog, ChatOps, McpServers},
+    operations::{Accounts, Catalog, ChatOps, Diagnosis, McpServers},
     streams::Streams,
     telemetry::Telemetry,
     tools::mcp::McpTools,
@@ -113,6 +114,8 @@ pub struct AppInner {
     pub mcp_servers: McpServers,
     /// This replica's MCP clients: what listing a server's tools asks.
     pub mcp: Arc<McpTools>,
+    /// The operators' reads: what the diagnosis handlers call.
+    pub diagnosis: Diagnosis,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -131,6 +134,8 @@ pub struct AppInner {
     pub files: Files,
     /// Turn-end webhooks: what webhook handlers call.
     pub webhooks: Webhooks,
+    /// The replica (named on every request's span).
+    pub replica_id: ReplicaId,
     metrics: HttpMetrics,
     stream_metrics: StreamMetrics,
 }
@@ -145,6 +150,8 @@ impl Deref for AppState {
 
 /// What the API is built from.
 pub struct ApiParts {
+    /// The replica (named on every request's span).
+    pub replica_id: ReplicaId,
     /// The replica's pool (for the admin operations).
     pub pool: Pool,
     /// The replica's pubsub (the admin operations announce through it).
@@ -170,7 +177,8 @@ pub struct ApiParts {
 }
 
 impl AppState {
-    /// The state of one replica's API.
+    /// The state of one replica's API. Make it in the replica's span: the
+    /// work requests leave behind runs in it.
     pub fn new(parts: ApiParts, config: ApiConfig) -> Self {
         let meter = parts.telemetry.meter();
         Self(Arc::new(AppInner {
@@ -178,6 +186,7 @@ impl AppState {
             stream_metrics: StreamMetrics::new(&meter),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
             mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
+            diagnosis: Diagnosis::new(parts.pool.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             mcp: parts.mcp,
@@ -190,6 +199,7 @@ impl AppState {
             telemetry: parts.telemetry,
             files: parts.files,
             webhooks: parts.webhooks,
+            replica_id: parts.replica_id,
         }))
     }
 }
@@ -265,6 +275,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::record,
         ))
+        .layer(trace::layer(state.replica_id))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

@@ -39,6 +39,8 @@ impl ChatOps {
         fence: &Fence,
         request: &SpawnRequest<'_>,
     ) -> Result<Spawn, DbError> {
+        // The child's run links to the parent's tool call that spawned it.
+        let trace_parent = crate::traces::current_traceparent();
         let child = NewChat {
             id: ChatId::new_v7(),
             owner_id: request.parent.owner_id,
@@ -53,6 +55,7 @@ impl ChatOps {
                 mcp_servers: &request.parent.mcp_servers,
                 client_tools: &[],
             },
+            trace_parent: trace_parent.as_deref(),
         };
         let spawned = {
             let mut client = self.pool.get().await?;

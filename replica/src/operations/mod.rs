@@ -30,6 +30,7 @@ mod accounts;
 mod agents;
 mod announce;
 mod catalog;
+mod diagnosis;
 mod mcp_servers;
 mod requests;
 mod waits;
@@ -51,6 +52,7 @@ pub use self::{
         Catalog, ConnectionRefused, DeleteProviderOutcome, EnsureModel, ModelConfigOutcome,
         ProviderOutcome,
     },
+    diagnosis::Diagnosis,
     requests::{
         ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,

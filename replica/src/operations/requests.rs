@@ -304,6 +304,8 @@ impl ChatOps {
             },
             None => None,
         };
+        // The run this makes pending links its span to this request.
+        let trace_parent = crate::traces::current_traceparent();
         let new = NewChat {
             id: ChatId::new_v7(),
             owner_id: access.user_id,
@@ -315,6 +317,7 @@ impl ChatOps {
             system_prompt: request.system_prompt,
             labels: request.labels,
             tools: request.tools,
+            trace_parent: trace_parent.as_deref(),
         };
         let created = {
             let client = self.pool.get().await?;
@@ -360,10 +363,12 @@ impl ChatOps {
             Ok(content) => content,
             Err(refused) => return Ok(refused),
         };
+        let trace_parent = crate::traces::current_traceparent();
         let message = Outgoing {
             content: &content,
             created_by: Some(access.user_id),
             idempotency_key: request.idempotency_key,
+            trace_parent: trace_parent.as_deref(),
         };
         // The usual case, one statement: an idle chat, no key, no model change.
         if request.idempotency_key.is_none()
@@ -534,8 +539,16 @@ impl ChatOps {
         let content = content.as_slice();
         let edited = {
             let mut client = self.pool.get().await?;
-            transitions::edit_and_rerun(&mut client, id, message_id, content, access.user_id)
-                .await?
+            let trace_parent = crate::traces::current_traceparent();
+            transitions::edit_and_rerun(
+                &mut client,
+                id,
+                message_id,
+                content,
+                access.user_id,
+                trace_parent.as_deref(),
+            )
+            .await?
         };
         Ok(match edited {
             Ok(edited) => {

@@ -194,9 +194,25 @@ impl ChatOps {
         Ok(recovered)
     }
 
-    /// A model call of `fence`'s run failed and is retried after
-    /// `delay_ms`: announces the retry (clients drop the step's draft).
-    pub fn retrying(&self, fence: &Fence, attempt: u32, delay_ms: u64, error: String) {
+    /// A model call of `fence`'s run failed and `attempt` follows after
+    /// `delay_ms`: records the step's retries for the diagnosis endpoint
+    /// (fenced) and announces the retry (clients drop the step's draft).
+    /// `false` when ownership was lost (nothing is announced then).
+    pub async fn retrying(
+        &self,
+        fence: &Fence,
+        attempt: u32,
+        delay_ms: u64,
+        error: String,
+    ) -> Result<bool, DbError> {
+        let retries = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let owned = {
+            let client = self.pool.get().await?;
+            lifecycle::record_retry(&client, fence, retries).await?
+        };
+        if !owned {
+            return Ok(false);
+        }
         self.announce([Change::Retry {
             chat_id: fence.chat_id,
             generation: fence.generation,
@@ -204,6 +220,7 @@ impl ChatOps {
             delay_ms,
             error,
         }]);
+        Ok(true)
     }
 }
 

@@ -30,16 +30,31 @@ pub struct RuntimeMetrics {
     pub(crate) pending: Arc<AtomicI64>,
 }
 
-const SECONDS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Sub-millisecond to seconds: heartbeats and claims are single statements,
+/// a death is found within milliseconds of a session ending.
+const STATEMENT_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Milliseconds to minutes: a pending chat waits for a free slot.
+const QUEUE_SECONDS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 impl RuntimeMetrics {
-    pub(crate) fn new(meter: &Meter, registry: Arc<Registry>) -> Self {
+    /// `max_running` is `CHATD_MAX_RUNNING_CHATS`: with `chatd_running_chats`
+    /// it gives a replica's free slots.
+    pub(crate) fn new(meter: &Meter, registry: Arc<Registry>, max_running: usize) -> Self {
+        use chatd_shared::metrics::{counter, histogram, one_label, u64_histogram, unlabelled};
         meter
             .u64_observable_gauge("chatd_running_chats")
             .with_description("Chats this replica is running")
             .with_callback(move |observer| observer.observe(registry.len() as u64, &[]))
+            .build();
+        meter
+            .u64_observable_gauge("chatd_max_running_chats")
+            .with_description("Chats this replica runs at most (CHATD_MAX_RUNNING_CHATS)")
+            .with_callback(move |observer| observer.observe(max_running as u64, &[]))
             .build();
         let pending = Arc::new(AtomicI64::new(0));
         let observed = pending.clone();
@@ -49,65 +64,78 @@ impl RuntimeMetrics {
             .with_callback(move |observer| observer.observe(observed.load(Ordering::Relaxed), &[]))
             .build();
         Self {
-            acquires: meter
-                .u64_counter("chatd_acquires")
-                .with_description("Chats acquired by this replica")
-                .build(),
-            acquire_batch: meter
-                .u64_histogram("chatd_acquire_batch_size")
-                .with_description("Chats claimed per claim statement")
-                .with_boundaries(vec![0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
-                .build(),
-            queue_wait: meter
-                .f64_histogram("chatd_queue_wait_seconds")
-                .with_description("Time from pending to running")
-                .with_unit("s")
-                .with_boundaries(SECONDS.to_vec())
-                .build(),
-            recoveries: meter
-                .u64_counter("chatd_recoveries")
-                .with_description("Chats of dead replicas put back to pending by this replica")
-                .build(),
-            hand_backs: meter
-                .u64_counter("chatd_hand_backs")
-                .with_description("Chats this replica handed back to pending, by reason")
-                .build(),
-            lease_renew: meter
-                .f64_histogram("chatd_lease_renew_seconds")
-                .with_description("Duration of the heartbeat statement")
-                .with_unit("s")
-                .with_boundaries(SECONDS.to_vec())
-                .build(),
-            lease_failures: meter
-                .u64_counter("chatd_lease_renew_failures")
-                .with_description("Heartbeats that failed or timed out")
-                .build(),
-            lease_lost: meter
-                .u64_counter("chatd_lease_lost")
-                .with_description("Times the lease lapsed and the replica fenced itself")
-                .build(),
-            reconcile: meter
-                .u64_counter("chatd_reconcile_actions")
-                .with_description("Reconciliation actions, by action")
-                .build(),
-            run_panics: meter
-                .u64_counter("chatd_run_panics")
-                .with_description("Runs that panicked (the chat ends in error)")
-                .build(),
-            deaths: meter
-                .u64_counter("chatd_replica_deaths_detected")
-                .with_description(
-                    "Dead replicas this replica found, by cause (lock_released, lease_expired)",
-                )
-                .build(),
-            death_recovery: meter
-                .f64_histogram("chatd_death_recovery_seconds")
-                .with_description(
-                    "Time from finding a replica dead to its chats being pending again",
-                )
-                .with_unit("s")
-                .with_boundaries(SECONDS.to_vec())
-                .build(),
+            acquires: counter(
+                meter,
+                "chatd_acquires",
+                "Chats acquired by this replica",
+                unlabelled(),
+            ),
+            acquire_batch: u64_histogram(
+                meter,
+                "chatd_acquire_batch_size",
+                "Chats claimed per claim statement",
+                &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ),
+            queue_wait: histogram(
+                meter,
+                "chatd_queue_wait_seconds",
+                "Time from pending to running",
+                &QUEUE_SECONDS,
+            ),
+            recoveries: counter(
+                meter,
+                "chatd_recoveries",
+                "Chats of dead replicas put back to pending by this replica",
+                unlabelled(),
+            ),
+            hand_backs: counter(
+                meter,
+                "chatd_hand_backs",
+                "Chats this replica handed back to pending, by reason",
+                one_label("reason", &["shutdown", "orphan", "phantom"]),
+            ),
+            lease_renew: histogram(
+                meter,
+                "chatd_lease_renew_seconds",
+                "Duration of the heartbeat statement",
+                &STATEMENT_SECONDS,
+            ),
+            lease_failures: counter(
+                meter,
+                "chatd_lease_renew_failures",
+                "Heartbeats that failed or timed out",
+                unlabelled(),
+            ),
+            lease_lost: counter(
+                meter,
+                "chatd_lease_lost",
+                "Times the lease lapsed and the replica fenced itself",
+                unlabelled(),
+            ),
+            reconcile: counter(
+                meter,
+                "chatd_reconcile_actions",
+                "Reconciliation actions, by action",
+                one_label("action", &["cancel_stale", "interrupt", "hand_back_orphan"]),
+            ),
+            run_panics: counter(
+                meter,
+                "chatd_run_panics",
+                "Runs that panicked (the chat ends in error)",
+                unlabelled(),
+            ),
+            deaths: counter(
+                meter,
+                "chatd_replica_deaths_detected",
+                "Dead replicas this replica found, by cause (lock_released, lease_expired)",
+                one_label("cause", &["lock_released", "lease_expired"]),
+            ),
+            death_recovery: histogram(
+                meter,
+                "chatd_death_recovery_seconds",
+                "Time from finding a replica dead to its chats being pending again",
+                &STATEMENT_SECONDS,
+            ),
             pending,
         }
     }

@@ -32,6 +32,7 @@ use futures::FutureExt;
 use opentelemetry::metrics::Meter;
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use crate::{
     operations::ChatOps,
@@ -250,11 +251,14 @@ impl Shared {
         let client = self.lease_pool.get().await?;
         replicas::register(
             &client,
-            config.replica_id,
-            &config.hostname,
-            config.relay_url.as_deref(),
-            &config.version,
-            config.lease_ttl,
+            &replicas::Registration {
+                id: config.replica_id,
+                hostname: &config.hostname,
+                relay_url: config.relay_url.as_deref(),
+                version: &config.version,
+                lease_ttl: config.lease_ttl,
+                max_running_chats: config.max_running_chats,
+            },
         )
         .await?;
         self.renewed_at(sent_at);
@@ -294,6 +298,17 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
         worker_id: shared.config.replica_id,
         generation: chat.generation,
     };
+    // A root span (the run outlives any request), linked to the request
+    // that made the chat pending, whichever replica served it.
+    let span = tracing::info_span!(
+        parent: None,
+        "run",
+        chat_id = %chat.id,
+        generation = chat.generation.0,
+        replica_id = %shared.config.replica_id,
+        queue_wait_ms = queue_wait.as_millis() as u64,
+    );
+    crate::traces::link(&span, chat.trace_parent.as_deref());
     // Local subscribers hear `running` from the hub before any part (the
     // claim announced it to everyone else).
     let stream = RunStream::begin(&shared.hub, chat.id, chat.generation);
@@ -307,19 +322,24 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
     );
     let outcome = std::panic::AssertUnwindSafe(shared.runner.run(context))
         .catch_unwind()
+        .instrument(span.clone())
         .await;
-    if outcome.is_err() {
-        // A panic is a bug, and likely repeats on the same input: end the
-        // turn in error rather than bouncing the chat between replicas.
-        shared.metrics.run_panics.add(1, &[]);
-        tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
-        if control.stop_reason().is_none() {
-            let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
-            if let Err(err) = shared.ops.finish(&fence, &[], &failed).await {
-                tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
+    let panicked = outcome.is_err();
+    let cleanup = async {
+        if panicked {
+            // A panic is a bug, and likely repeats on the same input: end the
+            // turn in error rather than bouncing the chat between replicas.
+            shared.metrics.run_panics.add(1, &[]);
+            tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
+            if control.stop_reason().is_none() {
+                let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
+                if let Err(err) = shared.ops.finish(&fence, &[], &failed).await {
+                    tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
+                }
             }
         }
-    }
+    };
+    cleanup.instrument(span).await;
     shared.registry.remove(fence.chat_id, fence.generation);
 }
 
@@ -361,7 +381,7 @@ impl Runtime {
             parts.pool.clone()
         });
         let shared = Arc::new(Shared {
-            metrics: RuntimeMetrics::new(&parts.meter, registry.clone()),
+            metrics: RuntimeMetrics::new(&parts.meter, registry.clone(), config.max_running_chats),
             lease: LeaseClock::new(config.lease_ttl),
             config,
             ops: parts.ops,
@@ -390,13 +410,16 @@ impl Runtime {
             stop_background: parts.parent.child_token(),
             background: Arc::new(Mutex::new(Vec::new())),
         };
-        let startup = runtime.shared.tracker.spawn(startup(
-            runtime.shared.clone(),
-            runtime.phase_tx.clone(),
-            runtime.stop_acquiring.clone(),
-            runtime.stop_background.clone(),
-            runtime.background.clone(),
-        ));
+        let startup = runtime.shared.tracker.spawn(
+            startup(
+                runtime.shared.clone(),
+                runtime.phase_tx.clone(),
+                runtime.stop_acquiring.clone(),
+                runtime.stop_background.clone(),
+                runtime.background.clone(),
+            )
+            .in_current_span(),
+        );
         runtime.track(startup.abort_handle());
         runtime
     }
@@ -573,29 +596,32 @@ async fn startup(
     let mut tasks = vec![
         shared
             .tracker
-            .spawn(lease::run(shared.clone(), stop_background.clone()))
+            .spawn(lease::run(shared.clone(), stop_background.clone()).in_current_span())
             .abort_handle(),
         shared
             .tracker
-            .spawn(pending_gauge(shared.clone(), stop_background.clone()))
+            .spawn(pending_gauge(shared.clone(), stop_background.clone()).in_current_span())
             .abort_handle(),
         shared
             .tracker
-            .spawn(interrupts::run(shared.clone(), stop_background.clone()))
+            .spawn(interrupts::run(shared.clone(), stop_background.clone()).in_current_span())
             .abort_handle(),
         shared
             .tracker
-            .spawn(deaths::run(
-                shared.clone(),
-                shared.database_url.clone(),
-                stop_background.clone(),
-            ))
+            .spawn(
+                deaths::run(
+                    shared.clone(),
+                    shared.database_url.clone(),
+                    stop_background.clone(),
+                )
+                .in_current_span(),
+            )
             .abort_handle(),
     ];
     if !stop_acquiring.is_cancelled() {
         let acquirer = shared
             .tracker
-            .spawn(acquire::run(shared.clone(), stop_acquiring.clone()));
+            .spawn(acquire::run(shared.clone(), stop_acquiring.clone()).in_current_span());
         tasks.push(acquirer.abort_handle());
         *lock(&shared.acquirer) = Some(acquirer);
         let _ = phase.send_if_modified(|p| {

@@ -10,6 +10,7 @@
 //! through the relay when another replica runs it.
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+use tracing::Instrument;
 
 use chatd_shared::{
     api,
@@ -43,6 +44,9 @@ pub(super) struct Feeds {
     hub: Arc<StreamHub>,
     relay: Option<RelayFollow>,
     tracker: TaskTracker,
+    /// The span feeds run in: the one current when the feeds were made
+    /// (the replica's).
+    span: tracing::Span,
     running: Mutex<HashMap<ChatId, (usize, CancellationToken)>>,
 }
 
@@ -53,7 +57,7 @@ pub(super) struct FeedGuard {
 }
 
 impl Feeds {
-    /// No feeds yet.
+    /// No feeds yet; feeds run in the current span.
     pub(super) fn new(
         pool: Pool,
         pubsub: PubSub,
@@ -67,6 +71,7 @@ impl Feeds {
             hub,
             relay,
             tracker,
+            span: tracing::Span::current(),
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -90,7 +95,12 @@ impl Feeds {
                         .clone()
                         .map(|relay| Follower::new(chat_id, self.hub.clone(), relay)),
                 };
-                self.tracker.spawn(feed.run(notices, stop.clone()));
+                // Shared by every subscriber of the chat: in the replica's
+                // span, not the request's that happened to open it.
+                self.tracker.spawn(
+                    feed.run(notices, stop.clone())
+                        .instrument(self.span.clone()),
+                );
                 running.insert(chat_id, (1, stop));
             }
         }
@@ -390,6 +400,7 @@ mod tests {
                 system_prompt: None,
                 labels: &labels,
                 tools: Default::default(),
+                trace_parent: None,
             },
         )
         .await

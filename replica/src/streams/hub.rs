@@ -168,32 +168,37 @@ pub struct StreamHub {
 impl StreamHub {
     /// A hub with `limits` per run and `queue_capacity` events per subscriber.
     pub fn new(limits: BufferLimits, queue_capacity: usize, meter: &Meter) -> Arc<Self> {
+        use chatd_shared::metrics::{counter, unlabelled};
         Arc::new(Self {
             chats: Mutex::new(HashMap::new()),
             ended: Mutex::default(),
             limits,
             queue_capacity,
             next_id: std::sync::atomic::AtomicU64::new(0),
-            evictions: meter
-                .u64_counter("chatd_hub_part_evictions")
-                .with_description("Buffered parts evicted because a run's buffer was full")
-                .build(),
-            overflows: meter
-                .u64_counter("chatd_stream_overflows")
-                .with_description("Subscribers cut off because they did not keep up")
-                .build(),
-            stale: meter
-                .u64_counter("chatd_hub_stale_parts")
-                .with_description(
-                    "Relayed parts discarded because a newer (or local) run was buffered",
-                )
-                .build(),
-            relay_lagging: meter
-                .u64_counter("chatd_hub_relay_lagging")
-                .with_description(
-                    "Relayed runs whose parts fell behind their messages (the messages went first)",
-                )
-                .build(),
+            evictions: counter(
+                meter,
+                "chatd_hub_part_evictions",
+                "Buffered parts evicted because a run's buffer was full",
+                unlabelled(),
+            ),
+            overflows: counter(
+                meter,
+                "chatd_stream_overflows",
+                "Subscribers cut off because they did not keep up",
+                unlabelled(),
+            ),
+            stale: counter(
+                meter,
+                "chatd_hub_stale_parts",
+                "Relayed parts discarded because a newer (or local) run was buffered",
+                unlabelled(),
+            ),
+            relay_lagging: counter(
+                meter,
+                "chatd_hub_relay_lagging",
+                "Relayed runs whose parts fell behind their messages (the messages went first)",
+                unlabelled(),
+            ),
         })
     }
 

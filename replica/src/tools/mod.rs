@@ -8,6 +8,7 @@ pub mod mcp;
 mod toolset;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use serde_json::{Value, json};
 
@@ -157,7 +158,7 @@ impl ToolRegistry {
         }
         let args = call.args.clone();
         // Its own task, so a panic is caught here and not in the turn loop.
-        let task = tokio::spawn(async move { tool.call(args).await });
+        let task = tokio::spawn(async move { tool.call(args).await }.in_current_span());
         let _abort = AbortOnDrop(task.abort_handle());
         let joined = match self.timeout {
             Some(limit) => match tokio::time::timeout(limit, task).await {

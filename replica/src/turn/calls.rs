@@ -26,6 +26,8 @@ use chatd_shared::{
 };
 use futures::{StreamExt, stream::FuturesOrdered};
 
+use tracing::Instrument;
+
 use super::{TurnRunner, prompt, result_part};
 use crate::{
     agents::WaitPlan,
@@ -168,17 +170,32 @@ impl TurnRunner {
         prompt: &mut Prompt,
     ) -> Result<CallsEnd, RunError> {
         let control = run.control();
+        // A span per call, a child of the step's (DESIGN §11).
+        let spans: Vec<tracing::Span> = planned
+            .iter()
+            .map(|item| {
+                tracing::info_span!(
+                    "tool_call",
+                    tool = %item.call.name,
+                    call_id = %item.call.id,
+                    outcome = tracing::field::Empty
+                )
+            })
+            .collect();
         // Each call runs as a task of its own, so the calls go on while a
         // finished one's result is stored (a call may hold a transaction
         // the store would wait for: a spawn locks its parent's row).
         let mut pending: FuturesOrdered<_> = planned
             .iter()
-            .map(|item| {
+            .zip(&spans)
+            .map(|(item, span)| {
                 let task = match &item.plan {
                     Plan::Run(route) => {
                         let (tools, call, route) =
                             (tools.clone(), item.call.clone(), route.clone());
-                        Some(tokio::spawn(async move { tools.run(&call, &route).await }))
+                        Some(tokio::spawn(
+                            async move { tools.run(&call, &route).await }.instrument(span.clone()),
+                        ))
                     }
                     Plan::Ready(_) | Plan::Wait(_) => None,
                 };
@@ -216,9 +233,12 @@ impl TurnRunner {
             let item = &planned[done];
             done += 1;
             let Some(outcome) = answered else {
+                spans[done - 1].record("outcome", "waiting");
                 waits.push(item);
                 continue;
             };
+            let result = if outcome.is_error { "error" } else { "ok" };
+            spans[done - 1].record("outcome", result);
             self.metrics.tool_call(&item.call.name, outcome.is_error);
             run.stream().part(step, result_part(&item.call, &outcome));
             let committed = run
@@ -229,6 +249,9 @@ impl TurnRunner {
         }
         // Dropping the rest abandons them (a built-in tool's task is aborted).
         drop(pending);
+        for span in &spans[done..] {
+            span.record("outcome", "interrupted");
+        }
         if interrupted {
             let unanswered = waits
                 .into_iter()

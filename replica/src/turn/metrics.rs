@@ -5,8 +5,15 @@ use opentelemetry::{
     metrics::{Counter, Histogram, Meter},
 };
 
-const SECONDS: [f64; 16] = [
+/// Tens of milliseconds to ten minutes: a turn is one or more model calls
+/// and their tools.
+const TURN_SECONDS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// A millisecond to a minute (the first-chunk timeout).
+const FIRST_TOKEN_SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
 /// Turn, step, provider and tool instruments.
@@ -25,47 +32,60 @@ pub struct TurnMetrics {
 impl TurnMetrics {
     /// Registers the instruments on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        let seconds = |name: &'static str, description: &'static str| {
-            meter
-                .f64_histogram(name)
-                .with_description(description)
-                .with_unit("s")
-                .with_boundaries(SECONDS.to_vec())
-                .build()
-        };
+        use chatd_shared::metrics::{counter, histogram, one_label, unlabelled};
         Self {
-            turns: meter
-                .u64_counter("chatd_turns")
-                .with_description("Turns ended, by outcome")
-                .build(),
-            turn_duration: seconds(
+            turns: counter(
+                meter,
+                "chatd_turns",
+                "Turns ended, by outcome",
+                one_label("outcome", &["released", "stopped"]),
+            ),
+            turn_duration: histogram(
+                meter,
                 "chatd_turn_duration_seconds",
                 "From the start of a turn to its release",
+                &TURN_SECONDS,
             ),
-            step_duration: seconds(
+            step_duration: histogram(
+                meter,
                 "chatd_step_duration_seconds",
                 "One model call plus its tools",
+                &TURN_SECONDS,
             ),
-            first_token: seconds(
+            first_token: histogram(
+                meter,
                 "chatd_time_to_first_token_seconds",
                 "From sending a model request to its first event",
+                &FIRST_TOKEN_SECONDS,
             ),
-            provider_requests: meter
-                .u64_counter("chatd_provider_requests")
-                .with_description("Model calls, by provider and outcome")
-                .build(),
-            retries: meter
-                .u64_counter("chatd_provider_retries")
-                .with_description("Model calls retried, by provider and error kind")
-                .build(),
-            tool_calls: meter
-                .u64_counter("chatd_tool_calls")
-                .with_description("Tool calls, by tool and outcome")
-                .build(),
-            suspended: meter
-                .u64_counter("chatd_runs_suspended")
-                .with_description("Runs that ended waiting on the client or on subagents, by the status they left (requires_action, waiting_on_agents, pending)")
-                .build(),
+            // Providers and tools are named by configuration: no zero per name.
+            provider_requests: counter(
+                meter,
+                "chatd_provider_requests",
+                "Model calls, by provider and outcome",
+                unlabelled(),
+            ),
+            retries: counter(
+                meter,
+                "chatd_provider_retries",
+                "Model calls retried, by provider and error kind",
+                unlabelled(),
+            ),
+            tool_calls: counter(
+                meter,
+                "chatd_tool_calls",
+                "Tool calls, by tool and outcome",
+                unlabelled(),
+            ),
+            suspended: counter(
+                meter,
+                "chatd_runs_suspended",
+                "Runs that ended waiting on the client or on subagents, by the status they left (requires_action, waiting_on_agents, pending)",
+                one_label(
+                    "status",
+                    &["requires_action", "waiting_on_agents", "pending"],
+                ),
+            ),
         }
     }
 

@@ -29,6 +29,7 @@ use chatd_shared::{
 };
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::{Instrument, field::Empty};
 
 use self::calls::CallsEnd;
 pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
@@ -201,6 +202,18 @@ impl ChatRunner for TurnRunner {
     }
 }
 
+impl CallEnd {
+    /// The `outcome` of the step's span.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Finished(_) => "finished",
+            Self::Interrupted(_) => "interrupted",
+            Self::Failed(_) => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 impl TurnRunner {
     /// One turn: steps until the model stops asking for tools, then release.
     async fn turn(
@@ -268,7 +281,18 @@ impl TurnRunner {
             self.attach_files(run, prompt).await?;
             let step_started = Instant::now();
             let call_started = Instant::now();
-            let end = self.call_model(run, &model, prompt, *step).await;
+            let step_span = tracing::info_span!(
+                "step",
+                step = *step,
+                model = %model.config.model,
+                tool_calls = Empty,
+                outcome = Empty,
+            );
+            let end = self
+                .call_model(run, &model, prompt, *step)
+                .instrument(step_span.clone())
+                .await;
+            step_span.record("outcome", end.as_str());
             let runtime_ms = call_started.elapsed().as_millis() as i64;
             let (draft, interrupted) = match end {
                 CallEnd::Stopped => {
@@ -289,6 +313,7 @@ impl TurnRunner {
                 CallEnd::Finished(draft) => (draft, false),
             };
             let calls = draft.calls();
+            step_span.record("tool_calls", calls.len());
             if interrupted && !draft.has_output() {
                 // Interrupted before the model said anything: nothing to save.
                 return self.release(run, TurnEnd::Done).await;
@@ -298,7 +323,10 @@ impl TurnRunner {
                 // one statement. Calls of an interrupted model call never ran.
                 let outcomes = vec![Outcome::error("interrupted before the tool ran"); calls.len()];
                 let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
-                let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
+                let (committed, released) = run
+                    .finish(&rows, TurnEnd::Done)
+                    .instrument(step_span.clone())
+                    .await?;
                 self.committed(run, *step, &committed);
                 prompt::append(prompt, &committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
@@ -312,12 +340,18 @@ impl TurnRunner {
                 .iter()
                 .map(|call| tools.record_of(call, &tools.route(&call.name)))
                 .collect();
-            let message = run.record_calls(&assistant, &records).await?;
+            let message = run
+                .record_calls(&assistant, &records)
+                .instrument(step_span.clone())
+                .await?;
             let message = std::slice::from_ref(&message);
             self.committed(run, *step, message);
             prompt::append(prompt, message);
             let planned = self.plan_step(tools, &calls).await;
-            let end = self.answer(run, tools, *step, &planned, prompt).await?;
+            let end = self
+                .answer(run, tools, *step, &planned, prompt)
+                .instrument(step_span)
+                .await?;
             self.metrics.step(step_started.elapsed().as_secs_f64());
             *step += 1;
             match end {
@@ -382,6 +416,15 @@ impl TurnRunner {
         loop {
             let mut draft = Draft::default();
             let sent = Instant::now();
+            let call_span = tracing::info_span!(
+                "provider_call",
+                provider = provider.name(),
+                model = %model.config.model,
+                attempt,
+                input_tokens = Empty,
+                output_tokens = Empty,
+                outcome = Empty,
+            );
             let outcome = {
                 let attempt = ModelAttempt {
                     provider,
@@ -390,7 +433,9 @@ impl TurnRunner {
                     step,
                     sent,
                 };
-                let call = attempt.stream(run.stream(), &mut draft, &self.metrics);
+                let call = attempt
+                    .stream(run.stream(), &mut draft, &self.metrics)
+                    .instrument(call_span.clone());
                 tokio::select! {
                     biased;
                     _ = control.cancelled() => return CallEnd::Stopped,
@@ -398,18 +443,24 @@ impl TurnRunner {
                     outcome = call => Some(outcome),
                 }
             };
+            let usage = draft.usage();
+            call_span.record("input_tokens", usage.input_tokens);
+            call_span.record("output_tokens", usage.output_tokens);
             let Some(outcome) = outcome else {
+                call_span.record("outcome", "interrupted");
                 self.metrics
                     .provider_request(provider.name(), "interrupted");
                 return CallEnd::Interrupted(draft);
             };
             let err = match outcome {
                 Ok(()) => {
+                    call_span.record("outcome", "ok");
                     self.metrics.provider_request(provider.name(), "ok");
                     return CallEnd::Finished(draft);
                 }
                 Err(err) => err,
             };
+            call_span.record("outcome", err.kind.as_str());
             self.metrics
                 .provider_request(provider.name(), err.kind.as_str());
             let delay = match err
@@ -422,7 +473,7 @@ impl TurnRunner {
             };
             attempt += 1;
             self.metrics.retry(provider.name(), err.kind.as_str());
-            self.announce_retry(run, step, attempt, delay, &err);
+            self.announce_retry(run, step, attempt, delay, &err).await;
             tokio::select! {
                 biased;
                 _ = control.cancelled() => return CallEnd::Stopped,
@@ -432,7 +483,7 @@ impl TurnRunner {
         }
     }
 
-    fn announce_retry(
+    async fn announce_retry(
         &self,
         run: &mut RunContext,
         step: i32,
@@ -445,7 +496,14 @@ impl TurnRunner {
         let error: String = err.to_string().chars().take(300).collect();
         tracing::info!(chat_id = %run.fence().chat_id, attempt, delay_ms, %error, "retrying model call");
         run.stream().retry(step, attempt, delay_ms, &error);
-        run.ops().retrying(run.fence(), attempt, delay_ms, error);
+        // A lost fence shows at the step's own write, which stops the run.
+        if let Err(err) = run
+            .ops()
+            .retrying(run.fence(), attempt, delay_ms, error)
+            .await
+        {
+            tracing::warn!(chat_id = %run.fence().chat_id, error = %chatd_shared::error_chain::Chain(&err), "could not record the retry");
+        }
     }
 
     /// Hands committed messages to the hub: they supersede the step's parts.

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod http;
+pub mod otlp;
 pub mod proxy;
 
 use std::{
@@ -375,6 +376,7 @@ pub async fn start_chat(
             system_prompt: Some("You are a test."),
             labels: &serde_json::json!({}),
             tools: Default::default(),
+            trace_parent: None,
         },
     )
     .await

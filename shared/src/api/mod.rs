@@ -4,6 +4,7 @@
 mod admin;
 mod chat;
 pub mod content;
+mod diagnosis;
 mod error;
 mod files;
 mod message;
@@ -20,6 +21,7 @@ pub use admin::{
     UpdateModelConfig, UpdateProvider, User,
 };
 pub use chat::{Chat, ChatList, CreateChat, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE, UpdateChat};
+pub use diagnosis::{ChatDiagnosis, QueuePosition, ReplicaList, ReplicaStatus, WorkerLease};
 pub use error::{ApiErrorBody, ErrorResponse};
 pub use files::File;
 pub use message::{

@@ -1,15 +1,16 @@
 //! The routes of users, tokens, providers and model configs (the admin API),
-//! and `/models` and `/users/me`.
+//! the operators' diagnosis, and `/models` and `/users/me`.
 
 use reqwest::Method;
 
 use super::{Client, ClientError};
 use crate::{
     api::{
-        CreateModelConfig, CreateProvider, CreateToken, CreateUser, ModelConfig, ModelList,
-        Provider, Token, TokenCreated, UpdateModelConfig, UpdateProvider, User,
+        ChatDiagnosis, CreateModelConfig, CreateProvider, CreateToken, CreateUser, ModelConfig,
+        ModelList, Provider, ReplicaList, Token, TokenCreated, UpdateModelConfig, UpdateProvider,
+        User,
     },
-    ids::{ModelConfigId, ProviderId, TokenId, UserId},
+    ids::{ChatId, ModelConfigId, ProviderId, TokenId, UserId},
 };
 
 impl Client {
@@ -189,5 +190,16 @@ impl Client {
     ) -> Result<(), ClientError> {
         let path = format!("admin/users/{user_id}/tokens/{token_id}");
         self.call_empty(self.route(Method::DELETE, &path)?).await
+    }
+
+    /// `GET /admin/chats/{id}/diagnosis`: why a chat is (not) running.
+    pub async fn chat_diagnosis(&self, chat_id: ChatId) -> Result<ChatDiagnosis, ClientError> {
+        let path = format!("admin/chats/{chat_id}/diagnosis");
+        self.fetch(self.route(Method::GET, &path)?).await
+    }
+
+    /// `GET /admin/replicas`: every replica's lease and load.
+    pub async fn list_replicas(&self) -> Result<ReplicaList, ClientError> {
+        self.fetch(self.route(Method::GET, "admin/replicas")?).await
     }
 }

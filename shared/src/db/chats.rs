@@ -54,6 +54,11 @@ pub struct Chat {
     pub mcp_servers: Vec<String>,
     /// The tools its client runs.
     pub client_tools: Vec<ClientTool>,
+    /// The W3C `traceparent` of the request that last made it pending (the
+    /// run links its span to it); `None` when tracing was off.
+    pub trace_parent: Option<String>,
+    /// Retries of the model call of the step in progress (diagnosis).
+    pub step_retries: i32,
 }
 
 impl Chat {
@@ -79,6 +84,8 @@ impl Chat {
             updated_at: row.try_get("updated_at")?,
             mcp_servers: row.try_get("mcp_servers")?,
             client_tools: row.try_get::<_, Json<Vec<ClientTool>>>("client_tools")?.0,
+            trace_parent: row.try_get("trace_parent")?,
+            step_retries: row.try_get("step_retries")?,
         })
     }
 }
@@ -87,7 +94,7 @@ impl Chat {
 pub const COLUMNS: &str =
     "id, owner_id, parent_chat_id, root_chat_id, title, status, model_config_id,
     system_prompt, labels, archived, last_error, worker_id, generation, interrupt_requested,
-    started_at, created_at, updated_at, mcp_servers, client_tools";
+    started_at, created_at, updated_at, mcp_servers, client_tools, trace_parent, step_retries";
 
 /// What [`insert`] stores.
 #[derive(Debug, Clone)]
@@ -110,6 +117,9 @@ pub struct NewChat<'a> {
     pub system_prompt: Option<&'a str>,
     /// Labels (a JSON object).
     pub labels: &'a serde_json::Value,
+    /// The creating request's trace context (a chat created with a first
+    /// message is pending at once: its run links to it).
+    pub trace_parent: Option<&'a str>,
     /// The MCP servers it opts into, and the tools its client runs.
     pub tools: ChatTools<'a>,
 }

@@ -49,7 +49,8 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
     // prefix in RETURNING (one column list per row type).
     format!(
         "UPDATE chats c SET status = 'running', worker_id = $1, generation = c.generation + 1,
-                started_at = now(), updated_at = now(), interrupt_requested = false
+                started_at = now(), updated_at = now(), interrupt_requested = false,
+                step_retries = 0
          FROM (SELECT id AS pending_id, updated_at AS pending_since FROM chats
                WHERE status = 'pending' AND NOT archived
                ORDER BY updated_at, id FOR UPDATE SKIP LOCKED LIMIT $2) p
@@ -366,6 +367,31 @@ pub struct StepMessage {
     pub runtime_ms: Option<i64>,
 }
 
+/// Records that the model call of the step in progress is being retried
+/// for the `retries`th time (the diagnosis endpoint reads it), fenced on
+/// `fence`. `false` means ownership was lost. Persisting the step, ending
+/// the turn and a claim set it back to 0.
+pub async fn record_retry(db: &impl GenericClient, fence: &Fence, retries: i32) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats SET step_retries = $4
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'",
+        )
+        .await?;
+    let updated = db
+        .execute(
+            &stmt,
+            &[
+                &fence.chat_id,
+                &fence.worker_id,
+                &fence.generation,
+                &retries,
+            ],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// The `step` CTE: the rows of `$4` (a JSON array of [`StepMessage`]) in
 /// the order of [`messages::INSERT_COLUMNS`] after `chat_id`, `visibility`
 /// and `generation`, with their position as `ord`. The one definition of a
@@ -404,7 +430,7 @@ pub(super) fn insert_rows(source: &str) -> String {
 pub(super) fn fenced_step_rows() -> String {
     format!(
         "WITH owned AS (
-             UPDATE chats SET updated_at = now()
+             UPDATE chats SET updated_at = now(), step_retries = 0
              WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
              RETURNING id
          ), {STEP_CTE}, new_rows AS (
@@ -519,7 +545,8 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
                  status = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN 'running'::chat_status ELSE $5 END,
                  worker_id = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.worker_id END,
                  started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
-                 last_error = $6, interrupt_requested = false, updated_at = now()
+                 last_error = $6, interrupt_requested = false, updated_at = now(),
+                 step_retries = 0
              FROM owned WHERE c.id = owned.id
              RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
                        c.generation AS chat_generation, c.title AS chat_title,

@@ -11,6 +11,7 @@
 
 pub mod agents;
 pub mod chats;
+pub mod diagnosis;
 pub mod files;
 pub mod lifecycle;
 pub mod mcp_servers;
@@ -27,8 +28,8 @@ pub mod users;
 pub mod webhook_deliveries;
 pub mod webhooks;
 
-pub use deadpool_postgres::{GenericClient, Pool, Transaction};
-pub use pool::{DbConfig, PoolBuildError, Target, connect_dedicated, connect_pool};
+pub use deadpool_postgres::{GenericClient, Transaction};
+pub use pool::{DbConfig, Pool, PoolBuildError, Target, connect_dedicated, connect_pool};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,17 @@
 //! Building connection pools and dedicated connections from a URL.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, PoolError, RecyclingMethod, Runtime};
+use opentelemetry::{
+    KeyValue,
+    metrics::{Histogram, Meter},
+};
 use tokio_postgres::{Client, NoTls, config::Host};
 
 use super::DbError;
@@ -106,6 +115,94 @@ pub enum PoolBuildError {
     Build(#[source] deadpool_postgres::BuildError),
 }
 
+/// The connection pool: deadpool's, with every wait for a connection
+/// timed once [`Pool::register_metrics`] gave it a meter (DESIGN §11: a pool wait
+/// is a metric, not a hang). Cheap to clone; clones share connections.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: deadpool_postgres::Pool,
+    wait: Arc<OnceLock<Histogram<f64>>>,
+}
+
+impl Pool {
+    /// A connection, waiting at most the pool's wait timeout for one.
+    pub async fn get(&self) -> Result<Object, PoolError> {
+        let Some(wait) = self.wait.get() else {
+            return self.inner.get().await;
+        };
+        let started = std::time::Instant::now();
+        let got = self.inner.get().await;
+        let outcome = match &got {
+            Ok(_) => "ok",
+            Err(PoolError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        wait.record(
+            started.elapsed().as_secs_f64(),
+            &[KeyValue::new("outcome", outcome)],
+        );
+        got
+    }
+
+    /// Closes the pool: connections are dropped as they come back, and
+    /// every `get` fails from now on.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Connections open, idle, and callers waiting for one.
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.inner.status()
+    }
+
+    /// Registers the pool's instruments on `meter`: connections in use and
+    /// idle, callers waiting, the pool's size limit, and the time each `get`
+    /// waited (`chatd_db_pool_wait_seconds`, by outcome). Once per pool.
+    pub fn register_metrics(&self, meter: &Meter) {
+        use crate::metrics::histogram;
+        let gauge = |name: &'static str,
+                     description: &'static str,
+                     read: fn(&deadpool_postgres::Status) -> usize| {
+            let pool = self.inner.clone();
+            meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |observer| observer.observe(read(&pool.status()) as u64, &[]))
+                .build();
+        };
+        gauge(
+            "chatd_db_pool_in_use",
+            "Pooled connections taken by a caller",
+            |status| status.size.saturating_sub(status.available),
+        );
+        gauge(
+            "chatd_db_pool_idle",
+            "Pooled connections open and free",
+            |status| status.available,
+        );
+        gauge(
+            "chatd_db_pool_waiting",
+            "Callers waiting for a pooled connection",
+            |status| status.waiting,
+        );
+        gauge(
+            "chatd_db_pool_max_size",
+            "Pooled connections at most (CHATD_DB_POOL_SIZE)",
+            |status| status.max_size,
+        );
+        let wait = histogram(
+            meter,
+            "chatd_db_pool_wait_seconds",
+            "Time a caller waited for a pooled connection, by outcome (ok, timeout, error)",
+            &[
+                0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        );
+        let _ = self.wait.set(wait);
+    }
+}
+
 /// A pool with every timeout set. Connections are opened lazily.
 pub fn connect_pool(config: &DbConfig) -> Result<Pool, PoolBuildError> {
     let mut pg = config.pg_config()?;
@@ -132,14 +229,18 @@ pub fn connect_pool(config: &DbConfig) -> Result<Pool, PoolBuildError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let inner = deadpool_postgres::Pool::builder(manager)
         .max_size(config.pool_size)
         .wait_timeout(Some(config.wait_timeout))
         .create_timeout(Some(config.create_timeout))
         .recycle_timeout(Some(config.recycle_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(PoolBuildError::Build)
+        .map_err(PoolBuildError::Build)?;
+    Ok(Pool {
+        inner,
+        wait: Arc::default(),
+    })
 }
 
 /// One connection outside any pool (the pubsub listener, the migrator). Its

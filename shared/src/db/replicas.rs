@@ -30,6 +30,8 @@ pub struct Replica {
     /// The advisory lock it holds on its listener session while alive
     /// (`None`: a replica that holds none, judged by its lease alone).
     pub lock_key: Option<i64>,
+    /// Chats it runs at most (`None`: an older version that did not say).
+    pub max_running_chats: Option<i32>,
 }
 
 impl Replica {
@@ -44,49 +46,63 @@ impl Replica {
             lease_expires_at: row.try_get("lease_expires_at")?,
             draining: row.try_get("draining")?,
             lock_key: row.try_get("lock_key")?,
+            max_running_chats: row.try_get("max_running_chats")?,
         })
     }
 }
 
 const COLUMNS: &str =
     "id, hostname, relay_url, version, started_at, heartbeat_at, lease_expires_at,
-    draining, lock_key";
+    draining, lock_key, max_running_chats";
 
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
+/// What a replica says about itself when it registers.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The replica.
+    pub id: ReplicaId,
+    /// The host it runs on.
+    pub hostname: &'a str,
+    /// Where peers reach its relay.
+    pub relay_url: Option<&'a str>,
+    /// Its build version.
+    pub version: &'a str,
+    /// How long the first lease lasts.
+    pub lease_ttl: Duration,
+    /// Chats it runs at most (its free slots are this minus its running chats).
+    pub max_running_chats: usize,
+}
+
 /// Registers (or re-registers) a replica with a fresh lease of `lease_ttl`.
 /// The caller holds the replica's advisory lock ([`ReplicaId::lock_key`])
 /// on its listener session: peers take a free lock for a dead replica.
-pub async fn register(
-    db: &impl GenericClient,
-    id: ReplicaId,
-    hostname: &str,
-    relay_url: Option<&str>,
-    version: &str,
-    lease_ttl: Duration,
-) -> DbResult<Replica> {
+pub async fn register(db: &impl GenericClient, replica: &Registration<'_>) -> DbResult<Replica> {
     let sql = format!(
-        "INSERT INTO replicas (id, hostname, relay_url, version, lease_expires_at, lock_key)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)
+        "INSERT INTO replicas (id, hostname, relay_url, version, lease_expires_at, lock_key,
+             max_running_chats)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7)
          ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname, relay_url = EXCLUDED.relay_url,
              version = EXCLUDED.version, heartbeat_at = now(),
              lease_expires_at = EXCLUDED.lease_expires_at, draining = false,
-             lock_key = EXCLUDED.lock_key
+             lock_key = EXCLUDED.lock_key, max_running_chats = EXCLUDED.max_running_chats
          RETURNING {COLUMNS}"
     );
     let stmt = db.prepare_cached(&sql).await?;
+    let max_running = i32::try_from(replica.max_running_chats).unwrap_or(i32::MAX);
     let row = db
         .query_one(
             &stmt,
             &[
-                &id,
-                &hostname,
-                &relay_url,
-                &version,
-                &seconds(lease_ttl),
-                &id.lock_key(),
+                &replica.id,
+                &replica.hostname,
+                &replica.relay_url,
+                &replica.version,
+                &seconds(replica.lease_ttl),
+                &replica.id.lock_key(),
+                &max_running,
             ],
         )
         .await?;

@@ -38,8 +38,9 @@ static CREATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chat AS (
              INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, title, status,
-                 model_config_id, system_prompt, labels, idempotency_key, mcp_servers, client_tools)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13)
+                 model_config_id, system_prompt, labels, idempotency_key, mcp_servers, client_tools,
+                 trace_parent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, $14)
              ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING {chat_columns}
          ), first_message AS (
@@ -93,6 +94,7 @@ pub async fn create(
                 &content,
                 &chat.tools.mcp_servers,
                 &Json(chat.tools.client_tools),
+                &chat.trace_parent,
             ],
         )
         .await?;
@@ -152,12 +154,16 @@ pub struct Outgoing<'a> {
     pub created_by: Option<UserId>,
     /// The client's idempotency key, if it sent one.
     pub idempotency_key: Option<&'a str>,
+    /// The sending request's trace context: stored with the chat when this
+    /// send makes it pending, so the run links to the request.
+    pub trace_parent: Option<&'a str>,
 }
 
 static SEND_TO_IDLE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chat AS (
-             UPDATE chats SET status = 'pending', last_error = NULL, updated_at = now()
+             UPDATE chats SET status = 'pending', last_error = NULL, updated_at = now(),
+                 trace_parent = $6
              WHERE id = $1 AND status IN ('waiting', 'error') AND NOT archived
                AND ($5::uuid IS NULL OR owner_id = $5)
              RETURNING id, owner_id, generation
@@ -192,6 +198,7 @@ pub async fn send_to_idle(
                 &message.created_by,
                 &message.idempotency_key,
                 &only_owner,
+                &message.trace_parent,
             ],
         )
         .await?
@@ -473,7 +480,8 @@ pub struct Edited {
 static RERUN: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE chats SET status = 'pending', worker_id = NULL, generation = generation + 1,
-             interrupt_requested = false, last_error = NULL, started_at = NULL, updated_at = now()
+             interrupt_requested = false, last_error = NULL, started_at = NULL, updated_at = now(),
+             trace_parent = $2
          WHERE id = $1 RETURNING {}",
         chats::COLUMNS
     )
@@ -482,13 +490,15 @@ static RERUN: LazyLock<String> = LazyLock::new(|| {
 /// Edit and re-run (DESIGN §3): soft-deletes the user message `message_id`
 /// and everything after it, inserts the replacement, clears the queue, and
 /// makes the chat `pending` with a new generation (fencing out a worker
-/// still running the old turn). One transaction, the chat row locked.
+/// still running the old turn), keeping the editing request's
+/// `trace_parent` for the run. One transaction, the chat row locked.
 pub async fn edit_and_rerun(
     db: &mut deadpool_postgres::Object,
     chat_id: ChatId,
     message_id: MessageId,
     content: &[Part],
     created_by: UserId,
+    trace_parent: Option<&str>,
 ) -> DbResult<Result<Edited, EditRefused>> {
     let tx = db.transaction().await?;
     let lock = tx
@@ -526,7 +536,7 @@ pub async fn edit_and_rerun(
         .await?;
     tx.execute(&clear, &[&chat_id]).await?;
     let rerun = tx.prepare_cached(&RERUN).await?;
-    let chat = Chat::from_row(&tx.query_one(&rerun, &[&chat_id]).await?)?;
+    let chat = Chat::from_row(&tx.query_one(&rerun, &[&chat_id, &trace_parent]).await?)?;
     tx.commit().await?;
     let pending = BecamePending {
         chat_id,

@@ -23,6 +23,7 @@ pub(crate) struct PubSubMetrics {
 
 impl PubSubMetrics {
     pub(crate) fn new(meter: &Meter, connected: Arc<AtomicBool>) -> Self {
+        use crate::metrics::{counter, histogram, unlabelled};
         meter
             .u64_observable_gauge("chatd_pubsub_connected")
             .with_description("1 while the LISTEN connection is up")
@@ -31,49 +32,63 @@ impl PubSubMetrics {
             })
             .build();
         Self {
-            publishes: meter
-                .u64_counter("chatd_pubsub_publishes")
-                .with_description("Notifications published")
-                .build(),
-            publish_batches: meter
-                .u64_counter("chatd_pubsub_publish_batches")
-                .with_description("pg_notify statements sent (each carries a batch)")
-                .build(),
-            publish_bytes: meter
-                .u64_counter("chatd_pubsub_publish_bytes")
-                .with_description("Payload bytes published")
-                .with_unit("By")
-                .build(),
-            publish_dropped: meter
-                .u64_counter("chatd_pubsub_publish_dropped")
-                .with_description("Notifications dropped because the publish queue was full")
-                .build(),
-            publish_failures: meter
-                .u64_counter("chatd_pubsub_publish_failures")
-                .with_description(
-                    "Batches the database refused (their notifications are lost; receivers poll)",
-                )
-                .build(),
-            received: meter
-                .u64_counter("chatd_pubsub_received")
-                .with_description("Notifications received by the listener")
-                .build(),
-            reconnects: meter
-                .u64_counter("chatd_pubsub_reconnects")
-                .with_description("Times the listener connection was re-established")
-                .build(),
-            resyncs: meter
-                .u64_counter("chatd_pubsub_resyncs")
-                .with_description("Resync signals raised (reconnects and subscriber overflows)")
-                .build(),
-            latency: meter
-                .f64_histogram("chatd_pubsub_latency_seconds")
-                .with_description("Notify-to-receive latency of the periodic probe")
-                .with_unit("s")
-                .with_boundaries(vec![
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                ])
-                .build(),
+            publishes: counter(
+                meter,
+                "chatd_pubsub_publishes",
+                "Notifications published",
+                unlabelled(),
+            ),
+            publish_batches: counter(
+                meter,
+                "chatd_pubsub_publish_batches",
+                "pg_notify statements sent (each carries a batch)",
+                unlabelled(),
+            ),
+            publish_bytes: counter(
+                meter,
+                "chatd_pubsub_publish_bytes",
+                "Payload bytes published",
+                unlabelled(),
+            ),
+            publish_dropped: counter(
+                meter,
+                "chatd_pubsub_publish_dropped",
+                "Notifications dropped because the publish queue was full",
+                unlabelled(),
+            ),
+            publish_failures: counter(
+                meter,
+                "chatd_pubsub_publish_failures",
+                "Batches the database refused (their notifications are lost; receivers poll)",
+                unlabelled(),
+            ),
+            received: counter(
+                meter,
+                "chatd_pubsub_received",
+                "Notifications received by the listener",
+                unlabelled(),
+            ),
+            reconnects: counter(
+                meter,
+                "chatd_pubsub_reconnects",
+                "Times the listener connection was re-established",
+                unlabelled(),
+            ),
+            resyncs: counter(
+                meter,
+                "chatd_pubsub_resyncs",
+                "Resync signals raised (reconnects and subscriber overflows)",
+                unlabelled(),
+            ),
+            latency: histogram(
+                meter,
+                "chatd_pubsub_latency_seconds",
+                "Notify-to-receive latency of the periodic probe",
+                &[
+                    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ],
+            ),
         }
     }
 }

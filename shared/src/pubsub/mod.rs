@@ -23,8 +23,9 @@ use std::{
     },
     time::{SystemTime, UNIX_EPOCH},
 };
+use tracing::Instrument;
 
-use deadpool_postgres::Pool;
+use crate::db::Pool;
 use opentelemetry::metrics::Meter;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -259,19 +260,20 @@ impl PubSub {
             metrics: metrics.clone(),
         });
         let cancel = cancel.child_token();
-        tracker.spawn(listener::run(
-            shared.clone(),
-            url.to_owned(),
-            config.listener,
-            cancel.clone(),
-        ));
-        tracker.spawn(publisher::run(
-            pool,
-            config.publisher,
-            queue,
-            metrics,
-            cancel.clone(),
-        ));
+        // In the caller's span (the replica's), so their log lines name it.
+        tracker.spawn(
+            listener::run(
+                shared.clone(),
+                url.to_owned(),
+                config.listener,
+                cancel.clone(),
+            )
+            .in_current_span(),
+        );
+        tracker.spawn(
+            publisher::run(pool, config.publisher, queue, metrics, cancel.clone())
+                .in_current_span(),
+        );
         // When everything stops, wake subscribers so they see the end.
         tracker.spawn({
             let shared = shared.clone();

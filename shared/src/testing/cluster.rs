@@ -10,7 +10,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use deadpool_postgres::Pool;
+use crate::db::Pool;
 use tokio_postgres::{Client, NoTls};
 
 use crate::{

@@ -22,7 +22,7 @@ mod users;
 mod wait;
 
 pub use cluster::{PASSWORD_ROLE, TestCluster, TestDb, cluster};
-pub use metrics::metric_sum;
+pub use metrics::{metric_present, metric_sum, metric_sum_where};
 pub use pubsub::{TestPubSub, wait_connected};
 pub use users::user_with_token;
 pub use wait::{eventually, wait_for};

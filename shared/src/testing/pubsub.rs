@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::db::Pool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{TestDb, eventually, wait_for};
