@@ -462,6 +462,42 @@ async fn a_pending_chat_interrupted_before_it_ran_ends_its_turn_with_an_event() 
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// A chat that stops for its client's tools ends the turn for its client:
+/// `turn.requires_action`, with the calls' assistant message.
+#[tokio::test]
+async fn a_chat_waiting_for_its_clients_tools_sends_requires_action() {
+    let receiver = Receiver::start(|_| Reply::Status(200)).await;
+    let app = TestApp::start(1, fast_webhooks).await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let (hook, _) = api
+        .webhook(&receiver.url(), &["turn.requires_action"], None)
+        .await;
+    let script = json!({"steps": [{"tool_calls": [{"name": "pick_color", "id": "call_a"}]},
+                                  {"text": "thanks"}]});
+    let (status, chat) = api
+        .post(
+            "/chats",
+            json!({
+                "text": format!("@mock {script}"),
+                "client_tools": [{"name": "pick_color", "description": "Ask the user.",
+                                  "parameters": {"type": "object"}}],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{chat}");
+    let deliveries = api.settled(&hook, 1).await;
+    assert_eq!(deliveries[0]["event"], "turn.requires_action");
+    let payload = &deliveries[0]["payload"];
+    assert_eq!(payload["chat"]["id"], chat["id"]);
+    assert_eq!(payload["chat"]["status"], "requires_action");
+    assert!(
+        payload["message_id"].is_i64(),
+        "the assistant message with the calls: {payload}"
+    );
+    assert_eq!(receiver.received().len(), 1);
+}
+
 #[tokio::test]
 async fn a_receiver_that_fails_three_times_gets_the_fourth_attempt_with_the_same_id() {
     let receiver = Receiver::ok_after(3, Reply::Status(500)).await;

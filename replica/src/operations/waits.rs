@@ -52,13 +52,22 @@ impl ChatOps {
             tool_calls::suspend(&client, fence, waits).await?
         };
         match &suspended {
-            Some(Suspended::Waiting { status, owner_id }) => self.announce([Change::Status {
-                chat_id: fence.chat_id,
-                owner_id: *owner_id,
-                status: *status,
-                generation: fence.generation,
-                worker_id: None,
-            }]),
+            Some(Suspended::Waiting {
+                status,
+                owner_id,
+                webhooks_queued,
+            }) => {
+                if *webhooks_queued > 0 {
+                    self.webhooks.wake();
+                }
+                self.announce([Change::Status {
+                    chat_id: fence.chat_id,
+                    owner_id: *owner_id,
+                    status: *status,
+                    generation: fence.generation,
+                    worker_id: None,
+                }])
+            }
             Some(Suspended::Pending(pending)) => self.announce([Change::Pending(*pending)]),
             Some(Suspended::Interrupted) | None => {}
         }

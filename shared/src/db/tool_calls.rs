@@ -228,6 +228,8 @@ pub enum Suspended {
         status: ChatStatus,
         /// The owner, for chat-list events.
         owner_id: UserId,
+        /// Webhook deliveries queued (`turn.requires_action`, DESIGN §17).
+        webhooks_queued: i64,
     },
     /// The subagents it would wait for had all finished by the time their
     /// rows were locked: the chat is `pending` (whoever claims it writes
@@ -236,6 +238,52 @@ pub enum Suspended {
     /// An interrupt was requested: nothing changed; the run must handle it.
     Interrupted,
 }
+
+/// The statement of [`suspend`]. A chat left `requires_action` ends its
+/// turn for the client: the webhook outbox gets its `turn.requires_action`
+/// rows in the same statement ([`super::webhook_deliveries::OUTBOX_CTE`];
+/// the other statuses it leaves map to no event).
+static SUSPEND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH owned AS (
+             SELECT id, owner_id, interrupt_requested FROM chats
+             WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+             FOR UPDATE
+         ), timed AS (
+             UPDATE tool_calls t
+             SET deadline = COALESCE(t.deadline, now() + make_interval(secs => d.secs)),
+                 waits_on = COALESCE(t.waits_on, d.waits_on)
+             FROM owned, jsonb_to_recordset($4::jsonb) AS d(call_id text, secs float8, waits_on uuid[])
+             WHERE NOT owned.interrupt_requested AND t.chat_id = owned.id
+               AND t.finished_at IS NULL AND t.call_id = d.call_id
+             RETURNING t.runs_on, t.waits_on
+         ), children AS (
+             SELECT k.status FROM chats k
+             WHERE k.id IN (SELECT unnest(waits_on) FROM timed WHERE runs_on = 'agents')
+             FOR SHARE OF k
+         ), decided AS (
+             SELECT CASE
+                 WHEN EXISTS (SELECT 1 FROM timed WHERE runs_on = 'client') THEN 'requires_action'
+                 WHEN EXISTS (SELECT 1 FROM children WHERE status NOT IN ('waiting', 'error'))
+                     THEN 'waiting_on_agents'
+                 ELSE 'pending'
+             END::chat_status AS status
+         ), released AS (
+             UPDATE chats c SET status = decided.status, worker_id = NULL, started_at = NULL,
+                    interrupt_requested = false, updated_at = now()
+             FROM owned, decided
+             WHERE c.id = owned.id AND NOT owned.interrupt_requested
+             RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
+                       c.generation AS chat_generation, c.title AS chat_title
+         ), inserted AS (
+             SELECT * FROM chat_messages WHERE false
+         ), {outbox}
+         SELECT o.owner_id, o.interrupt_requested, r.chat_status AS status,
+                (SELECT count(*) FROM webhook_outbox) AS webhooks_queued
+         FROM owned o LEFT JOIN released r ON true",
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
+    )
+});
 
 /// Ends a run whose step left calls open that wait on something outside
 /// the chat, in one statement fenced on `fence`: each open call named in
@@ -252,42 +300,7 @@ pub async fn suspend(
     fence: &Fence,
     waits: &[WaitDeadline],
 ) -> DbResult<Option<Suspended>> {
-    let stmt = db
-        .prepare_cached(
-            "WITH owned AS (
-                 SELECT id, owner_id, interrupt_requested FROM chats
-                 WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
-                 FOR UPDATE
-             ), timed AS (
-                 UPDATE tool_calls t
-                 SET deadline = COALESCE(t.deadline, now() + make_interval(secs => d.secs)),
-                     waits_on = COALESCE(t.waits_on, d.waits_on)
-                 FROM owned, jsonb_to_recordset($4::jsonb) AS d(call_id text, secs float8, waits_on uuid[])
-                 WHERE NOT owned.interrupt_requested AND t.chat_id = owned.id
-                   AND t.finished_at IS NULL AND t.call_id = d.call_id
-                 RETURNING t.runs_on, t.waits_on
-             ), children AS (
-                 SELECT k.status FROM chats k
-                 WHERE k.id IN (SELECT unnest(waits_on) FROM timed WHERE runs_on = 'agents')
-                 FOR SHARE OF k
-             ), decided AS (
-                 SELECT CASE
-                     WHEN EXISTS (SELECT 1 FROM timed WHERE runs_on = 'client') THEN 'requires_action'
-                     WHEN EXISTS (SELECT 1 FROM children WHERE status NOT IN ('waiting', 'error'))
-                         THEN 'waiting_on_agents'
-                     ELSE 'pending'
-                 END::chat_status AS status
-             ), released AS (
-                 UPDATE chats c SET status = decided.status, worker_id = NULL, started_at = NULL,
-                        interrupt_requested = false, updated_at = now()
-                 FROM owned, decided
-                 WHERE c.id = owned.id AND NOT owned.interrupt_requested
-                 RETURNING c.status
-             )
-             SELECT o.owner_id, o.interrupt_requested, r.status
-             FROM owned o LEFT JOIN released r ON true",
-        )
-        .await?;
+    let stmt = db.prepare_cached(&SUSPEND).await?;
     let Some(row) = db
         .query_opt(
             &stmt,
@@ -307,6 +320,7 @@ pub async fn suspend(
         return Ok(Some(Suspended::Interrupted));
     }
     let status: ChatStatus = row.try_get("status")?;
+    let webhooks_queued: i64 = row.try_get("webhooks_queued")?;
     Ok(Some(if status == ChatStatus::Pending {
         Suspended::Pending(BecamePending {
             chat_id: fence.chat_id,
@@ -314,7 +328,11 @@ pub async fn suspend(
             generation: fence.generation,
         })
     } else {
-        Suspended::Waiting { status, owner_id }
+        Suspended::Waiting {
+            status,
+            owner_id,
+            webhooks_queued,
+        }
     }))
 }
 
