@@ -378,8 +378,9 @@ static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
              RETURNING id
          ), {STEP_CTE}, new_rows AS (
              SELECT step.*, $3::bigint AS generation FROM owned, step
-         )
+         ), {accounting}
          {insert}",
+        accounting = super::accounting::step_ctes(false),
         insert = insert_rows("new_rows"),
     )
 });
@@ -390,7 +391,9 @@ static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
 ///
 /// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
 /// concurrent recovery or edit either commits first (and the fence fails) or
-/// waits until these messages are committed.
+/// waits until these messages are committed. The step's cost is recorded in
+/// the same statement ([`super::accounting`]), replacing the run's spend
+/// reservation.
 pub async fn persist_step(
     db: &impl GenericClient,
     fence: &Fence,
@@ -426,6 +429,14 @@ pub enum TurnEnd {
     Done,
     /// Failed: `error` with this message unless a queued message continues.
     Failed(String),
+    /// Could not start (a limit refused it): `error` with this code (e.g.
+    /// `spend_limit_exceeded`) and message unless a queued message continues.
+    Refused {
+        /// The error's stable code.
+        code: String,
+        /// A human sentence.
+        message: String,
+    },
 }
 
 /// The chat after [`finish_turn`].
@@ -458,19 +469,21 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
              SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL,
                     NULL, NULL, NULL, NULL, NULL, p.idempotency_key, NULL
              FROM popped p
-         ), inserted AS (
+         ), {accounting}, inserted AS (
              {insert}
          ), released AS (
              UPDATE chats c SET
                  status = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN 'running'::chat_status ELSE $5 END,
                  worker_id = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.worker_id END,
                  started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
-                 last_error = $6, interrupt_requested = false, updated_at = now()
+                 last_error = $6, last_error_code = $7, interrupt_requested = false,
+                 updated_at = now()
              FROM owned WHERE c.id = owned.id
              RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
          )
          SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
+        accounting = super::accounting::step_ctes(true),
         insert = insert_rows("new_rows"),
     )
 });
@@ -479,7 +492,9 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 /// one fenced statement (DESIGN §3): if a message is queued it is popped and
 /// inserted as a user message and the chat stays `running` under the same
 /// worker and generation; otherwise the chat becomes `waiting` (or `error`
-/// with `last_error`). `interrupt_requested` is cleared either way. The
+/// with `last_error` and `last_error_code`). `interrupt_requested` is
+/// cleared either way. The step's cost is recorded ([`super::accounting`]),
+/// which replaces the run's spend reservation. The
 /// step's messages get lower ids than a popped queued message (one
 /// `INSERT`, in order), so an interrupted reply is always stored before the
 /// message that interrupted it. `None` when the fence no longer matches
@@ -490,9 +505,14 @@ pub async fn finish_turn(
     step: &[StepMessage],
     end: &TurnEnd,
 ) -> DbResult<Option<(Vec<Message>, Released)>> {
-    let (idle_status, error) = match end {
-        TurnEnd::Done => (ChatStatus::Waiting, None),
-        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str())),
+    let (idle_status, error, code) = match end {
+        TurnEnd::Done => (ChatStatus::Waiting, None, None),
+        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str()), None),
+        TurnEnd::Refused { code, message } => (
+            ChatStatus::Error,
+            Some(message.as_str()),
+            Some(code.as_str()),
+        ),
     };
     let stmt = db.prepare_cached(&FINISH_TURN).await?;
     let rows = db
@@ -505,6 +525,7 @@ pub async fn finish_turn(
                 &Json(step),
                 &idle_status,
                 &error,
+                &code,
             ],
         )
         .await?;

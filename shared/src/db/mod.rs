@@ -9,16 +9,22 @@
 //! pooled connection or inside a transaction, and use `prepare_cached` so a
 //! statement is parsed once per connection.
 
+pub mod accounting;
 pub mod chats;
+pub mod compaction;
 pub mod lifecycle;
 pub mod messages;
 pub mod model_configs;
 pub mod pool;
+pub mod prompt_context;
 pub mod providers;
 pub mod queued_messages;
 pub mod replicas;
+pub mod spend;
+pub mod system_prompts;
 pub mod tokens;
 pub mod transitions;
+pub mod usage;
 pub mod users;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};
