@@ -33,11 +33,13 @@ use crate::{
     models::{ModelCatalog, ProviderFactory},
     operations::ChatOps,
     runtime::{ChatRunner, Phase, Runtime, RuntimeConfig, RuntimeParts},
+    settings::SettingsCache,
     streams::{
         BufferLimits, RelayFollow, StreamHub, Streams,
         relay::{HubSink, HubSource, ReplicaDirectory},
     },
     telemetry::Telemetry,
+    titles::{TitleConfig, Titles},
     tools::ToolRegistry,
     turn::{TurnConfig, TurnMetrics, TurnRunner},
 };
@@ -149,6 +151,7 @@ struct Core {
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
+    settings: Arc<SettingsCache>,
 }
 
 impl Core {
@@ -178,23 +181,42 @@ impl Core {
                 .clone()
                 .watch(pubsub.clone(), stops.background.clone()),
         );
-        let runner = Arc::new(TurnRunner::new(
-            catalog,
-            ToolRegistry::builtin(config.test_tools),
-            config.turn.clone(),
-            TurnMetrics::new(&meter),
-        ));
+        let settings = SettingsCache::new(pool.clone());
+        tracker.spawn(
+            settings
+                .clone()
+                .watch(pubsub.clone(), stops.background.clone()),
+        );
+        let ops = ChatOps::new(pool.clone(), pubsub.clone()).with_settings(settings.clone());
+        let titles = Titles::new(
+            ops,
+            catalog.clone(),
+            TitleConfig::default(),
+            tracker.clone(),
+            stops.background.clone(),
+            &meter,
+        );
+        let runner = Arc::new(
+            TurnRunner::new(
+                catalog,
+                ToolRegistry::builtin(config.test_tools),
+                config.turn.clone(),
+                TurnMetrics::new(&meter),
+            )
+            .with_titles(titles),
+        );
         Ok(Self {
             telemetry,
             pool,
             pubsub,
             hub,
             runner,
+            settings,
         })
     }
 
     fn ops(&self) -> ChatOps {
-        ChatOps::new(self.pool.clone(), self.pubsub.clone())
+        ChatOps::new(self.pool.clone(), self.pubsub.clone()).with_settings(self.settings.clone())
     }
 }
 

@@ -95,6 +95,7 @@ fn check_title(title: &str) -> ApiResult<()> {
         (status = 201, body = api::Chat, description = "Created"),
         (status = 200, body = api::Chat, description = "Replay of an idempotency key"),
         (status = 400, body = api::ErrorResponse), (status = 401, body = api::ErrorResponse),
+        (status = 409, body = api::ErrorResponse, description = "With a first message, the caller's spend reached their limit (`spend_limit_exceeded`, `details`: `SpendLimitExceeded`)"),
         (status = 422, body = api::ErrorResponse),
     )
 )]
@@ -139,6 +140,7 @@ async fn create_chat(
         }
         CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
         CreateOutcome::Model(refused) => Err(model_error(refused)),
+        CreateOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
     }
 }
 

@@ -113,7 +113,8 @@ async fn list_messages(
         (status = 201, body = SendResult, description = "Committed: {\"message\": …}"),
         (status = 202, body = SendResult, description = "Queued: {\"queued\": …}"),
         (status = 200, body = SendResult, description = "Replay of an idempotency key"),
-        (status = 404, body = api::ErrorResponse), (status = 409, body = api::ErrorResponse),
+        (status = 404, body = api::ErrorResponse),
+        (status = 409, body = api::ErrorResponse, description = "Busy with `reject` (`chat_busy`), archived (`chat_archived`), or the caller's spend reached their limit (`spend_limit_exceeded`, `details`: `SpendLimitExceeded`)"),
         (status = 422, body = api::ErrorResponse), (status = 429, body = api::ErrorResponse),
     )
 )]
@@ -162,6 +163,7 @@ async fn send_message(
         )),
         SendOutcome::NotFound => Err(ApiError::not_found("chat")),
         SendOutcome::Model(refused) => Err(model_error(refused)),
+        SendOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
     }
 }
 

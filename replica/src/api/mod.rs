@@ -14,9 +14,12 @@ mod messages;
 mod metrics;
 mod models;
 mod ops;
+mod prompts;
 mod queue;
+mod spend;
 mod stream;
 mod transport;
+mod usage;
 mod users;
 mod watch;
 
@@ -38,7 +41,11 @@ use self::{
     auth::TokenCache,
     metrics::{HttpMetrics, StreamMetrics},
 };
-use crate::{operations::ChatOps, streams::Streams, telemetry::Telemetry};
+use crate::{
+    operations::{ChatOps, Settings},
+    streams::Streams,
+    telemetry::Telemetry,
+};
 
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
@@ -90,6 +97,8 @@ pub struct AppInner {
     pub pubsub: PubSub,
     /// Chat transitions: what chat handlers call.
     pub ops: ChatOps,
+    /// System prompts, spend limits, usage: what their handlers call.
+    pub settings: Settings,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -143,6 +152,11 @@ impl AppState {
         Self(Arc::new(AppInner {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
+            settings: Settings::new(
+                parts.pool.clone(),
+                parts.pubsub.clone(),
+                parts.ops.settings().clone(),
+            ),
             pool: parts.pool,
             pubsub: parts.pubsub,
             ops: parts.ops,
@@ -162,7 +176,8 @@ impl AppState {
 #[openapi(
     info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
     modifiers(&BearerAuth),
-    security(("bearer" = []))
+    security(("bearer" = [])),
+    components(schemas(chatd_shared::api::SpendLimitExceeded))
 )]
 struct ApiDoc;
 
@@ -193,6 +208,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())
+        .merge(prompts::routes())
+        .merge(spend::routes())
+        .merge(usage::routes())
 }
 
 /// Stream routes: no request timeout (they live long).

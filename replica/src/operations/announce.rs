@@ -9,7 +9,7 @@
 use chatd_shared::{
     db::{chats::BecamePending, messages::Message},
     ids::{ChatId, Generation, MessageId, ReplicaId, UserId},
-    pubsub::{ChatEvent, OwnerEventKind, PubSub},
+    pubsub::{ChatEvent, ControlNotice, OwnerEventKind, PubSub},
     status::ChatStatus,
 };
 
@@ -43,6 +43,11 @@ pub(crate) enum Change {
     },
     /// The title changed.
     Title { chat_id: ChatId, owner_id: UserId },
+    /// The history up to `through` was folded into a compaction summary.
+    Compaction { chat_id: ChatId, through: MessageId },
+    /// The deployment's system prompt or spend limits, or a user's spend
+    /// limit, changed: every replica drops its cached settings.
+    SettingsChanged,
     /// The chat was archived or restored; `pending`: restored while pending,
     /// so acquirers may claim it again.
     Archived {
@@ -147,6 +152,15 @@ pub(crate) fn announce(pubsub: &PubSub, changes: impl IntoIterator<Item = Change
             Change::Title { chat_id, owner_id } => {
                 let _ = pubsub.publish_chat(chat_id, ChatEvent::Title);
                 let _ = pubsub.publish_owner(owner_id, chat_id, OwnerEventKind::Title);
+            }
+            Change::Compaction { chat_id, through } => {
+                let notice = ChatEvent::Compaction {
+                    through_id: through,
+                };
+                let _ = pubsub.publish_chat(chat_id, notice);
+            }
+            Change::SettingsChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::SettingsChanged);
             }
             Change::Archived {
                 chat_id,

@@ -16,8 +16,14 @@
 //! features add an operation or extend one, never a handler.
 
 mod announce;
+mod compaction;
 mod requests;
+mod settings;
+mod spend;
+mod titles;
 mod worker;
+
+use std::sync::Arc;
 
 use chatd_shared::{
     db::{Pool, chats::Chat},
@@ -25,12 +31,17 @@ use chatd_shared::{
     pubsub::PubSub,
 };
 
+use crate::settings::SettingsCache;
+
 pub(crate) use self::announce::Change;
 pub use self::{
     requests::{
         ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,
     },
+    settings::{Settings, SpendLimit, UsageReport},
+    spend::{Reserved, SpendRefusal},
+    titles::TitleOutcome,
     worker::{BeatError, Claim},
 };
 
@@ -57,18 +68,37 @@ impl Access {
     }
 }
 
-/// The transitions of chats, each announced. Cheap to clone (a pool and a
-/// pubsub handle).
+/// The transitions of chats, each announced. Cheap to clone (a pool, a
+/// pubsub handle and the settings cache).
 #[derive(Clone)]
 pub struct ChatOps {
     pool: Pool,
     pubsub: PubSub,
+    settings: Arc<SettingsCache>,
 }
 
 impl ChatOps {
-    /// Operations on `pool`'s database, announced through `pubsub`.
+    /// Operations on `pool`'s database, announced through `pubsub`, with a
+    /// settings cache of their own that nobody watches (so never caches):
+    /// a replica passes its watched one ([`Self::with_settings`]).
     pub fn new(pool: Pool, pubsub: PubSub) -> Self {
-        Self { pool, pubsub }
+        let settings = SettingsCache::new(pool.clone());
+        Self {
+            pool,
+            pubsub,
+            settings,
+        }
+    }
+
+    /// The same operations reading the deployment's settings through `settings`.
+    pub fn with_settings(mut self, settings: Arc<SettingsCache>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The deployment's settings and users' spend limits.
+    pub fn settings(&self) -> &Arc<SettingsCache> {
+        &self.settings
     }
 
     /// The pool the operations use (for reads that are not transitions).

@@ -17,7 +17,7 @@ use chatd_shared::{
     status::ChatStatus,
 };
 
-use super::{Access, Change, ChatOps};
+use super::{Access, Change, ChatOps, SpendRefusal};
 
 /// Why a model cannot be used for a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub enum CreateOutcome {
     Replayed(Chat),
     /// The model cannot be used.
     Model(ModelRefused),
+    /// The caller's spend reached their limit: nothing was written.
+    SpendLimit(SpendRefusal),
 }
 
 /// A message to send.
@@ -93,6 +95,8 @@ pub enum SendOutcome {
     NotFound,
     /// The model asked for cannot be used.
     Model(ModelRefused),
+    /// The caller's spend reached their limit: nothing was written.
+    SpendLimit(SpendRefusal),
 }
 
 /// What [`ChatOps::interrupt`] did.
@@ -229,6 +233,11 @@ impl ChatOps {
             Ok(model) => model,
             Err(refused) => return Ok(CreateOutcome::Model(refused)),
         };
+        if request.first.is_some()
+            && let Some(refusal) = self.spend_refusal(access.user_id).await?
+        {
+            return Ok(CreateOutcome::SpendLimit(refusal));
+        }
         let new = NewChat {
             id: ChatId::new_v7(),
             owner_id: access.user_id,
@@ -264,7 +273,9 @@ impl ChatOps {
         Ok(CreateOutcome::Created(created.chat))
     }
 
-    /// Sends a message (DESIGN §3). An idle chat gets it committed and
+    /// Sends a message (DESIGN §3), unless the caller's spend reached their
+    /// limit (DESIGN §17; no statement while no limit applies to them). An
+    /// idle chat gets it committed and
     /// becomes `pending`; a busy one queues it (`queue`), queues it and
     /// interrupts the turn (`interrupt`), or refuses it (`reject`). A
     /// replayed idempotency key returns the original result. Announces the
@@ -279,6 +290,9 @@ impl ChatOps {
             && let Err(refused) = self.usable_model(Some(wanted)).await?
         {
             return Ok(SendOutcome::Model(refused));
+        }
+        if let Some(refusal) = self.spend_refusal(access.user_id).await? {
+            return Ok(SendOutcome::SpendLimit(refusal));
         }
         let message = Outgoing {
             content: request.content,

@@ -19,6 +19,8 @@ pub struct TurnMetrics {
     provider_requests: Counter<u64>,
     retries: Counter<u64>,
     tool_calls: Counter<u64>,
+    compactions: Counter<u64>,
+    spend_refusals: Counter<u64>,
 }
 
 impl TurnMetrics {
@@ -61,6 +63,14 @@ impl TurnMetrics {
                 .u64_counter("chatd_tool_calls")
                 .with_description("Tool calls, by tool and outcome")
                 .build(),
+            compactions: meter
+                .u64_counter("chatd_compactions")
+                .with_description("Context compactions, by outcome")
+                .build(),
+            spend_refusals: meter
+                .u64_counter("chatd_spend_refusals")
+                .with_description("Model calls the spend limit refused")
+                .build(),
         }
     }
 
@@ -68,6 +78,15 @@ impl TurnMetrics {
         self.turns.add(1, &[KeyValue::new("outcome", outcome)]);
         self.turn_duration
             .record(seconds, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn compaction(&self, outcome: &'static str) {
+        self.compactions
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn spend_refusal(&self) {
+        self.spend_refusals.add(1, &[]);
     }
 
     pub(crate) fn step(&self, seconds: f64) {

@@ -6,10 +6,13 @@
 //! backoff; an interrupt saves the partial step (with error results for the
 //! tool calls that have none) and releases; a stop writes nothing.
 
+mod compaction;
+mod cost;
 mod draft;
 mod metrics;
 mod prompt;
 mod retry;
+mod spend;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +23,7 @@ use chatd_shared::{
         lifecycle::{StepMessage, TurnEnd},
         messages,
         model_configs::ModelConfig,
+        prompt_context,
     },
     parts::{Part, Usage},
     status::MessageRole,
@@ -28,12 +32,18 @@ use chatd_shared::{
 use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::time::Instant;
 
-pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
+use self::{
+    compaction::Compaction,
+    cost::cost_micros,
+    prompt::{Loaded, SystemPrompts},
+};
+pub use self::{cost::estimate_micros, draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
     llm::{self, Prompt, ProviderError, StreamTimeouts},
     models::{ModelCatalog, ResolvedModel},
     runtime::{ChatRunner, RunContext, RunControl, RunError},
     streams::RunStream,
+    titles::Titles,
     tools::{Call, Outcome, ToolRegistry},
 };
 
@@ -46,6 +56,9 @@ pub struct TurnConfig {
     pub timeouts: StreamTimeouts,
     /// Retries of failed model calls.
     pub retry: RetryPolicy,
+    /// A compaction's summary call that has not answered by then failed
+    /// (it is tried twice at most).
+    pub summary_timeout: Duration,
 }
 
 impl Default for TurnConfig {
@@ -54,6 +67,7 @@ impl Default for TurnConfig {
             max_steps: 25,
             timeouts: StreamTimeouts::default(),
             retry: RetryPolicy::default(),
+            summary_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +78,9 @@ pub struct TurnRunner {
     tools: ToolRegistry,
     config: TurnConfig,
     metrics: TurnMetrics,
+    /// Where a chat's first turn hands its message for a title; none: no
+    /// titles are made.
+    titles: Option<Titles>,
 }
 
 impl TurnRunner {
@@ -79,7 +96,14 @@ impl TurnRunner {
             tools,
             config,
             metrics,
+            titles: None,
         }
+    }
+
+    /// The same runner, having `titles` make each chat's title.
+    pub fn with_titles(mut self, titles: Titles) -> Self {
+        self.titles = Some(titles);
+        self
     }
 }
 
@@ -109,14 +133,14 @@ impl ChatRunner for TurnRunner {
         let mut step: i32 = 0;
         // The prompt is loaded once per run and then kept in step with what
         // this run persists: nobody else can add to a chat we own.
-        let mut prompt: Option<(Arc<ResolvedModel>, Prompt)> = None;
+        let mut loaded: Option<Loaded> = None;
         loop {
             let started = Instant::now();
-            let flow = self.turn(&mut run, &mut step, &mut prompt).await;
+            let flow = self.turn(&mut run, &mut step, &mut loaded).await;
             match flow {
                 Ok(TurnFlow::Continue(next)) => {
-                    if let Some((_, prompt)) = prompt.as_mut() {
-                        prompt::append(prompt, std::slice::from_ref(&next));
+                    if let Some(loaded) = loaded.as_mut() {
+                        loaded.append(std::slice::from_ref(&next));
                     }
                     run.stream().event(StreamEvent::Message {
                         chat_id: next.chat_id,
@@ -156,18 +180,27 @@ impl TurnRunner {
         &self,
         run: &mut RunContext,
         step: &mut i32,
-        loaded: &mut Option<(Arc<ResolvedModel>, Prompt)>,
+        loaded: &mut Option<Loaded>,
     ) -> Result<TurnFlow, RunError> {
         if loaded.is_none() {
             let model = match self.catalog.resolve(run.chat().model_config_id).await {
                 Ok(model) => model,
                 Err(err) => return self.fail(run, "model_unavailable", err.to_string()).await,
             };
-            let history = {
+            let context = {
                 let client = run.db().get().await.map_err(DbError::from)?;
-                messages::list_for_prompt(&client, run.fence().chat_id).await?
+                prompt_context::load(&client, run.fence().chat_id, run.chat().owner_id).await?
             };
-            let prompt = prompt::build(run.chat(), &model, &self.tools, &history);
+            let deployment = run.ops().settings().deployment().await?;
+            let system = SystemPrompts::new(
+                &deployment.system_prompt,
+                &context.user_prompt,
+                run.chat().system_prompt.as_deref(),
+            );
+            let mut new = Loaded::build(model, &self.tools, system, &context.history);
+            new.state.spend_override = context.user_spend_limit;
+            new.state.title_from = self.title_source(run, &context.history);
+            let history = context.history;
             // The message that started the turn reaches local subscribers
             // before anything this run writes.
             if run.stream().has_subscribers() {
@@ -183,16 +216,24 @@ impl TurnRunner {
                     .collect();
                 run.stream().preceding(&visible);
             }
-            *loaded = Some((model, prompt));
+            *loaded = Some(new);
         }
-        let Some((model, prompt)) = loaded.as_mut() else {
+        let Some(loaded) = loaded.as_mut() else {
             unreachable!("loaded above");
         };
-        let model = model.clone();
+        let model = loaded.model.clone();
         for _ in 0..self.config.max_steps {
             let step_started = Instant::now();
+            if let Some(end) = self.prepare_call(run, loaded).await? {
+                return self.release(run, end).await;
+            }
+            if let (Some(titles), Some(first)) = (&self.titles, loaded.state.title_from.take()) {
+                // Only once the turn may call its model: a turn the spend
+                // limit refused makes no title either.
+                titles.generate(run.fence().chat_id, loaded.model.clone(), &first);
+            }
             let call_started = Instant::now();
-            let end = self.call_model(run, &model, prompt, *step).await;
+            let end = self.call_model(run, &model, &loaded.prompt, *step).await;
             let runtime_ms = call_started.elapsed().as_millis() as i64;
             let (draft, interrupted) = match end {
                 CallEnd::Stopped => {
@@ -239,7 +280,7 @@ impl TurnRunner {
                 // The usual end of a turn: the last step and the release in one statement.
                 let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
                 self.committed(run, *step, &committed);
-                prompt::append(prompt, &committed);
+                loaded.append(&committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
                 *step += 1;
                 return Ok(match released.next {
@@ -249,13 +290,45 @@ impl TurnRunner {
             }
             let committed = run.persist_step(&rows).await?;
             self.committed(run, *step, &committed);
-            prompt::append(prompt, &committed);
+            loaded.append(&committed);
             self.metrics.step(step_started.elapsed().as_secs_f64());
             *step += 1;
         }
         let limit = self.config.max_steps;
         self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
             .await
+    }
+
+    /// What must happen before a model call: a compaction when the last
+    /// call read past the threshold, then the spend reservation of the
+    /// call. `Some` end of the turn when the call must not be made.
+    async fn prepare_call(
+        &self,
+        run: &mut RunContext,
+        loaded: &mut Loaded,
+    ) -> Result<Option<TurnEnd>, RunError> {
+        match self.compact_if_due(run, loaded).await? {
+            Compaction::Continue => {}
+            Compaction::Interrupted => return Ok(Some(TurnEnd::Done)),
+            Compaction::Refused(end) => return Ok(Some(end)),
+        }
+        let input = spend::input_tokens(loaded);
+        self.reserve(run, loaded, input).await
+    }
+
+    /// On a chat's first turn (it has no title and no reply yet), the first
+    /// message, for the title generator (which works beside the turn).
+    fn title_source(&self, run: &RunContext, history: &[messages::Message]) -> Option<Vec<Part>> {
+        if self.titles.is_none()
+            || !run.chat().title.is_empty()
+            || history.iter().any(|m| m.role == MessageRole::Assistant)
+        {
+            return None;
+        }
+        history
+            .iter()
+            .find(|m| m.role == MessageRole::User)
+            .map(|first| first.content.clone())
     }
 
     /// Ends the turn; `Continue` when a queued message is next.
@@ -499,32 +572,4 @@ fn result_part(call: &Call, outcome: &Outcome) -> Part {
         result: outcome.result.clone(),
         is_error: outcome.is_error,
     }
-}
-
-/// Cost in micro-dollars, rounded up, when the model has prices. Input
-/// tokens include cache reads and writes, which have prices of their own.
-fn cost_micros(model: &ModelConfig, usage: &Usage) -> Option<i64> {
-    let price = |p: Option<i64>| p.unwrap_or(0) as i128;
-    if model.price_input_micros_per_mtok.is_none() && model.price_output_micros_per_mtok.is_none() {
-        return None;
-    }
-    let cache_read = usage.cache_read_tokens.unwrap_or(0) as i128;
-    let cache_write = usage.cache_write_tokens.unwrap_or(0) as i128;
-    let uncached = (usage.input_tokens.unwrap_or(0) as i128 - cache_read - cache_write).max(0);
-    let output = usage.output_tokens.unwrap_or(0) as i128;
-    let total = uncached * price(model.price_input_micros_per_mtok)
-        + output * price(model.price_output_micros_per_mtok)
-        + cache_read
-            * price(
-                model
-                    .price_cache_read_micros_per_mtok
-                    .or(model.price_input_micros_per_mtok),
-            )
-        + cache_write
-            * price(
-                model
-                    .price_cache_write_micros_per_mtok
-                    .or(model.price_input_micros_per_mtok),
-            );
-    Some(((total + 999_999) / 1_000_000) as i64)
 }

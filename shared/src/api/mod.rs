@@ -6,6 +6,9 @@ mod chat;
 pub mod content;
 mod error;
 mod message;
+mod prompts;
+mod spend;
+mod usage;
 mod watch;
 
 pub use admin::{
@@ -18,4 +21,7 @@ pub use message::{
     BusyBehavior, EditMessage, Message, MessageList, QueueList, QueuedMessage, SendMessage,
     SendResult,
 };
+pub use prompts::{CustomPrompt, MAX_CUSTOM_PROMPT, MAX_DEPLOYMENT_PROMPT, SystemPrompt};
+pub use spend::{Spend, SpendLimitExceeded, SpendLimits, UserSpendLimit, UserSpendLimitSet};
+pub use usage::{UsageReport, UsageRow};
 pub use watch::{WatchEvent, WatchKind};

@@ -10,6 +10,7 @@ mod admin;
 mod chats;
 mod error;
 mod raw;
+mod settings;
 mod streams;
 
 use std::{fmt::Display, time::Duration};
@@ -25,6 +26,7 @@ use url::Url;
 pub use chats::{ChatsQuery, MessagesQuery};
 pub use error::ClientError;
 pub use raw::{RawBody, RawResponse};
+pub use settings::UsageRange;
 pub use streams::{ChatStream, Transport, WatchStream};
 
 use error::decode_json;
