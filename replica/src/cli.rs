@@ -88,6 +88,23 @@ pub struct TokenCreateArgs {
 
 pub use chatd_shared::duration::parse as parse_duration;
 
+/// Variables that carry secrets. In Kubernetes each comes from a Secret, and
+/// a Secret key with no value arrives as an empty variable, which clap would
+/// treat as unset: the replica would then start without it (a relay without
+/// its secret, a provider without its key) and fail far from the cause.
+pub const SECRET_VARIABLES: [&str; 3] = [
+    "CHATD_DATABASE_URL",
+    "CHATD_RELAY_SECRET",
+    "CHATD_PROVIDER_API_KEY",
+];
+
+/// The first of [`SECRET_VARIABLES`] that is set but empty, if any.
+pub fn empty_secret_variable() -> Option<&'static str> {
+    SECRET_VARIABLES
+        .into_iter()
+        .find(|name| std::env::var_os(name).is_some_and(|value| value.is_empty()))
+}
+
 /// `chatd serve`: every flag also reads the `CHATD_*` variable shown in its
 /// value name, so a bad value's error names the variable.
 #[derive(Debug, Args)]

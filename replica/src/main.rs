@@ -14,16 +14,24 @@ use crate::cli::{Cli, Command, TokenCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if let Some(name) = cli::empty_secret_variable() {
+        eprintln!("chatd: {name} is set but empty (a Secret key without a value?)");
+        return std::process::ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
-            // One line naming what is wrong (the flag shows its CHATD_ variable).
+            // One line naming what is wrong (the flag shows its CHATD_
+            // variable): the message up to the usage, which for a missing
+            // argument lists it on the lines after the first.
             let text = err.render().to_string();
-            let line = text
+            let message: Vec<&str> = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = message.join(" ");
+            let line = line.trim_start_matches("error: ");
             eprintln!("chatd: {line}");
             return std::process::ExitCode::from(2);
         }

@@ -16,13 +16,30 @@ use crate::cli::{ProviderArgs, ServeArgs};
 /// Runs a replica until a signal asks it to stop.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config(args)?;
+    let deadline = config.runtime.drain_timeout + SHUTDOWN_MARGIN;
     let replica = Replica::start(config).await?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
-    replica.shutdown().await;
+    // Kubernetes kills the process when its grace period ends; the manifests
+    // size that period as the drain timeout plus this margin (plus the
+    // preStop pause), so stopping on our own by then leaves a clean exit.
+    if tokio::time::timeout(deadline, replica.shutdown())
+        .await
+        .is_err()
+    {
+        bail!(
+            "shutdown took longer than CHATD_DRAIN_TIMEOUT + {}s; stopped anyway (other replicas recover what was left once its lease lapses)",
+            SHUTDOWN_MARGIN.as_secs()
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a shutdown may take beyond the drain timeout: handing back what
+/// did not finish, closing streams, the relay and the database (DESIGN §12
+/// sizes the grace period as drain timeout + 5 s).
+pub const SHUTDOWN_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The replica's configuration from the flags, checked.
 pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
@@ -51,10 +68,8 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     {
         bail!("CHATD_RELAY_SECRET must have at least 16 characters");
     }
-    if let Some(url) = &args.relay_advertise_url
-        && !url.starts_with("ws://")
-    {
-        bail!("CHATD_RELAY_ADVERTISE_URL must be a ws:// URL");
+    if let Some(url) = &args.relay_advertise_url {
+        check_advertise_url(url)?;
     }
     let relay = RelayConfig {
         addr: args.relay_addr,
@@ -84,6 +99,23 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     })
 }
 
+/// Refuses an advertised relay URL peers could not dial. In Kubernetes it
+/// is built from the pod IP (`ws://$(POD_IP):7081`); a `$(VAR)` left in it
+/// means the variable was not defined before it in the pod's `env`.
+fn check_advertise_url(url: &str) -> anyhow::Result<()> {
+    if url.contains("$(") {
+        bail!(
+            "CHATD_RELAY_ADVERTISE_URL={url} has an unexpanded $(VAR): define that variable before it in the container's env"
+        );
+    }
+    let parsed = reqwest::Url::parse(url)
+        .with_context(|| format!("CHATD_RELAY_ADVERTISE_URL={url} is not a URL"))?;
+    if parsed.scheme() != "ws" || parsed.host().is_none() {
+        bail!("CHATD_RELAY_ADVERTISE_URL={url} must be a ws://HOST:PORT URL");
+    }
+    Ok(())
+}
+
 /// The provider `CHATD_PROVIDER_*` asks for, if any.
 pub(crate) fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBootstrap>> {
     let Some(kind) = args.provider_kind else {
@@ -109,6 +141,13 @@ pub(crate) fn bootstrap(args: ProviderArgs) -> anyhow::Result<Option<ProviderBoo
         (Some(_), None) => Some("CHATD_PROVIDER_API_KEY".to_owned()),
         (None, named) => named,
     };
+    // The key is read from this variable at every call; missing at start
+    // means every turn would fail later with a provider's 401.
+    if let Some(name) = &api_key_env
+        && std::env::var_os(name).is_none_or(|value| value.is_empty())
+    {
+        bail!("{name} (the provider's API key) is missing or empty");
+    }
     Ok(Some(ProviderBootstrap {
         name: args.provider_name.unwrap_or_else(|| kind.to_string()),
         kind,

@@ -9,8 +9,6 @@ mod users;
 use std::ops::RangeInclusive;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use chatd_shared::{db::DbError, pubsub::ControlNotice};
-use tokio_postgres::error::SqlState;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::{
@@ -66,16 +64,4 @@ fn text_field<'a>(
         ));
     }
     Ok(value)
-}
-
-/// True when a foreign key refused the statement (a row it names is gone,
-/// or a row being deleted is still named).
-fn is_foreign_key_violation(error: &DbError) -> bool {
-    error.sql_state() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
-}
-
-/// Tells every replica (this one too) that providers or model configs
-/// changed, so their model catalogs drop what they cached.
-fn models_changed(state: &AppState) {
-    let _ = state.pubsub.publish_control(&ControlNotice::ModelsChanged);
 }

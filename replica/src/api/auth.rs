@@ -15,7 +15,6 @@ use std::{
 use axum::{extract::FromRequestParts, http::request::Parts};
 use chatd_shared::{
     auth_token,
-    db::{Pool, tokens},
     ids::{TokenId, UserId},
     pubsub::PubSub,
     status::UserRole,
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{AppState, error::ApiError};
-use crate::operations::Access;
+use crate::operations::{Access, Accounts};
 
 /// How long a looked-up token is trusted without asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -108,7 +107,7 @@ impl TokenCache {
     pub async fn authenticate(
         &self,
         secret: &str,
-        pool: &Pool,
+        accounts: &Accounts,
         tracker: &TaskTracker,
     ) -> Result<Caller, ApiError> {
         if !auth_token::looks_valid(secret) {
@@ -133,18 +132,16 @@ impl TokenCache {
                     let caller = entry.caller;
                     drop(entries);
                     if touch {
-                        self.touch_later(pool, tracker, caller.token_id);
+                        self.touch_later(accounts, tracker, caller.token_id);
                     }
                     return Ok(caller);
                 }
                 _ => true,
             }
         };
-        let client = pool.get().await?;
-        let Some((token, user)) = tokens::find_active(&client, &hash).await? else {
+        let Some((token, user)) = accounts.login(&hash).await? else {
             return Err(ApiError::unauthorized("unknown, revoked or expired token"));
         };
-        drop(client);
         let caller = Caller {
             user_id: user.id,
             role: user.role,
@@ -166,20 +163,16 @@ impl TokenCache {
             );
         }
         if touch {
-            self.touch_later(pool, tracker, token.id);
+            self.touch_later(accounts, tracker, token.id);
         }
         Ok(caller)
     }
 
     /// Records a use of the token in the background.
-    fn touch_later(&self, pool: &Pool, tracker: &TaskTracker, token_id: TokenId) {
-        let pool = pool.clone();
+    fn touch_later(&self, accounts: &Accounts, tracker: &TaskTracker, token_id: TokenId) {
+        let accounts = accounts.clone();
         tracker.spawn(async move {
-            let touched = async {
-                let client = pool.get().await?;
-                tokens::touch_last_used(&client, token_id).await
-            };
-            if let Err(err) = touched.await {
+            if let Err(err) = accounts.touch(token_id).await {
                 tracing::debug!(error = %chatd_shared::error_chain::Chain(&err), "recording token use failed");
             }
         });
@@ -201,7 +194,7 @@ impl FromRequestParts<AppState> for Caller {
         };
         state
             .tokens
-            .authenticate(secret.trim(), &state.pool, &state.tracker)
+            .authenticate(secret.trim(), &state.accounts, &state.tracker)
             .await
     }
 }

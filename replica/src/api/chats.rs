@@ -6,7 +6,10 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use chatd_shared::{
-    api::{self, ChatList, CreateChat, UpdateChat, content::user_content},
+    api::{
+        self, ChatList, CreateChat, ErrorResponse, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE,
+        UpdateChat, content::user_content, schema,
+    },
     db::chats::ChatWithQueue,
     ids::ChatId,
 };
@@ -19,11 +22,11 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
-    messages::{content_error, idempotency_key},
+    request::{
+        ChatPath, IdempotencyKey, NO_CHAT, content_error, idempotency_key, model_error, page_size,
+    },
 };
-use crate::operations::{
-    ChatChanges, CreateOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
-};
+use crate::operations::{ChatChanges, CreateOutcome, InterruptOutcome, NewChatRequest};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,32 +35,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interrupt_chat))
 }
 
-/// Longest title.
-const MAX_TITLE: usize = 200;
-/// Longest system prompt (characters).
-const MAX_SYSTEM_PROMPT: usize = 100_000;
-/// Largest labels object (bytes of JSON).
-const MAX_LABELS: usize = 16 * 1024;
-
 /// The chat as clients see it.
 fn chat_view((chat, queued): &ChatWithQueue) -> Json<api::Chat> {
     Json(api::Chat::from_row(chat, *queued))
-}
-
-/// A model that cannot be used: 422.
-pub(super) fn model_error(refused: ModelRefused) -> ApiError {
-    match refused {
-        ModelRefused::Missing(id) => {
-            ApiError::unprocessable("invalid_model", format!("model config {id} does not exist"))
-        }
-        ModelRefused::NoDefault => ApiError::unprocessable(
-            "no_model",
-            "no default model is configured; pass model_config_id or ask an admin",
-        ),
-        ModelRefused::Unavailable(name) => {
-            ApiError::unprocessable("invalid_model", format!("model {name} is not available"))
-        }
-    }
 }
 
 fn check_labels(labels: &Value) -> ApiResult<()> {
@@ -88,15 +68,16 @@ fn check_title(title: &str) -> ApiResult<()> {
 
 /// Create a chat; with `content` or `text` it starts running at once.
 #[utoipa::path(
-    post, path = "/chats", tag = "chats",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the original chat (200)")),
-    request_body = CreateChat,
+    post, path = "/chats", tag = "chats", params(IdempotencyKey), request_body = CreateChat,
     responses(
         (status = 201, body = api::Chat, description = "Created"),
-        (status = 200, body = api::Chat, description = "Replay of an idempotency key"),
-        (status = 400, body = api::ErrorResponse), (status = 401, body = api::ErrorResponse),
-        (status = 409, body = api::ErrorResponse, description = "With a first message, the caller's spend reached their limit (`spend_limit_exceeded`, `details`: `SpendLimitExceeded`)"),
-        (status = 422, body = api::ErrorResponse),
+        (status = 200, body = api::Chat, description = "A replay of an `Idempotency-Key`: the chat it created"),
+        (status = 409, body = ErrorResponse, description = "With a first message: the caller's \
+            spend reached their limit (`spend_limit_exceeded`, `details` as `SpendLimitExceeded`)"),
+        (status = 422, body = ErrorResponse, description = "The model cannot be used (`invalid_model`, \
+            `no_model`), or the content, title, system prompt or labels break a rule their schema \
+            states (`empty_message`, `invalid_content`, `invalid_title`, `invalid_system_prompt`, \
+            `invalid_labels`)"),
     )
 )]
 async fn create_chat(
@@ -144,33 +125,38 @@ async fn create_chat(
     }
 }
 
-/// Query of `GET /chats`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /chats` (unknown parameters are refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Page size, 1–200 (default 50).
+    #[schema(nullable = false, minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[schema(schema_with = cursor_schema)]
     cursor: Option<String>,
     /// List archived chats instead (default false).
+    #[schema(nullable = false)]
     archived: Option<bool>,
 }
 
-/// Page size from a `limit` parameter (1–200, default 50).
-pub(super) fn page_size(limit: Option<i64>) -> ApiResult<i64> {
-    match limit.unwrap_or(50) {
-        limit @ 1..=200 => Ok(limit),
-        other => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and 200, not {other}"),
-        )),
-    }
+/// A chat id, or empty (the first page).
+fn cursor_schema() -> utoipa::openapi::Schema {
+    utoipa::openapi::OneOfBuilder::new()
+        .description(Some(
+            "`next_cursor` of the previous page (empty: the first page).",
+        ))
+        .item(schema::uuid())
+        .item(schema::text(Some(0)))
+        .build()
+        .into()
 }
 
 /// The caller's chats, newest first (admins: everyone's).
 #[utoipa::path(
-    get, path = "/chats", tag = "chats", params(ListQuery),
-    responses((status = 200, body = ChatList), (status = 400, body = api::ErrorResponse), (status = 401, body = api::ErrorResponse))
+    get, path = "/chats", tag = "chats",
+    params(("query" = inline(Option<ListQuery>), Query, style = Form, explode)),
+    responses((status = 200, body = ChatList, description = "A page of chats"))
 )]
 async fn list_chats(
     State(state): State<AppState>,
@@ -207,8 +193,11 @@ async fn list_chats(
 
 /// One chat.
 #[utoipa::path(
-    get, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 200, body = api::Chat), (status = 404, body = api::ErrorResponse))
+    get, path = "/chats/{id}", tag = "chats", params(ChatPath),
+    responses(
+        (status = 200, body = api::Chat, description = "The chat"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn get_chat(
     State(state): State<AppState>,
@@ -223,8 +212,13 @@ async fn get_chat(
 
 /// Change the title, labels, or archive / restore.
 #[utoipa::path(
-    patch, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)), request_body = UpdateChat,
-    responses((status = 200, body = api::Chat), (status = 404, body = api::ErrorResponse), (status = 422, body = api::ErrorResponse))
+    patch, path = "/chats/{id}", tag = "chats", params(ChatPath), request_body = UpdateChat,
+    responses(
+        (status = 200, body = api::Chat, description = "The chat as changed"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+        (status = 422, body = ErrorResponse, description = "The title or labels break a rule \
+            their schema states (`invalid_title`, `invalid_labels`)"),
+    )
 )]
 async fn update_chat(
     State(state): State<AppState>,
@@ -251,8 +245,11 @@ async fn update_chat(
 
 /// Delete a chat with its messages and queue. A turn in progress stops.
 #[utoipa::path(
-    delete, path = "/chats/{id}", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = api::ErrorResponse))
+    delete, path = "/chats/{id}", tag = "chats", params(ChatPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn delete_chat(
     State(state): State<AppState>,
@@ -269,8 +266,11 @@ async fn delete_chat(
 /// Stop the turn in progress (its partial output is kept). On a pending
 /// chat the turn never starts (the next queued message runs instead, if any).
 #[utoipa::path(
-    post, path = "/chats/{id}/interrupt", tag = "chats", params(("id" = ChatId, Path)),
-    responses((status = 202, body = api::Chat), (status = 404, body = api::ErrorResponse))
+    post, path = "/chats/{id}/interrupt", tag = "chats", params(ChatPath),
+    responses(
+        (status = 202, body = api::Chat, description = "Asked: the chat as it is now"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn interrupt_chat(
     State(state): State<AppState>,

@@ -1,16 +1,24 @@
 //! Extractors that turn every malformed request into an [`ApiError`] with
-//! the JSON error body: bad JSON, unknown fields, wrong types, oversize
-//! bodies, malformed ids and query strings.
+//! the JSON error body: bad JSON, unknown fields, wrong types, text that
+//! cannot be stored, oversize bodies, malformed ids and query strings.
 
 use axum::{
+    body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
     http::{StatusCode, request::Parts},
 };
-use serde::de::DeserializeOwned;
+use std::{fmt, marker::PhantomData};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{DeserializeOwned, MapAccess, Visitor, value::MapAccessDeserializer},
+};
 
 use super::error::ApiError;
 
-/// A JSON body (request types reject unknown fields).
+/// A JSON body (request types reject unknown fields). No string in it may
+/// hold NUL, which PostgreSQL cannot store in `text` or `jsonb`: refused
+/// here, whatever field it is in, rather than by the database as a 500.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -21,11 +29,67 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_error(rejection)),
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| json_error(rejection.into()))?;
+        // axum's own checks (content type, syntax, fields) on the bytes read.
+        let request = Request::from_parts(parts, Body::from(bytes.clone()));
+        let value = match axum::Json::<JsonObject<T>>::from_request(request, state).await {
+            Ok(axum::Json(JsonObject(value))) => value,
+            Err(rejection) => return Err(json_error(rejection)),
+        };
+        if has_nul(&bytes) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "a string holds the NUL character (\\u0000), which cannot be stored",
+            ));
         }
+        Ok(Self(value))
     }
+}
+
+/// `T` read from a JSON object only. serde's derived structs also read a
+/// JSON array as their fields in order (`[null, null]`), which no body of
+/// this API is.
+struct JsonObject<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(Fields(PhantomData))
+            .map(JsonObject)
+    }
+}
+
+/// True when a JSON text has a string with NUL in it. JSON strings cannot
+/// hold a raw control character, so NUL can only be the escape `\u0000`;
+/// a backslash outside a string is a syntax error, so every backslash
+/// starts an escape, and the one after an escaping backslash is skipped.
+fn has_nul(json: &[u8]) -> bool {
+    let mut rest = json;
+    while let Some(at) = rest.iter().position(|&byte| byte == b'\\') {
+        let escape = &rest[at + 1..];
+        if escape.starts_with(b"u0000") {
+            return true;
+        }
+        rest = escape.get(1..).unwrap_or_default();
+    }
+    false
 }
 
 fn json_error(rejection: JsonRejection) -> ApiError {
@@ -99,5 +163,23 @@ where
                 body_error_text(&rejection.body_text()),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn finds_nul_escapes_and_only_them() {
+        assert!(has_nul(br#"{"text": "a\u0000b"}"#));
+        assert!(has_nul(br#"{"a\u0000": 1}"#));
+        assert!(has_nul(br#"["\\", "\u0000"]"#));
+        assert!(
+            !has_nul(br#"{"text": "a\\u0000b"}"#),
+            "an escaped backslash"
+        );
+        assert!(!has_nul(br#"{"text": "\u0001 \n \\"}"#));
+        assert!(!has_nul(b"\\"));
     }
 }

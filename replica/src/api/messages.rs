@@ -7,7 +7,7 @@ use axum::{
 };
 use chatd_shared::{
     api::{
-        self, EditMessage, MessageList, SendMessage, SendResult, content::ContentError,
+        self, EditMessage, ErrorResponse, MessageList, SendMessage, SendResult,
         content::user_content,
     },
     db::queued_messages::MAX_QUEUED_PER_CHAT,
@@ -19,9 +19,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    chats::{model_error, page_size},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiPath, ApiQuery},
+    request::{
+        ChatPath, IdempotencyKey, NO_CHAT, content_error, idempotency_key, model_error, page_size,
+    },
 };
 use crate::operations::{EditOutcome, SendOutcome, SendRequest};
 
@@ -31,55 +33,26 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(edit_message))
 }
 
-/// Longest idempotency key.
-const MAX_KEY: usize = 255;
-
-/// The `Idempotency-Key` header, if sent (400 when unusable).
-pub(super) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be printable ASCII",
-            )
-        })?
-        .trim();
-    if key.is_empty() || key.len() > MAX_KEY {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key must have 1 to {MAX_KEY} characters"),
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// Content problems: shape errors are 400, the rest 422.
-pub(super) fn content_error(error: ContentError) -> ApiError {
-    match error {
-        ContentError::Shape => ApiError::bad_request("invalid_body", error.to_string()),
-        ContentError::Empty => ApiError::unprocessable("empty_message", error.to_string()),
-        _ => ApiError::unprocessable("invalid_content", error.to_string()),
-    }
-}
-
-/// Query of `GET /chats/{id}/messages`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /chats/{id}/messages` (unknown parameters are refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     /// Only messages with a smaller id (the first id of the previous page).
+    #[schema(nullable = false)]
     before_id: Option<i64>,
     /// Page size, 1–200 (default 50).
+    #[schema(nullable = false, minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
 /// A page of a chat's messages (ascending ids; the newest page without `before_id`).
 #[utoipa::path(
-    get, path = "/chats/{id}/messages", tag = "messages", params(("id" = ChatId, Path), PageQuery),
-    responses((status = 200, body = MessageList), (status = 400, body = api::ErrorResponse), (status = 404, body = api::ErrorResponse))
+    get, path = "/chats/{id}/messages", tag = "messages",
+    params(ChatPath, ("query" = inline(Option<PageQuery>), Query, style = Form, explode)),
+    responses(
+        (status = 200, body = MessageList, description = "A page of messages"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn list_messages(
     State(state): State<AppState>,
@@ -107,15 +80,19 @@ async fn list_messages(
 /// the original result.
 #[utoipa::path(
     post, path = "/chats/{id}/messages", tag = "messages",
-    params(("id" = ChatId, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the original result (200)")),
-    request_body = SendMessage,
+    params(ChatPath, IdempotencyKey), request_body = SendMessage,
     responses(
         (status = 201, body = SendResult, description = "Committed: {\"message\": …}"),
         (status = 202, body = SendResult, description = "Queued: {\"queued\": …}"),
-        (status = 200, body = SendResult, description = "Replay of an idempotency key"),
-        (status = 404, body = api::ErrorResponse),
-        (status = 409, body = api::ErrorResponse, description = "Busy with `reject` (`chat_busy`), archived (`chat_archived`), or the caller's spend reached their limit (`spend_limit_exceeded`, `details`: `SpendLimitExceeded`)"),
-        (status = 422, body = api::ErrorResponse), (status = 429, body = api::ErrorResponse),
+        (status = 200, body = SendResult, description = "A replay of an `Idempotency-Key`: the original result"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+        (status = 409, body = ErrorResponse, description = "The chat is busy and `busy_behavior` \
+            is `reject` (`chat_busy`), it is archived (`chat_archived`), or the caller's spend \
+            reached their limit (`spend_limit_exceeded`, `details` as `SpendLimitExceeded`)"),
+        (status = 422, body = ErrorResponse, description = "The model cannot be used \
+            (`invalid_model`), or the content breaks a rule its schema states (`empty_message`, \
+            `invalid_content`)"),
+        (status = 429, body = ErrorResponse, description = "The chat's queue is full (`queue_full`)"),
     )
 )]
 async fn send_message(
@@ -167,12 +144,31 @@ async fn send_message(
     }
 }
 
+/// The path of a message of a chat.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct MessagePath {
+    /// The chat.
+    id: ChatId,
+    /// The message.
+    message_id: MessageId,
+}
+
 /// Replace a user message and re-run the chat from it: later messages are
 /// hidden, the queue is cleared, a turn in progress is abandoned.
 #[utoipa::path(
     patch, path = "/chats/{id}/messages/{message_id}", tag = "messages",
-    params(("id" = ChatId, Path), ("message_id" = i64, Path)), request_body = EditMessage,
-    responses((status = 200, body = api::Message), (status = 404, body = api::ErrorResponse), (status = 422, body = api::ErrorResponse))
+    params(MessagePath), request_body = EditMessage,
+    responses(
+        (status = 200, body = api::Message, description = "The replacement message"),
+        (status = 404, body = ErrorResponse, description = "No such chat (or not the caller's), \
+            or no such message in it (`not_found`)"),
+        (status = 409, body = ErrorResponse, description = "The chat is archived \
+            (`chat_archived`), or the message is not a user's (`not_a_user_message`)"),
+        (status = 422, body = ErrorResponse, description = "The content breaks a rule its schema \
+            states (`empty_message`, `invalid_content`)"),
+    )
 )]
 async fn edit_message(
     State(state): State<AppState>,
@@ -189,7 +185,9 @@ async fn edit_message(
         EditOutcome::Edited(message) => Ok(Json(api::Message::from(message.as_ref()))),
         EditOutcome::ChatNotFound => Err(ApiError::not_found("chat")),
         EditOutcome::MessageNotFound => Err(ApiError::not_found("message")),
-        EditOutcome::NotUserMessage => Err(ApiError::unprocessable(
+        // The message exists but is not one a user may replace: the
+        // request conflicts with what the message is, as with an archived chat.
+        EditOutcome::NotUserMessage => Err(ApiError::conflict(
             "not_a_user_message",
             "only user messages can be edited",
         )),

@@ -13,9 +13,11 @@ mod extract;
 mod messages;
 mod metrics;
 mod models;
+mod openapi;
 mod ops;
 mod prompts;
 mod queue;
+mod request;
 mod spend;
 mod stream;
 mod transport;
@@ -42,7 +44,7 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
-    operations::{ChatOps, Settings},
+    operations::{Accounts, Catalog, ChatOps, Settings},
     streams::Streams,
     telemetry::Telemetry,
 };
@@ -91,12 +93,12 @@ pub struct AppState(Arc<AppInner>);
 
 /// The contents of [`AppState`].
 pub struct AppInner {
-    /// The replica's pool (admin resources, tokens).
-    pub pool: Pool,
-    /// The replica's pubsub (control notices of admin changes).
-    pub pubsub: PubSub,
     /// Chat transitions: what chat handlers call.
     pub ops: ChatOps,
+    /// Providers and model configs: what admin and model handlers call.
+    pub catalog: Catalog,
+    /// Users and tokens: what admin and user handlers, and authentication, call.
+    pub accounts: Accounts,
     /// System prompts, spend limits, usage: what their handlers call.
     pub settings: Settings,
     /// Chat and chat-list streams.
@@ -127,9 +129,9 @@ impl Deref for AppState {
 
 /// What the API is built from.
 pub struct ApiParts {
-    /// The replica's pool.
+    /// The replica's pool (for the admin operations).
     pub pool: Pool,
-    /// The replica's pubsub.
+    /// The replica's pubsub (the admin operations announce through it).
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
@@ -157,8 +159,8 @@ impl AppState {
                 parts.pubsub.clone(),
                 parts.ops.settings().clone(),
             ),
-            pool: parts.pool,
-            pubsub: parts.pubsub,
+            catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
             streams: parts.streams,
             tokens: TokenCache::new(),
@@ -171,37 +173,9 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document's frame; paths and schemas come from the handlers.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-    components(schemas(chatd_shared::api::SpendLimitExceeded))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("chatd_…")
-                    .build(),
-            ),
-        );
-    }
-}
-
 /// Every `/api/v1` route, with its OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
@@ -222,7 +196,7 @@ fn stream_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    all_routes().into_openapi()
+    openapi::complete(all_routes().into_openapi())
 }
 
 fn all_routes() -> OpenApiRouter<AppState> {

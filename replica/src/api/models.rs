@@ -1,10 +1,7 @@
 //! `/models`: the models a chat can use.
 
 use axum::{Json, extract::State};
-use chatd_shared::{
-    api::{ErrorResponse, Model, ModelList},
-    db::model_configs,
-};
+use chatd_shared::api::{Model, ModelList};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, auth::Caller, error::ApiResult};
@@ -17,11 +14,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// default first, then by display name.
 #[utoipa::path(
     get, path = "/models", tag = "models",
-    responses((status = 200, body = ModelList), (status = 401, body = ErrorResponse))
+    responses((status = 200, body = ModelList, description = "The models"))
 )]
 async fn list_models(State(state): State<AppState>, _: Caller) -> ApiResult<Json<ModelList>> {
-    let client = state.pool.get().await?;
-    let rows = model_configs::list_available(&client).await?;
+    let rows = state.catalog.available_models().await?;
     let models = rows
         .iter()
         .map(|row| Model {

@@ -22,19 +22,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_my_prompt, put_my_prompt))
 }
 
-/// A prompt of at most `max` characters without NUL; a 422 with `code`
-/// naming `field` otherwise.
+/// A prompt of at most `max` characters (NUL is refused by the body's
+/// extractor); a 422 with `code` naming `field` otherwise.
 fn check_prompt(prompt: &str, field: &str, code: &'static str, max: usize) -> ApiResult<()> {
     if prompt.chars().count() > max {
         return Err(ApiError::unprocessable(
             code,
             format!("{field} has at most {max} characters"),
-        ));
-    }
-    if prompt.contains('\0') {
-        return Err(ApiError::unprocessable(
-            code,
-            format!("{field} must not contain NUL characters"),
         ));
     }
     Ok(())
@@ -44,10 +38,7 @@ fn check_prompt(prompt: &str, field: &str, code: &'static str, max: usize) -> Ap
 /// every model call gets (then the user's, then the chat's).
 #[utoipa::path(
     get, path = "/admin/system-prompt", tag = "admin",
-    responses(
-        (status = 200, body = SystemPrompt, description = "The deployment's system prompt"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = SystemPrompt, description = "The deployment's system prompt"))
 )]
 async fn get_system_prompt(
     State(state): State<AppState>,
@@ -63,10 +54,7 @@ async fn get_system_prompt(
     put, path = "/admin/system-prompt", tag = "admin", request_body = SystemPrompt,
     responses(
         (status = 200, body = SystemPrompt, description = "The new system prompt"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 413, body = ErrorResponse, description = "The body is over the size limit"),
-        (status = 422, body = ErrorResponse, description = "Over 100,000 characters, or a NUL (`invalid_system_prompt`)"),
+        (status = 422, body = ErrorResponse, description = "Over 100,000 characters (`invalid_system_prompt`)"),
     )
 )]
 async fn put_system_prompt(
@@ -91,7 +79,7 @@ async fn put_system_prompt(
 /// after the deployment's and before the chat's.
 #[utoipa::path(
     get, path = "/users/me/prompt", tag = "users",
-    responses((status = 200, body = CustomPrompt), (status = 401, body = ErrorResponse))
+    responses((status = 200, body = CustomPrompt, description = "The caller's own system prompt"))
 )]
 async fn get_my_prompt(
     State(state): State<AppState>,
@@ -107,9 +95,7 @@ async fn get_my_prompt(
     put, path = "/users/me/prompt", tag = "users", request_body = CustomPrompt,
     responses(
         (status = 200, body = CustomPrompt, description = "The new prompt"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 413, body = ErrorResponse, description = "The body is over the size limit"),
-        (status = 422, body = ErrorResponse, description = "Over 20,000 characters, or a NUL (`invalid_custom_prompt`)"),
+        (status = 422, body = ErrorResponse, description = "Over 20,000 characters (`invalid_custom_prompt`)"),
     )
 )]
 async fn put_my_prompt(

@@ -2,7 +2,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{self, QueueList},
+    api::{self, ErrorResponse, QueueList},
     db::queued_messages::QueuedMessage,
     ids::{ChatId, QueuedMessageId},
 };
@@ -13,6 +13,7 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::ApiPath,
+    request::{ChatPath, NO_CHAT},
 };
 use crate::operations::QueuedOutcome;
 
@@ -38,10 +39,28 @@ fn queued_outcome<T>(outcome: QueuedOutcome<T>) -> ApiResult<T> {
     }
 }
 
+/// The path of a queued message of a chat.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct QueuedPath {
+    /// The chat.
+    id: ChatId,
+    /// The queued message.
+    queued_id: QueuedMessageId,
+}
+
+/// The 404 of a queued message.
+const NO_QUEUED: &str = "No such chat (or not the caller's), or no such message in its \
+    queue (`not_found`)";
+
 /// The queue, in the order it will run.
 #[utoipa::path(
-    get, path = "/chats/{id}/queue", tag = "queue", params(("id" = ChatId, Path)),
-    responses((status = 200, body = QueueList), (status = 404, body = api::ErrorResponse))
+    get, path = "/chats/{id}/queue", tag = "queue", params(ChatPath),
+    responses(
+        (status = 200, body = QueueList, description = "The queue"),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
+    )
 )]
 async fn list_queue(
     State(state): State<AppState>,
@@ -56,9 +75,11 @@ async fn list_queue(
 
 /// Remove a queued message.
 #[utoipa::path(
-    delete, path = "/chats/{id}/queue/{queued_id}", tag = "queue",
-    params(("id" = ChatId, Path), ("queued_id" = i64, Path)),
-    responses((status = 204, description = "Removed"), (status = 404, body = api::ErrorResponse))
+    delete, path = "/chats/{id}/queue/{queued_id}", tag = "queue", params(QueuedPath),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, body = ErrorResponse, description = NO_QUEUED),
+    )
 )]
 async fn delete_queued(
     State(state): State<AppState>,
@@ -76,9 +97,11 @@ async fn delete_queued(
 /// Run this queued message next: it moves to the front of the queue and the
 /// turn in progress is interrupted.
 #[utoipa::path(
-    post, path = "/chats/{id}/queue/{queued_id}/promote", tag = "queue",
-    params(("id" = ChatId, Path), ("queued_id" = i64, Path)),
-    responses((status = 202, body = QueueList), (status = 404, body = api::ErrorResponse))
+    post, path = "/chats/{id}/queue/{queued_id}/promote", tag = "queue", params(QueuedPath),
+    responses(
+        (status = 202, body = QueueList, description = "Promoted: the queue as it is now"),
+        (status = 404, body = ErrorResponse, description = NO_QUEUED),
+    )
 )]
 async fn promote_queued(
     State(state): State<AppState>,

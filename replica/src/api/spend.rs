@@ -55,10 +55,7 @@ fn check_limit(limit: Option<i64>, field: &str) -> ApiResult<()> {
 /// The default spend limit and the period limits count over.
 #[utoipa::path(
     get, path = "/admin/spend-limits", tag = "admin",
-    responses(
-        (status = 200, body = SpendLimits, description = "The default limit and its period"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = SpendLimits, description = "The default limit and its period"))
 )]
 async fn get_spend_limits(State(state): State<AppState>, _: Admin) -> ApiResult<Json<SpendLimits>> {
     let settings = state.settings.spend_limits().await?;
@@ -74,8 +71,6 @@ async fn get_spend_limits(State(state): State<AppState>, _: Admin) -> ApiResult<
     put, path = "/admin/spend-limits", tag = "admin", request_body = SpendLimits,
     responses(
         (status = 200, body = SpendLimits, description = "The new settings"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "A negative limit (`invalid_limit`)"),
     )
 )]
@@ -109,8 +104,6 @@ struct UserPath {
     request_body = UserSpendLimit,
     responses(
         (status = 200, body = UserSpendLimitSet, description = "The user's override"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
         (status = 404, body = ErrorResponse, description = "No such user (`not_found`)"),
         (status = 422, body = ErrorResponse, description = "A negative limit (`invalid_limit`)"),
     )
@@ -139,7 +132,7 @@ async fn put_user_spend_limit(
 /// flight reserved, and the limit that applies.
 #[utoipa::path(
     get, path = "/users/me/spend", tag = "users",
-    responses((status = 200, body = Spend), (status = 401, body = ErrorResponse))
+    responses((status = 200, body = Spend, description = "The caller's spend and limit"))
 )]
 async fn get_my_spend(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Spend>> {
     let spend = state.settings.spend(caller.user_id).await?;

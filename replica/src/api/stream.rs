@@ -10,6 +10,7 @@ use axum::{
     response::Response,
 };
 use chatd_shared::{
+    api::ErrorResponse,
     ids::{ChatId, MessageId},
     stream::{Cursor, PartCursor, StreamEvent},
 };
@@ -21,6 +22,7 @@ use super::{
     auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiPath, ApiQuery},
+    request::{ChatPath, NO_CHAT},
     transport::{EventSource, Next, respond, transport},
 };
 use crate::streams::ChatSubscriber;
@@ -29,15 +31,37 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(chat_stream))
 }
 
-/// Query of a chat stream: where the client is.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of a chat stream: where the client is (unknown parameters are
+/// refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StreamQuery {
     /// Messages up to this id were received.
+    #[schema(nullable = false)]
     after_message_id: Option<i64>,
     /// Parts up to `G.S` (generation, seq) were received.
+    #[schema(nullable = false, pattern = r"^([+-]?[0-9]+\.\+?[0-9]+)?$")]
     after_part: Option<String>,
 }
+
+/// The `Last-Event-ID` header of an SSE reconnect.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct LastEventId {
+    /// The `id` of the last event received (`N.G.S`): resume after it. It
+    /// wins over the query.
+    #[param(
+        rename = "Last-Event-ID",
+        pattern = r"^[+-]?[0-9]+(\.[+-]?[0-9]+\.\+?[0-9]+)?$"
+    )]
+    last_event_id: Option<String>,
+}
+
+/// The 400 of a stream.
+const STREAM_REFUSED: &str = "Neither a WebSocket upgrade nor `Accept: text/event-stream` \
+    (`stream_transport`), or a malformed id, cursor or query parameter (`invalid_path`, \
+    `invalid_cursor`, `invalid_query`)";
 
 fn cursor(query: &StreamQuery, headers: &HeaderMap) -> ApiResult<Cursor> {
     // SSE reconnects send the last event id; it wins over the query.
@@ -66,12 +90,16 @@ fn cursor(query: &StreamQuery, headers: &HeaderMap) -> ApiResult<Cursor> {
 /// event per text frame. SSE: `event: <type>`, `id: <cursor>`, `data: <json>`.
 #[utoipa::path(
     get, path = "/chats/{id}/stream", tag = "streams",
-    params(("id" = ChatId, Path), StreamQuery, ("Last-Event-ID" = Option<String>, Header, description = "SSE resume cursor N.G.S")),
+    params(
+        ChatPath,
+        ("query" = inline(Option<StreamQuery>), Query, style = Form, explode),
+        LastEventId,
+    ),
     responses(
         (status = 101, description = "WebSocket of StreamEvent"),
         (status = 200, description = "SSE of StreamEvent", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, body = chatd_shared::api::ErrorResponse),
-        (status = 404, body = chatd_shared::api::ErrorResponse),
+        (status = 400, body = ErrorResponse, description = STREAM_REFUSED),
+        (status = 404, body = ErrorResponse, description = NO_CHAT),
     )
 )]
 async fn chat_stream(

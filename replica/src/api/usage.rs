@@ -53,27 +53,33 @@ enum AdminGroupBy {
     Day,
 }
 
-/// Query of `GET /users/me/usage`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /users/me/usage` (unknown parameters are refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserUsageQuery {
     /// First day counted (`YYYY-MM-DD`, UTC; default: 29 days before `to`).
+    #[schema(nullable = false)]
     from: Option<NaiveDate>,
     /// Last day counted, inclusive (default: today, UTC).
+    #[schema(nullable = false)]
     to: Option<NaiveDate>,
     /// Rows per `day` (default) or per `model`.
+    #[schema(nullable = false, inline)]
     group_by: Option<UserGroupBy>,
 }
 
-/// Query of `GET /admin/usage`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /admin/usage` (unknown parameters are refused).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminUsageQuery {
     /// First day counted (`YYYY-MM-DD`, UTC; default: 29 days before `to`).
+    #[schema(nullable = false)]
     from: Option<NaiveDate>,
     /// Last day counted, inclusive (default: today, UTC).
+    #[schema(nullable = false)]
     to: Option<NaiveDate>,
     /// Rows per `user` (default), per `model` or per `day`.
+    #[schema(nullable = false, inline)]
     group_by: Option<AdminGroupBy>,
 }
 
@@ -136,11 +142,10 @@ async fn report(
 /// The caller's cost, tokens and turns per day or per model over a range
 /// of days (UTC).
 #[utoipa::path(
-    get, path = "/users/me/usage", tag = "users", params(UserUsageQuery),
+    get, path = "/users/me/usage", tag = "users",
+    params(("query" = inline(Option<UserUsageQuery>), Query, style = Form, explode)),
     responses(
         (status = 200, body = UsageReport, description = "Totals and one row per group"),
-        (status = 400, body = ErrorResponse, description = "A malformed date or an unknown group (`invalid_query`)"),
-        (status = 401, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`from` after `to`, or over 366 days (`invalid_range`)"),
     )
 )]
@@ -160,11 +165,10 @@ async fn my_usage(
 /// Everyone's cost, tokens and turns per user, model or day over a range
 /// of days (UTC).
 #[utoipa::path(
-    get, path = "/admin/usage", tag = "admin", params(AdminUsageQuery),
+    get, path = "/admin/usage", tag = "admin",
+    params(("query" = inline(Option<AdminUsageQuery>), Query, style = Form, explode)),
     responses(
         (status = 200, body = UsageReport, description = "Totals and one row per group"),
-        (status = 400, body = ErrorResponse, description = "A malformed date or an unknown group (`invalid_query`)"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
         (status = 422, body = ErrorResponse, description = "`from` after `to`, or over 366 days (`invalid_range`)"),
     )
 )]

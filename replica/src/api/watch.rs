@@ -9,7 +9,7 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
-use chatd_shared::api::WatchEvent;
+use chatd_shared::api::{ErrorResponse, WatchEvent};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
@@ -30,7 +30,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     responses(
         (status = 101, description = "WebSocket of WatchEvent"),
         (status = 200, description = "SSE of WatchEvent", content_type = "text/event-stream", body = WatchEvent),
-        (status = 400, body = chatd_shared::api::ErrorResponse),
+        (status = 400, body = ErrorResponse, description = "Neither a WebSocket upgrade nor \
+            `Accept: text/event-stream` (`stream_transport`)"),
     )
 )]
 async fn watch_chats(

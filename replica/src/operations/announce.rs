@@ -13,7 +13,8 @@ use chatd_shared::{
     status::ChatStatus,
 };
 
-/// A change to a chat that every replica must hear of.
+/// A change that every replica must hear of: to a chat, or to what every
+/// replica caches (the model catalog, logins).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
     /// A chat was created.
@@ -67,6 +68,10 @@ pub(crate) enum Change {
         delay_ms: u64,
         error: String,
     },
+    /// Providers or model configs changed: model catalogs drop what they cached.
+    ModelsChanged,
+    /// A token was revoked: token caches drop what they trusted.
+    TokensChanged,
 }
 
 impl Change {
@@ -194,6 +199,12 @@ pub(crate) fn announce(pubsub: &PubSub, changes: impl IntoIterator<Item = Change
                     error,
                 };
                 let _ = pubsub.publish_chat(chat_id, notice);
+            }
+            Change::ModelsChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::ModelsChanged);
+            }
+            Change::TokensChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::TokensChanged);
             }
         }
     }

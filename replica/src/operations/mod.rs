@@ -11,11 +11,17 @@
 //! - [`worker`]: what a replica does with the chats it runs: claim, persist
 //!   a step, finish a turn, hand back, the heartbeat's recovery, retries.
 //!
+//! Beside the chats, the same rule holds for what admins change: [`Catalog`]
+//! (providers and model configs, and the bootstrap's provider) and
+//! [`Accounts`] (users and tokens), announced through the same [`announce`].
+//!
 //! HTTP handlers parse, authorize, call one operation and map its outcome
 //! to a status; the runtime and the turn loop call the worker's side. New
 //! features add an operation or extend one, never a handler.
 
+mod accounts;
 mod announce;
+mod catalog;
 mod compaction;
 mod requests;
 mod settings;
@@ -26,15 +32,21 @@ mod worker;
 use std::sync::Arc;
 
 use chatd_shared::{
-    db::{Pool, chats::Chat},
+    db::{DbError, Pool, chats::Chat},
     ids::UserId,
     pubsub::PubSub,
 };
+use tokio_postgres::error::SqlState;
 
 use crate::settings::SettingsCache;
 
 pub(crate) use self::announce::Change;
 pub use self::{
+    accounts::{Accounts, CreateTokenOutcome, CreateUserOutcome},
+    catalog::{
+        Catalog, ConnectionRefused, DeleteProviderOutcome, EnsureModel, ModelConfigOutcome,
+        ProviderOutcome,
+    },
     requests::{
         ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,
@@ -114,4 +126,10 @@ impl ChatOps {
     fn announce(&self, changes: impl IntoIterator<Item = Change>) {
         announce::announce(&self.pubsub, changes);
     }
+}
+
+/// True when a foreign key refused the statement (a row it names is gone,
+/// or a row being deleted is still named).
+fn is_foreign_key_violation(error: &DbError) -> bool {
+    error.sql_state() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
 }

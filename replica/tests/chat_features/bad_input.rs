@@ -87,8 +87,8 @@ async fn bad_input_on_every_new_route_is_refused_and_writes_nothing() {
             put.clone(),
             "/admin/system-prompt".into(),
             Some(json!({"system_prompt": "a\u{0}b"})),
-            422,
-            "invalid_system_prompt",
+            400,
+            "invalid_body",
         ),
         (
             &admin,

@@ -3,7 +3,7 @@
 //! streams; never over a title the user set, even when racing it.
 
 use chatd_shared::{
-    api::{UpdateChat, WatchEvent, WatchKind},
+    api::{UpdateChat, UpdateModelConfig, WatchEvent, WatchKind},
     client::Transport,
     stream::StreamEvent,
 };
@@ -15,7 +15,7 @@ use super::{
         WAIT, Wire,
         app::{idle_chat, open_stream, read_until, say},
     },
-    fixture::{ModelSpec, Setup, add_model, create, models_changed, send, wait_idle, wait_metric},
+    fixture::{ModelSpec, Setup, add_model, create, send, wait_idle, wait_metric},
 };
 
 async fn a_title_appears_on_the_chat_and_owner_streams(wire: Wire) {
@@ -162,14 +162,19 @@ async fn the_model_flagged_for_titles_writes_them() {
         ModelSpec::default(),
     )
     .await;
-    {
-        let db = setup.app.db.pool().get().await.unwrap();
-        chatd_shared::db::model_configs::set_use_for_titles(&db, cheap, true)
-            .await
-            .unwrap();
-    }
-    models_changed(&setup.app);
     let client = setup.app.admin(0);
+    // Through the admin API, which tells every replica's model catalog.
+    let flagged = client
+        .update_model_config(
+            cheap,
+            &UpdateModelConfig {
+                use_for_titles: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(flagged.use_for_titles);
     let chat = create(
         &client,
         &say(json!({"text": "hi", "title": "Cheap title"})),

@@ -1,14 +1,28 @@
 //! Users, tokens, providers and model configs: the admin API and `/models`.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{Error as _, Unexpected},
+};
+use serde_json::{Number, Value};
+use utoipa::openapi::{Object, ObjectBuilder, Type, schema::SchemaType};
 
+use super::schema::{self, or_null};
 use crate::{
     db,
     ids::{ModelConfigId, ProviderId, TokenId, UserId},
     status::{ProviderKind, UserRole},
 };
+
+/// Longest username (the column's check).
+pub const MAX_USERNAME: usize = 64;
+/// Longest token label.
+pub const MAX_TOKEN_NAME: usize = 128;
+/// Longest provider name (the column's check).
+pub const MAX_PROVIDER_NAME: usize = 128;
+/// Longest model or display name.
+pub const MAX_MODEL_NAME: usize = 200;
 
 /// For PATCH bodies: distinguishes a field left out (`None`) from one set to
 /// `null` (`Some(None)`).
@@ -18,6 +32,51 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// An integer field, which may come as a number with a zero fraction
+/// (`4096.0`): JSON has one number type, and JSON Schema counts such a
+/// number as an integer.
+fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let number = Number::deserialize(deserializer)?;
+    let value = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && value.abs() < i64::MAX as f64)
+            .map(|value| value as i64)
+    });
+    value
+        .and_then(|value| T::try_from(value).ok())
+        .ok_or_else(|| {
+            D::Error::invalid_value(
+                Unexpected::Other(&format!("the number {number}")),
+                &format!("a whole number that fits {}", std::any::type_name::<T>()).as_str(),
+            )
+        })
+}
+
+/// An optional integer field (see [`whole`]); `null` reads as left out.
+pub(super) fn optional_whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    #[derive(Deserialize)]
+    struct Whole<T: TryFrom<i64>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<Whole<T>>::deserialize(deserializer)?.map(|Whole(value)| value))
+}
+
+/// A PATCH integer field (see [`whole`] and [`nullable`]).
+fn nullable_whole<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    optional_whole(deserializer).map(Some)
 }
 
 /// A user.
@@ -49,10 +108,18 @@ impl From<&db::users::User> for User {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Unique name (1–64 characters).
+    #[schema(schema_with = username_schema)]
     pub username: String,
     /// Role (default `member`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<UserRole>,
+}
+
+fn username_schema() -> ObjectBuilder {
+    schema::trimmed_name(false, Some(MAX_USERNAME)).description(Some(format!(
+        "Unique name: 1–{MAX_USERNAME} characters, no control characters (white space \
+         around it is trimmed)."
+    )))
 }
 
 /// `POST /admin/users/{id}/tokens`.
@@ -61,10 +128,20 @@ pub struct CreateUser {
 pub struct CreateToken {
     /// A label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = token_name_schema)]
     pub name: Option<String>,
-    /// When it stops working (default: never).
+    /// When it stops working (in the future; default: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn token_name_schema() -> Object {
+    or_null(
+        schema::trimmed_name(true, Some(MAX_TOKEN_NAME)).description(Some(format!(
+            "A label: at most {MAX_TOKEN_NAME} characters, no control characters (white \
+             space around it is trimmed)."
+        ))),
+    )
 }
 
 /// A token's row (never the secret).
@@ -157,21 +234,56 @@ impl From<&db::providers::Provider> for Provider {
 #[serde(deny_unknown_fields)]
 pub struct CreateProvider {
     /// Unique name.
+    #[schema(schema_with = provider_name_schema)]
     pub name: String,
     /// Wire format.
     pub kind: ProviderKind,
     /// Base URL: with the version for `openai` (`https://api.openai.com/v1`),
-    /// without for `anthropic` (`https://api.anthropic.com`).
+    /// without for `anthropic` (`https://api.anthropic.com`); for `mock`,
+    /// `mock://` with settings (`mock://?tokens=8`).
+    #[schema(schema_with = base_url_schema)]
     pub base_url: String,
     /// The key, stored in the database (prefer `api_key_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = api_key_schema)]
     pub api_key: Option<String>,
     /// The environment variable (on every replica) that holds the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = api_key_env_schema)]
     pub api_key_env: Option<String>,
     /// Enabled (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+fn provider_name_schema() -> ObjectBuilder {
+    schema::trimmed_name(false, Some(MAX_PROVIDER_NAME)).description(Some(format!(
+        "Unique name: 1–{MAX_PROVIDER_NAME} characters, no control characters (white space \
+         around it is trimmed)."
+    )))
+}
+
+fn base_url_schema() -> ObjectBuilder {
+    schema::text(None).description(Some(
+        "Base URL: an http(s) URL for `openai` (with the version, \
+         `https://api.openai.com/v1`) and `anthropic` (without, \
+         `https://api.anthropic.com`); for `mock`, `mock://` with settings \
+         (`mock://?tokens=8`).",
+    ))
+}
+
+fn api_key_schema() -> Object {
+    or_null(schema::trimmed_name(false, None).description(Some(
+        "The key, stored in the database (prefer `api_key_env`): not empty, no control \
+         characters. Not together with `api_key_env`.",
+    )))
+}
+
+fn api_key_env_schema() -> Object {
+    or_null(schema::variable_name().description(Some(
+        "The environment variable (on every replica) that holds the key: letters, digits \
+         and `_`, not starting with a digit. Not together with `api_key`.",
+    )))
 }
 
 /// `PATCH /admin/providers/{id}`: fields left out stay as they are; `null`
@@ -181,12 +293,14 @@ pub struct CreateProvider {
 pub struct UpdateProvider {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = new_provider_name_schema)]
     pub name: Option<String>,
     /// New wire format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ProviderKind>,
     /// New base URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = new_base_url_schema)]
     pub base_url: Option<String>,
     /// New key, or `null` to remove it.
     #[serde(
@@ -194,7 +308,7 @@ pub struct UpdateProvider {
         deserialize_with = "nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_key_schema)]
     pub api_key: Option<Option<String>>,
     /// New key variable, or `null` to remove it.
     #[serde(
@@ -202,11 +316,36 @@ pub struct UpdateProvider {
         deserialize_with = "nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_key_env_schema)]
     pub api_key_env: Option<Option<String>>,
     /// Enabled?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+fn new_provider_name_schema() -> Object {
+    or_null(provider_name_schema())
+}
+
+fn new_base_url_schema() -> Object {
+    or_null(base_url_schema())
+}
+
+/// The rule about a provider body's key fields together: `api_key` and
+/// `api_key_env` are not both given (`null` counts as not given).
+pub fn one_key_schema() -> utoipa::openapi::Schema {
+    let null = || ObjectBuilder::new().schema_type(Type::Null);
+    let without = |field: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::AnyValue)
+            .property(field, null())
+            .build()
+    };
+    utoipa::openapi::schema::AnyOfBuilder::new()
+        .item(without("api_key"))
+        .item(without("api_key_env"))
+        .build()
+        .into()
 }
 
 /// A model config, as admins see it.
@@ -224,6 +363,9 @@ pub struct ModelConfig {
     pub enabled: bool,
     /// The model of chats that name none.
     pub is_default: bool,
+    /// Titles are generated with it (at most one model is; without one,
+    /// each chat's own model writes its title).
+    pub use_for_titles: bool,
     /// Context window (tokens).
     pub context_limit: i32,
     /// Compact the history past this % of the window.
@@ -256,6 +398,7 @@ impl From<&db::model_configs::ModelConfig> for ModelConfig {
             display_name: row.display_name.clone(),
             enabled: row.enabled,
             is_default: row.is_default,
+            use_for_titles: row.use_for_titles,
             context_limit: row.context_limit,
             compaction_threshold_pct: row.compaction_threshold_pct,
             max_output_tokens: row.max_output_tokens,
@@ -277,9 +420,11 @@ pub struct CreateModelConfig {
     /// Serving provider.
     pub provider_id: ProviderId,
     /// The provider's model name.
+    #[schema(schema_with = model_name_schema)]
     pub model: String,
     /// What users see (default: `model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = display_name_schema)]
     pub display_name: Option<String>,
     /// Enabled (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,30 +432,87 @@ pub struct CreateModelConfig {
     /// Make it the default (the previous default stops being one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_default: Option<bool>,
-    /// Context window (tokens).
-    pub context_limit: i32,
-    /// Compaction threshold % (default 70).
+    /// Generate titles with it (the previous title model stops being one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_for_titles: Option<bool>,
+    /// Context window (tokens).
+    #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 1)]
+    pub context_limit: i32,
+    /// Compaction threshold %, 1–100 (default 70).
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 100)]
     pub compaction_threshold_pct: Option<i16>,
     /// Output cap per call (default 4096).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1)]
     pub max_output_tokens: Option<i32>,
     /// Price per million input tokens, micro-dollars.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0)]
     pub price_input_micros_per_mtok: Option<i64>,
     /// Price per million output tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0)]
     pub price_output_micros_per_mtok: Option<i64>,
     /// Price per million cache-read tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0)]
     pub price_cache_read_micros_per_mtok: Option<i64>,
     /// Price per million cache-write tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0)]
     pub price_cache_write_micros_per_mtok: Option<i64>,
     /// Request options (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = options_schema)]
     pub options: Option<Value>,
+}
+
+fn model_name_schema() -> ObjectBuilder {
+    schema::trimmed_name(false, Some(MAX_MODEL_NAME)).description(Some(format!(
+        "The provider's model name: 1–{MAX_MODEL_NAME} characters, no control characters \
+         (white space around it is trimmed)."
+    )))
+}
+
+fn display_name_schema() -> Object {
+    or_null(
+        schema::trimmed_name(false, Some(MAX_MODEL_NAME)).description(Some(format!(
+            "What users see: 1–{MAX_MODEL_NAME} characters, no control characters (white \
+             space around it is trimmed)."
+        ))),
+    )
+}
+
+fn options_schema() -> Object {
+    or_null(schema::json_object().description(Some(
+        "Provider-specific request options (a JSON object), merged into each request.",
+    )))
 }
 
 /// `PATCH /admin/model-configs/{id}`: fields left out stay as they are;
@@ -320,58 +522,91 @@ pub struct CreateModelConfig {
 pub struct UpdateModelConfig {
     /// New display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = display_name_schema)]
     pub display_name: Option<String>,
     /// Enabled?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Make it the default (only `true` is accepted: pick another default to change it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = make_default_schema)]
     pub is_default: Option<bool>,
+    /// `true`: generate titles with it (the previous title model stops being
+    /// one); `false`: it stops being the title model (each chat's own model
+    /// writes its title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_for_titles: Option<bool>,
     /// New context window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1)]
     pub context_limit: Option<i32>,
-    /// New compaction threshold %.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// New compaction threshold %, 1–100.
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 100)]
     pub compaction_threshold_pct: Option<i16>,
     /// New output cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_whole",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1)]
     pub max_output_tokens: Option<i32>,
     /// New input price, or `null`.
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "nullable_whole",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     pub price_input_micros_per_mtok: Option<Option<i64>>,
     /// New output price, or `null`.
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "nullable_whole",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     pub price_output_micros_per_mtok: Option<Option<i64>>,
     /// New cache-read price, or `null`.
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "nullable_whole",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     pub price_cache_read_micros_per_mtok: Option<Option<i64>>,
     /// New cache-write price, or `null`.
     #[serde(
         default,
-        deserialize_with = "nullable",
+        deserialize_with = "nullable_whole",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     pub price_cache_write_micros_per_mtok: Option<Option<i64>>,
     /// New options (replaces the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = options_schema)]
     pub options: Option<Value>,
+}
+
+fn make_default_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Boolean, Type::Null]))
+        .enum_values(Some([Value::Bool(true), Value::Null]))
+        .description(Some(
+            "`true` makes it the default (the previous one stops being it); a default stops \
+             being one only when another takes over, so `false` is refused.",
+        ))
+        .build()
 }
 
 /// A model users can pick (`GET /models`).

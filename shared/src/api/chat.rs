@@ -3,13 +3,25 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::Object;
 
+use super::{
+    content,
+    schema::{self, or_null},
+};
 use crate::{
     db,
     ids::{ChatId, Generation, ModelConfigId, UserId},
     parts::Part,
     status::ChatStatus,
 };
+
+/// Longest title (characters).
+pub const MAX_TITLE: usize = 200;
+/// Longest system prompt (characters).
+pub const MAX_SYSTEM_PROMPT: usize = 100_000;
+/// Largest labels object (bytes of JSON).
+pub const MAX_LABELS: usize = 16 * 1024;
 
 /// A chat as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,25 +81,50 @@ impl Chat {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChat {
-    /// The first message's parts.
+    /// The first message's parts (not with `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::content_field_schema)]
     pub content: Option<Vec<Part>>,
-    /// The first message as plain text.
+    /// The first message as plain text (not with `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::text_field_schema)]
     pub text: Option<String>,
     /// The model (default: the default model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_config_id: Option<ModelConfigId>,
     /// A title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = title_schema)]
     pub title: Option<String>,
     /// A system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = system_prompt_schema)]
     pub system_prompt: Option<String>,
     /// Labels (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = labels_schema)]
     pub labels: Option<Value>,
+}
+
+fn title_schema() -> Object {
+    or_null(
+        schema::text(Some(MAX_TITLE))
+            .description(Some(format!("A title, at most {MAX_TITLE} characters."))),
+    )
+}
+
+fn system_prompt_schema() -> Object {
+    or_null(
+        schema::text(Some(MAX_SYSTEM_PROMPT)).description(Some(format!(
+            "A system prompt, at most {MAX_SYSTEM_PROMPT} characters."
+        ))),
+    )
+}
+
+fn labels_schema() -> Object {
+    or_null(schema::json_object().description(Some(format!(
+        "Labels: a JSON object of at most {MAX_LABELS} bytes (replaces the old ones)."
+    ))))
 }
 
 /// `PATCH /chats/{id}`.
@@ -96,13 +133,14 @@ pub struct CreateChat {
 pub struct UpdateChat {
     /// New title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = title_schema)]
     pub title: Option<String>,
     /// Archive (true) or restore (false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived: Option<bool>,
     /// New labels (a JSON object; replaces the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = labels_schema)]
     pub labels: Option<Value>,
 }
 

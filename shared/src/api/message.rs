@@ -3,12 +3,16 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::content;
 use crate::{
     db,
     ids::{ChatId, Generation, MessageId, QueuedMessageId, UserId},
     parts::{Part, Usage},
     status::MessageRole,
 };
+
+/// Longest `Idempotency-Key` (characters).
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A committed message of a chat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,9 +108,11 @@ pub enum BusyBehavior {
 pub struct SendMessage {
     /// The message's parts (or use `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::content_field_schema)]
     pub content: Option<Vec<Part>>,
     /// The message as plain text (or use `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::text_field_schema)]
     pub text: Option<String>,
     /// What to do if the chat is busy (default `queue`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,9 +144,11 @@ pub enum SendResult {
 pub struct EditMessage {
     /// The new parts (or use `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::content_field_schema)]
     pub content: Option<Vec<Part>>,
     /// The new text (or use `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = content::text_field_schema)]
     pub text: Option<String>,
 }
 

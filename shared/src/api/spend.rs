@@ -5,14 +5,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::admin::optional_whole;
 use crate::{ids::UserId, status::SpendPeriod};
 
 /// `GET`/`PUT /admin/spend-limits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpendLimits {
-    /// Every user's limit per period in micro-dollars (≥ 0) unless they
-    /// have an override; `null`: no limit.
+    /// Every user's limit per period in micro-dollars unless they have an
+    /// override; `null` (or left out): no limit.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 0)]
     pub default_limit_micros: Option<i64>,
     /// The period limits count over; periods start at midnight UTC (each
     /// day, each Monday, the first of each month).
@@ -23,8 +26,10 @@ pub struct SpendLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpendLimit {
-    /// The user's limit per period in micro-dollars (≥ 0); `null` removes
-    /// the override (the default applies again).
+    /// The user's limit per period in micro-dollars; `null` (or left out)
+    /// removes the override: the default applies again.
+    #[serde(default, deserialize_with = "optional_whole")]
+    #[schema(minimum = 0)]
     pub limit_micros: Option<i64>,
 }
 

@@ -1,25 +1,25 @@
 //! `/admin/model-configs`: the models chats can use, their limits and
 //! prices, and the one default. Deleting one is soft (the row stays for the
-//! chats that name it); from then on it is a 404 here. Every change tells the replicas'
-//! model catalogs (`ModelsChanged`).
+//! chats that name it); from then on it is a 404 here. The changes are
+//! [`Catalog`](crate::operations::Catalog) operations.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateModelConfig, ErrorResponse, ModelConfig, UpdateModelConfig},
-    db::{
-        DbError, GenericClient,
-        model_configs::{self, ModelConfigChanges, NewModelConfig},
-    },
+    api::{CreateModelConfig, ErrorResponse, MAX_MODEL_NAME, ModelConfig, UpdateModelConfig},
+    db::model_configs::{ModelConfigChanges, NewModelConfig},
     ids::ModelConfigId,
 };
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Admin, is_foreign_key_violation, models_changed, text_field};
-use crate::api::{
-    AppState,
-    error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiPath},
+use super::{Admin, text_field};
+use crate::{
+    api::{
+        AppState,
+        error::{ApiError, ApiResult},
+        extract::{ApiJson, ApiPath},
+    },
+    operations::ModelConfigOutcome,
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -32,8 +32,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         ))
 }
 
-/// Longest model or display name.
-const MAX_NAME: usize = 200;
 /// Compaction threshold when none is given (the column's default).
 const DEFAULT_COMPACTION_THRESHOLD_PCT: i16 = 70;
 /// Output cap when none is given (the column's default).
@@ -98,46 +96,49 @@ impl Values<'_> {
     }
 }
 
-/// The live model config `id`, or a 404.
-async fn live(db: &impl GenericClient, id: ModelConfigId) -> ApiResult<model_configs::ModelConfig> {
-    model_configs::get(db, id)
-        .await?
-        .filter(|row| row.deleted_at.is_none())
-        .ok_or_else(|| ApiError::not_found("model config"))
+/// The path of a model config.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ModelConfigPath {
+    /// The model config.
+    id: ModelConfigId,
 }
 
-/// Makes `id` the default (inside the caller's transaction, so the old
-/// default gives way in the same commit) and returns it.
-async fn make_default(
-    tx: &impl GenericClient,
-    id: ModelConfigId,
-) -> ApiResult<model_configs::ModelConfig> {
-    match model_configs::set_default(tx, id).await {
-        Ok(_) => live(tx, id).await,
-        // Another model became the default meanwhile: the single-default
-        // index refused this one.
-        Err(error) if error.is_unique_violation() => Err(ApiError::conflict(
+const NO_MODEL_CONFIG: &str = "No such model config, or it was deleted (`not_found`)";
+const DEFAULT_CHANGED: &str =
+    "Another model became the default at the same time; try again (`default_changed`)";
+
+/// What a model config change's outcome means to a client.
+fn model_config_outcome(outcome: ModelConfigOutcome) -> ApiResult<Json<ModelConfig>> {
+    match outcome {
+        ModelConfigOutcome::Done(row) => Ok(Json(ModelConfig::from(row.as_ref()))),
+        ModelConfigOutcome::NotFound => Err(ApiError::not_found("model config")),
+        ModelConfigOutcome::ProviderMissing(id) => Err(ApiError::unprocessable(
+            "invalid_provider",
+            format!("provider {id} does not exist"),
+        )),
+        ModelConfigOutcome::TitleModelChanged => Err(ApiError::conflict(
+            "title_model_changed",
+            "another model became the title model at the same time; try again",
+        )),
+        ModelConfigOutcome::DefaultChanged => Err(ApiError::conflict(
             "default_changed",
             "another model became the default at the same time; try again",
         )),
-        Err(error) => Err(error.into()),
     }
 }
 
 /// Every model config that is not deleted, by display name.
 #[utoipa::path(
     get, path = "/admin/model-configs", tag = "admin",
-    responses(
-        (status = 200, body = Vec<ModelConfig>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<ModelConfig>, description = "The model configs"))
 )]
 async fn list_model_configs(
     State(state): State<AppState>,
     _: Admin,
 ) -> ApiResult<Json<Vec<ModelConfig>>> {
-    let client = state.pool.get().await?;
-    let rows = model_configs::list(&client).await?;
+    let rows = state.catalog.model_configs().await?;
     Ok(Json(rows.iter().map(ModelConfig::from).collect()))
 }
 
@@ -147,10 +148,11 @@ async fn list_model_configs(
     post, path = "/admin/model-configs", tag = "admin", request_body = CreateModelConfig,
     responses(
         (status = 201, body = ModelConfig, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Another model became the default meanwhile"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = DEFAULT_CHANGED),
+        (status = 422, body = ErrorResponse, description = "No such provider \
+            (`invalid_provider`), or a field breaks a rule its schema states (`invalid_model`, \
+            `invalid_display_name`, `invalid_context_limit`, `invalid_max_output_tokens`, \
+            `invalid_compaction_threshold_pct`, `invalid_price`, `invalid_options`)"),
     )
 )]
 async fn create_model_config(
@@ -158,9 +160,14 @@ async fn create_model_config(
     _: Admin,
     ApiJson(body): ApiJson<CreateModelConfig>,
 ) -> ApiResult<(StatusCode, Json<ModelConfig>)> {
-    let model = text_field(&body.model, "model", "invalid_model", 1..=MAX_NAME)?;
+    let model = text_field(&body.model, "model", "invalid_model", 1..=MAX_MODEL_NAME)?;
     let display_name = match &body.display_name {
-        Some(name) => text_field(name, "display_name", "invalid_display_name", 1..=MAX_NAME)?,
+        Some(name) => text_field(
+            name,
+            "display_name",
+            "invalid_display_name",
+            1..=MAX_MODEL_NAME,
+        )?,
         None => model,
     };
     let options = body
@@ -185,7 +192,7 @@ async fn create_model_config(
         model,
         display_name,
         enabled: body.enabled.unwrap_or(true),
-        is_default: false,
+        is_default: body.is_default == Some(true),
         context_limit: body.context_limit,
         compaction_threshold_pct: body
             .compaction_threshold_pct
@@ -194,34 +201,20 @@ async fn create_model_config(
         prices,
         options,
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let mut row = match model_configs::insert(&tx, &new).await {
-        Ok(row) => row,
-        Err(error) if is_foreign_key_violation(&error) => {
-            return Err(ApiError::unprocessable(
-                "invalid_provider",
-                format!("provider {} does not exist", body.provider_id),
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if body.is_default == Some(true) {
-        row = make_default(&tx, row.id).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok((StatusCode::CREATED, Json(ModelConfig::from(&row))))
+    let outcome = state
+        .catalog
+        .create_model_config(&new, body.use_for_titles == Some(true))
+        .await?;
+    let created = model_config_outcome(outcome)?;
+    Ok((StatusCode::CREATED, created))
 }
 
 /// One model config (404 once deleted).
 #[utoipa::path(
-    get, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    get, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     responses(
-        (status = 200, body = ModelConfig),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = ModelConfig, description = "The model config"),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
     )
 )]
 async fn get_model_config(
@@ -229,8 +222,10 @@ async fn get_model_config(
     _: Admin,
     ApiPath(id): ApiPath<ModelConfigId>,
 ) -> ApiResult<Json<ModelConfig>> {
-    let client = state.pool.get().await?;
-    Ok(Json(ModelConfig::from(&live(&client, id).await?)))
+    match state.catalog.model_config(id).await? {
+        Some(row) => Ok(Json(ModelConfig::from(&row))),
+        None => Err(ApiError::not_found("model config")),
+    }
 }
 
 /// Change a model config: fields left out stay; `null` clears a price.
@@ -238,14 +233,16 @@ async fn get_model_config(
 /// it); a default stops being one only when another takes over, so
 /// `is_default: false` is refused.
 #[utoipa::path(
-    patch, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    patch, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     request_body = UpdateModelConfig,
     responses(
-        (status = 200, body = ModelConfig),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Another model became the default meanwhile"),
-        (status = 422, body = ErrorResponse),
+        (status = 200, body = ModelConfig, description = "The model config as changed"),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
+        (status = 409, body = ErrorResponse, description = DEFAULT_CHANGED),
+        (status = 422, body = ErrorResponse, description = "A field breaks a rule its schema \
+            states (`invalid_is_default`, `invalid_display_name`, `invalid_context_limit`, \
+            `invalid_max_output_tokens`, `invalid_compaction_threshold_pct`, `invalid_price`, \
+            `invalid_options`)"),
     )
 )]
 async fn update_model_config(
@@ -263,7 +260,14 @@ async fn update_model_config(
     let display_name = body
         .display_name
         .as_deref()
-        .map(|name| text_field(name, "display_name", "invalid_display_name", 1..=MAX_NAME))
+        .map(|name| {
+            text_field(
+                name,
+                "display_name",
+                "invalid_display_name",
+                1..=MAX_MODEL_NAME,
+            )
+        })
         .transpose()?;
     let prices = [
         body.price_input_micros_per_mtok,
@@ -288,29 +292,22 @@ async fn update_model_config(
         prices,
         options: body.options.as_ref(),
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let mut row = model_configs::update(&tx, id, &changes)
-        .await?
-        .ok_or_else(|| ApiError::not_found("model config"))?;
-    if body.is_default == Some(true) && !row.is_default {
-        row = make_default(&tx, id).await?;
-    }
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok(Json(ModelConfig::from(&row)))
+    let make_default = body.is_default == Some(true);
+    let outcome = state
+        .catalog
+        .update_model_config(id, &changes, make_default, body.use_for_titles)
+        .await?;
+    model_config_outcome(outcome)
 }
 
 /// Delete a model config: it leaves the listings and no chat can run on it
 /// any more, but the chats that name it keep their history. If it was the
 /// default, there is none until another is picked.
 #[utoipa::path(
-    delete, path = "/admin/model-configs/{id}", tag = "admin", params(("id" = ModelConfigId, Path)),
+    delete, path = "/admin/model-configs/{id}", tag = "admin", params(ModelConfigPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = NO_MODEL_CONFIG),
     )
 )]
 async fn delete_model_config(
@@ -318,11 +315,9 @@ async fn delete_model_config(
     _: Admin,
     ApiPath(id): ApiPath<ModelConfigId>,
 ) -> ApiResult<StatusCode> {
-    let client = state.pool.get().await?;
-    if !model_configs::soft_delete(&client, id).await? {
-        return Err(ApiError::not_found("model config"));
+    if state.catalog.delete_model_config(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("model config"))
     }
-    drop(client);
-    models_changed(&state);
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,28 +1,23 @@
 //! `/admin/providers`: the LLM endpoints that serve model configs. A stored
-//! API key is never shown, only whether there is one. Every change tells the
-//! replicas' model catalogs (`ModelsChanged`).
+//! API key is never shown, only whether there is one. The changes are
+//! [`Catalog`](crate::operations::Catalog) operations.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateProvider, ErrorResponse, Provider, UpdateProvider},
-    db::{
-        DbError, model_configs,
-        providers::{self, NewProvider, ProviderChanges},
-    },
+    api::{CreateProvider, ErrorResponse, MAX_PROVIDER_NAME, Provider, UpdateProvider},
+    db::providers::{NewProvider, ProviderChanges},
     ids::ProviderId,
-    status::ProviderKind,
 };
-use reqwest::Url;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Admin, is_foreign_key_violation, models_changed, text_field};
+use super::{Admin, text_field};
 use crate::{
     api::{
         AppState,
         error::{ApiError, ApiResult},
         extract::{ApiJson, ApiPath},
     },
-    llm::MockProvider,
+    operations::{ConnectionRefused, DeleteProviderOutcome, ProviderOutcome},
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -31,108 +26,51 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_provider, update_provider, delete_provider))
 }
 
-/// Longest provider name (the column's check).
-const MAX_NAME: usize = 128;
-
-/// How a provider is reached: checked together, since each rule involves
-/// more than one field.
-struct Connection<'a> {
-    kind: ProviderKind,
-    base_url: &'a str,
-    api_key: Option<&'a str>,
-    api_key_env: Option<&'a str>,
+/// The path of a provider.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ProviderPath {
+    /// The provider.
+    id: ProviderId,
 }
 
-impl Connection<'_> {
-    /// 422 unless every replica could build this provider (as far as can be
-    /// told without its environment).
-    fn check(&self, name: &str) -> ApiResult<()> {
-        self.check_base_url(name)?;
-        if self.api_key.is_some() && self.api_key_env.is_some() {
-            return Err(ApiError::unprocessable(
-                "invalid_api_key",
-                "give api_key or api_key_env, not both",
-            ));
-        }
-        if let Some(key) = self.api_key
-            && (key.is_empty() || key.chars().any(char::is_control))
-        {
-            return Err(ApiError::unprocessable(
-                "invalid_api_key",
-                "api_key must be non-empty text without control characters (null removes it)",
-            ));
-        }
-        if let Some(variable) = self.api_key_env
-            && !is_variable_name(variable)
-        {
-            return Err(ApiError::unprocessable(
-                "invalid_api_key_env",
-                "api_key_env must be an environment variable name: letters, digits and _, \
-                 not starting with a digit (null removes it)",
-            ));
-        }
-        Ok(())
-    }
+const NO_PROVIDER: &str = "No such provider (`not_found`)";
+const NAME_TAKEN: &str = "Another provider has this name (`name_taken`)";
+const UNREACHABLE: &str = "The provider could not be used as given: a base URL its kind cannot \
+    use, both `api_key` and `api_key_env`, or a field that breaks a rule its schema states \
+    (`invalid_base_url`, `invalid_api_key`, `invalid_api_key_env`, `invalid_name`)";
 
-    /// The base URL follows each vendor SDK's convention (DESIGN §10); a
-    /// `mock` provider's holds its settings (`mock://?tokens=…`).
-    fn check_base_url(&self, name: &str) -> ApiResult<()> {
-        let invalid = |reason: String| ApiError::unprocessable("invalid_base_url", reason);
-        match self.kind {
-            ProviderKind::Mock => MockProvider::from_url(name, self.base_url)
-                .map(drop)
-                .map_err(|error| invalid(error.to_string())),
-            ProviderKind::Openai | ProviderKind::Anthropic => {
-                let example = match self.kind {
-                    ProviderKind::Anthropic => "https://api.anthropic.com",
-                    _ => "https://api.openai.com/v1",
-                };
-                let url = Url::parse(self.base_url).map_err(|error| {
-                    invalid(format!(
-                        "base_url is not a URL ({error}); expected one like {example}"
-                    ))
-                })?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(invalid(format!(
-                        "base_url must be an http or https URL like {example}, not {}",
-                        url.scheme()
-                    )));
-                }
-                Ok(())
-            }
-        }
-    }
+/// A refused connection: 422 with the code of the field at fault.
+fn connection_error(refused: ConnectionRefused) -> ApiError {
+    let code = match refused {
+        ConnectionRefused::TwoKeys | ConnectionRefused::ApiKey => "invalid_api_key",
+        ConnectionRefused::ApiKeyEnv => "invalid_api_key_env",
+        ConnectionRefused::BaseUrl(_) => "invalid_base_url",
+    };
+    ApiError::unprocessable(code, refused.to_string())
 }
 
-/// True for a portable environment variable name.
-fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A write's error, with a taken name as the 409 it is.
-fn name_taken(error: DbError, name: &str) -> ApiError {
-    if error.is_unique_violation() {
-        ApiError::conflict("name_taken", format!("a provider named {name:?} exists"))
-    } else {
-        error.into()
+/// What a provider change's outcome means to a client.
+fn provider_outcome(outcome: ProviderOutcome) -> ApiResult<Json<Provider>> {
+    match outcome {
+        ProviderOutcome::Done(row) => Ok(Json(Provider::from(row.as_ref()))),
+        ProviderOutcome::NotFound => Err(ApiError::not_found("provider")),
+        ProviderOutcome::NameTaken(name) => Err(ApiError::conflict(
+            "name_taken",
+            format!("a provider named {name:?} exists"),
+        )),
+        ProviderOutcome::Refused(refused) => Err(connection_error(refused)),
     }
 }
 
 /// Every provider, by name.
 #[utoipa::path(
     get, path = "/admin/providers", tag = "admin",
-    responses(
-        (status = 200, body = Vec<Provider>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<Provider>, description = "The providers"))
 )]
 async fn list_providers(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<Provider>>> {
-    let client = state.pool.get().await?;
-    let rows = providers::list(&client).await?;
+    let rows = state.catalog.providers().await?;
     Ok(Json(rows.iter().map(Provider::from).collect()))
 }
 
@@ -141,10 +79,8 @@ async fn list_providers(State(state): State<AppState>, _: Admin) -> ApiResult<Js
     post, path = "/admin/providers", tag = "admin", request_body = CreateProvider,
     responses(
         (status = 201, body = Provider, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The name is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = NAME_TAKEN),
+        (status = 422, body = ErrorResponse, description = UNREACHABLE),
     )
 )]
 async fn create_provider(
@@ -152,38 +88,25 @@ async fn create_provider(
     _: Admin,
     ApiJson(body): ApiJson<CreateProvider>,
 ) -> ApiResult<(StatusCode, Json<Provider>)> {
-    let name = text_field(&body.name, "name", "invalid_name", 1..=MAX_NAME)?;
-    let connection = Connection {
+    let name = text_field(&body.name, "name", "invalid_name", 1..=MAX_PROVIDER_NAME)?;
+    let new = NewProvider {
+        name,
         kind: body.kind,
         base_url: body.base_url.trim(),
         api_key: body.api_key.as_deref().map(str::trim),
         api_key_env: body.api_key_env.as_deref().map(str::trim),
-    };
-    connection.check(name)?;
-    let new = NewProvider {
-        name,
-        kind: connection.kind,
-        base_url: connection.base_url,
-        api_key: connection.api_key,
-        api_key_env: connection.api_key_env,
         enabled: body.enabled.unwrap_or(true),
     };
-    let client = state.pool.get().await?;
-    let row = providers::insert(&client, &new)
-        .await
-        .map_err(|error| name_taken(error, name))?;
-    drop(client);
-    models_changed(&state);
-    Ok((StatusCode::CREATED, Json(Provider::from(&row))))
+    let created = provider_outcome(state.catalog.create_provider(&new).await?)?;
+    Ok((StatusCode::CREATED, created))
 }
 
 /// One provider.
 #[utoipa::path(
-    get, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    get, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     responses(
-        (status = 200, body = Provider),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = Provider, description = "The provider"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
     )
 )]
 async fn get_provider(
@@ -191,24 +114,22 @@ async fn get_provider(
     _: Admin,
     ApiPath(id): ApiPath<ProviderId>,
 ) -> ApiResult<Json<Provider>> {
-    let client = state.pool.get().await?;
-    let row = providers::get(&client, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    Ok(Json(Provider::from(&row)))
+    match state.catalog.provider(id).await? {
+        Some(row) => Ok(Json(Provider::from(&row))),
+        None => Err(ApiError::not_found("provider")),
+    }
 }
 
 /// Change a provider: fields left out stay; `null` removes `api_key` or
 /// `api_key_env`. The result must still be a usable provider.
 #[utoipa::path(
-    patch, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    patch, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     request_body = UpdateProvider,
     responses(
-        (status = 200, body = Provider),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The name is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 200, body = Provider, description = "The provider as changed"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
+        (status = 409, body = ErrorResponse, description = NAME_TAKEN),
+        (status = 422, body = ErrorResponse, description = UNREACHABLE),
     )
 )]
 async fn update_provider(
@@ -220,7 +141,7 @@ async fn update_provider(
     let name = body
         .name
         .as_deref()
-        .map(|name| text_field(name, "name", "invalid_name", 1..=MAX_NAME))
+        .map(|name| text_field(name, "name", "invalid_name", 1..=MAX_PROVIDER_NAME))
         .transpose()?;
     let changes = ProviderChanges {
         name,
@@ -236,47 +157,19 @@ async fn update_provider(
             .map(|variable| variable.as_deref().map(str::trim)),
         enabled: body.enabled,
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    // Locked, so the combination checked is the one written.
-    let current = providers::get_for_update(&tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    let reconnects = changes.kind.is_some()
-        || changes.base_url.is_some()
-        || changes.api_key.is_some()
-        || changes.api_key_env.is_some();
-    if reconnects {
-        let connection = Connection {
-            kind: changes.kind.unwrap_or(current.kind),
-            base_url: changes.base_url.unwrap_or(&current.base_url),
-            api_key: changes.api_key.unwrap_or(current.api_key.as_deref()),
-            api_key_env: changes
-                .api_key_env
-                .unwrap_or(current.api_key_env.as_deref()),
-        };
-        connection.check(name.unwrap_or(&current.name))?;
-    }
-    let row = providers::update(&tx, id, &changes)
-        .await
-        .map_err(|error| name_taken(error, name.unwrap_or(&current.name)))?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok(Json(Provider::from(&row)))
+    provider_outcome(state.catalog.update_provider(id, &changes).await?)
 }
 
 /// Delete a provider no live model config uses. Its deleted model configs
 /// go with it, unless old chats still name them: then it stays (409), and
 /// disabling it is the way to retire it.
 #[utoipa::path(
-    delete, path = "/admin/providers/{id}", tag = "admin", params(("id" = ProviderId, Path)),
+    delete, path = "/admin/providers/{id}", tag = "admin", params(ProviderPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "Model configs still use it"),
+        (status = 404, body = ErrorResponse, description = NO_PROVIDER),
+        (status = 409, body = ErrorResponse, description = "Model configs use it, or deleted ones \
+            that old chats name (`provider_in_use`)"),
     )
 )]
 async fn delete_provider(
@@ -284,33 +177,17 @@ async fn delete_provider(
     _: Admin,
     ApiPath(id): ApiPath<ProviderId>,
 ) -> ApiResult<StatusCode> {
-    let mut client = state.pool.get().await?;
-    if model_configs::provider_has_live(&client, id).await? {
-        return Err(ApiError::conflict(
+    match state.catalog.delete_provider(id).await? {
+        DeleteProviderOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
+        DeleteProviderOutcome::NotFound => Err(ApiError::not_found("provider")),
+        DeleteProviderOutcome::InUse => Err(ApiError::conflict(
             "provider_in_use",
             "model configs use this provider: delete them first, or disable the provider",
-        ));
+        )),
+        DeleteProviderOutcome::NamedByOldChats => Err(ApiError::conflict(
+            "provider_in_use",
+            "model configs still name this provider (deleted ones that old chats use \
+             count too): disable it instead",
+        )),
     }
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    model_configs::purge_deleted_unused(&tx, id).await?;
-    // The foreign key has the last word: a config created meanwhile, or a
-    // deleted one that old chats still name, keeps the provider.
-    let deleted = match providers::delete(&tx, id).await {
-        Ok(deleted) => deleted,
-        Err(error) if is_foreign_key_violation(&error) => {
-            return Err(ApiError::conflict(
-                "provider_in_use",
-                "model configs still name this provider (deleted ones that old chats use \
-                 count too): disable it instead",
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if !deleted {
-        return Err(ApiError::not_found("provider"));
-    }
-    tx.commit().await.map_err(DbError::from)?;
-    drop(client);
-    models_changed(&state);
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,24 +1,28 @@
 //! `/admin/users`: users and their tokens. A token's secret is in the answer
 //! that creates it and nowhere else; revoking one reaches every replica's
-//! token cache through `TokensChanged`.
+//! token cache. The changes are [`Accounts`](crate::operations::Accounts)
+//! operations.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chatd_shared::{
-    api::{CreateToken, CreateUser, ErrorResponse, Token, TokenCreated, User},
-    auth_token,
-    db::{tokens, users},
+    api::{
+        CreateToken, CreateUser, ErrorResponse, MAX_TOKEN_NAME, MAX_USERNAME, Token, TokenCreated,
+        User,
+    },
     ids::{TokenId, UserId},
-    pubsub::ControlNotice,
     status::UserRole,
 };
 use chrono::Utc;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Admin, is_foreign_key_violation, text_field};
-use crate::api::{
-    AppState,
-    error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiPath},
+use super::{Admin, text_field};
+use crate::{
+    api::{
+        AppState,
+        error::{ApiError, ApiResult},
+        extract::{ApiJson, ApiPath},
+    },
+    operations::{CreateTokenOutcome, CreateUserOutcome},
 };
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -29,22 +33,35 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
 }
 
-/// Longest username (the column's check).
-const MAX_USERNAME: usize = 64;
-/// Longest token label.
-const MAX_TOKEN_NAME: usize = 128;
+/// The path of a user.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UserPath {
+    /// The user.
+    id: UserId,
+}
+
+/// The path of a user's token.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct TokenPath {
+    /// The user.
+    id: UserId,
+    /// The token.
+    token_id: TokenId,
+}
+
+const NO_USER: &str = "No such user (`not_found`)";
 
 /// Every user, by username.
 #[utoipa::path(
     get, path = "/admin/users", tag = "admin",
-    responses(
-        (status = 200, body = Vec<User>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-    )
+    responses((status = 200, body = Vec<User>, description = "The users"))
 )]
 async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Vec<User>>> {
-    let client = state.pool.get().await?;
-    let rows = users::list(&client).await?;
+    let rows = state.accounts.users().await?;
     Ok(Json(rows.iter().map(User::from).collect()))
 }
 
@@ -54,10 +71,9 @@ async fn list_users(State(state): State<AppState>, _: Admin) -> ApiResult<Json<V
     post, path = "/admin/users", tag = "admin", request_body = CreateUser,
     responses(
         (status = 201, body = User, description = "Created"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse),
-        (status = 409, body = ErrorResponse, description = "The username is taken"),
-        (status = 422, body = ErrorResponse),
+        (status = 409, body = ErrorResponse, description = "The username is taken (`username_taken`)"),
+        (status = 422, body = ErrorResponse, description = "The username breaks a rule its schema \
+            states (`invalid_username`)"),
     )
 )]
 async fn create_user(
@@ -72,24 +88,21 @@ async fn create_user(
         1..=MAX_USERNAME,
     )?;
     let role = body.role.unwrap_or(UserRole::Member);
-    let client = state.pool.get().await?;
-    match users::insert(&client, UserId::new_random(), username, role).await {
-        Ok(row) => Ok((StatusCode::CREATED, Json(User::from(&row)))),
-        Err(err) if err.is_unique_violation() => Err(ApiError::conflict(
+    match state.accounts.create_user(username, role).await? {
+        CreateUserOutcome::Created(row) => Ok((StatusCode::CREATED, Json(User::from(&row)))),
+        CreateUserOutcome::UsernameTaken => Err(ApiError::conflict(
             "username_taken",
             format!("the username {username:?} is taken"),
         )),
-        Err(err) => Err(err.into()),
     }
 }
 
 /// One user.
 #[utoipa::path(
-    get, path = "/admin/users/{id}", tag = "admin", params(("id" = UserId, Path)),
+    get, path = "/admin/users/{id}", tag = "admin", params(UserPath),
     responses(
-        (status = 200, body = User),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = User, description = "The user"),
+        (status = 404, body = ErrorResponse, description = NO_USER),
     )
 )]
 async fn get_user(
@@ -97,20 +110,18 @@ async fn get_user(
     _: Admin,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<User>> {
-    let client = state.pool.get().await?;
-    let user = users::get(&client, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(User::from(&user)))
+    match state.accounts.user(id).await? {
+        Some(user) => Ok(Json(User::from(&user))),
+        None => Err(ApiError::not_found("user")),
+    }
 }
 
 /// A user's tokens, newest first, revoked ones included (never the secrets).
 #[utoipa::path(
-    get, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    get, path = "/admin/users/{id}/tokens", tag = "admin", params(UserPath),
     responses(
-        (status = 200, body = Vec<Token>),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse),
+        (status = 200, body = Vec<Token>, description = "The user's tokens"),
+        (status = 404, body = ErrorResponse, description = NO_USER),
     )
 )]
 async fn list_tokens(
@@ -118,24 +129,22 @@ async fn list_tokens(
     _: Admin,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Vec<Token>>> {
-    let client = state.pool.get().await?;
-    if users::get(&client, id).await?.is_none() {
-        return Err(ApiError::not_found("user"));
+    match state.accounts.tokens(id).await? {
+        Some(rows) => Ok(Json(rows.iter().map(Token::from).collect())),
+        None => Err(ApiError::not_found("user")),
     }
-    let rows = tokens::list_for_user(&client, id).await?;
-    Ok(Json(rows.iter().map(Token::from).collect()))
 }
 
 /// Create a token for a user. The answer holds the secret, which is shown
 /// this once: only its hash is stored.
 #[utoipa::path(
-    post, path = "/admin/users/{id}/tokens", tag = "admin", params(("id" = UserId, Path)),
+    post, path = "/admin/users/{id}/tokens", tag = "admin", params(UserPath),
     request_body = CreateToken,
     responses(
         (status = 201, body = TokenCreated, description = "Created; `token` is the secret"),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
-        (status = 422, body = ErrorResponse),
+        (status = 404, body = ErrorResponse, description = NO_USER),
+        (status = 422, body = ErrorResponse, description = "`expires_at` is not in the future \
+            (`invalid_expires_at`), or the name breaks a rule its schema states (`invalid_name`)"),
     )
 )]
 async fn create_token(
@@ -156,37 +165,31 @@ async fn create_token(
             "expires_at must be in the future",
         ));
     }
-    let secret = auth_token::generate();
-    let new = tokens::NewApiToken {
-        user_id,
-        name,
-        token_hash: &auth_token::hash(&secret),
-        prefix: &auth_token::display_prefix(&secret),
-        expires_at: body.expires_at,
-    };
-    let client = state.pool.get().await?;
-    let row = match tokens::insert(&client, &new).await {
-        Ok(row) => row,
-        Err(err) if is_foreign_key_violation(&err) => return Err(ApiError::not_found("user")),
-        Err(err) => return Err(err.into()),
-    };
-    let created = TokenCreated {
-        token: secret,
-        details: Token::from(&row),
-    };
-    Ok((StatusCode::CREATED, Json(created)))
+    match state
+        .accounts
+        .create_token(user_id, name, body.expires_at)
+        .await?
+    {
+        CreateTokenOutcome::Created { secret, token } => {
+            let created = TokenCreated {
+                token: secret,
+                details: Token::from(token.as_ref()),
+            };
+            Ok((StatusCode::CREATED, Json(created)))
+        }
+        CreateTokenOutcome::UserNotFound => Err(ApiError::not_found("user")),
+    }
 }
 
 /// Revoke a token. The replica that answers refuses it at once, the others
 /// as soon as the `TokensChanged` notice reaches them (within their token
 /// cache's minute if it is lost).
 #[utoipa::path(
-    delete, path = "/admin/users/{id}/tokens/{token_id}", tag = "admin",
-    params(("id" = UserId, Path), ("token_id" = TokenId, Path)),
+    delete, path = "/admin/users/{id}/tokens/{token_id}", tag = "admin", params(TokenPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, body = ErrorResponse), (status = 403, body = ErrorResponse),
-        (status = 404, body = ErrorResponse, description = "No such token of this user, or revoked already"),
+        (status = 404, body = ErrorResponse, description = "No such token of this user, or revoked \
+            already (`not_found`)"),
     )
 )]
 async fn revoke_token(
@@ -194,12 +197,11 @@ async fn revoke_token(
     _: Admin,
     ApiPath((user_id, token_id)): ApiPath<(UserId, TokenId)>,
 ) -> ApiResult<StatusCode> {
-    let client = state.pool.get().await?;
-    if !tokens::revoke_for_user(&client, user_id, token_id).await? {
+    if !state.accounts.revoke_token(user_id, token_id).await? {
         return Err(ApiError::not_found("token"));
     }
-    drop(client);
+    // This replica's cache forgets at once; the others when the
+    // announcement reaches them.
     state.tokens.clear();
-    let _ = state.pubsub.publish_control(&ControlNotice::TokensChanged);
     Ok(StatusCode::NO_CONTENT)
 }
