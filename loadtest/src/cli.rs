@@ -1,11 +1,12 @@
-//! The command line (DESIGN §10, §13): `chatd-loadtest run` and
-//! `chatd-loadtest bench`.
+//! The command line (DESIGN §10, §13, §18): `chatd-loadtest run`,
+//! `chatd-loadtest bench` and `chatd-loadtest chaos`.
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    chaos::faults::FaultKind,
     config::{DEFAULT_MESSAGE, RunConfig, StreamTransport},
     summary::FIELDS_HELP,
 };
@@ -37,6 +38,22 @@ pub enum Command {
     /// with the budgets of DESIGN §15.
     #[command(after_long_help = EXIT_HELP)]
     Bench(BenchArgs),
+    /// Run load while injecting faults (DESIGN §18): replicas killed,
+    /// replaced in a rolling restart, PostgreSQL restarted, relay links cut,
+    /// a replica partitioned from PostgreSQL; check every invariant as
+    /// clients go and against the database at the end; report failover
+    /// times. Starts its own cluster (like bench) unless given --target.
+    #[command(after_long_help = chaos_long_help())]
+    Chaos(Box<ChaosArgs>),
+}
+
+fn chaos_long_help() -> String {
+    format!(
+        "Exit status: 0 when every turn completed and no invariant was broken, 1 when\n\
+         a turn failed or an invariant was broken (each violation names its chat),\n\
+         2 when the run could not start.\n\n{}",
+        crate::chaos::summary::FIELDS_HELP
+    )
 }
 
 fn run_long_help() -> String {
@@ -144,6 +161,119 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 }
+
+/// `chatd-loadtest chaos`.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// Chats (virtual users), each taking turns until the end.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chats: u32,
+    /// How long the load and the faults go on (a soak: 10m).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Time between the starts of two faults (one that lasts longer delays
+    /// the next).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub every: Duration,
+    /// Fault kinds, injected in turn.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,rolling,pg-restart,relay-cut,partition"
+    )]
+    pub faults: Vec<FaultKind>,
+    /// Replicas to start (without --target).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
+    pub replicas: u32,
+    /// The replicas' CHATD_LEASE_TTL (without --target); with --target,
+    /// what the targets use (bounds how long disruptions are put down to a
+    /// fault).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// The replicas' CHATD_HEARTBEAT_INTERVAL (without --target).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// The replicas' CHATD_DRAIN_TIMEOUT (without --target).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// How long a killed replica stays down.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub kill_pause: Duration,
+    /// How long PostgreSQL stays down in a pg-restart.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub pg_down: Duration,
+    /// How long relay connections are refused after a cut.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub relay_cut_for: Duration,
+    /// How long a partition lasts (longer than the lease, so the replica
+    /// must fence itself and its chats move).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub partition_for: Duration,
+    /// Clients reopen a running chat's stream on another replica after this
+    /// long without an event (a replica cut from PostgreSQL stays silent).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+    /// How long one request (or stream opening) may take before the next
+    /// replica is tried (a healthy replica answers in milliseconds; one cut
+    /// from PostgreSQL never does).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub attempt_timeout: Duration,
+    /// How long one turn may take.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The user message of every turn (the default streams like a model:
+    /// first token after 150 ms, then one every 20 ms).
+    #[arg(long, value_name = "TEXT", default_value = CHAOS_MESSAGE)]
+    pub message: String,
+    /// How streams are carried.
+    #[arg(long, value_enum, default_value_t = StreamTransport::Ws)]
+    pub transport: StreamTransport,
+    /// Share of chats also streamed from every other replica (relay staleness).
+    #[arg(long, value_name = "FRACTION", default_value = "10%", value_parser = parse_fraction)]
+    pub staleness_sample: f64,
+    /// Seed of the random choices (which replica a fault hits).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Replicas someone else runs (instead of starting a cluster):
+    /// comma-separated or repeated API base URLs.
+    #[arg(long = "target", value_name = "URL[,URL…]", value_delimiter = ',', value_parser = parse_target)]
+    pub targets: Vec<String>,
+    /// The bearer token, with --target.
+    #[arg(long, env = "CHATD_LOADTEST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// With --target: stops replica {index} (from 1; also {url}) with
+    /// signal {signal} (KILL or TERM), e.g. `kill -{signal} $(cat /run/chatd-{index}.pid)`.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub kill_command: Option<String>,
+    /// With --target: starts replica {index} again.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub start_command: Option<String>,
+    /// With --target: chatd's database, for the checks against it.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CHATD_LOADTEST_PG_URL",
+        hide_env_values = true
+    )]
+    pub pg_url: Option<String>,
+    /// The chatd binary (default: `chatd` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub chatd_bin: Option<PathBuf>,
+    /// Write the summary as JSON here.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Copy the replicas' and PostgreSQL's logs into this directory before
+    /// the cluster is removed (without --target).
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The default message of `chaos`: a reply streamed at a model's pace.
+pub const CHAOS_MESSAGE: &str = r#"@mock {"tokens": 40, "token_delay_ms": 20, "ttft_ms": 150}"#;
 
 impl RunArgs {
     /// The run these arguments describe.
@@ -331,6 +461,41 @@ mod tests {
             parse(&["run", "--token", "t"]).is_err(),
             "--target is required"
         );
+    }
+
+    #[test]
+    fn chaos_breaks_its_own_cluster_with_every_fault_by_default() {
+        let Ok(Cli {
+            command: Command::Chaos(chaos),
+        }) = parse(&["chaos"])
+        else {
+            panic!("chaos parses");
+        };
+        assert_eq!((chaos.chats, chaos.replicas), (100, 3));
+        assert_eq!(chaos.duration, Duration::from_secs(120));
+        assert_eq!(chaos.every, Duration::from_secs(10));
+        assert_eq!(chaos.faults, FaultKind::ALL);
+        assert_eq!(chaos.lease_ttl, Duration::from_secs(5));
+        assert!(chaos.targets.is_empty());
+        assert_eq!(chaos.message, CHAOS_MESSAGE);
+
+        let Ok(Cli {
+            command: Command::Chaos(chaos),
+        }) = parse(&[
+            "chaos",
+            "--faults",
+            "kill,partition",
+            "--target",
+            "http://a:1,http://b:2",
+            "--kill-command",
+            "kill -{signal} {index}",
+        ])
+        else {
+            panic!("chaos parses");
+        };
+        assert_eq!(chaos.faults, [FaultKind::Kill, FaultKind::Partition]);
+        assert_eq!(chaos.targets, ["http://a:1", "http://b:2"]);
+        assert!(parse(&["chaos", "--faults", "meteor"]).is_err());
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub struct RunConfig {
     /// A PostgreSQL URL of chatd's database, to read what the run cost it.
     pub pg_url: Option<String>,
     /// How long one turn (send → `waiting`) may take; also bounds each
-    /// request and each stream (re)connection.
+    /// request and each stream (re)connection, over every target tried.
     pub timeout: Duration,
+    /// How long one attempt at a request or a stream's opening may take
+    /// before the next target is tried (default: `timeout`).
+    pub attempt_timeout: Option<Duration>,
+    /// Reopen a running chat's stream on another target after this long
+    /// without an event (default: never; chaos sets it).
+    pub stall_timeout: Option<Duration>,
     /// The fraction of chats (0–1) also streamed from every other target,
     /// to measure relay staleness.
     pub staleness_sample: f64,
@@ -67,6 +73,8 @@ impl RunConfig {
             message: DEFAULT_MESSAGE.to_owned(),
             pg_url: None,
             timeout: Duration::from_secs(60),
+            attempt_timeout: None,
+            stall_timeout: None,
             staleness_sample: 0.1,
             progress: true,
             cpu_probes: Vec::new(),

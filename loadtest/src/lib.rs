@@ -13,6 +13,7 @@
 //! - [`cli`] is the command line of the `chatd-loadtest` binary.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod cpu;
@@ -24,8 +25,8 @@ mod staleness;
 pub mod stats;
 pub mod summary;
 mod turn;
-mod user;
+pub mod user;
 
 pub use config::RunConfig;
-pub use run::{RunError, run};
+pub use run::{Hooks, RunError, run, run_with};
 pub use summary::Summary;

@@ -1,11 +1,12 @@
-//! `chatd-loadtest`: the scaletest harness (DESIGN §13). `run` drives load
-//! against running replicas; `bench` runs the standard scenario on this
-//! machine. See `chatd-loadtest <command> --help`.
+//! `chatd-loadtest`: the scaletest harness (DESIGN §13, §18). `run` drives
+//! load against running replicas; `bench` runs the standard scenario on
+//! this machine; `chaos` breaks a cluster under load and checks what
+//! clients see. See `chatd-loadtest <command> --help`.
 
 use std::process::ExitCode;
 
 use chatd_loadtest::{
-    bench,
+    bench, chaos,
     cli::{Cli, Command, RunArgs},
     report,
 };
@@ -21,14 +22,20 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Bench(args) => match bench::bench(args).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(LOAD_FAILED),
-            Err(error) => {
-                eprintln!("chatd-loadtest: {error:#}");
-                ExitCode::from(NOT_STARTED)
-            }
-        },
+        Command::Bench(args) => exit_code(bench::bench(args).await),
+        Command::Chaos(args) => exit_code(chaos::chaos(*args).await),
+    }
+}
+
+/// The exit status of a command that starts its own cluster.
+fn exit_code(outcome: anyhow::Result<bool>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(LOAD_FAILED),
+        Err(error) => {
+            eprintln!("chatd-loadtest: {error:#}");
+            ExitCode::from(NOT_STARTED)
+        }
     }
 }
 

@@ -51,18 +51,26 @@ fn header(out: &mut String, summary: &Summary) {
 
 fn latencies(out: &mut String, summary: &Summary) {
     let l = &summary.latency_us;
+    latency_table(
+        out,
+        &[
+            ("create", &l.create),
+            ("time to running", &l.time_to_running),
+            ("time to first part", &l.time_to_first_part),
+            ("turn", &l.turn),
+            ("relay staleness", &l.relay_staleness),
+        ],
+    );
+}
+
+/// A table of latencies, one row per named figure, and a blank line.
+pub fn latency_table(out: &mut String, rows: &[(&str, &Percentiles)]) {
     let _ = writeln!(
         out,
         "{:<20} {:>8} {:>10} {:>10} {:>10} {:>10}",
         "latency", "count", "p50", "p90", "p99", "max"
     );
-    for (name, figure) in [
-        ("create", &l.create),
-        ("time to running", &l.time_to_running),
-        ("time to first part", &l.time_to_first_part),
-        ("turn", &l.turn),
-        ("relay staleness", &l.relay_staleness),
-    ] {
+    for (name, figure) in rows {
         out.push_str(&figure_row(name, figure));
         out.push('\n');
     }
@@ -95,7 +103,13 @@ pub fn format_micros(micros: u64) -> String {
 fn streams(out: &mut String, summary: &Summary) {
     let s = &summary.streams;
     let sampled = summary.parameters.staleness_chats;
-    let _ = write!(out, "streams: {}", count(s.reconnects, "reconnect"));
+    let _ = write!(
+        out,
+        "streams: {} · {} · {}",
+        count(s.reconnects, "reconnect"),
+        count(s.requests_retried, "retried request"),
+        count(s.repeats_dropped, "dropped repeat"),
+    );
     if sampled > 0 {
         let _ = write!(
             out,
@@ -284,7 +298,7 @@ mod tests {
             "chatd-loadtest: 10 chats × 2 turns · 2 targets · ws · barrier · concurrency 10",
             "turns: 18 of 20 completed, 1 failed, 1 not run · 36.0 turns/s over 0.50 s",
             "relay staleness",
-            "streams: 2 reconnects · 1 chat also streamed from every other target; 0 of their parts",
+            "streams: 2 reconnects · 1 retried request · 0 dropped repeats · 1 chat also streamed from every other target; 0 of their parts",
             "chatd-loadtest         0.25 s   0.50 cores  13889 µs/turn",
             "machine: 1.50 of 2 cores busy on average (0.50 by the processes above, 1.00 by others)",
             "database chatd (turn phase): 2.20 transactions/turn",

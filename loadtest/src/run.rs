@@ -10,12 +10,12 @@ use std::{sync::Arc, time::Duration};
 
 use chatd_shared::{
     api::{CreateChat, SendMessage},
-    client::{ChatsQuery, Client, ClientError},
+    client::{ChatsQuery, Client, ClientError, FailoverClient, RetryPolicy},
     error_chain::Chain,
 };
 use chrono::Utc;
 use tokio::{
-    sync::{Semaphore, watch},
+    sync::{Semaphore, oneshot, watch},
     task::JoinSet,
     time::{Instant, MissedTickBehavior},
 };
@@ -27,7 +27,7 @@ use crate::{
     progress::Progress,
     stats::Recorder,
     summary::{CpuUse, MachineUse, Parameters, Streams, Summary, Turns},
-    user::{Crowd, Streaming, run_user},
+    user::{Crowd, Watch, run_user},
 };
 
 /// How long the check of each target before the load may take.
@@ -64,9 +64,29 @@ pub enum RunError {
 /// runs that could not start; failures during the load are in the summary
 /// (see [`Summary::succeeded`]).
 pub async fn run(config: RunConfig) -> Result<Summary, RunError> {
+    run_with(config, Hooks::default()).await
+}
+
+/// What a caller of [`run_with`] adds to a plain run (the chaos command).
+#[derive(Default)]
+pub struct Hooks {
+    /// Where everything is recorded (read it while the run goes on);
+    /// default: a recorder of the run's own.
+    pub recorder: Option<Arc<Recorder>>,
+    /// Turns true when no new turn may start; the run ends once the turns
+    /// in flight did.
+    pub stop: Option<watch::Receiver<bool>>,
+    /// Follows every chat.
+    pub watch: Option<Arc<dyn Watch>>,
+    /// Told when the turn phase begins (with the barrier).
+    pub turns_started: Option<oneshot::Sender<()>>,
+}
+
+/// [`run`], with `hooks`.
+pub async fn run_with(config: RunConfig, hooks: Hooks) -> Result<Summary, RunError> {
     config.validate().map_err(RunError::Config)?;
-    let clients = clients(&config)?;
-    preflight(&clients, &config.targets).await?;
+    let client = failover_client(&config)?;
+    preflight(client.replicas(), &config.targets).await?;
     let database = match &config.pg_url {
         Some(url) => Some(DatabaseProbe::connect(url).await?),
         None => None,
@@ -74,33 +94,33 @@ pub async fn run(config: RunConfig) -> Result<Summary, RunError> {
     if let Some(reason) = database.as_ref().and_then(|db| db.statements_unavailable()) {
         eprintln!("chatd-loadtest: statements will not be counted: {reason}");
     }
-    let summary = drive(&config, clients, database.as_ref()).await;
+    let summary = drive(&config, client, database.as_ref(), hooks).await;
     if let Some(database) = database {
         database.close().await;
     }
     summary
 }
 
-/// One client per target, all on one connection pool.
-fn clients(config: &RunConfig) -> Result<Vec<Client>, RunError> {
+/// A client of every target, on one connection pool: each attempt and the
+/// whole of each call are bounded by the run's timeout.
+pub(crate) fn failover_client(config: &RunConfig) -> Result<FailoverClient, RunError> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .user_agent(concat!("chatd-loadtest/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|error| RunError::Http(Chain(&error).to_string()))?;
-    config
-        .targets
-        .iter()
-        .map(|target| {
-            Client::with_http_client(http.clone(), target, Some(&config.token))
-                .map(|client| client.with_request_timeout(config.timeout))
-                .map_err(|error| RunError::Target {
-                    target: target.clone(),
-                    reason: Chain(&error).to_string(),
-                })
-        })
-        .collect()
+    let policy = RetryPolicy {
+        attempt_timeout: config.attempt_timeout.unwrap_or(config.timeout),
+        deadline: config.timeout,
+        ..RetryPolicy::default()
+    };
+    FailoverClient::new(http, &config.targets, &config.token, policy).map_err(|error| {
+        RunError::Target {
+            target: config.targets.join(","),
+            reason: Chain(&error).to_string(),
+        }
+    })
 }
 
 /// Lists one chat on every target: an unreachable target or a refused
@@ -200,20 +220,21 @@ fn settling_note(progress: bool) {
 
 async fn drive(
     config: &RunConfig,
-    clients: Vec<Client>,
+    client: FailoverClient,
     database: Option<&DatabaseProbe>,
+    hooks: Hooks,
 ) -> Result<Summary, RunError> {
     let started_at = Utc::now();
-    let recorder = Arc::new(Recorder::new());
+    let recorder = hooks.recorder.unwrap_or_default();
     let (start, start_signal) = watch::channel(false);
     let crowd = Arc::new(Crowd {
-        clients,
+        client,
         targets: config.targets.clone(),
-        streaming: Streaming {
-            transport: config.transport.client(),
-            timeout: config.timeout,
-        },
+        transport: config.transport.client(),
+        open_timeout: config.timeout,
+        stall_timeout: config.stall_timeout,
         turns: config.turns,
+        stop: hooks.stop,
         turn_timeout: config.timeout,
         create: CreateChat {
             labels: Some(serde_json::json!({ "chatd_loadtest": started_at.to_rfc3339() })),
@@ -227,6 +248,7 @@ async fn drive(
         in_flight: Semaphore::new(config.concurrency),
         set_up: Semaphore::new(0),
         start: config.barrier.then_some(start_signal),
+        watch: hooks.watch,
     });
     let mut probes = vec![CpuProbe::current("chatd-loadtest")];
     probes.extend(config.cpu_probes.iter().cloned());
@@ -271,6 +293,9 @@ async fn drive(
         before = Some(Reading::before(&probes, database, config.progress).await);
         window_start = Instant::now();
         start.send_replace(true);
+        if let Some(started) = hooks.turns_started {
+            let _ = started.send(());
+        }
         progress.restart();
         ticker.reset();
     }
@@ -295,9 +320,13 @@ async fn drive(
         machine: None,
         database: None,
     });
-    Ok(summarise(
+    let mut summary = summarise(
         config, &recorder, &probes, database, &before, &after, window, started_at,
-    ))
+    );
+    let counts = crowd.client.stats().counts();
+    summary.streams.requests_retried = counts.retries;
+    summary.streams.repeats_dropped = counts.duplicates_dropped;
+    Ok(summary)
 }
 
 /// A finished user; a panic is a bug worth stopping for.
@@ -382,6 +411,9 @@ fn summarise(
         latency_us: recorder.latencies(),
         streams: Streams {
             reconnects: counters.reconnects,
+            // Filled in by the caller, which holds the client.
+            requests_retried: 0,
+            repeats_dropped: 0,
             parts_not_delivered: counters.parts_not_delivered,
         },
         failures: recorder.failures(),

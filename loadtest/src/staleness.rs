@@ -16,18 +16,14 @@ use std::{
 };
 
 use chatd_shared::{
-    client::{Client, ClientError},
+    client::{ClientError, Delivery, FailoverStream},
     error_chain::Chain,
-    ids::{ChatId, Generation},
+    ids::Generation,
     stream::{PartCursor, StreamEvent},
 };
-use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::{
-    stats::{Metric, Recorder, Stage},
-    user::{Streaming, reopen},
-};
+use crate::stats::{Metric, Recorder, Stage};
 
 /// Arrivals of one chat's parts on streams other than the chat's own.
 #[derive(Debug, Default)]
@@ -99,47 +95,34 @@ pub fn record_delivery(
 }
 
 /// Reads a sampled chat's stream on another target until the chat's run
-/// ends (the caller aborts it), noting when each part arrives. Resumes the
-/// stream when the server closes it.
+/// ends (the caller aborts it), noting when each part arrives. The stream
+/// reopens itself elsewhere when its target fails.
 pub async fn observe(
-    mut stream: chatd_shared::client::ChatStream,
-    client: Client,
-    streaming: Streaming,
+    mut stream: FailoverStream,
     arrivals: SharedArrivals,
     recorder: Arc<Recorder>,
 ) {
-    let chat_id = stream.chat_id();
     loop {
         match stream.next().await {
-            Some(Ok(StreamEvent::Part {
+            Ok(Delivery::Event(StreamEvent::Part {
                 generation, seq, ..
             })) => arrivals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .seen_elsewhere(PartCursor { generation, seq }, Instant::now()),
-            Some(Ok(StreamEvent::Reconnect { .. }) | Err(_)) | None => {
-                let deadline = Instant::now() + streaming.timeout;
-                match reopen(&client, chat_id, stream.cursor(), streaming, deadline).await {
-                    Ok(resumed) => {
-                        recorder.reconnected();
-                        stream = resumed;
-                    }
-                    Err(error) => {
-                        recorder.failed(Stage::Stream, false, observer_failure(chat_id, &error));
-                        return;
-                    }
-                }
+            Ok(Delivery::Resumed(_)) => recorder.reconnected(),
+            Ok(Delivery::Event(_)) | Err(ClientError::Decode { .. }) => {}
+            Err(error) => {
+                let message = format!(
+                    "chat {}: resuming the staleness stream on another target: {}",
+                    stream.chat_id(),
+                    Chain(&error)
+                );
+                recorder.failed(Stage::Stream, false, message);
+                return;
             }
-            Some(Ok(_)) => {}
         }
     }
-}
-
-fn observer_failure(chat_id: ChatId, error: &ClientError) -> String {
-    format!(
-        "chat {chat_id}: resuming the staleness stream on another target: {}",
-        Chain(error)
-    )
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ The JSON summary (--out) has these fields; latencies are in microseconds:
                                  on the chat's stream minus the earliest arrival on
                                  any target's stream)
   streams.reconnects             streams resumed from their cursor
+  streams.requests_retried       requests sent again to another target
+  streams.repeats_dropped        parts and messages a server repeated below a
+                                 stream's cursor (dropped; a correct server sends none)
   streams.parts_not_delivered    parts of sampled chats another target's stream
                                  delivered and the chat's stream never did
   failures.<stage>               count and first messages (examples), for the
@@ -168,6 +171,11 @@ pub struct Turns {
 pub struct Streams {
     /// Streams resumed from their cursor after the server closed them.
     pub reconnects: u64,
+    /// Requests sent again to another target after a retryable failure.
+    pub requests_retried: u64,
+    /// Parts and messages a server sent again at or below a stream's
+    /// cursor, which the client dropped (a correct server sends none).
+    pub repeats_dropped: u64,
     /// Parts of sampled chats that another target's stream delivered and
     /// the chat's own stream never did.
     pub parts_not_delivered: u64,
@@ -293,6 +301,8 @@ pub(crate) mod fixtures {
             },
             streams: Streams {
                 reconnects: 2,
+                requests_retried: 1,
+                repeats_dropped: 0,
                 parts_not_delivered: 0,
             },
             failures: BTreeMap::from([(

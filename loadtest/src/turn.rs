@@ -20,8 +20,6 @@ pub enum Seen {
     Running(Duration),
     /// The turn's first part, this long after the send.
     FirstPart(Duration),
-    /// The server closes the stream: resume it from its cursor.
-    Reconnect,
     /// The chat is idle again: the turn is done.
     Finished {
         /// The generation the turn ran as.
@@ -90,7 +88,6 @@ impl TurnWatch {
             StreamEvent::Error { error, .. } => {
                 Seen::Failed(format!("{}: {}", error.code, error.message))
             }
-            StreamEvent::Reconnect { .. } => Seen::Reconnect,
             _ => Seen::Nothing,
         }
     }
@@ -184,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn errors_and_reconnects_are_reported() {
+    fn errors_are_reported() {
         let sent = Instant::now();
         let mut watch = TurnWatch::new(Generation(0), sent);
         let error = StreamEvent::Error {
@@ -202,11 +199,6 @@ mod tests {
             watch.observe(&status(ChatStatus::Error, 1), sent),
             Seen::Failed(message) if message.contains("generation 1")
         ));
-        let reconnect = StreamEvent::Reconnect {
-            chat_id: None,
-            reason: "slow_consumer".into(),
-        };
-        assert_eq!(watch.observe(&reconnect, sent), Seen::Reconnect);
     }
 
     #[test]

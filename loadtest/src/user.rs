@@ -1,15 +1,19 @@
-//! A virtual user: one chat, created on one target and streamed from
+//! A virtual user: one chat, created through one target and streamed from
 //! another, taking its turns one after the other (DESIGN §13).
 //!
-//! 1. Create the chat on target `i % n` (idle), open its stream on target
-//!    `(i + 1) % n` and wait for the snapshot's status. A sampled chat is
-//!    also streamed from every other target (see [`crate::staleness`]).
+//! 1. Create the chat (preferring target `i % n`, idle), open its stream
+//!    (preferring target `(i + 1) % n`) and wait for the snapshot's status.
+//!    A sampled chat is also streamed from every other target (see
+//!    [`crate::staleness`]).
 //! 2. Wait for the start of the turn phase (with the barrier).
-//! 3. Per turn: send the message on the chat's target and read the stream
-//!    until `waiting` of a newer generation; a stream that ends or says
-//!    `reconnect` is resumed from its cursor.
+//! 3. Per turn: send the message and read the stream until `waiting` of a
+//!    newer generation.
 //!
-//! The first failure ends the user's run: its remaining turns are not run.
+//! Requests and streams go through a [`FailoverClient`] (DESIGN §18): a
+//! target that fails is left for the next one, a create or send is repeated
+//! only with its `Idempotency-Key`, and a stream that breaks is reopened
+//! elsewhere from its cursor. The first failure that survives all that
+//! ends the user's run: its remaining turns are not run.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,12 +22,12 @@ use std::{
 
 use chatd_shared::{
     api::{CreateChat, SendMessage},
-    client::{ChatStream, Client, ClientError, Transport},
+    client::{ClientError, Delivery, FailoverClient, FailoverStream, Transport},
     error_chain::Chain,
     ids::{ChatId, Generation},
     stream::{Cursor, PartCursor, StreamEvent},
 };
-use futures::StreamExt;
+use reqwest::StatusCode;
 use tokio::{
     sync::{Semaphore, watch},
     task::JoinSet,
@@ -36,31 +40,23 @@ use crate::{
     turn::{Seen, TurnWatch},
 };
 
-/// Tries at resuming a stream, the first one at once, then after 100 ms,
-/// 200 ms, … (within the turn's deadline).
-const RESUME_ATTEMPTS: u32 = 6;
-/// The delay before the second try at resuming a stream.
-const RESUME_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How streams are opened.
-#[derive(Debug, Clone, Copy)]
-pub struct Streaming {
-    /// WebSocket or SSE.
-    pub transport: Transport,
-    /// How long opening a stream and reading its snapshot may take.
-    pub timeout: Duration,
-}
-
 /// What every user of a run shares.
 pub struct Crowd {
-    /// One client per target, all on one connection pool.
-    pub clients: Vec<Client>,
+    /// Every target, on one connection pool; each user prefers its own.
+    pub client: FailoverClient,
     /// The targets' URLs, for messages.
     pub targets: Vec<String>,
-    /// How streams are opened.
-    pub streaming: Streaming,
-    /// Turns per chat.
+    /// How streams are carried.
+    pub transport: Transport,
+    /// How long opening a stream and reading its snapshot may take.
+    pub open_timeout: Duration,
+    /// Reopen a running chat's stream elsewhere after this long without an
+    /// event (see [`FailoverStream::with_stall_timeout`]).
+    pub stall_timeout: Option<Duration>,
+    /// Turns per chat at most.
     pub turns: u32,
+    /// Turns true when no new turn may start (chaos: the end of the load).
+    pub stop: Option<watch::Receiver<bool>>,
     /// How long one turn may take.
     pub turn_timeout: Duration,
     /// The body of every `POST /chats`.
@@ -75,7 +71,37 @@ pub struct Crowd {
     pub set_up: Semaphore,
     /// With the barrier: turns true when the turn phase starts.
     pub start: Option<watch::Receiver<bool>>,
+    /// Follows every chat beyond the recorder (chaos), when set.
+    pub watch: Option<Arc<dyn Watch>>,
 }
+
+/// Follows each chat of a run beyond what the [`Recorder`] measures: the
+/// chaos command checks invariants and failover times through it.
+pub trait Watch: Send + Sync + 'static {
+    /// A watcher of the chat of user `index`, just created as `chat_id`.
+    fn chat(&self, index: usize, chat_id: ChatId) -> Box<dyn ChatWatch>;
+}
+
+/// Follows one chat: called by its user as things happen.
+pub trait ChatWatch: Send {
+    /// A send was answered with `status` at `at`; `moved` when it had to
+    /// move to another target on the way.
+    fn sent(&mut self, status: StatusCode, moved: bool, at: Instant);
+    /// The chat's own stream, served by target `replica`, delivered this.
+    fn delivered(&mut self, delivery: &Delivery, replica: usize, at: Instant);
+    /// A turn reached `waiting` at `generation`.
+    fn turn_finished(&mut self, generation: Generation, at: Instant);
+    /// True while the watcher expects more of the last turn (its final
+    /// message may follow `waiting`): the user reads on a little.
+    fn wants_more(&self) -> bool;
+    /// The user is done with the chat; `failed` when a failure ended it.
+    /// `repeats_dropped`: parts and messages the chat's stream got again
+    /// at or below its cursor (a correct server sends none).
+    fn done(&mut self, failed: bool, repeats_dropped: u64);
+}
+
+/// How long a user reads on after its last turn while its watcher wants more.
+const READ_ON: Duration = Duration::from_secs(2);
 
 /// Why a user stopped.
 struct Failure {
@@ -118,50 +144,58 @@ pub async fn run_user(crowd: Arc<Crowd>, index: usize, start_at: Instant, sample
                 None
             };
             let Some(permit) = permit else {
-                chat.close().await;
+                chat.close(false).await;
                 return;
             };
             permit
         }
     };
+    let mut failed = false;
     for _ in 0..crowd.turns {
+        if crowd.stop.as_ref().is_some_and(|stop| *stop.borrow()) {
+            break;
+        }
         if let Err(failure) = chat.take_turn(&crowd).await {
             crowd.recorder.failed(failure.stage, true, failure.message);
+            failed = true;
             break;
         }
     }
-    chat.close().await;
+    chat.close(failed).await;
 }
 
 /// A user's chat and its streams.
 struct UserChat {
     id: ChatId,
-    /// The target the chat was created on, and where messages are sent.
-    api: usize,
-    /// The target of the chat's own stream.
-    stream_target: usize,
-    stream: ChatStream,
+    /// Sends go here first: the target the chat was created on.
+    api: FailoverClient,
+    stream: FailoverStream,
     /// The newest generation the chat is known to be idle at.
     generation: Generation,
+    /// Turns taken so far; names each send's idempotency key.
+    turns_taken: u32,
     /// Sampled chats only: arrivals of parts on the other targets.
     arrivals: Option<SharedArrivals>,
     /// Sampled chats only: the streams on the other targets.
     observers: JoinSet<()>,
+    watch: Option<Box<dyn ChatWatch>>,
 }
 
 impl UserChat {
     async fn set_up(crowd: &Crowd, index: usize, sampled: bool) -> Result<Self, Failure> {
-        let targets = crowd.clients.len();
-        let api = index % targets;
-        let stream_target = (index + 1) % targets;
+        let targets = crowd.targets.len();
+        let api = crowd.client.preferring(index);
+        let stream_client = crowd.client.preferring(index + 1);
         let started = Instant::now();
-        let created = crowd.clients[api]
-            .create_chat(&crowd.create, None)
+        let key = uuid::Uuid::new_v4().to_string();
+        let created = api
+            .create_chat(&crowd.create, &key)
             .await
             .map_err(|error| {
+                let target = &crowd.targets[api.current()];
                 Failure::new(
                     Stage::Create,
-                    format!("chat #{index} on {}: {}", crowd.targets[api], Chain(&error)),
+                    format!("chat #{index} on {target}: {}", Chain(&error)),
                 )
             })?;
         crowd.recorder.record(Metric::Create, started.elapsed());
@@ -176,33 +210,37 @@ impl UserChat {
                 ),
             )
         };
-        let (stream, generation) = open_stream(&crowd.clients[stream_target], id, crowd.streaming)
+        let (stream, generation) = open_stream(&stream_client, id, crowd)
             .await
-            .map_err(|error| stream_failure(stream_target, error))?;
+            .map_err(|error| stream_failure(stream_client.current(), error))?;
+        let stream = match crowd.stall_timeout {
+            Some(timeout) => stream.with_stall_timeout(timeout),
+            None => stream,
+        };
         let mut chat = Self {
             id,
             api,
-            stream_target,
             stream,
             generation,
+            turns_taken: 0,
             arrivals: None,
             observers: JoinSet::new(),
+            watch: crowd.watch.as_ref().map(|watch| watch.chat(index, id)),
         };
         if sampled {
             let arrivals: SharedArrivals = Arc::new(Mutex::new(PartArrivals::default()));
-            for target in (0..targets).filter(|&target| target != stream_target) {
-                let client = &crowd.clients[target];
-                let (stream, _) = match open_stream(client, id, crowd.streaming).await {
+            let own = chat.stream.replica();
+            for target in (0..targets).filter(|&target| target != own) {
+                let client = crowd.client.preferring(target);
+                let (stream, _) = match open_stream(&client, id, crowd).await {
                     Ok(opened) => opened,
                     Err(error) => {
-                        chat.close().await;
+                        chat.close(false).await;
                         return Err(stream_failure(target, error));
                     }
                 };
                 chat.observers.spawn(staleness::observe(
                     stream,
-                    client.clone(),
-                    crowd.streaming,
                     arrivals.clone(),
                     crowd.recorder.clone(),
                 ));
@@ -220,7 +258,11 @@ impl UserChat {
         let deadline = sent_at + crowd.turn_timeout;
         let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
-        let send = crowd.clients[self.api].send_message(self.id, &crowd.message, None);
+        let key = format!("{}-turn-{}", self.id, self.turns_taken);
+        self.turns_taken += 1;
+        let target = self.api.current();
+        let api = self.api.clone();
+        let send = api.send_message(self.id, &crowd.message, &key);
         tokio::pin!(send);
         let mut sent = false;
         let mut watch = TurnWatch::new(self.generation, sent_at);
@@ -230,6 +272,9 @@ impl UserChat {
             if sent && let Some((generation, latency, at)) = finished {
                 recorder.turn_completed(at, latency);
                 self.generation = generation;
+                if let Some(chat_watch) = &mut self.watch {
+                    chat_watch.turn_finished(generation, at);
+                }
                 if let Some(arrivals) = &self.arrivals {
                     let missed = arrivals
                         .lock()
@@ -241,29 +286,36 @@ impl UserChat {
             }
             tokio::select! {
                 answer = &mut send, if !sent => match answer {
-                    Ok(_) => sent = true,
+                    Ok(answer) => {
+                        sent = true;
+                        self.stream.expect_activity();
+                        let moved = self.api.current() != target;
+                        if let Some(chat_watch) = &mut self.watch {
+                            chat_watch.sent(answer.status, moved, Instant::now());
+                        }
+                    }
                     Err(error) => return Err(self.failure(Stage::Send, format!(
-                        "sending on {}: {}", crowd.targets[self.api], Chain(&error)
+                        "sending through {}: {}", crowd.targets[self.api.current()], Chain(&error)
                     ))),
                 },
-                event = self.stream.next(), if finished.is_none() => {
+                delivery = self.stream.next(), if finished.is_none() => {
                     let at = Instant::now();
-                    let seen = match event {
-                        Some(Ok(event)) => {
-                            self.note_part(&event, recorder, at);
-                            watch.observe(&event, at)
+                    let delivery = delivery.map_err(|error| self.stream_failure(crowd, &error))?;
+                    if let Some(chat_watch) = &mut self.watch {
+                        chat_watch.delivered(&delivery, self.stream.replica(), at);
+                    }
+                    let event = match delivery {
+                        Delivery::Event(event) => event,
+                        Delivery::Resumed(_) => {
+                            recorder.reconnected();
+                            continue;
                         }
-                        Some(Err(error @ ClientError::Decode { .. })) => {
-                            return Err(self.stream_failure(crowd, &error));
-                        }
-                        // The stream ended (after an error, or cleanly).
-                        Some(Err(_)) | None => Seen::Reconnect,
                     };
-                    match seen {
+                    self.note_part(&event, recorder, at);
+                    match watch.observe(&event, at) {
                         Seen::Nothing => {}
                         Seen::Running(latency) => recorder.record(Metric::TimeToRunning, latency),
                         Seen::FirstPart(latency) => recorder.record(Metric::TimeToFirstPart, latency),
-                        Seen::Reconnect => self.resume(crowd, deadline).await?,
                         Seen::Finished { generation, latency } => {
                             finished = Some((generation, latency, at));
                         }
@@ -301,33 +353,12 @@ impl UserChat {
         }
     }
 
-    /// Resumes the chat's stream from its cursor.
-    async fn resume(&mut self, crowd: &Crowd, deadline: Instant) -> Result<(), Failure> {
-        let client = &crowd.clients[self.stream_target];
-        match reopen(
-            client,
-            self.id,
-            self.stream.cursor(),
-            crowd.streaming,
-            deadline,
-        )
-        .await
-        {
-            Ok(stream) => {
-                self.stream = stream;
-                crowd.recorder.reconnected();
-                Ok(())
-            }
-            Err(error) => Err(self.stream_failure(crowd, &error)),
-        }
-    }
-
     fn stream_failure(&self, crowd: &Crowd, error: &ClientError) -> Failure {
         self.failure(
             Stage::Stream,
             format!(
                 "its stream on {}: {}",
-                crowd.targets[self.stream_target],
+                crowd.targets[self.stream.replica()],
                 Chain(error)
             ),
         )
@@ -338,7 +369,21 @@ impl UserChat {
     }
 
     /// Stops the observers; the streams close as they are dropped.
-    async fn close(mut self) {
+    async fn close(mut self, failed: bool) {
+        if let Some(mut chat_watch) = self.watch.take() {
+            if !failed {
+                let deadline = Instant::now() + READ_ON;
+                while chat_watch.wants_more() {
+                    let Ok(Ok(delivery)) =
+                        tokio::time::timeout_at(deadline, self.stream.next()).await
+                    else {
+                        break;
+                    };
+                    chat_watch.delivered(&delivery, self.stream.replica(), Instant::now());
+                }
+            }
+            chat_watch.done(failed, self.stream.repeats_dropped());
+        }
         self.observers.shutdown().await;
     }
 }
@@ -346,60 +391,22 @@ impl UserChat {
 /// Opens a chat's stream from the start and waits for its snapshot's
 /// status: from then on the stream misses nothing. Returns the stream and
 /// the chat's generation.
-pub async fn open_stream(
-    client: &Client,
+async fn open_stream(
+    client: &FailoverClient,
     chat_id: ChatId,
-    streaming: Streaming,
-) -> Result<(ChatStream, Generation), ClientError> {
+    crowd: &Crowd,
+) -> Result<(FailoverStream, Generation), ClientError> {
     let open = async {
         let mut stream = client
-            .stream_chat(chat_id, Cursor::default(), streaming.transport)
+            .stream_chat(chat_id, Cursor::default(), crowd.transport)
             .await?;
-        while let Some(event) = stream.next().await {
-            if let StreamEvent::Status { generation, .. } = event? {
+        loop {
+            if let Delivery::Event(StreamEvent::Status { generation, .. }) = stream.next().await? {
                 return Ok((stream, generation));
             }
         }
-        Err(ClientError::Closed {
-            code: 1000,
-            reason: "the stream ended before its snapshot".to_owned(),
-        })
     };
-    tokio::time::timeout(streaming.timeout, open)
+    tokio::time::timeout(crowd.open_timeout, open)
         .await
-        .map_err(|_| ClientError::Timeout(streaming.timeout))?
-}
-
-/// Opens a chat's stream again from `cursor`, trying a few times with a
-/// growing pause until `deadline`. A refusal other than 429 or 503 is final.
-pub async fn reopen(
-    client: &Client,
-    chat_id: ChatId,
-    cursor: Cursor,
-    streaming: Streaming,
-    deadline: Instant,
-) -> Result<ChatStream, ClientError> {
-    let mut pause = RESUME_BACKOFF;
-    let mut attempt = 1;
-    loop {
-        let opened = tokio::time::timeout_at(
-            deadline,
-            client.stream_chat(chat_id, cursor, streaming.transport),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout(streaming.timeout))?;
-        let error = match opened {
-            Ok(stream) => return Ok(stream),
-            Err(error) => error,
-        };
-        let retryable = error
-            .status()
-            .is_none_or(|status| status.as_u16() == 429 || status.is_server_error());
-        if !retryable || attempt == RESUME_ATTEMPTS || Instant::now() + pause >= deadline {
-            return Err(error);
-        }
-        tokio::time::sleep(pause).await;
-        pause *= 2;
-        attempt += 1;
-    }
+        .map_err(|_| ClientError::Timeout(crowd.open_timeout))?
 }

@@ -22,8 +22,10 @@ use anyhow::{Context, bail};
 use chatd_shared::{
     db::connect_dedicated,
     error_chain::Chain,
-    pg_server::{LocalPostgres, PgBinaries, ServerSettings, ServerUser, free_port},
+    pg_server::{LocalPostgres, PgBinaries, ServerSettings, ServerUser},
 };
+pub use nix::sys::signal::Signal;
+use rand::Rng;
 use tokio::{
     io::AsyncWriteExt,
     process::{Child, ChildStdin, Command},
@@ -76,6 +78,8 @@ pub struct ReplicaProcess {
     pub name: String,
     /// Its API base URL.
     pub url: String,
+    /// How it was started, to start it again.
+    spec: ReplicaSpec,
     child: Child,
     pid: u32,
     log: PathBuf,
@@ -88,6 +92,62 @@ pub struct ReplicaSettings {
     pub max_running_chats: usize,
     /// `CHATD_RELAY_SECRET` of every replica.
     pub relay_secret: String,
+}
+
+/// Everything a replica process is started with.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    /// The `chatd` binary.
+    pub chatd: PathBuf,
+    /// `CHATD_DATABASE_URL`.
+    pub database_url: String,
+    /// The API port on 127.0.0.1.
+    pub api_port: u16,
+    /// The relay port on 127.0.0.1.
+    pub relay_port: u16,
+    /// `CHATD_*` variables beyond the address, database and the mock model.
+    pub env: Vec<(String, String)>,
+}
+
+impl ReplicaSpec {
+    /// A replica with `settings` on these ports.
+    pub fn new(
+        chatd: &Path,
+        database_url: &str,
+        (api_port, relay_port): (u16, u16),
+        settings: &ReplicaSettings,
+    ) -> Self {
+        Self {
+            chatd: chatd.to_owned(),
+            database_url: database_url.to_owned(),
+            api_port,
+            relay_port,
+            env: vec![
+                (
+                    "CHATD_MAX_RUNNING_CHATS".into(),
+                    settings.max_running_chats.to_string(),
+                ),
+                ("CHATD_RELAY_SECRET".into(), settings.relay_secret.clone()),
+            ],
+        }
+    }
+
+    /// The API base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = chatd_command(&self.chatd, Some(&self.database_url));
+        command
+            .args(["serve", "--no-migrate"])
+            .env("CHATD_HTTP_ADDR", format!("127.0.0.1:{}", self.api_port))
+            .env("CHATD_PROVIDER_KIND", "mock")
+            .env("CHATD_PROVIDER_BASE_URL", "mock://?tokens=20")
+            .env("CHATD_RELAY_ADDR", format!("127.0.0.1:{}", self.relay_port))
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
+    }
 }
 
 impl Cluster {
@@ -140,10 +200,11 @@ impl Cluster {
         let max_connections = 50 + 40 * replicas as u32;
         let server = tokio::task::spawn_blocking(move || {
             let mut last_error = None;
-            // The free port can be taken between the probe and the bind: retry.
+            // The free port can be taken between the probe and the bind:
+            // retry. Below the ephemeral range, as chaos restarts it there.
             for _ in 0..3 {
                 let settings = ServerSettings {
-                    port: free_port()?,
+                    port: consecutive_free_ports(1)?,
                     durability_off: !durable,
                     max_connections,
                     password_roles: Vec::new(),
@@ -186,52 +247,91 @@ impl Cluster {
         database_url: &str,
         settings: &ReplicaSettings,
     ) -> anyhow::Result<()> {
-        let logs = self.root.join("logs");
-        fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         // API ports, then relay ports.
         let ports = consecutive_free_ports(2 * count)?;
         for index in 0..count {
             let api_port = ports + index as u16;
             let relay_port = ports + (count + index) as u16;
-            let log = logs.join(format!("replica-{}.log", index + 1));
-            let output =
-                fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let mut command = chatd_command(chatd, Some(database_url));
-            command
-                .args(["serve", "--no-migrate"])
-                .env("CHATD_HTTP_ADDR", format!("127.0.0.1:{api_port}"))
-                .env("CHATD_PROVIDER_KIND", "mock")
-                .env("CHATD_PROVIDER_BASE_URL", "mock://?tokens=20")
-                .env(
-                    "CHATD_MAX_RUNNING_CHATS",
-                    settings.max_running_chats.to_string(),
-                )
-                .env("CHATD_RELAY_ADDR", format!("127.0.0.1:{relay_port}"))
-                .env("CHATD_RELAY_SECRET", &settings.relay_secret);
-            let child = command
-                .stdout(output.try_clone().context("sharing the replica's log")?)
-                .stderr(output)
-                .process_group(0)
-                .spawn()
-                .with_context(|| format!("starting {}", chatd.display()))?;
-            let pid = child.id().context("the replica exited at once")?;
-            self.tell_reaper(&pid.to_string()).await;
-            self.replicas.push(ReplicaProcess {
-                name: format!("replica {}", index + 1),
-                url: format!("http://127.0.0.1:{api_port}"),
-                child,
-                pid,
-                log,
-            });
+            let spec = ReplicaSpec::new(chatd, database_url, (api_port, relay_port), settings);
+            self.spawn_replica(spec).await?;
         }
+        for index in 0..count {
+            self.wait_ready(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts one more replica as `spec` says (not waiting for it to be
+    /// ready); returns its index.
+    pub async fn spawn_replica(&mut self, spec: ReplicaSpec) -> anyhow::Result<usize> {
+        let index = self.replicas.len();
+        let process = self.launch(index, spec).await?;
+        self.replicas.push(process);
+        Ok(index)
+    }
+
+    /// Starts replica `index` again, as `spec` says, once its previous
+    /// process has exited (not waiting for it to be ready).
+    pub async fn respawn_replica(&mut self, index: usize, spec: ReplicaSpec) -> anyhow::Result<()> {
+        let process = self.launch(index, spec).await?;
+        self.replicas[index] = process;
+        Ok(())
+    }
+
+    async fn launch(&mut self, index: usize, spec: ReplicaSpec) -> anyhow::Result<ReplicaProcess> {
+        let logs = self.root.join("logs");
+        fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let log = logs.join(format!("replica-{}.log", index + 1));
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let child = spec
+            .command()
+            .stdout(output.try_clone().context("sharing the replica's log")?)
+            .stderr(output)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", spec.chatd.display()))?;
+        let pid = child.id().context("the replica exited at once")?;
+        self.tell_reaper(&pid.to_string()).await;
+        Ok(ReplicaProcess {
+            name: format!("replica {}", index + 1),
+            url: spec.url(),
+            spec,
+            child,
+            pid,
+            log,
+        })
+    }
+
+    /// Waits until replica `index` answers `/readyz` with 200.
+    pub async fn wait_ready(&mut self, index: usize) -> anyhow::Result<()> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .context("building an HTTP client")?;
-        for replica in &mut self.replicas {
-            replica.wait_ready(&http).await?;
+        self.replicas[index].wait_ready(&http).await
+    }
+
+    /// Sends `signal` to replica `index`'s process.
+    pub fn signal_replica(&self, index: usize, signal: Signal) -> anyhow::Result<()> {
+        send_signal(self.replicas[index].pid, signal)
+    }
+
+    /// Waits up to `timeout` for replica `index`'s process to exit.
+    pub async fn wait_exit(&mut self, index: usize, timeout: Duration) -> anyhow::Result<()> {
+        let replica = &mut self.replicas[index];
+        match tokio::time::timeout(timeout, replica.child.wait()).await {
+            Ok(exited) => exited.map(drop).context("waiting for the replica to exit"),
+            Err(_) => bail!("{} did not exit within {timeout:?}", replica.name),
         }
-        Ok(())
+    }
+
+    /// The private PostgreSQL, once started.
+    pub fn postgres(&self) -> Option<&LocalPostgres> {
+        self.postgres.as_ref()
     }
 
     /// The replicas started.
@@ -275,10 +375,22 @@ impl Cluster {
 
     /// Stops everything started, in order, and removes the directory.
     /// Errors are reported after every step was tried.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_keeping_logs(None).await
+    }
+
+    /// [`Cluster::stop`], first copying the logs (`replica-N.log`,
+    /// `postgresql.log`) into `keep_logs` when given, once every process
+    /// has stopped.
+    pub async fn stop_keeping_logs(mut self, keep_logs: Option<&Path>) -> anyhow::Result<()> {
+        let postgres_log = self.postgres.as_ref().map(LocalPostgres::log_file);
         let mut problems = Vec::new();
-        for replica in &self.replicas {
-            if let Err(error) = terminate(replica.pid).await {
+        for replica in &mut self.replicas {
+            // One that already exited (killed by a fault) needs nothing.
+            if matches!(replica.child.try_wait(), Ok(Some(_))) {
+                continue;
+            }
+            if let Err(error) = send_signal(replica.pid, Signal::SIGTERM) {
                 problems.push(format!("{}: {error:#}", replica.name));
             }
         }
@@ -303,6 +415,11 @@ impl Cluster {
                 Err(error) => problems.push(format!("stopping PostgreSQL: {error}")),
             }
         }
+        if let Some(dir) = keep_logs
+            && let Err(error) = self.copy_logs(dir, postgres_log)
+        {
+            problems.push(format!("keeping the logs in {}: {error:#}", dir.display()));
+        }
         self.tell_reaper("done").await;
         let _ = self.reaper_pipe.shutdown().await;
         let _ = self.reaper.wait().await;
@@ -319,7 +436,26 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    fn copy_logs(&self, dir: &Path, postgres_log: Option<PathBuf>) -> anyhow::Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let replicas = self.replicas.iter().map(|replica| replica.log.clone());
+        for log in replicas.chain(postgres_log) {
+            if let Some(name) = log.file_name() {
+                fs::copy(&log, dir.join(name))
+                    .with_context(|| format!("copying {}", log.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ReplicaProcess {
+    /// How it was started.
+    pub fn spec(&self) -> &ReplicaSpec {
+        &self.spec
+    }
+
     /// Polls `/readyz` until it answers 200.
     async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
@@ -370,32 +506,44 @@ pub fn chatd_command(chatd: &Path, database_url: Option<&str>) -> Command {
     command
 }
 
-/// Sends SIGTERM (std can only send SIGKILL, and no signal crate is a
-/// dependency of the harness).
-async fn terminate(pid: u32) -> anyhow::Result<()> {
-    // Its status is not checked: a replica that already exited is no problem.
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .context("running kill")?;
-    Ok(())
+/// Sends `signal` to process `pid`; one that already exited is no problem.
+pub fn send_signal(pid: u32, signal: Signal) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid).context("a process id out of range")?;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("sending {signal} to process {pid}")),
+    }
 }
 
-/// The first of `count` consecutive ports nobody listens on.
-fn consecutive_free_ports(count: usize) -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let first = free_port()?;
-        let Some(last) = first.checked_add(count as u16 - 1) else {
-            continue;
-        };
-        if (first..=last).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+/// The first of `count` consecutive ports on 127.0.0.1 nobody listens on,
+/// below the kernel's ephemeral range: a replica started again on its port
+/// (chaos) must not find it taken by one of the many outgoing connections
+/// made meanwhile, which get their local ports from that range.
+pub fn consecutive_free_ports(count: usize) -> anyhow::Result<u16> {
+    let (ephemeral_low, _) = ephemeral_ports().unwrap_or((32768, 60999));
+    let count = u16::try_from(count).context("too many ports")?;
+    let top = ephemeral_low
+        .checked_sub(count)
+        .filter(|top| *top > LOWEST_PORT)
+        .context("the ephemeral port range leaves no room below it")?;
+    let mut rng = rand::rng();
+    for _ in 0..100 {
+        let first = rng.random_range(LOWEST_PORT..top);
+        if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return Ok(first);
         }
     }
-    bail!("found no {count} consecutive free ports on 127.0.0.1")
+    bail!("found no {count} consecutive free ports on 127.0.0.1 below {ephemeral_low}")
+}
+
+/// The lowest port handed to replicas (well above the well-known ones).
+const LOWEST_PORT: u16 = 10_000;
+
+/// The kernel's range of local ports for outgoing connections.
+fn ephemeral_ports() -> Option<(u16, u16)> {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = text.split_whitespace().map(|n| n.parse().ok());
+    Some((bounds.next()??, bounds.next()??))
 }
 
 /// The last lines of a log file.

@@ -45,7 +45,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<bool> {
 }
 
 /// `--chatd-bin`, or `chatd` next to this executable.
-fn chatd_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn chatd_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(path) => path.to_owned(),
         None => std::env::current_exe()
@@ -114,7 +114,7 @@ async fn scenario(cluster: &mut Cluster, chatd: &Path, args: &BenchArgs) -> anyh
 }
 
 /// Runs `chatd ARGS` to its end; its stdout on success.
-async fn run_chatd(
+pub(crate) async fn run_chatd(
     chatd: &Path,
     database_url: Option<&str>,
     args: &[&str],
@@ -137,7 +137,7 @@ async fn run_chatd(
 
 /// `chatd token create --username loadtest --admin`: the token is the last
 /// line of stdout.
-async fn admin_token(chatd: &Path, database_url: &str) -> anyhow::Result<String> {
+pub(crate) async fn admin_token(chatd: &Path, database_url: &str) -> anyhow::Result<String> {
     let args = ["token", "create", "--username", "loadtest", "--admin"];
     let stdout = run_chatd(chatd, Some(database_url), &args).await?;
     match stdout.lines().rev().find(|line| !line.trim().is_empty()) {
@@ -148,7 +148,7 @@ async fn admin_token(chatd: &Path, database_url: &str) -> anyhow::Result<String>
 
 /// Resolves on SIGINT or SIGTERM, naming it; never when neither can be
 /// listened for.
-async fn interrupted() -> &'static str {
+pub(crate) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),

@@ -2,16 +2,27 @@
 //! DESIGN §9 as an async method, and chat streams over WebSocket or SSE
 //! (DESIGN §6). Used by tests and the load test.
 //!
-//! The client measures nothing and retries nothing: when a request fails or
-//! a stream ends, the caller decides what to do. A stream keeps its
-//! [`Cursor`](crate::stream::Cursor) so the caller can resume from it.
+//! A [`Client`] talks to one replica, measures nothing and retries nothing:
+//! when a request fails or a stream ends, the caller decides what to do. A
+//! stream keeps its [`Cursor`](crate::stream::Cursor) so the caller can
+//! resume from it.
+//!
+//! A [`FailoverClient`] talks to every replica of a deployment (DESIGN §18):
+//! it retries what is safe to retry on the next replica, with backoff and
+//! deadlines, and its [`FailoverStream`] reopens a chat's stream elsewhere
+//! from its cursor. [`ChatView`] is what a client shows of a chat: the
+//! status, and the draft of the step in progress, replaced by its message
+//! and dropped when a newer generation starts.
 
 mod admin;
 mod chats;
 mod error;
+mod failover;
 mod raw;
+mod resume;
 mod settings;
 mod streams;
+mod view;
 
 use std::{fmt::Display, time::Duration};
 
@@ -25,9 +36,14 @@ use url::Url;
 
 pub use chats::{ChatsQuery, MessagesQuery};
 pub use error::ClientError;
+pub use failover::{
+    FailoverClient, FailoverCounts, FailoverStats, Repeat, RetryPolicy, worth_retrying,
+};
 pub use raw::{RawBody, RawResponse};
+pub use resume::{Break, Delivery, FailoverStream, Resumed};
 pub use settings::UsageRange;
 pub use streams::{ChatStream, Transport, WatchStream};
+pub use view::{Applied, ChatView, Committed, Draft};
 
 use error::decode_json;
 

@@ -23,6 +23,11 @@ pub struct DbConfig {
     /// Server-side limit on any one statement of a pooled connection, so a
     /// statement whose caller gave up cannot hold a connection forever.
     pub statement_timeout: Option<Duration>,
+    /// Server-side limit on a pooled session idle inside a transaction: a
+    /// replica cut from PostgreSQL mid-transaction (a send holds the chat's
+    /// row lock between round trips) must not keep the lock until the
+    /// server notices the dead session, which TCP keepalive takes hours to.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl DbConfig {
@@ -35,6 +40,7 @@ impl DbConfig {
             create_timeout: Duration::from_secs(5),
             recycle_timeout: Duration::from_secs(5),
             statement_timeout: Some(Duration::from_secs(30)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(5)),
         }
     }
 
@@ -103,8 +109,16 @@ pub enum PoolBuildError {
 /// A pool with every timeout set. Connections are opened lazily.
 pub fn connect_pool(config: &DbConfig) -> Result<Pool, PoolBuildError> {
     let mut pg = config.pg_config()?;
-    if let Some(limit) = config.statement_timeout {
-        let setting = format!("-c statement_timeout={}", limit.as_millis());
+    let limits = [
+        ("statement_timeout", config.statement_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            config.idle_in_transaction_timeout,
+        ),
+    ];
+    for (name, limit) in limits {
+        let Some(limit) = limit else { continue };
+        let setting = format!("-c {name}={}", limit.as_millis());
         let options = match pg.get_options() {
             Some(existing) => format!("{existing} {setting}"),
             None => setting,
