@@ -15,9 +15,11 @@ use chrono::{Datelike, Utc};
 use futures::future::join_all;
 use serde_json::json;
 
+use chatd_shared::testing::eventually;
+
 use super::{
     common::{
-        Wire,
+        WAIT, Wire,
         app::{idle_chat, open_stream, read_until, say},
     },
     fixture::{ModelSpec, Setup, create, wait_idle},
@@ -175,6 +177,22 @@ async fn a_turn_that_cannot_reserve_its_estimate_ends_in_error() {
     setup.shutdown().await;
 }
 
+/// Reservations that wait on a row lock in the test's database (matched
+/// by the start of the statement: PostgreSQL shows the first kilobyte).
+async fn waiting_reservations(setup: &Setup) -> i64 {
+    let client = setup.app.db.pool().get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%FROM user_spend s, run, period%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within_the_limit() {
     // Output-priced only, capped at the 8 tokens the mock writes: a turn's
@@ -184,9 +202,13 @@ async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within
         max_output_tokens: 8,
         ..ModelSpec::default()
     };
-    let setup = Setup::start(3, Wire::OpenAi, spec, |_, _| {}).await;
+    // Room in each pool for every run to wait on the spend row at once.
+    let setup = Setup::start(3, Wire::OpenAi, spec, |_, config| {
+        config.database.pool_size = 16;
+    })
+    .await;
     let (user_id, token) = setup.app.user("carol").await;
-    let limit = 5 * 8;
+    let limit = 6 * 8;
     setup
         .app
         .admin(0)
@@ -194,12 +216,25 @@ async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within
         .await
         .unwrap();
     let clients: Vec<_> = (0..3).map(|i| setup.app.client(i, &token)).collect();
+    // A first turn opens the period: 8 µ$ spent, 5 turns' worth left.
+    let first = create(&clients[0], &say(json!({"tokens": 8})), None).await;
+    assert_eq!(wait_idle(&clients[0], first, 2).await, ChatStatus::Waiting);
     let mut chats = Vec::new();
     for index in 0..20 {
         chats.push(idle_chat(&clients[index % 3]).await);
     }
-    // Replies take 300 ms, so every turn is in flight at once.
-    let text = say(json!({"tokens": 8, "ttft_ms": 300}));
+
+    // The worst interleaving, every time: the test holds carol's spend row,
+    // so every run's reservation has to wait for it, all at once.
+    let mut holder = setup.app.db.pool().get().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM user_spend WHERE user_id = $1 FOR UPDATE",
+        &[&user_id],
+    )
+    .await
+    .unwrap();
+    let text = say(json!({"tokens": 8}));
     let started = Instant::now();
     let sends = chats.iter().enumerate().map(|(index, chat)| {
         let client = &clients[index % 3];
@@ -211,12 +246,16 @@ async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within
     });
     let sent = join_all(sends).await;
     let refused_at_send = sent.iter().filter(|result| result.is_err()).count();
+    assert_eq!(refused_at_send, 0, "5 turns' worth was left: {sent:?}");
+    eventually("20 reservations waiting on the spend row", WAIT, || async {
+        (waiting_reservations(&setup).await == 20).then_some(())
+    })
+    .await;
+    hold.commit().await.unwrap();
+
     let mut succeeded = 0;
     let mut refused_at_reservation = 0;
-    for (chat, result) in chats.iter().zip(&sent) {
-        if result.is_err() {
-            continue;
-        }
+    for chat in &chats {
         match wait_idle(&clients[0], *chat, 1).await {
             ChatStatus::Waiting => succeeded += 1,
             _ => {
@@ -233,8 +272,8 @@ async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within
     }
     let spend = clients[1].my_spend().await.unwrap();
     println!(
-        "spend race: limit {limit} µ$, {succeeded} turns ran, {refused_at_reservation} refused at reservation, \
-         {refused_at_send} refused at send, spent {} µ$, reserved {} µ$, in {:?}",
+        "spend race: limit {limit} µ$, 8 µ$ spent before, {succeeded} of 20 concurrent turns ran, \
+         {refused_at_reservation} refused at reservation, spent {} µ$, reserved {} µ$, in {:?}",
         spend.spent_micros,
         spend.reserved_micros,
         started.elapsed()
@@ -244,9 +283,9 @@ async fn twenty_concurrent_sends_from_one_user_across_three_replicas_stay_within
         "overspent: {} µ$ over a limit of {limit} µ$",
         spend.spent_micros
     );
-    assert_eq!(spend.spent_micros, 8 * succeeded as i64);
+    assert_eq!(spend.spent_micros, 8 + 8 * succeeded as i64);
     assert_eq!(spend.reserved_micros, 0, "every reservation was settled");
     assert_eq!(succeeded, 5, "exactly the turns the limit pays for ran");
-    assert_eq!(succeeded + refused_at_reservation + refused_at_send, 20);
+    assert_eq!(succeeded + refused_at_reservation, 20);
     setup.shutdown().await;
 }
