@@ -79,8 +79,16 @@ async fn a_title_appears_on_the_chat_and_owner_streams_over_anthropic() {
 
 #[tokio::test]
 async fn a_slow_title_never_delays_the_reply_nor_overwrites_the_users_title() {
-    let setup = Setup::start(1, Wire::OpenAi, ModelSpec::default(), |_, _| {}).await;
+    // Replica 0 runs the turn and the title call; the user renames the chat
+    // through replica 1, which runs nothing.
+    let setup = Setup::start(2, Wire::OpenAi, ModelSpec::default(), |index, config| {
+        if index == 1 {
+            config.runtime.max_running_chats = 0;
+        }
+    })
+    .await;
     let client = setup.app.admin(0);
+    let other = setup.app.admin(1);
     // The title model takes 4 s; the reply is immediate.
     let chat = create(
         &client,
@@ -95,7 +103,7 @@ async fn a_slow_title_never_delays_the_reply_nor_overwrites_the_users_title() {
         "the reply came first"
     );
     // The user names the chat while the generator is still waiting.
-    client
+    other
         .update_chat(
             chat,
             &UpdateChat {
