@@ -236,6 +236,15 @@ impl ChatOps {
         if request.first.is_some()
             && let Some(refusal) = self.spend_refusal(access.user_id).await?
         {
+            // A retry of a create that was taken gets the original.
+            if let Some(key) = request.idempotency_key {
+                let client = self.pool.get().await?;
+                if let Some(chat) =
+                    transitions::created_with_key(&client, access.user_id, key).await?
+                {
+                    return Ok(CreateOutcome::Replayed(chat));
+                }
+            }
             return Ok(CreateOutcome::SpendLimit(refusal));
         }
         let new = NewChat {
@@ -273,6 +282,23 @@ impl ChatOps {
         Ok(CreateOutcome::Created(created.chat))
     }
 
+    /// True when `key` was used before on chat `id` (for a message or a
+    /// queued message): a send refused for spend still goes to its
+    /// statement then, which answers the retry with the original (or 404
+    /// when the chat is not the caller's).
+    async fn replays_send(&self, id: ChatId, key: Option<&str>) -> Result<bool, DbError> {
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let client = self.pool.get().await?;
+        Ok(messages::find_by_idempotency_key(&client, id, key)
+            .await?
+            .is_some()
+            || queued_messages::find_by_idempotency_key(&client, id, key)
+                .await?
+                .is_some())
+    }
+
     /// Sends a message (DESIGN §3), unless the caller's spend reached their
     /// limit (DESIGN §17; no statement while no limit applies to them). An
     /// idle chat gets it committed and
@@ -291,7 +317,9 @@ impl ChatOps {
         {
             return Ok(SendOutcome::Model(refused));
         }
-        if let Some(refusal) = self.spend_refusal(access.user_id).await? {
+        if let Some(refusal) = self.spend_refusal(access.user_id).await?
+            && !self.replays_send(id, request.idempotency_key).await?
+        {
             return Ok(SendOutcome::SpendLimit(refusal));
         }
         let message = Outgoing {

@@ -1,5 +1,6 @@
 //! Spend limits (invariant 15): a send at the limit is refused with the
-//! documented body and writes nothing; a turn that cannot reserve its
+//! documented body and writes nothing (a retry of one that was taken still
+//! gets its original answer); a turn that cannot reserve its
 //! estimate ends in `error` with `spend_limit_exceeded`; concurrent turns of
 //! one user across replicas never spend more than the limit allows.
 
@@ -53,8 +54,27 @@ async fn a_send_at_the_limit_is_refused_with_the_documented_body_and_writes_noth
     let admin = setup.app.admin(0);
     let (ada_id, token) = setup.app.user("ada").await;
     let ada = setup.app.client(0, &token);
-    let chat = create(&ada, &say(json!({"text": "first"})), None).await;
+    // Both requests are taken, with keys a retry would carry.
+    let first = CreateChat {
+        text: Some(say(json!({"text": "first"}))),
+        ..Default::default()
+    };
+    let chat = ada
+        .create_chat(&first, Some("create-1"))
+        .await
+        .unwrap()
+        .body
+        .id;
     wait_idle(&ada, chat, 2).await;
+    let second = SendMessage {
+        text: Some(say(json!({"text": "second"}))),
+        ..Default::default()
+    };
+    let taken = ada
+        .send_message(chat, &second, Some("send-1"))
+        .await
+        .unwrap();
+    wait_idle(&ada, chat, 4).await;
     let spent = ada.my_spend().await.unwrap();
     assert!(spent.spent_micros > 0);
     assert_eq!(spent.limit_micros, None);
@@ -86,7 +106,7 @@ async fn a_send_at_the_limit_is_refused_with_the_documented_body_and_writes_noth
     );
     // Nothing was written: no message, no queue, no new chat.
     let page = ada.list_messages(chat, &Default::default()).await.unwrap();
-    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages.len(), 4);
     assert_eq!(
         ada.get_chat(chat).await.unwrap().status,
         ChatStatus::Waiting
@@ -105,6 +125,17 @@ async fn a_send_at_the_limit_is_refused_with_the_documented_body_and_writes_noth
             .len(),
         1
     );
+    // Retries of the requests that were taken get their original answers.
+    let replayed = ada
+        .send_message(chat, &second, Some("send-1"))
+        .await
+        .unwrap();
+    assert_eq!(replayed.status.as_u16(), 200);
+    assert_eq!(replayed.body, taken.body);
+    let replayed = ada.create_chat(&first, Some("create-1")).await.unwrap();
+    assert_eq!((replayed.status.as_u16(), replayed.body.id), (200, chat));
+    let page = ada.list_messages(chat, &Default::default()).await.unwrap();
+    assert_eq!(page.messages.len(), 4);
     let now = ada.my_spend().await.unwrap();
     assert_eq!(
         (
