@@ -53,7 +53,7 @@ async fn start(db: &TestDb, config: RuntimeConfig) -> Replica {
         runner: Arc::new(NoopRunner),
         meter: meter.clone(),
         parent: tokio_util::sync::CancellationToken::new(),
-        database_url: db.url().to_owned(),
+        database: db_config,
     };
     let runtime = Runtime::start(config, parts);
     wait_for(
@@ -121,9 +121,14 @@ async fn claim_throughput(replicas: usize, chats: i64) {
     }
 }
 
-async fn idle_cost(seconds: u64) {
+/// Statements per second of `count` idle replicas (each watching the next
+/// for its death: a lock wait that costs nothing until it returns).
+async fn idle_cost(seconds: u64, count: usize) {
     let db = TestDb::new().await;
-    let replica = start(&db, RuntimeConfig::new(ReplicaId::new_random())).await;
+    let mut replicas = Vec::new();
+    for _ in 0..count {
+        replicas.push(start(&db, RuntimeConfig::new(ReplicaId::new_random())).await);
+    }
     let client = db.pool().get().await.unwrap();
     client
         .execute("SELECT pg_stat_statements_reset()", &[])
@@ -142,13 +147,15 @@ async fn idle_cost(seconds: u64) {
         .unwrap();
     let total: i64 = rows.iter().map(|row| row.get::<_, i64>(0)).sum();
     println!(
-        "idle cost, 1 replica, default intervals: {total} statements in {seconds} s = {:.2} statements/s (budget <= 2)",
-        total as f64 / seconds as f64
+        "idle cost, {count} replica(s), default intervals: {total} statements in {seconds} s = {:.2} statements/s per replica (budget <= 2)",
+        total as f64 / seconds as f64 / count as f64
     );
     for row in &rows {
         println!("  {:>5}  {}", row.get::<_, i64>(0), row.get::<_, String>(1));
     }
-    stop(replica).await;
+    for replica in replicas {
+        stop(replica).await;
+    }
 }
 
 #[tokio::main]
@@ -162,6 +169,7 @@ async fn main() {
         claim_throughput(3, 5000).await;
     }
     if filter.is_empty() || "idle".contains(&filter) {
-        idle_cost(60).await;
+        idle_cost(60, 1).await;
+        idle_cost(60, 2).await;
     }
 }

@@ -113,7 +113,7 @@ async fn run(
         runner,
         meter: meter.clone(),
         parent: tokio_util::sync::CancellationToken::new(),
-        database_url: db.url().to_owned(),
+        database: db_config,
     };
     let runtime = Runtime::start(config, parts);
     wait_for(

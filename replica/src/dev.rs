@@ -296,7 +296,8 @@ impl DevPostgres {
         let settings = ServerSettings {
             port: pg_server::free_port()?,
             durability_off: false,
-            max_connections: (20 + 10 * replicas) as u32,
+            // Each replica: its pool (8) and four sessions of its own.
+            max_connections: (20 + 12 * replicas) as u32,
             password_roles: Vec::new(),
         };
         let server = LocalPostgres::init(binaries, user, &root, &settings)?;

@@ -295,7 +295,7 @@ impl Replica {
             runner: core.runner.clone() as Arc<dyn ChatRunner>,
             meter: core.telemetry.meter(),
             parent: stops.root.clone(),
-            database_url: config.database.url.clone(),
+            database: config.database.clone(),
         };
         tracker.spawn(boot(config, parts, runtime.clone(), stops.draining.clone()));
         Ok(Self {

@@ -106,6 +106,69 @@ async fn a_dead_replicas_chats_run_elsewhere_long_before_its_lease_would_expire(
     survivor.shutdown().await;
 }
 
+/// A replica whose first session is younger than `lock_judge_after` still
+/// judges a peer dead by its lock when the server has been up that long: no
+/// peer can be still reconnecting from a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_on_a_server_up_for_long_judges_a_death_at_once() {
+    const JUDGE_AFTER: Duration = Duration::from_secs(15);
+    let db = TestDb::new().await;
+    let holding = Arc::new(Holding::default());
+    let slow = |config: &mut chatd_replica::runtime::RuntimeConfig| {
+        long_lease(config);
+        config.heartbeat_interval = SLOW_BEAT;
+        config.lock_judge_after = JUDGE_AFTER;
+    };
+    let client = db.pool().get().await.unwrap();
+    eventually(
+        "the server to have been up for a while",
+        JUDGE_AFTER * 2,
+        || async {
+            let up: f64 = client
+                .query_one(
+                    "SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (up >= JUDGE_AFTER.as_secs_f64()).then_some(())
+        },
+    )
+    .await;
+    let doomed = TestReplica::start(&db, holding.clone(), slow).await;
+    let owner = user(&db).await;
+    let ids = pending_chats(&db, owner, 3).await;
+    doomed.pubsub.publish_wake();
+    holding.wait_started(3).await;
+    let survivor = TestReplica::start(&db, holding.clone(), slow).await;
+    eventually("the survivor to watch the doomed replica", WAIT, || {
+        let watched = survivor.runtime.watched_peer();
+        async move { (watched == Some(doomed.id)).then_some(()) }
+    })
+    .await;
+    let survivor_session = survivor.pubsub.session().expect("a session").since;
+
+    let killed = Instant::now();
+    doomed.crash();
+    let moved = eventually("the chats to run on the survivor", LONG_LEASE, || async {
+        (running_on(&db, &ids, survivor.id).await == ids.len()).then_some(Instant::now())
+    })
+    .await;
+    println!("killed → running elsewhere: {:?}", moved - killed);
+    assert!(
+        moved < survivor_session + JUDGE_AFTER,
+        "the survivor waited for its own session to be {JUDGE_AFTER:?} old (judged {:?} after it began)",
+        moved - survivor_session
+    );
+    holding.wait_started(6).await;
+    holding.release.notify_waiters();
+    for id in &ids {
+        wait_idle(&db, *id).await;
+    }
+    survivor.shutdown().await;
+}
+
 /// A replica's row, if it is there.
 async fn replica_row(db: &TestDb, id: ReplicaId) -> Option<chatd_shared::db::replicas::Replica> {
     let client = db.pool().get().await.unwrap();

@@ -665,7 +665,7 @@ async fn a_hand_back_and_a_recovery_announce_pending_once() {
         .await
         .unwrap();
     let beat = ops
-        .beat(live, Duration::from_secs(10), 100, false)
+        .beat(db.pool(), live, Duration::from_secs(10), 100, false)
         .await
         .unwrap();
     assert_eq!(beat.recovered.len(), 1);

@@ -51,7 +51,7 @@ async fn a_replica_started_while_the_database_is_down_registers_when_it_returns(
         runner,
         meter,
         parent: cancel.child_token(),
-        database_url: db.url().to_owned(),
+        database: db.config(),
     };
     let runtime = Runtime::start(fast_config(id), parts);
 

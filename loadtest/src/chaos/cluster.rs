@@ -178,6 +178,11 @@ impl OwnCluster {
         &self.token
     }
 
+    /// The id of the process in slot `index` now.
+    pub fn replica_id(&self, index: usize) -> ReplicaId {
+        self.slots[index].replica_id
+    }
+
     /// The slot whose replica has `id` now.
     pub fn slot_of(&self, id: ReplicaId) -> Option<usize> {
         self.slots.iter().position(|slot| slot.replica_id == id)

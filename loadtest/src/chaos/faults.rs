@@ -123,6 +123,11 @@ pub struct FailoverFigures {
     /// Per chat reached: the longest wait for a part or message in the
     /// fault's window, microseconds.
     pub failover_us: Percentiles,
+    /// Per chat the hit replica was running (kill, partition): from the
+    /// fault to the chat running on another replica, read from the
+    /// database, microseconds.
+    #[serde(default)]
+    pub moved_us: Percentiles,
 }
 
 #[derive(Debug)]
@@ -137,6 +142,7 @@ struct Figures {
     affected: u64,
     recovered: u64,
     histogram: Histogram<u64>,
+    moved: Histogram<u64>,
 }
 
 impl Figures {
@@ -146,6 +152,8 @@ impl Figures {
             affected: 0,
             recovered: 0,
             histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            moved: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
         }
     }
@@ -233,6 +241,15 @@ impl FaultLog {
         }
     }
 
+    /// A chat the replica `fault` hit was running ran on another replica
+    /// this long after the fault.
+    pub fn moved(&self, fault: FaultRef, after: Duration) {
+        let micros = u64::try_from(after.as_micros()).unwrap_or(u64::MAX);
+        if let Some(figures) = lock(&self.figures).get_mut(&fault.kind) {
+            figures.moved.saturating_record(micros);
+        }
+    }
+
     /// When the fault after `fault` began, if one did.
     pub fn next_start(&self, fault: FaultRef) -> Option<Instant> {
         lock(&self.records)
@@ -263,6 +280,7 @@ impl FaultLog {
                         chats_affected: figures.affected,
                         chats_recovered: figures.recovered,
                         failover_us: Percentiles::of(&figures.histogram),
+                        moved_us: Percentiles::of(&figures.moved),
                     },
                 )
             })

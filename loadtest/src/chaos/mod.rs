@@ -18,6 +18,7 @@ pub mod audit;
 pub mod checker;
 pub mod cluster;
 pub mod faults;
+pub mod moves;
 pub mod proxy;
 pub mod summary;
 
@@ -292,7 +293,7 @@ struct Injector<'a> {
     database_url: Option<String>,
 }
 
-impl Injector<'_> {
+impl<'a> Injector<'a> {
     /// One fault every `--every` from `phase_start`, the kinds in turn,
     /// until `--duration` is over.
     async fn schedule(
@@ -363,7 +364,10 @@ impl Injector<'_> {
                 let fault = self.begin(kind, what, Reach::Replica(index)).await;
                 note(&format!("SIGKILL replica {}", index + 1));
                 if own_cluster {
-                    self.own()?.kill(index, args.kill_pause).await?;
+                    let moves = self.moves_of(index, fault).await;
+                    let kill = self.own()?.kill(index, args.kill_pause);
+                    let (killed, ()) = tokio::join!(kill, moves);
+                    killed?;
                 } else {
                     let external = self.external()?;
                     external.replace(index, "KILL", args.kill_pause).await?;
@@ -393,7 +397,9 @@ impl Injector<'_> {
                 );
                 let fault = self.begin(kind, what, Reach::Replica(index)).await;
                 note(&format!("replica {} cut from PostgreSQL", index + 1));
-                self.own()?.partition(index, args.partition_for).await;
+                let moves = self.moves_of(index, fault).await;
+                let partition = self.own()?.partition(index, args.partition_for);
+                tokio::join!(partition, moves);
                 self.log.end(fault);
             }
             (kind, _) => {
@@ -401,6 +407,29 @@ impl Injector<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Times the moves of the chats replica `index` of our own cluster runs
+    /// now (see [`moves`]), once awaited; nothing without the database.
+    async fn moves_of(&self, index: usize, fault: FaultRef) -> impl Future<Output = ()> + use<'a> {
+        let url = self.database_url.clone();
+        let victim = match &*self.target {
+            Target::Own(own) => Some(own.replica_id(index)),
+            Target::External(_) => None,
+        };
+        let runs = match (&url, victim) {
+            (Some(url), Some(victim)) => moves::runs_of(url, victim).await,
+            _ => Vec::new(),
+        };
+        let since = Instant::now();
+        // Past this a chat is a violation (the lease probe's bound) anyway.
+        let deadline = since + 2 * self.args.lease_ttl + 2 * self.args.heartbeat_interval + SETTLE;
+        let log = self.log;
+        async move {
+            if let Some(url) = url {
+                moves::time_moves(&url, runs, since, deadline, log, fault).await;
+            }
+        }
     }
 
     fn own(&mut self) -> anyhow::Result<&mut OwnCluster> {

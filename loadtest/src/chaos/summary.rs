@@ -27,7 +27,10 @@ The JSON summary (--out) has these fields; times are in microseconds:
   failover.<kind>              faults, chats_affected, chats_recovered and
                                failover_us (per chat a fault reached: the longest
                                wait for a part or message from the fault until its
-                               window closed: count, p50, p90, p99, max)
+                               window closed: count, p50, p90, p99, max) and
+                               moved_us (kill, partition: per chat the hit replica
+                               ran, from the fault to the chat running on another
+                               replica, read from the database)
   faults                       each fault: kind, at_seconds, seconds, note
   streams                      reconnects, requests_retried, repeats_dropped,
                                drafts_overtaken, unattributed_disruptions,
@@ -215,22 +218,35 @@ impl ChaosSummary {
     fn failover_table(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "{:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10}",
-            "failover", "faults", "affected", "recovered", "p50", "p99", "max"
+            "{:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10}",
+            "failover",
+            "faults",
+            "affected",
+            "recovered",
+            "p50",
+            "p99",
+            "max",
+            "moved",
+            "moved p50",
+            "moved p99"
         );
         for (kind, figures) in &self.failover {
             let cell = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), format_micros);
             let Percentiles { p50, p99, max, .. } = figures.failover_us;
+            let moved = figures.moved_us;
             let _ = writeln!(
                 out,
-                "{:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10}",
+                "{:<12} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10}",
                 kind.as_str(),
                 figures.faults,
                 figures.chats_affected,
                 figures.chats_recovered,
                 cell(p50),
                 cell(p99),
-                cell(max)
+                cell(max),
+                moved.count,
+                cell(moved.p50),
+                cell(moved.p99)
             );
         }
         out.push('\n');

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chatd_shared::{
     db::{
-        DbError,
+        DbError, Pool,
         chats::BecamePending,
         lifecycle::{self, Beat, Claimed, Fence, RecoveredReplica, Released, StepMessage, TurnEnd},
         messages::Message,
@@ -135,18 +135,20 @@ impl ChatOps {
     }
 
     /// One heartbeat of `replica` (see [`lifecycle::beat`]; `by_lock`: also
-    /// recover replicas whose advisory lock is free), given at most
+    /// recover replicas whose advisory lock is free) on `lease_pool` (the
+    /// lease's own, so it never waits behind the runs it protects), given at most
     /// `lease_ttl`: on timeout the statement is cancelled on the server and
     /// its connection discarded, so it cannot delay whoever takes that
     /// connection next. Announces `pending` for the chats it recovered.
     pub async fn beat(
         &self,
+        lease_pool: &Pool,
         replica: ReplicaId,
         lease_ttl: Duration,
         recovery_limit: i64,
         by_lock: bool,
     ) -> Result<Beat, BeatError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = lease_pool.get().await.map_err(DbError::from)?;
         let cancel = client.cancel_token();
         let statement = lifecycle::beat(&client, replica, lease_ttl, recovery_limit, by_lock);
         let beat = match tokio::time::timeout(lease_ttl, statement).await {

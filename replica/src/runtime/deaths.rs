@@ -20,6 +20,7 @@ use chatd_shared::{
     db::{DbError, connect_dedicated, lifecycle::DeathCause},
     error_chain::Chain,
     ids::ReplicaId,
+    sync::lock,
 };
 use tokio::time::Instant;
 use tokio_postgres::Client;
@@ -65,6 +66,15 @@ async fn session(shared: &Shared, url: &str, backoff: &mut Backoff) -> Result<()
              SET client_connection_check_interval = '1s'",
         )
         .await?;
+    let up: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8",
+            &[],
+        )
+        .await?
+        .get(0);
+    let up = std::time::Duration::try_from_secs_f64(up).unwrap_or_default();
+    *lock(&shared.server_started) = Instant::now().checked_sub(up);
     backoff.reset();
     let mut watched = shared.watched.subscribe();
     loop {
@@ -74,13 +84,10 @@ async fn session(shared: &Shared, url: &str, backoff: &mut Backoff) -> Result<()
             }
             continue;
         };
-        // Until this replica's own session has lasted `lock_judge_after`, a
-        // free lock may only mean its holder has not reconnected yet.
+        // Until then a free lock may only mean its holder has not
+        // reconnected yet.
         if !shared.judges_by_lock() {
-            let judges_at = shared
-                .pubsub
-                .session()
-                .map(|session| session.since + shared.config.lock_judge_after);
+            let judges_at = shared.judges_by_lock_from();
             let mut session = shared.pubsub.watch_session();
             tokio::select! {
                 _ = sleep_until_some(judges_at) => {}

@@ -131,6 +131,7 @@ pub(crate) async fn heartbeat(shared: &Arc<Shared>) {
     let outcome = shared
         .ops
         .beat(
+            &shared.lease_pool,
             config.replica_id,
             config.lease_ttl,
             config.recovery_batch,
@@ -245,19 +246,29 @@ async fn reconcile(shared: &Arc<Shared>, beat: &Beat, read_at: Instant) -> Resul
 
     // Rows we own that nothing runs (a run that died without releasing).
     // Holding the claim lock means every claim the read could see is registered.
-    let orphans: Vec<(ChatId, Generation)> = {
-        let _claims = shared.claim_lock.lock().await;
-        beat.owned
-            .iter()
-            .filter(|run| {
-                shared
-                    .registry
-                    .control(run.chat_id, run.generation)
-                    .is_none()
-            })
-            .map(|run| (run.chat_id, run.generation))
-            .collect()
+    // A claim waiting for a busy pool holds that lock; the beat does not wait
+    // for it (its next renewal would be late): orphans are rare and are
+    // looked for again at the next beat.
+    let claims = tokio::time::timeout(
+        shared.config.heartbeat_interval / 2,
+        shared.claim_lock.lock(),
+    )
+    .await;
+    let Ok(held) = claims else {
+        return Ok(());
     };
+    let orphans: Vec<(ChatId, Generation)> = beat
+        .owned
+        .iter()
+        .filter(|run| {
+            shared
+                .registry
+                .control(run.chat_id, run.generation)
+                .is_none()
+        })
+        .map(|run| (run.chat_id, run.generation))
+        .collect();
+    drop(held);
     let back = shared
         .ops
         .hand_back(shared.config.replica_id, &orphans)

@@ -18,7 +18,7 @@ use std::{
 use chatd_shared::{
     backoff::Backoff,
     db::{
-        DbError, Pool,
+        DbConfig, DbError, Pool, PoolBuildError,
         chats::{self, Chat},
         lifecycle::{Fence, TurnEnd},
         replicas,
@@ -81,7 +81,8 @@ pub struct RuntimeConfig {
     /// before it reads a peer's free advisory lock as that peer's death:
     /// after a PostgreSQL restart every lock is free until its holder
     /// reconnects (reconnects back off up to 5 s), and until then only
-    /// leases judge.
+    /// leases judge. A new process's first session judges at once when the
+    /// server has been up this long.
     pub lock_judge_after: Duration,
 }
 
@@ -105,6 +106,14 @@ impl RuntimeConfig {
             lock_judge_after: Duration::from_secs(10),
         }
     }
+}
+
+/// A pool of one connection with `database`'s settings, for the lease.
+fn lease_pool(database: &DbConfig) -> Result<Pool, PoolBuildError> {
+    chatd_shared::db::connect_pool(&DbConfig {
+        pool_size: 1,
+        ..database.clone()
+    })
 }
 
 fn hostname() -> String {
@@ -131,9 +140,11 @@ pub struct RuntimeParts {
     /// The runtime's stop signals are children of this token: cancelling it
     /// stops acquiring and every background task at once.
     pub parent: CancellationToken,
-    /// The database URL, for the death watch's own session (outside the
-    /// pool: it waits on a lock with no statement timeout).
-    pub database_url: String,
+    /// The database the pool reaches. The runtime opens two sessions of its
+    /// own there: the death watch's (it waits on a lock with no statement
+    /// timeout) and the lease's (a beat must never queue behind the runs and
+    /// requests whose chats it protects).
+    pub database: DbConfig,
 }
 
 /// State shared by the runtime's tasks.
@@ -162,8 +173,15 @@ pub(crate) struct Shared {
     claimable: tokio::sync::Notify,
     /// The peer whose death this replica watches for (from the last beat).
     watched: watch::Sender<Option<ReplicaId>>,
+    /// The lease's own one-connection pool: the beat and the registration
+    /// use it, so a busy main pool (every run wanting a connection right
+    /// after a PostgreSQL restart) cannot make the lease lapse.
+    lease_pool: Pool,
     /// Where the death watch connects.
     database_url: String,
+    /// When the PostgreSQL server started, by our clock (read by the death
+    /// watch each time it connects).
+    server_started: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -185,14 +203,30 @@ impl Shared {
             })
     }
 
-    /// True when a free advisory lock may be read as a dead peer: this
-    /// replica's own session has been up for `lock_judge_after`. Right after a
-    /// PostgreSQL restart every lock is free until its holder reconnects;
-    /// until then only leases judge (ARCHITECTURE.md §4).
+    /// True when a free advisory lock may be read as a dead peer (see
+    /// [`Shared::judges_by_lock_from`]).
     fn judges_by_lock(&self) -> bool {
-        self.pubsub
-            .session()
-            .is_some_and(|session| session.since.elapsed() >= self.config.lock_judge_after)
+        self.judges_by_lock_from()
+            .is_some_and(|from| from <= Instant::now())
+    }
+
+    /// From when a free advisory lock may be read as a dead peer; `None`
+    /// without a listener session. Right after a PostgreSQL restart every
+    /// lock is free until its holder reconnects, so a replica judges once its
+    /// own session has been up for `lock_judge_after` (any peer cut with it
+    /// has had time to come back). A new process need not wait that long:
+    /// its first session is young because it is new, and when the server
+    /// too has been up for `lock_judge_after`, no peer is still reconnecting
+    /// from a restart (ARCHITECTURE.md §4).
+    fn judges_by_lock_from(&self) -> Option<Instant> {
+        let session = self.pubsub.session()?;
+        let after = self.config.lock_judge_after;
+        let by_session = session.since + after;
+        let by_server = (session.epoch == 1)
+            .then(|| *lock(&self.server_started))
+            .flatten()
+            .map(|started| started + after);
+        Some(by_server.map_or(by_session, |server| server.min(by_session)))
     }
 
     /// A renewal sent at `sent_at` succeeded.
@@ -206,7 +240,7 @@ impl Shared {
     async fn register(&self) -> Result<(), DbError> {
         let config = &self.config;
         let sent_at = Instant::now();
-        let client = self.pool.get().await?;
+        let client = self.lease_pool.get().await?;
         replicas::register(
             &client,
             config.replica_id,
@@ -313,6 +347,12 @@ impl Runtime {
     /// lease and the acquirer. Returns at once; see [`Runtime::wait_running`].
     pub fn start(config: RuntimeConfig, parts: RuntimeParts) -> Self {
         let registry = Arc::new(Registry::default());
+        let lease_pool = lease_pool(&parts.database).unwrap_or_else(|err| {
+            // The main pool parsed the same URL, so this is not expected; the
+            // lease then shares the main pool as it did before it had its own.
+            tracing::error!(error = %Chain(&err), "cannot build the lease's pool; the lease shares the main pool");
+            parts.pool.clone()
+        });
         let shared = Arc::new(Shared {
             metrics: RuntimeMetrics::new(&parts.meter, registry.clone()),
             lease: LeaseClock::new(config.lease_ttl),
@@ -329,7 +369,9 @@ impl Runtime {
             reconciled: std::sync::atomic::AtomicU64::new(0),
             claimable: tokio::sync::Notify::new(),
             watched: watch::Sender::new(None),
-            database_url: parts.database_url,
+            lease_pool,
+            database_url: parts.database.url,
+            server_started: Mutex::new(None),
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {

@@ -79,7 +79,7 @@ impl TestReplica {
             runner,
             meter,
             parent: tokio_util::sync::CancellationToken::new(),
-            database_url: db.url().to_owned(),
+            database: db_config,
         };
         let runtime = Runtime::start(config, parts);
         wait_for("replica registered", WAIT, runtime.wait_running()).await;

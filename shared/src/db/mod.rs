@@ -28,7 +28,7 @@ pub mod usage;
 pub mod users;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};
-pub use pool::{DbConfig, Target, connect_dedicated, connect_pool};
+pub use pool::{DbConfig, PoolBuildError, Target, connect_dedicated, connect_pool};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
