@@ -73,8 +73,19 @@ impl SettingsCache {
     /// Drops the cache on every control notice and resync, until `stop`;
     /// caching starts with it.
     pub async fn watch(self: Arc<Self>, pubsub: PubSub, stop: CancellationToken) {
+        let mut control = pubsub.subscribe_control();
         self.state().watched = true;
-        pubsub.on_control_change(stop, || self.invalidate()).await;
+        // Anything read before the subscription may be stale already.
+        self.invalidate();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                delivery = control.recv() => match delivery {
+                    Some(_) => self.invalidate(),
+                    None => break,
+                },
+            }
+        }
         self.state().watched = false;
         self.invalidate();
     }

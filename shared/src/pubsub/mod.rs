@@ -386,13 +386,11 @@ impl PubSub {
             .subscribe((), self.capacity, Overflow::Resync)
     }
 
-    /// Calls `changed` once subscribed (what was read before may be stale
-    /// already), then on every configuration notice and every resync (a
+    /// Calls `changed` on every configuration notice and every resync (a
     /// notice may have been missed), until `stop`: how a replica's caches of
-    /// rows any replica may change (tokens, models, settings) stay true.
+    /// rows any replica may change (tokens, models) stay true.
     pub async fn on_control_change(&self, stop: CancellationToken, mut changed: impl FnMut()) {
         let mut control = self.subscribe_control();
-        changed();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
