@@ -76,7 +76,10 @@ impl TurnWatch {
                         "the chat's status became error (generation {})",
                         generation.0
                     )),
-                    _ => Seen::Nothing,
+                    // Waiting on tool results or subagents is still the
+                    // turn: it goes on with the next generation's `running`.
+                    ChatStatus::RequiresAction | ChatStatus::WaitingOnAgents => Seen::Nothing,
+                    ChatStatus::Pending | ChatStatus::Running => Seen::Nothing,
                 }
             }
             StreamEvent::Part { generation, .. }

@@ -118,10 +118,14 @@ impl Engine {
                 Some(id) => id.clone(),
                 None => tool_call_id(api, rng),
             };
+            let args = match crate::refs::resolve(&call.args, conversation) {
+                Ok(args) => args,
+                Err(error) => return Plan::Fail(Failure::new(400, error)),
+            };
             draft.tool_call(ToolCall {
                 id,
                 name: call.name.clone(),
-                args: call.args.clone(),
+                args,
             });
         }
         let mut reply = draft.finish(conversation, self.pacing(step));

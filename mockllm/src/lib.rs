@@ -43,7 +43,10 @@
 //!                                   Anthropic thinking block + signature_delta)
 //!   "tool_calls": [{"name": "…", "args": {…}, "id": "…"}],
 //!                                   parallel calls after the text; args default {};
-//!                                   ids default to deterministic call_… / toolu_…
+//!                                   ids default to deterministic call_… / toolu_…;
+//!                                   a string arg "$ref:CALL_ID/POINTER" becomes the value
+//!                                   at that JSON Pointer in call CALL_ID's result (so a
+//!                                   script passes on what a tool returned; unknown: 400)
 //!   "error": {"status": 400..=599, "retry_after": secs, "message": "…", "times": N},
 //!                                   HTTP error; a 429 sends Retry-After (1 unless given)
 //!   "cut_after": N, "cut_times": N, drop the connection after N events, without a finish
@@ -152,6 +155,7 @@ mod engine;
 mod openai;
 mod plan;
 mod recording;
+mod refs;
 mod server;
 mod streaming;
 mod wire;

@@ -145,6 +145,7 @@ async fn run(
                 model_config_id: None,
                 system_prompt: None,
                 labels: &serde_json::json!({}),
+                tools: Default::default(),
             },
         )
         .await
@@ -169,6 +170,7 @@ async fn run(
         behavior: Default::default(),
         model: None,
         idempotency_key: None,
+        client_tools: None,
     };
     for id in &ids {
         let sent = ops.send(access, *id, &request).await.unwrap();

@@ -176,9 +176,37 @@ pub struct ServeArgs {
         default_value_t = 25
     )]
     pub max_steps: u32,
+    /// Subagents one chat may spawn in its life.
+    #[arg(long, env = "CHATD_AGENTS_PER_CHAT", value_name = "CHATD_AGENTS_PER_CHAT", default_value_t = 16, value_parser = clap::value_parser!(i64).range(0..))]
+    pub agents_per_chat: i64,
+    /// Subagents of one user busy at once.
+    #[arg(long, env = "CHATD_BUSY_AGENTS_PER_USER", value_name = "CHATD_BUSY_AGENTS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(i64).range(0..))]
+    pub busy_agents_per_user: i64,
+    /// Longest an MCP server may take to connect and list its tools.
+    #[arg(long, env = "CHATD_MCP_CONNECT_TIMEOUT", value_name = "CHATD_MCP_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub mcp_connect_timeout: Duration,
+    /// Longest one MCP tool call may take.
+    #[arg(long, env = "CHATD_MCP_CALL_TIMEOUT", value_name = "CHATD_MCP_CALL_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub mcp_call_timeout: Duration,
     /// Offer the test tools (test_sleep, test_fail, test_panic) to models.
     #[arg(long, env = "CHATD_TEST_TOOLS", value_name = "CHATD_TEST_TOOLS")]
     pub test_tools: bool,
+    /// Largest file upload, in bytes (413 past it).
+    #[arg(
+        long,
+        env = "CHATD_MAX_FILE_SIZE",
+        value_name = "CHATD_MAX_FILE_SIZE",
+        default_value_t = 25 * 1024 * 1024
+    )]
+    pub max_file_size: usize,
+    /// Let webhooks target private, loopback and link-local addresses
+    /// (closed networks and tests; otherwise users could probe internal services).
+    #[arg(
+        long,
+        env = "CHATD_WEBHOOK_ALLOW_PRIVATE",
+        value_name = "CHATD_WEBHOOK_ALLOW_PRIVATE"
+    )]
+    pub webhook_allow_private: bool,
     /// Where the relay listens (replica-to-replica; never expose it publicly).
     #[arg(
         long,

@@ -5,15 +5,20 @@
 //! - [`llm`]: streaming model providers behind one trait; [`models`]: the
 //!   cached catalog of model configs and their providers.
 //! - [`turn`]: the turn loop, the [`runtime::ChatRunner`] of a real replica.
-//! - [`tools`]: what the model can call.
+//! - [`tools`]: what the model can call (built-in, MCP, client tools, the
+//!   tool-call ledger); [`agents`]: subagents as tools.
 //! - [`operations`]: every transition of a chat, each announced (DESIGN §3).
 //! - [`streams`]: parts and messages for local subscribers, wherever the
 //!   chat runs (hub, feeds, following runs on peers through the relay).
 //! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
 //! - [`web`]: the web page served at `/`.
+//! - [`files`]: attachments (uploads typed by their content, the storage
+//!   trait); [`webhooks`]: turn-end webhooks and the sender (DESIGN §17).
 
+pub mod agents;
 pub mod api;
 pub mod bootstrap;
+pub mod files;
 pub mod llm;
 pub mod models;
 pub mod operations;
@@ -26,3 +31,4 @@ pub mod titles;
 pub mod tools;
 pub mod turn;
 pub mod web;
+pub mod webhooks;

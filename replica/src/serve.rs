@@ -7,9 +7,14 @@ use chatd_replica::{
     bootstrap::ProviderBootstrap,
     runtime::RuntimeConfig,
     server::{RelayConfig, Replica, ReplicaConfig},
+    tools::mcp::McpConfig,
     turn::TurnConfig,
 };
-use chatd_shared::{db::DbConfig, ids::ReplicaId, pubsub::PubSubConfig};
+use chatd_shared::{
+    db::{DbConfig, agents::AgentLimits},
+    ids::ReplicaId,
+    pubsub::PubSubConfig,
+};
 
 use crate::cli::{ProviderArgs, ServeArgs};
 
@@ -61,6 +66,10 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
     runtime.heartbeat_interval = args.heartbeat_interval;
     runtime.lease_ttl = args.lease_ttl;
     runtime.drain_timeout = args.drain_timeout;
+    runtime.webhooks.allow_private = args.webhook_allow_private;
+    if args.max_file_size == 0 {
+        bail!("CHATD_MAX_FILE_SIZE must be above zero");
+    }
     if args
         .relay_secret
         .as_deref()
@@ -81,9 +90,19 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
         },
     };
     relay.check()?;
+    let defaults = TurnConfig::default();
     let turn = TurnConfig {
         max_steps: args.max_steps.max(1),
-        ..TurnConfig::default()
+        agents: AgentLimits {
+            children_per_chat: args.agents_per_chat,
+            busy_children_per_user: args.busy_agents_per_user,
+        },
+        mcp: McpConfig {
+            connect_timeout: args.mcp_connect_timeout,
+            call_timeout: args.mcp_call_timeout,
+            ..defaults.mcp
+        },
+        ..defaults
     };
     Ok(ReplicaConfig {
         database,
@@ -92,7 +111,10 @@ pub fn config(args: ServeArgs) -> anyhow::Result<ReplicaConfig> {
         bootstrap: bootstrap(args.provider)?,
         runtime,
         turn,
-        api: ApiConfig::default(),
+        api: ApiConfig {
+            max_file_size: args.max_file_size,
+            ..ApiConfig::default()
+        },
         test_tools: args.test_tools,
         pubsub: PubSubConfig::default(),
         relay: Some(relay),

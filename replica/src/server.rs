@@ -29,6 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, ApiConfig, ApiParts, AppState, Readiness},
     bootstrap::{self, ProviderBootstrap},
+    files::{Files, PgFileStore},
     llm,
     models::{ModelCatalog, ProviderFactory},
     operations::ChatOps,
@@ -40,8 +41,9 @@ use crate::{
     },
     telemetry::Telemetry,
     titles::{TitleConfig, Titles},
-    tools::ToolRegistry,
+    tools::{ToolRegistry, mcp::McpTools},
     turn::{TurnConfig, TurnMetrics, TurnRunner},
+    webhooks::{TargetPolicy, Webhooks},
 };
 
 /// Everything a replica needs to start.
@@ -152,6 +154,8 @@ struct Core {
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
     settings: Arc<SettingsCache>,
+    files: Files,
+    mcp: Arc<McpTools>,
 }
 
 impl Core {
@@ -196,6 +200,9 @@ impl Core {
             stops.background.clone(),
             &meter,
         );
+        let files = Files::new(PgFileStore::new(pool.clone()), config.api.max_file_size);
+        let mcp = McpTools::new(pool.clone(), config.turn.mcp, &meter);
+        tracker.spawn(mcp.clone().watch(pubsub.clone(), stops.background.clone()));
         let runner = Arc::new(
             TurnRunner::new(
                 catalog,
@@ -203,7 +210,9 @@ impl Core {
                 config.turn.clone(),
                 TurnMetrics::new(&meter),
             )
-            .with_titles(titles),
+            .with_titles(titles)
+            .with_file_store(files.store().clone())
+            .with_mcp(mcp.clone()),
         );
         Ok(Self {
             telemetry,
@@ -212,6 +221,8 @@ impl Core {
             hub,
             runner,
             settings,
+            files,
+            mcp,
         })
     }
 
@@ -260,11 +271,19 @@ impl Replica {
                 pool: core.pool.clone(),
                 pubsub: core.pubsub.clone(),
                 ops: core.ops(),
+                mcp: core.mcp.clone(),
                 streams,
                 readiness: readiness(&runtime, &core.pubsub, &stops.draining),
                 shutdown: stops.streams.clone(),
                 tracker: tracker.clone(),
                 telemetry: core.telemetry.clone(),
+                files: core.files.clone(),
+                webhooks: Webhooks::new(
+                    core.pool.clone(),
+                    TargetPolicy {
+                        allow_private: config.runtime.webhooks.allow_private,
+                    },
+                ),
             },
             config.api.clone(),
         );

@@ -152,6 +152,7 @@ impl Inner {
             tools: Vec::new(),
             max_output_tokens: TITLE_MAX_TOKENS,
             options: model.config.options.clone(),
+            files: Default::default(),
         };
         let answer = match tokio::time::timeout(
             self.config.timeout,

@@ -229,6 +229,12 @@ async fn bad_input_on_every_write_route_is_refused_and_writes_nothing() {
         (Method::PATCH, chat_path.clone()),
         (Method::POST, messages.clone()),
         (Method::PATCH, format!("{messages}/1")),
+        (Method::POST, format!("{chat_path}/tool-results")),
+        (Method::POST, "/admin/mcp-servers".to_owned()),
+        (
+            Method::PATCH,
+            format!("/admin/mcp-servers/{}", uuid::Uuid::new_v4()),
+        ),
     ] {
         expect(
             &client,
@@ -511,5 +517,282 @@ async fn the_openapi_document_lists_every_route() {
     }
     assert!(spec["components"]["schemas"]["StreamEvent"].is_object());
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    app.shutdown().await;
+}
+
+/// Rows of the attachment and webhook tables.
+async fn attachment_and_webhook_rows(app: &TestApp) -> i64 {
+    let client = app.db.pool().get().await.unwrap();
+    client
+        .query_one(
+            "SELECT (SELECT count(*) FROM files) + (SELECT count(*) FROM file_chunks)
+                  + (SELECT count(*) FROM webhooks) + (SELECT count(*) FROM webhook_deliveries)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_the_file_and_webhook_routes_is_refused_and_writes_nothing() {
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let before = attachment_and_webhook_rows(&app).await;
+    let bytes = |content: &[u8]| Some(RawBody::Bytes(content.to_vec().into()));
+    let json_body = |value: serde_json::Value| Some(RawBody::Json(value));
+    let unknown = ChatId::new_v7();
+
+    // Webhooks: the body's shape (400), what it means (422), sizes (413).
+    for (body, status, code) in [
+        (bytes(b"{not json"), 400, "malformed_json"),
+        (
+            json_body(
+                json!({"url": "https://example.com/", "events": ["turn.completed"], "secret": "mine"}),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            json_body(json!({"url": 42, "events": ["turn.completed"]})),
+            400,
+            "invalid_body",
+        ),
+        (
+            json_body(json!({"url": "https://example.com/"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            json_body(json!({"url": "https://example.com/", "events": ["turn.started"]})),
+            400,
+            "invalid_body",
+        ),
+        (
+            json_body(
+                json!({"url": "https://example.com/", "events": ["turn.completed"], "chat_id": "nope"}),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            json_body(json!({"url": "https://example.com/", "events": []})),
+            422,
+            "invalid_events",
+        ),
+        (
+            json_body(json!({"url": "not a url", "events": ["turn.completed"]})),
+            422,
+            "invalid_url",
+        ),
+        (
+            json_body(json!({"url": "ftp://example.com/", "events": ["turn.completed"]})),
+            422,
+            "invalid_url",
+        ),
+        (
+            json_body(
+                json!({"url": "https://93.184.215.14/hook", "events": ["turn.completed"], "chat_id": unknown}),
+            ),
+            422,
+            "invalid_chat",
+        ),
+        (
+            json_body(
+                json!({"url": format!("https://example.com/{}", "x".repeat(1024 * 1024)), "events": ["turn.completed"]}),
+            ),
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        expect(&client, Method::POST, "/webhooks", body, status, code).await;
+    }
+    for (method, path, status, code) in [
+        (
+            Method::GET,
+            "/webhooks/not-a-uuid".to_owned(),
+            400,
+            "invalid_path",
+        ),
+        (
+            Method::DELETE,
+            format!("/webhooks/{unknown}"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{unknown}/deliveries"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            format!("/webhooks/{unknown}/deliveries?limit=0"),
+            400,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/files/not-a-uuid".to_owned(),
+            400,
+            "invalid_path",
+        ),
+        (Method::GET, format!("/files/{unknown}"), 404, "not_found"),
+        (
+            Method::POST,
+            "/files?surprise=1".to_owned(),
+            400,
+            "invalid_query",
+        ),
+    ] {
+        expect(&client, method, &path, None, status, code).await;
+    }
+
+    // Uploads: a broken multipart body, one without a file, a refused kind,
+    // an empty file.
+    let multipart = [("content-type", "multipart/form-data; boundary=b")];
+    for (body, headers, status, code) in [
+        (
+            bytes(b"--b\r\nno headers or end"),
+            &multipart[..],
+            400,
+            "invalid_body",
+        ),
+        (
+            bytes(b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n"),
+            &multipart[..],
+            400,
+            "invalid_body",
+        ),
+        (
+            bytes(b"\x7fELF\x02\x01\x01\0"),
+            &[("content-type", "image/png")][..],
+            415,
+            "unsupported_file_type",
+        ),
+        (
+            bytes(b""),
+            &[("content-type", "text/plain")][..],
+            422,
+            "empty_file",
+        ),
+    ] {
+        let response = client
+            .raw(Method::POST, "/files", body, headers)
+            .await
+            .unwrap();
+        assert_eq!(response.status.as_u16(), status, "{}", response.body);
+        let error = response.error().expect("an error body");
+        assert_eq!(error.code, code, "{}", error.message);
+    }
+    assert_eq!(
+        attachment_and_webhook_rows(&app).await,
+        before,
+        "nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_mcp_servers_and_tool_results_are_refused_with_their_codes() {
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let json_body = |value: serde_json::Value| Some(RawBody::Json(value));
+    let server = |name: &str, url: &str| json_body(json!({"name": name, "url": url}));
+    let servers = "/admin/mcp-servers";
+    for (body, code) in [
+        (server("Has Caps", "http://x/mcp"), "invalid_name"),
+        (server("a__b", "http://x/mcp"), "invalid_name"),
+        (server("ok", "ftp://x/mcp"), "invalid_url"),
+        (server("ok", "not a url"), "invalid_url"),
+        (
+            json_body(json!({"name": "ok", "url": "http://x/mcp", "allowed_tools": ["a b"]})),
+            "invalid_tools",
+        ),
+        (
+            json_body(json!({"name": "ok", "url": "http://x/mcp", "bearer_token": ""})),
+            "invalid_bearer_token",
+        ),
+    ] {
+        expect(&client, Method::POST, servers, body, 422, code).await;
+    }
+    let created = client
+        .raw(Method::POST, servers, server("one", "http://x/mcp"), &[])
+        .await
+        .unwrap();
+    assert_eq!(created.status.as_u16(), 201, "{}", created.body);
+    expect(
+        &client,
+        Method::POST,
+        servers,
+        server("one", "http://y/mcp"),
+        409,
+        "name_taken",
+    )
+    .await;
+    let missing = format!("{servers}/{}", uuid::Uuid::new_v4());
+    for method in [Method::GET, Method::DELETE] {
+        expect(&client, method, &missing, None, 404, "not_found").await;
+    }
+    expect(
+        &client,
+        Method::GET,
+        &format!("{missing}/tools"),
+        None,
+        404,
+        "not_found",
+    )
+    .await;
+    expect(
+        &client,
+        Method::PATCH,
+        &missing,
+        json_body(json!({})),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        client.list_mcp_servers().await.unwrap().mcp_servers.len(),
+        1
+    );
+
+    // A chat may opt only into servers that exist, and results go to a
+    // chat that waits for them.
+    expect(
+        &client,
+        Method::POST,
+        "/chats",
+        json_body(json!({"mcp_servers": ["nope"]})),
+        422,
+        "unknown_mcp_server",
+    )
+    .await;
+    let chat = client
+        .create_chat(&CreateChat::default(), None)
+        .await
+        .unwrap()
+        .body;
+    let results = format!("/chats/{}/tool-results", chat.id);
+    let answer = json_body(json!({"results": [{"tool_call_id": "call_x", "result": 1}]}));
+    expect(
+        &client,
+        Method::POST,
+        &results,
+        answer.clone(),
+        422,
+        "unknown_tool_call",
+    )
+    .await;
+    let missing_chat = format!("/chats/{}/tool-results", uuid::Uuid::new_v4());
+    expect(
+        &client,
+        Method::POST,
+        &missing_chat,
+        answer,
+        404,
+        "not_found",
+    )
+    .await;
     app.shutdown().await;
 }

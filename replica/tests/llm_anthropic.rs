@@ -130,6 +130,7 @@ async fn request_has_system_tools_max_tokens_and_version_header() {
         system: Some("You are terse.".into()),
         tools: vec![get_time_tool()],
         options: json!({"temperature": 0.5, "thinking": {"type": "enabled", "budget_tokens": 1024}}),
+        files: Default::default(),
         ..ask(r#"@mock {"text": "ok"}"#)
     };
     call(&provider(&server, None), &prompt)

@@ -136,6 +136,7 @@ async fn request_has_system_prompt_tools_stream_options_and_options() {
         system: Some("You are terse.".into()),
         tools: vec![get_time_tool()],
         options: json!({"temperature": 0.5, "stream": false}),
+        files: Default::default(),
         ..ask(r#"@mock {"text": "ok"}"#)
     };
     call(&provider(&server, None), &prompt)

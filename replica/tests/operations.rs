@@ -191,6 +191,7 @@ async fn create(ops: &ChatOps, access: Access, first: Option<&[Part]>) -> ChatId
         model: None,
         first,
         idempotency_key: None,
+        tools: Default::default(),
     };
     match ops.create(access, &request).await.unwrap() {
         CreateOutcome::Created(chat) => chat.id,
@@ -204,6 +205,7 @@ async fn send(ops: &ChatOps, access: Access, id: ChatId, behavior: BusyBehavior)
         behavior,
         model: None,
         idempotency_key: None,
+        client_tools: None,
     };
     ops.send(access, id, &request).await.unwrap()
 }
@@ -487,7 +489,7 @@ async fn changes_to_a_chat_announce_title_archive_restore_and_deletion() {
     let change = |title, archived| ChatChanges {
         title,
         archived,
-        labels: None,
+        ..Default::default()
     };
 
     ops.update(access, id, &change(Some("New"), None))

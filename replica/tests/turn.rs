@@ -87,6 +87,7 @@ impl Setup {
                 model_config_id: Some(self.model),
                 system_prompt: Some("You are a test."),
                 labels: &json!({}),
+                tools: Default::default(),
             },
         )
         .await

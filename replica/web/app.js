@@ -406,16 +406,33 @@ async function refreshChatRow(current) {
   }
 }
 
+/**
+ * True while a turn is under way: queued, running, or waiting on something
+ * outside the chat (its client's tool results, its subagents). Each can be
+ * interrupted.
+ */
+function isBusy(status) {
+  return ['pending', 'running', 'requires_action', 'waiting_on_agents'].includes(status);
+}
+
+/** What a waiting chat waits for, said in the status line. */
+const WAITS_ON = {
+  requires_action: 'Waiting for the results of tools its client runs (POST …/tool-results).',
+  waiting_on_agents: 'Waiting for its subagents to finish.',
+};
+
 function renderStatus() {
   const current = state.current;
   const status = current.conversation.status;
   $('chat-status').replaceChildren(statusBadge(status));
-  const busy = status === 'running' || status === 'pending';
+  const busy = isBusy(status);
   $('interrupt').hidden = !busy;
   // The failed turn's error event (fresh), else the row's last_error.
   const lastError = status === 'error' ? (current.conversation.error?.message ?? current.chat?.last_error) : null;
   $('last-error').hidden = !lastError;
   $('last-error').textContent = lastError ? `The last turn failed: ${lastError}` : '';
+  $('waits-on').hidden = !WAITS_ON[status];
+  $('waits-on').textContent = WAITS_ON[status] ?? '';
   const listed = state.list.chats.get(current.id);
   if (listed && listed.status !== status) {
     listed.status = status;
@@ -726,7 +743,7 @@ function wireComposer() {
   document.addEventListener('keydown', (event) => {
     if (event.key !== 'Escape' || $('settings').open || !state.current) return;
     const status = state.current.conversation.status;
-    if (status === 'running' || status === 'pending') {
+    if (isBusy(status)) {
       event.preventDefault();
       interrupt();
     }

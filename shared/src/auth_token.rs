@@ -16,11 +16,15 @@ const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 /// A new random token secret (about 190 bits of entropy).
 pub fn generate() -> String {
+    format!("{TOKEN_PREFIX}{}", random_base62(TOKEN_RANDOM_LEN))
+}
+
+/// `len` random base62 characters (about 5.95 bits each), for secrets.
+pub fn random_base62(len: usize) -> String {
     let mut rng = rand::rng();
-    let random: String = (0..TOKEN_RANDOM_LEN)
+    (0..len)
         .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)
-        .collect();
-    format!("{TOKEN_PREFIX}{random}")
+        .collect()
 }
 
 /// The SHA-256 of a secret, as stored.

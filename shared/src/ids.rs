@@ -96,6 +96,22 @@ uuid_id!(
     /// A model configuration (a model of a provider, with its limits and prices).
     ModelConfigId
 );
+uuid_id!(
+    /// An uploaded file (an attachment).
+    FileId
+);
+uuid_id!(
+    /// A user's webhook subscription.
+    WebhookId
+);
+uuid_id!(
+    /// One webhook delivery (an outbox row): the id receivers de-duplicate by.
+    DeliveryId
+);
+uuid_id!(
+    /// An MCP server an admin registered.
+    McpServerId
+);
 
 impl ReplicaId {
     /// The key of the session-level advisory lock this replica holds on its

@@ -6,6 +6,7 @@
 //! - [`pubsub`]: LISTEN/NOTIFY with batching, routing and resync.
 //! - [`backoff`]: retry and reconnect delays, with full jitter.
 //! - [`sync`]: taking a mutex.
+//! - [`tools`]: client tools, where recorded tool calls run, tool names.
 //! - [`pg_server`]: running a private PostgreSQL from the installed binaries
 //!   (used by the test harness and `chatd dev`).
 //! - [`testing`] (feature `testing`): the real-PostgreSQL test harness.
@@ -23,6 +24,7 @@ pub mod pubsub;
 pub mod status;
 pub mod stream;
 pub mod sync;
+pub mod tools;
 
 #[cfg(feature = "client")]
 pub mod client;

@@ -31,11 +31,25 @@ pub enum ChatStatus {
     Waiting,
     /// The last turn failed (`last_error` says why); a new message retries.
     Error,
+    /// The model called tools the client runs: the turn goes on once
+    /// `POST /chats/{id}/tool-results` answers every pending call (or their
+    /// deadline passes). No replica holds it.
+    RequiresAction,
+    /// A parent blocked in `wait_agent`: the turn goes on once its
+    /// subagents finish (or the wait's deadline passes). No replica holds it.
+    WaitingOnAgents,
 }
 
 impl ChatStatus {
     /// Every value, for exhaustive tests.
-    pub const ALL: [ChatStatus; 4] = [Self::Pending, Self::Running, Self::Waiting, Self::Error];
+    pub const ALL: [ChatStatus; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Waiting,
+        Self::Error,
+        Self::RequiresAction,
+        Self::WaitingOnAgents,
+    ];
 
     /// The wire and database spelling.
     pub fn as_str(self) -> &'static str {
@@ -44,12 +58,21 @@ impl ChatStatus {
             Self::Running => "running",
             Self::Waiting => "waiting",
             Self::Error => "error",
+            Self::RequiresAction => "requires_action",
+            Self::WaitingOnAgents => "waiting_on_agents",
         }
     }
 
-    /// True while a turn is queued or in progress (a new message is "busy").
+    /// True while a turn is queued, in progress, or waiting on something
+    /// outside the chat (a new message is "busy").
     pub fn is_busy(self) -> bool {
-        matches!(self, Self::Pending | Self::Running)
+        !self.is_idle()
+    }
+
+    /// True when no turn is in progress (`waiting` or `error`): a subagent
+    /// in this state has finished.
+    pub fn is_idle(self) -> bool {
+        matches!(self, Self::Waiting | Self::Error)
     }
 }
 

@@ -92,6 +92,21 @@ pub enum StreamEvent {
         /// The chat.
         chat_id: ChatId,
     },
+    /// The chat is `requires_action`: the client runs these calls and posts
+    /// one result for each to `POST /chats/{id}/tool-results` before the
+    /// deadline. Sent after the `requires_action` status, and again in the
+    /// snapshot of a stream opened while the calls are pending.
+    RequiresAction {
+        /// The chat.
+        chat_id: ChatId,
+        /// The run that made the calls.
+        generation: Generation,
+        /// The pending calls, in call order.
+        tool_calls: Vec<PendingToolCall>,
+        /// Past this, every pending call gets an error result and the turn
+        /// goes on.
+        deadline: chrono::DateTime<chrono::Utc>,
+    },
     /// The server closes this stream; reconnect (with the cursor) to go on.
     Reconnect {
         /// The chat, on chat streams.
@@ -115,9 +130,22 @@ impl StreamEvent {
             Self::Title { .. } => "title",
             Self::Compaction { .. } => "compaction",
             Self::Refresh { .. } => "refresh",
+            Self::RequiresAction { .. } => "requires_action",
             Self::Reconnect { .. } => "reconnect",
         }
     }
+}
+
+/// A tool call the client must run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PendingToolCall {
+    /// The call's id: its result names it as `tool_call_id`.
+    pub id: String,
+    /// One of the chat's `client_tools`.
+    pub name: String,
+    /// The arguments the model gave.
+    #[schema(value_type = Object)]
+    pub args: serde_json::Value,
 }
 
 /// The `error` object of error events and error responses.

@@ -36,6 +36,7 @@ async fn running_chat(client: &impl GenericClient, owner: UserId) -> Fence {
             model_config_id: None,
             system_prompt: None,
             labels: &json!({}),
+            tools: chats::ChatTools::default(),
         },
     )
     .await
@@ -308,9 +309,11 @@ async fn a_generated_title_never_replaces_one_that_is_set() {
         None
     );
     let other = running_chat(&client, owner).await;
-    chats::update(&client, other.chat_id, Some("Mine"), None, None)
-        .await
-        .unwrap();
+    let mine = chats::ChatUpdate {
+        title: Some("Mine"),
+        ..Default::default()
+    };
+    chats::update(&client, other.chat_id, &mine).await.unwrap();
     assert_eq!(
         chats::set_generated_title(&client, other.chat_id, "Generated")
             .await

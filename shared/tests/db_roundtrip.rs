@@ -233,6 +233,7 @@ async fn chats_messages_and_queue_round_trip() {
                 model_config_id: None,
                 system_prompt: Some("be brief"),
                 labels: &labels,
+                tools: Default::default(),
             },
         )
         .await
@@ -253,6 +254,7 @@ async fn chats_messages_and_queue_round_trip() {
             model_config_id: None,
             system_prompt: None,
             labels: &labels,
+            tools: Default::default(),
         },
     )
     .await;
@@ -274,6 +276,7 @@ async fn chats_messages_and_queue_round_trip() {
             model_config_id: None,
             system_prompt: None,
             labels: &labels,
+            tools: Default::default(),
         },
     )
     .await

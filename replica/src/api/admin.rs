@@ -1,7 +1,8 @@
-//! `/admin/*`: users and their tokens, providers, model configs (DESIGN §2,
-//! §9). Admins only: every handler takes [`Admin`], so anyone else gets a 403
-//! before their request is looked at.
+//! `/admin/*`: users and their tokens, providers, model configs, MCP
+//! servers (DESIGN §2, §9, §17). Admins only: every handler takes
+//! [`Admin`], so anyone else gets a 403 before their request is looked at.
 
+mod mcp_servers;
 mod model_configs;
 mod providers;
 mod users;
@@ -22,6 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(providers::routes())
         .merge(model_configs::routes())
+        .merge(mcp_servers::routes())
 }
 
 /// A caller with the admin role: 401 without a valid token, 403 for members.

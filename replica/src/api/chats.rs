@@ -10,7 +10,7 @@ use chatd_shared::{
         self, ChatList, CreateChat, ErrorResponse, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE,
         UpdateChat, content::user_content, schema,
     },
-    db::chats::ChatWithQueue,
+    db::chats::{ChatTools, ChatWithQueue},
     ids::ChatId,
 };
 use serde::Deserialize;
@@ -107,6 +107,9 @@ async fn create_chat(
         .labels
         .unwrap_or_else(|| Value::Object(Default::default()));
     check_labels(&labels)?;
+    let mcp_servers = body.mcp_servers.unwrap_or_default();
+    let client_tools = body.client_tools.unwrap_or_default();
+    super::tools::check_chat_tools(&state, Some(&mcp_servers), Some(&client_tools)).await?;
     let request = NewChatRequest {
         title: &title,
         system_prompt: body.system_prompt.as_deref(),
@@ -114,6 +117,10 @@ async fn create_chat(
         model: body.model_config_id,
         first: first.as_deref(),
         idempotency_key: key.as_deref(),
+        tools: ChatTools {
+            mcp_servers: &mcp_servers,
+            client_tools: &client_tools,
+        },
     };
     match state.ops.create(caller.access(), &request).await? {
         CreateOutcome::Created(chat) => {
@@ -122,6 +129,7 @@ async fn create_chat(
         CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
         CreateOutcome::Model(refused) => Err(model_error(refused)),
         CreateOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
+        CreateOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }
 
@@ -232,10 +240,18 @@ async fn update_chat(
     if let Some(labels) = &body.labels {
         check_labels(labels)?;
     }
+    super::tools::check_chat_tools(
+        &state,
+        body.mcp_servers.as_deref(),
+        body.client_tools.as_deref(),
+    )
+    .await?;
     let changes = ChatChanges {
         title: body.title.as_deref(),
         archived: body.archived,
         labels: body.labels.as_ref(),
+        mcp_servers: body.mcp_servers.as_deref(),
+        client_tools: body.client_tools.as_deref(),
     };
     match state.ops.update(caller.access(), id, &changes).await? {
         Some(chat) => Ok(chat_view(&chat)),

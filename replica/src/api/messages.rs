@@ -104,11 +104,13 @@ async fn send_message(
 ) -> ApiResult<(StatusCode, Json<SendResult>)> {
     let key = idempotency_key(&headers)?;
     let content = user_content(body.content, body.text).map_err(content_error)?;
+    super::tools::check_chat_tools(&state, None, body.client_tools.as_deref()).await?;
     let request = SendRequest {
         content: &content,
         behavior: body.busy_behavior.unwrap_or_default(),
         model: body.model_config_id,
         idempotency_key: key.as_deref(),
+        client_tools: body.client_tools.as_deref(),
     };
     let sent = |message: &chatd_shared::db::messages::Message| {
         Json(SendResult::Sent {
@@ -141,6 +143,7 @@ async fn send_message(
         SendOutcome::NotFound => Err(ApiError::not_found("chat")),
         SendOutcome::Model(refused) => Err(model_error(refused)),
         SendOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
+        SendOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }
 
@@ -195,5 +198,6 @@ async fn edit_message(
             "chat_archived",
             "the chat is archived; restore it to edit",
         )),
+        EditOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 mod chats;
 pub mod error;
 mod extract;
+mod files;
 mod messages;
 mod metrics;
 mod models;
@@ -20,10 +21,12 @@ mod queue;
 mod request;
 mod spend;
 mod stream;
+mod tools;
 mod transport;
 mod usage;
 mod users;
 mod watch;
+mod webhooks;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -44,9 +47,12 @@ use self::{
     metrics::{HttpMetrics, StreamMetrics},
 };
 use crate::{
-    operations::{Accounts, Catalog, ChatOps, Settings},
+    files::Files,
+    operations::{Accounts, Catalog, ChatOps, McpServers, Settings},
     streams::Streams,
     telemetry::Telemetry,
+    tools::mcp::McpTools,
+    webhooks::Webhooks,
 };
 
 /// Limits and intervals of the API.
@@ -60,6 +66,11 @@ pub struct ApiConfig {
     pub keepalive: Duration,
     /// Events queued per stream subscriber before it is cut off as slow.
     pub subscriber_queue: usize,
+    /// Largest file upload (`CHATD_MAX_FILE_SIZE`, 413 past it).
+    pub max_file_size: usize,
+    /// Longest a file upload may take (uploads are exempt from
+    /// `request_timeout`: a 25 MiB body takes a while on a slow link).
+    pub upload_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -69,6 +80,8 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             keepalive: Duration::from_secs(15),
             subscriber_queue: 1024,
+            max_file_size: crate::files::DEFAULT_MAX_SIZE,
+            upload_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -101,6 +114,10 @@ pub struct AppInner {
     pub accounts: Accounts,
     /// System prompts, spend limits, usage: what their handlers call.
     pub settings: Settings,
+    /// MCP servers: what `/admin/mcp-servers` calls.
+    pub mcp_servers: McpServers,
+    /// This replica's MCP clients: what listing a server's tools asks.
+    pub mcp: Arc<McpTools>,
     /// Chat and chat-list streams.
     pub streams: Arc<Streams>,
     /// Recently seen tokens.
@@ -115,6 +132,10 @@ pub struct AppInner {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
+    /// Attachments: what file handlers call.
+    pub files: Files,
+    /// Turn-end webhooks: what webhook handlers call.
+    pub webhooks: Webhooks,
     metrics: HttpMetrics,
     stream_metrics: StreamMetrics,
 }
@@ -135,6 +156,8 @@ pub struct ApiParts {
     pub pubsub: PubSub,
     /// Chat transitions.
     pub ops: ChatOps,
+    /// The replica's MCP clients.
+    pub mcp: Arc<McpTools>,
     /// The replica's streams.
     pub streams: Arc<Streams>,
     /// `/readyz`.
@@ -145,6 +168,10 @@ pub struct ApiParts {
     pub tracker: TaskTracker,
     /// `/metrics`.
     pub telemetry: Telemetry,
+    /// Attachments.
+    pub files: Files,
+    /// Turn-end webhooks.
+    pub webhooks: Webhooks,
 }
 
 impl AppState {
@@ -160,8 +187,10 @@ impl AppState {
                 parts.ops.settings().clone(),
             ),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
+            mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
             accounts: Accounts::new(parts.pool, parts.pubsub),
             ops: parts.ops,
+            mcp: parts.mcp,
             streams: parts.streams,
             tokens: TokenCache::new(),
             readiness: parts.readiness,
@@ -169,6 +198,8 @@ impl AppState {
             shutdown: parts.shutdown,
             tracker: parts.tracker,
             telemetry: parts.telemetry,
+            files: parts.files,
+            webhooks: parts.webhooks,
         }))
     }
 }
@@ -179,12 +210,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(chats::routes())
         .merge(messages::routes())
         .merge(queue::routes())
+        .merge(tools::routes())
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())
         .merge(prompts::routes())
         .merge(spend::routes())
         .merge(usage::routes())
+        .merge(files::routes())
+        .merge(webhooks::routes())
 }
 
 /// Stream routes: no request timeout (they live long).
@@ -203,6 +237,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::<AppState>::new()
         .nest("/api/v1", api_routes())
         .nest("/api/v1", stream_routes())
+        .nest("/api/v1", files::upload_routes())
 }
 
 /// The API's router with its state and layers.
@@ -214,12 +249,20 @@ pub fn router(state: AppState) -> Router {
     let (streams, _) = OpenApiRouter::<AppState>::new()
         .nest("/api/v1", stream_routes())
         .split_for_parts();
+    let (uploads, _) = OpenApiRouter::<AppState>::new()
+        .nest("/api/v1", files::upload_routes())
+        .split_for_parts();
+    let uploads = uploads.layer(middleware::from_fn_with_state(
+        state.clone(),
+        upload_timeout,
+    ));
     let plain = plain
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
         ))
         .merge(streams)
+        .merge(uploads)
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
@@ -238,6 +281,14 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+}
+
+/// Bounds how long an upload may take, reading its body included.
+async fn upload_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.upload_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the upload took too long").into_response(),
+    }
 }
 
 /// Bounds how long a plain request may take (streams are upgraded or

@@ -1,10 +1,11 @@
 //! What the chat routes share: the chat path, the `Idempotency-Key` header,
-//! page sizes, and how a request's content and model problems become
-//! errors.
+//! page sizes, and how a request's content, model and file problems
+//! become errors.
 
 use axum::http::HeaderMap;
 use chatd_shared::{
     api::{MAX_IDEMPOTENCY_KEY, content::ContentError},
+    db::transitions::FileRefused,
     ids::ChatId,
 };
 
@@ -93,6 +94,18 @@ pub(super) fn model_error(refused: ModelRefused) -> ApiError {
             ApiError::unprocessable("invalid_model", format!("model {name} is not available"))
         }
     }
+}
+
+/// A `file` part that names no file of the chat owner's: 422.
+pub(super) fn file_error(refused: FileRefused) -> ApiError {
+    ApiError::unprocessable(
+        "invalid_file",
+        format!(
+            "part {} names file {:?}, which is not one of your files",
+            refused.index, refused.file_id
+        ),
+    )
+    .with_details(serde_json::json!({"index": refused.index, "file_id": refused.file_id}))
 }
 
 /// Page size from a `limit` parameter (1–200, default 50).

@@ -9,6 +9,8 @@
 //!   merged, and our `tool` messages become `user` messages of
 //!   `tool_result` blocks (placed before any text in the same message, as
 //!   the API requires).
+//! - User messages carry `text`, `image` (base64) and `document` blocks
+//!   (PDFs in base64, text files as text documents) for their `file` parts.
 //! - Assistant messages carry `thinking` blocks (only reasoning that has a
 //!   signature: the API rejects unsigned thinking), `text` and `tool_use`
 //!   (arguments that are not an object are sent as `{}`: `input` must be
@@ -46,7 +48,7 @@ use super::{
     ProviderError, StreamEvent, complete,
     config::{endpoint, secret_header},
     error,
-    prompt::{apply_options, json_text, system_text},
+    prompt::{Attachment, apply_options, attachment, json_text, system_text},
     sse::{self, Decoder, Progress},
 };
 
@@ -204,12 +206,11 @@ fn messages(prompt: &Prompt) -> Vec<Value> {
         let (role, blocks) = match message.role {
             // Folded into the system prompt.
             MessageRole::System => continue,
-            MessageRole::User => ("user", text_blocks(&message.content)),
+            MessageRole::User => ("user", user_blocks(prompt, &message.content)),
             MessageRole::Assistant => ("assistant", assistant_blocks(&message.content)),
             MessageRole::Tool => ("user", tool_result_blocks(&message.content)),
         };
-        // Nothing to say (e.g. only a file, which is not sent yet): the API
-        // rejects empty content.
+        // Nothing to say: the API rejects empty content.
         if blocks.is_empty() {
             continue;
         }
@@ -230,15 +231,39 @@ fn messages(prompt: &Prompt) -> Vec<Value> {
         .collect()
 }
 
-fn text_blocks(parts: &[Part]) -> Vec<Value> {
+/// A user message's blocks, in order: text, and attachments as `image`
+/// and `document` blocks (PDFs as base64 documents, text files as text
+/// documents titled with their name), or a note.
+fn user_blocks(prompt: &Prompt, parts: &[Part]) -> Vec<Value> {
     parts
         .iter()
         .filter_map(|part| match part {
             // The API rejects empty text blocks.
             Part::Text { text } if !text.is_empty() => Some(json!({"type": "text", "text": text})),
+            Part::File { file_id, name, .. } => Some(file_block(prompt, file_id, name.as_deref())),
             _ => None,
         })
         .collect()
+}
+
+fn file_block(prompt: &Prompt, file_id: &str, name: Option<&str>) -> Value {
+    match attachment(prompt, file_id, name) {
+        Attachment::Image { media_type, data } => json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }),
+        Attachment::Pdf { name, data } => json!({
+            "type": "document",
+            "title": name,
+            "source": {"type": "base64", "media_type": "application/pdf", "data": data},
+        }),
+        Attachment::Text { name, text, .. } => json!({
+            "type": "document",
+            "title": name,
+            "source": {"type": "text", "media_type": "text/plain", "data": text},
+        }),
+        Attachment::Note(text) => json!({"type": "text", "text": text}),
+    }
 }
 
 fn assistant_blocks(parts: &[Part]) -> Vec<Value> {
@@ -745,6 +770,7 @@ mod tests {
             tools: Vec::new(),
             max_output_tokens: 100,
             options: Value::Null,
+            files: Default::default(),
         };
         assert_eq!(
             messages(&prompt),

@@ -138,6 +138,7 @@ mod tests {
             tools: Vec::new(),
             max_output_tokens: 10,
             options: serde_json::Value::Null,
+            files: Default::default(),
         }
     }
 

@@ -63,6 +63,32 @@ pub struct Prompt {
     /// Provider-specific request options from the model config (temperature,
     /// reasoning effort, …), merged into the request body as given.
     pub options: serde_json::Value,
+    /// The attachments `file` parts refer to, loaded by the turn loop
+    /// before each call; a part whose file is missing here is sent as a note.
+    pub files: PromptFiles,
+}
+
+/// A prompt's attachments by file id (the `file_id` of `file` parts).
+pub type PromptFiles = std::collections::HashMap<String, PromptFile>;
+
+/// An attachment as a model can be given it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptFile {
+    /// Its display name.
+    pub name: String,
+    /// Its (sniffed) media type.
+    pub media_type: String,
+    /// Its content, prepared once when loaded.
+    pub content: FileContent,
+}
+
+/// An attachment's content in the form wire formats send it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileContent {
+    /// Images and PDFs: the bytes in base64.
+    Base64(Arc<str>),
+    /// Text, Markdown and JSON files: the text.
+    Text(Arc<str>),
 }
 
 /// One message of a [`Prompt`].

@@ -13,6 +13,10 @@
 //! - Reasoning parts are not sent back: the format has no field for them
 //!   (servers that stream `reasoning_content` ignore it in requests, and
 //!   OpenAI keeps reasoning server-side).
+//! - A user message with `file` parts has array content: images as
+//!   `image_url` parts with a `data:` URL, text files as `text` parts
+//!   (after a line naming the file), and a note for anything else (PDFs
+//!   too: not every compatible server takes documents).
 //! - Each `tool_result` part is its own `role: tool` message; results that
 //!   are not strings are sent as JSON text. The format has no error flag;
 //!   the result's text is what the model sees.
@@ -48,7 +52,10 @@ use super::{
     ProviderError, StreamEvent, complete,
     config::{endpoint, secret_header},
     error,
-    prompt::{apply_options, joined_text, json_text, system_text},
+    prompt::{
+        Attachment, apply_options, attachment, joined_text, json_text, named_text, system_text,
+        unreadable,
+    },
     sse::{self, Decoder, Progress},
 };
 
@@ -203,17 +210,49 @@ fn messages(prompt: &Prompt) -> Vec<Value> {
         match message.role {
             // Folded into the system prompt.
             MessageRole::System => {}
-            MessageRole::User => {
-                let text = joined_text(&message.content);
-                if !text.is_empty() {
-                    messages.push(json!({"role": "user", "content": text}));
-                }
-            }
+            MessageRole::User => messages.extend(user_message(prompt, &message.content)),
             MessageRole::Assistant => messages.extend(assistant_message(&message.content)),
             MessageRole::Tool => messages.extend(message.content.iter().filter_map(tool_message)),
         }
     }
     messages
+}
+
+/// A user message: its text as a string, or, with attachments, an array
+/// of content parts in order (images as `image_url` data URLs, text files
+/// as text, PDFs as a note: OpenAI-compatible servers differ on documents).
+fn user_message(prompt: &Prompt, parts: &[Part]) -> Option<Value> {
+    if !parts.iter().any(|part| matches!(part, Part::File { .. })) {
+        let text = joined_text(parts);
+        return (!text.is_empty()).then(|| json!({"role": "user", "content": text}));
+    }
+    let content: Vec<Value> = parts
+        .iter()
+        .filter_map(|part| match part {
+            Part::Text { text } if !text.is_empty() => Some(json!({"type": "text", "text": text})),
+            Part::File { file_id, name, .. } => {
+                Some(match attachment(prompt, file_id, name.as_deref()) {
+                    Attachment::Image { media_type, data } => json!({
+                        "type": "image_url",
+                        "image_url": {"url": format!("data:{media_type};base64,{data}")},
+                    }),
+                    Attachment::Pdf { name, .. } => {
+                        json!({"type": "text", "text": unreadable(name, "application/pdf")})
+                    }
+                    Attachment::Text {
+                        name,
+                        media_type,
+                        text,
+                    } => {
+                        json!({"type": "text", "text": named_text(name, media_type, text)})
+                    }
+                    Attachment::Note(text) => json!({"type": "text", "text": text}),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    Some(json!({"role": "user", "content": content}))
 }
 
 fn assistant_message(parts: &[Part]) -> Option<Value> {
@@ -702,6 +741,7 @@ mod tests {
             }],
             max_output_tokens: 256,
             options: json!({"temperature": 0, "stream": false}),
+            files: Default::default(),
         };
         let body = request_body(&prompt).expect("valid options");
         assert_eq!(

@@ -1,10 +1,11 @@
 //! What every provider does the same way when rendering a [`Prompt`]: the
-//! system prompt, message text, tool results as text, and model options.
+//! system prompt, message text, attachments, tool results as text, and
+//! model options.
 
 use chatd_shared::{parts::Part, status::MessageRole};
 use serde_json::{Map, Value};
 
-use super::Prompt;
+use super::{FileContent, Prompt};
 
 /// The system prompt followed by the text of any `system` messages (e.g.
 /// compaction summaries), separated by blank lines; `None` when empty.
@@ -39,6 +40,80 @@ pub(crate) fn joined_text(parts: &[Part]) -> String {
         })
         .collect();
     texts.join("\n")
+}
+
+/// A `file` part of a user message, as every wire format decides it: an
+/// image or PDF to send as such, a text file's text, or a note saying what
+/// the model cannot see (so it never answers as if it had read a file it
+/// was not given). Each wire format renders these its own way.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Attachment<'a> {
+    /// An image: its media type and base64 bytes.
+    Image {
+        /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+        media_type: &'a str,
+        /// The bytes in base64.
+        data: &'a str,
+    },
+    /// A PDF: its name and base64 bytes.
+    Pdf {
+        /// The file name.
+        name: &'a str,
+        /// The bytes in base64.
+        data: &'a str,
+    },
+    /// A text file.
+    Text {
+        /// The file name.
+        name: &'a str,
+        /// Its media type.
+        media_type: &'a str,
+        /// Its text.
+        text: &'a str,
+    },
+    /// What the model is told instead of the file.
+    Note(String),
+}
+
+/// The attachment a `file` part refers to.
+pub(crate) fn attachment<'a>(
+    prompt: &'a Prompt,
+    file_id: &str,
+    name: Option<&str>,
+) -> Attachment<'a> {
+    let Some(file) = prompt.files.get(file_id) else {
+        let name = name.unwrap_or(file_id);
+        return Attachment::Note(format!("[Attached file {name} is no longer available.]"));
+    };
+    match (&file.content, file.media_type.as_str()) {
+        (FileContent::Base64(data), "application/pdf") => Attachment::Pdf {
+            name: &file.name,
+            data,
+        },
+        (FileContent::Base64(data), media_type) if media_type.starts_with("image/") => {
+            Attachment::Image { media_type, data }
+        }
+        (FileContent::Text(text), media_type) => Attachment::Text {
+            name: &file.name,
+            media_type,
+            text,
+        },
+        (FileContent::Base64(_), media_type) => {
+            Attachment::Note(unreadable(&file.name, media_type))
+        }
+    }
+}
+
+/// A text attachment as plain text: a line naming it, then its text.
+pub(crate) fn named_text(name: &str, media_type: &str, text: &str) -> String {
+    format!("[Attached file {name} ({media_type})]\n{text}")
+}
+
+/// The note for an attachment a wire format cannot carry.
+pub(crate) fn unreadable(name: &str, media_type: &str) -> String {
+    format!(
+        "[Attached file {name} ({media_type}) is not included: this model's API cannot take it.]"
+    )
 }
 
 /// A JSON value where a wire format wants text (tool results, OpenAI's
@@ -120,6 +195,7 @@ mod tests {
             tools: Vec::new(),
             max_output_tokens: 100,
             options: Value::Null,
+            files: Default::default(),
         }
     }
 

@@ -72,6 +72,8 @@ pub(crate) enum Change {
     ModelsChanged,
     /// A token was revoked: token caches drop what they trusted.
     TokensChanged,
+    /// MCP servers changed: replicas drop their sessions and tool lists.
+    McpServersChanged,
 }
 
 impl Change {
@@ -205,6 +207,9 @@ pub(crate) fn announce(pubsub: &PubSub, changes: impl IntoIterator<Item = Change
             }
             Change::TokensChanged => {
                 let _ = pubsub.publish_control(&ControlNotice::TokensChanged);
+            }
+            Change::McpServersChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::McpServersChanged);
             }
         }
     }

@@ -10,23 +10,33 @@
 //!   API serves, with the same visibility rule.
 //! - [`worker`]: what a replica does with the chats it runs: claim, persist
 //!   a step, finish a turn, hand back, the heartbeat's recovery, retries.
+//! - [`waits`]: chats that wait on something outside themselves: calls
+//!   recorded before they run, a run ending in `requires_action` or
+//!   `waiting_on_agents`, client tool results, a subagent's end waking its
+//!   parent (invariant 16).
+//! - [`agents`]: subagents: spawning one from a parent's run, and an
+//!   interrupt or deletion of a parent reaching its children.
 //!
 //! Beside the chats, the same rule holds for what admins change: [`Catalog`]
-//! (providers and model configs, and the bootstrap's provider) and
-//! [`Accounts`] (users and tokens), announced through the same [`announce`].
+//! (providers and model configs, and the bootstrap's provider),
+//! [`Accounts`] (users and tokens) and [`McpServers`], announced through the
+//! same [`announce`].
 //!
 //! HTTP handlers parse, authorize, call one operation and map its outcome
 //! to a status; the runtime and the turn loop call the worker's side. New
 //! features add an operation or extend one, never a handler.
 
 mod accounts;
+mod agents;
 mod announce;
 mod catalog;
 mod compaction;
+mod mcp_servers;
 mod requests;
 mod settings;
 mod spend;
 mod titles;
+mod waits;
 mod worker;
 
 use std::sync::Arc;
@@ -38,7 +48,7 @@ use chatd_shared::{
 };
 use tokio_postgres::error::SqlState;
 
-use crate::settings::SettingsCache;
+use crate::{settings::SettingsCache, webhooks::SenderHint};
 
 pub(crate) use self::announce::Change;
 pub use self::{
@@ -55,6 +65,10 @@ pub use self::{
     spend::{Reserved, SpendRefusal},
     titles::TitleOutcome,
     worker::{BeatError, Claim},
+};
+pub use self::{
+    agents::SpawnRequest,
+    mcp_servers::{McpServerOutcome, McpServers},
 };
 
 /// Whose chats a request may see and change: the caller's own, or every
@@ -87,6 +101,8 @@ pub struct ChatOps {
     pool: Pool,
     pubsub: PubSub,
     settings: Arc<SettingsCache>,
+    /// Wakes this replica's webhook sender when a turn end queued deliveries.
+    webhooks: SenderHint,
 }
 
 impl ChatOps {
@@ -99,6 +115,7 @@ impl ChatOps {
             pool,
             pubsub,
             settings,
+            webhooks: SenderHint::default(),
         }
     }
 
@@ -111,6 +128,12 @@ impl ChatOps {
     /// The deployment's settings and users' spend limits.
     pub fn settings(&self) -> &Arc<SettingsCache> {
         &self.settings
+    }
+
+    /// What a turn end that queued webhook deliveries wakes: the sender of
+    /// the replica these operations run on.
+    pub fn webhook_hint(&self) -> &SenderHint {
+        &self.webhooks
     }
 
     /// The pool the operations use (for reads that are not transitions).

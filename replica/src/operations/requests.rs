@@ -6,15 +6,17 @@ use chatd_shared::{
     api::BusyBehavior,
     db::{
         DbError,
-        chats::{self, Chat, ChatWithQueue, NewChat},
+        chats::{self, Chat, ChatTools, ChatWithQueue, NewChat},
+        mcp_servers,
         messages::{self, Message},
         model_configs,
         queued_messages::{self, QueuedMessage},
-        transitions::{self, EditRefused, Interrupted, Outgoing, SendRules, Sent},
+        transitions::{self, EditRefused, FileRefused, Interrupted, Outgoing, SendRules, Sent},
     },
-    ids::{ChatId, MessageId, ModelConfigId, QueuedMessageId},
+    ids::{ChatId, MessageId, ModelConfigId, QueuedMessageId, UserId},
     parts::Part,
     status::ChatStatus,
+    tools::ClientTool,
 };
 
 use super::{Access, Change, ChatOps, SpendRefusal};
@@ -45,6 +47,9 @@ pub struct NewChatRequest<'a> {
     pub first: Option<&'a [Part]>,
     /// The client's idempotency key.
     pub idempotency_key: Option<&'a str>,
+    /// MCP servers it opts into and tools its client runs (checked by the
+    /// caller: see [`ChatOps::unknown_mcp_servers`]).
+    pub tools: ChatTools<'a>,
 }
 
 /// What [`ChatOps::create`] did.
@@ -58,6 +63,8 @@ pub enum CreateOutcome {
     Model(ModelRefused),
     /// The caller's spend reached their limit: nothing was written.
     SpendLimit(SpendRefusal),
+    /// A `file` part names no file of the owner's.
+    File(FileRefused),
 }
 
 /// A message to send.
@@ -71,6 +78,8 @@ pub struct SendRequest<'a> {
     pub model: Option<ModelConfigId>,
     /// The client's idempotency key.
     pub idempotency_key: Option<&'a str>,
+    /// Replace the tools the chat's client runs first.
+    pub client_tools: Option<&'a [ClientTool]>,
 }
 
 /// What [`ChatOps::send`] did.
@@ -97,6 +106,8 @@ pub enum SendOutcome {
     Model(ModelRefused),
     /// The caller's spend reached their limit: nothing was written.
     SpendLimit(SpendRefusal),
+    /// A `file` part names no file of the chat owner's.
+    File(FileRefused),
 }
 
 /// What [`ChatOps::interrupt`] did.
@@ -121,6 +132,8 @@ pub enum EditOutcome {
     NotUserMessage,
     /// The chat is archived.
     Archived,
+    /// A `file` part names no file of the chat owner's.
+    File(FileRefused),
 }
 
 /// What [`ChatOps::promote`] and [`ChatOps::delete_queued`] did.
@@ -146,9 +159,23 @@ pub struct ChatChanges<'a> {
     pub archived: Option<bool>,
     /// New labels (a JSON object).
     pub labels: Option<&'a serde_json::Value>,
+    /// New MCP servers (checked by the caller).
+    pub mcp_servers: Option<&'a [String]>,
+    /// New client tools.
+    pub client_tools: Option<&'a [ClientTool]>,
 }
 
 impl ChatOps {
+    /// The names among `names` that no MCP server has (a chat may opt only
+    /// into servers that exist).
+    pub async fn unknown_mcp_servers(&self, names: &[String]) -> Result<Vec<String>, DbError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await?;
+        mcp_servers::unknown_names(&client, names).await
+    }
+
     /// The chat `id` with its queue length, if `access` may see it.
     pub async fn chat(&self, access: Access, id: ChatId) -> Result<Option<ChatWithQueue>, DbError> {
         let client = self.pool.get().await?;
@@ -200,6 +227,47 @@ impl ChatOps {
         Ok(Some(queued_messages::list(&client, id).await?))
     }
 
+    /// `content` with its `file` parts checked to name files of `owner`'s
+    /// and completed from them (see [`transitions::own_files`]); no
+    /// statement without `file` parts.
+    async fn own_files(
+        &self,
+        owner: UserId,
+        content: &[Part],
+    ) -> Result<Result<Vec<Part>, FileRefused>, DbError> {
+        if !content.iter().any(|part| matches!(part, Part::File { .. })) {
+            return Ok(Ok(content.to_vec()));
+        }
+        let client = self.pool.get().await?;
+        transitions::own_files(&client, owner, content).await
+    }
+
+    /// A message to send to chat `id` with its `file` parts checked: they
+    /// must be the chat owner's (the caller's, or for an admin, whoever owns
+    /// the chat). No statement without `file` parts.
+    async fn sendable_files<'a>(
+        &self,
+        access: Access,
+        id: ChatId,
+        content: &'a [Part],
+    ) -> Result<Result<std::borrow::Cow<'a, [Part]>, SendOutcome>, DbError> {
+        if !content.iter().any(|part| matches!(part, Part::File { .. })) {
+            return Ok(Ok(std::borrow::Cow::Borrowed(content)));
+        }
+        let owner = if access.admin {
+            match self.chat(access, id).await? {
+                Some((chat, _)) => chat.owner_id,
+                None => return Ok(Err(SendOutcome::NotFound)),
+            }
+        } else {
+            access.user_id
+        };
+        Ok(match self.own_files(owner, content).await? {
+            Ok(checked) => Ok(std::borrow::Cow::Owned(checked)),
+            Err(refused) => Err(SendOutcome::File(refused)),
+        })
+    }
+
     /// The model a chat would run with: `wanted`, or the default; refused
     /// when it does not exist or is not available.
     async fn usable_model(
@@ -233,6 +301,13 @@ impl ChatOps {
             Ok(model) => model,
             Err(refused) => return Ok(CreateOutcome::Model(refused)),
         };
+        let first = match request.first {
+            Some(parts) => match self.own_files(access.user_id, parts).await? {
+                Ok(parts) => Some(parts),
+                Err(refused) => return Ok(CreateOutcome::File(refused)),
+            },
+            None => None,
+        };
         if request.first.is_some()
             && let Some(refusal) = self.spend_refusal(access.user_id).await?
         {
@@ -257,10 +332,11 @@ impl ChatOps {
             model_config_id: Some(model),
             system_prompt: request.system_prompt,
             labels: request.labels,
+            tools: request.tools,
         };
         let created = {
             let client = self.pool.get().await?;
-            transitions::create(&client, &new, request.first, request.idempotency_key).await?
+            transitions::create(&client, &new, first.as_deref(), request.idempotency_key).await?
         };
         if created.replayed {
             return Ok(CreateOutcome::Replayed(created.chat));
@@ -317,18 +393,25 @@ impl ChatOps {
         {
             return Ok(SendOutcome::Model(refused));
         }
+        let content = match self.sendable_files(access, id, request.content).await? {
+            Ok(content) => content,
+            Err(refused) => return Ok(refused),
+        };
         if let Some(refusal) = self.spend_refusal(access.user_id).await?
             && !self.replays_send(id, request.idempotency_key).await?
         {
             return Ok(SendOutcome::SpendLimit(refusal));
         }
         let message = Outgoing {
-            content: request.content,
+            content: &content,
             created_by: Some(access.user_id),
             idempotency_key: request.idempotency_key,
         };
         // The usual case, one statement: an idle chat, no key, no model change.
-        if request.idempotency_key.is_none() && request.model.is_none() {
+        if request.idempotency_key.is_none()
+            && request.model.is_none()
+            && request.client_tools.is_none()
+        {
             let sent = {
                 let client = self.pool.get().await?;
                 transitions::send_to_idle(&client, id, &message, access.owner_filter()).await?
@@ -346,6 +429,7 @@ impl ChatOps {
             only_owner: access.owner_filter(),
             queue_if_busy: request.behavior != BusyBehavior::Reject,
             model: request.model,
+            client_tools: request.client_tools,
         };
         let sent = {
             let mut client = self.pool.get().await?;
@@ -381,8 +465,24 @@ impl ChatOps {
     /// is asked to stop (announced as an interrupt); a pending chat stops
     /// before it starts (`waiting`, announced as a status), or runs its next
     /// queued message instead (announced as that message and a queue
-    /// change). An idle chat is left alone.
+    /// change). A chat waiting on something outside itself gets error
+    /// results for the calls it waits for and goes `waiting` (or runs its
+    /// next queued message). An idle chat is left alone. The chat's busy
+    /// subagents are interrupted too.
     pub async fn interrupt(&self, access: Access, id: ChatId) -> Result<InterruptOutcome, DbError> {
+        let outcome = self.interrupt_one(access, id).await?;
+        if matches!(outcome, InterruptOutcome::Done(..)) {
+            self.interrupt_children(access, id).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Self::interrupt`] of one chat, without its subagents.
+    pub(crate) async fn interrupt_one(
+        &self,
+        access: Access,
+        id: ChatId,
+    ) -> Result<InterruptOutcome, DbError> {
         let Some((_, queued)) = self.chat(access, id).await? else {
             return Ok(InterruptOutcome::NotFound);
         };
@@ -399,13 +499,46 @@ impl ChatOps {
                 chat_id: id,
                 generation: *generation,
             }]),
-            Interrupted::WasPending => self.announce([Change::Status {
-                chat_id: id,
-                owner_id: chat.owner_id,
-                status: chat.status,
-                generation: chat.generation,
-                worker_id: None,
-            }]),
+            Interrupted::WasPending { webhooks_queued } => {
+                if *webhooks_queued > 0 {
+                    self.webhooks.wake();
+                }
+                self.announce([Change::Status {
+                    chat_id: id,
+                    owner_id: chat.owner_id,
+                    status: chat.status,
+                    generation: chat.generation,
+                    worker_id: None,
+                }]);
+                if let Some(parent) = chat.parent_chat_id {
+                    self.child_idle(parent, id).await;
+                }
+            }
+            Interrupted::WasWaiting { closed, next } => {
+                let written = closed.iter().chain(next.as_deref());
+                let mut changes: Vec<Change> = Change::messages(id, written).into_iter().collect();
+                if next.is_some() {
+                    queued = (queued - 1).max(0);
+                    changes.push(Change::Queue(id));
+                    changes.push(Change::Pending(chats::BecamePending {
+                        chat_id: id,
+                        owner_id: chat.owner_id,
+                        generation: chat.generation,
+                    }));
+                } else {
+                    changes.push(Change::Status {
+                        chat_id: id,
+                        owner_id: chat.owner_id,
+                        status: chat.status,
+                        generation: chat.generation,
+                        worker_id: None,
+                    });
+                }
+                self.announce(changes);
+                if let (None, Some(parent)) = (next, chat.parent_chat_id) {
+                    self.child_idle(parent, id).await;
+                }
+            }
             Interrupted::PendingWithQueue(message) => {
                 queued = (queued - 1).max(0);
                 self.announce(
@@ -436,6 +569,11 @@ impl ChatOps {
         if chat.archived {
             return Ok(EditOutcome::Archived);
         }
+        let content = match self.own_files(chat.owner_id, content).await? {
+            Ok(content) => content,
+            Err(refused) => return Ok(EditOutcome::File(refused)),
+        };
+        let content = content.as_slice();
         let edited = {
             let mut client = self.pool.get().await?;
             transitions::edit_and_rerun(&mut client, id, message_id, content, access.user_id)
@@ -475,11 +613,14 @@ impl ChatOps {
             return Ok(QueuedOutcome::QueuedNotFound);
         }
         self.announce([Change::Queue(id)]);
+        // The queue as promoted, read before the interrupt: the worker may
+        // pop the promoted message as soon as it hears the interrupt.
+        let queue = {
+            let client = self.pool.get().await?;
+            queued_messages::list(&client, id).await?
+        };
         self.interrupt(access, id).await?;
-        let client = self.pool.get().await?;
-        Ok(QueuedOutcome::Done(
-            queued_messages::list(&client, id).await?,
-        ))
+        Ok(QueuedOutcome::Done(queue))
     }
 
     /// Removes queued message `queued_id`. Announces the queue change.
@@ -517,7 +658,14 @@ impl ChatOps {
         };
         let updated = {
             let client = self.pool.get().await?;
-            chats::update(&client, id, changes.title, changes.archived, changes.labels).await?
+            let update = chats::ChatUpdate {
+                title: changes.title,
+                archived: changes.archived,
+                labels: changes.labels,
+                mcp_servers: changes.mcp_servers,
+                client_tools: changes.client_tools,
+            };
+            chats::update(&client, id, &update).await?
         };
         let Some(chat) = updated else {
             return Ok(None);
@@ -544,12 +692,14 @@ impl ChatOps {
     }
 
     /// Deletes a chat with its messages and queue; a worker running it
-    /// finds its fence gone and stops. `false` when `access` may not see it.
-    /// Announces the deletion.
+    /// finds its fence gone and stops. Its busy subagents are interrupted
+    /// first. `false` when `access` may not see it. Announces the deletion.
     pub async fn delete(&self, access: Access, id: ChatId) -> Result<bool, DbError> {
         let Some((chat, _)) = self.chat(access, id).await? else {
             return Ok(false);
         };
+        // Its subagents outlive it (as chats of their own): stop them first.
+        self.interrupt_children(access, id).await?;
         let deleted = {
             let client = self.pool.get().await?;
             chats::delete(&client, id).await?
@@ -559,6 +709,9 @@ impl ChatOps {
                 chat_id: id,
                 owner_id: chat.owner_id,
             }]);
+            if let Some(parent) = chat.parent_chat_id {
+                self.child_idle(parent, id).await;
+            }
         }
         Ok(deleted)
     }

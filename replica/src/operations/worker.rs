@@ -84,7 +84,8 @@ impl ChatOps {
     /// first (if any): a queued message continues on this run, else the
     /// chat goes `waiting` (or `error`). `None` when ownership was lost.
     /// Announces the messages (the popped one last), then the queue change
-    /// or the new status.
+    /// or the new status. Webhook deliveries the turn end queued (same
+    /// statement) wake this replica's sender.
     pub async fn finish(
         &self,
         fence: &Fence,
@@ -98,6 +99,9 @@ impl ChatOps {
         let Some((committed, released)) = finished else {
             return Ok(None);
         };
+        if released.webhooks_queued > 0 {
+            self.webhooks.wake();
+        }
         let chat_id = fence.chat_id;
         let messages = Change::messages(chat_id, committed.iter().chain(released.next.as_ref()));
         let next = if released.next.is_some() {
@@ -112,6 +116,11 @@ impl ChatOps {
             }
         };
         self.announce(messages.into_iter().chain([next]));
+        if let Some(parent) = released.parent_chat_id
+            && released.status.is_idle()
+        {
+            self.child_idle(parent, chat_id).await;
+        }
         Ok(Some((committed, released)))
     }
 
@@ -163,7 +172,13 @@ impl ChatOps {
                 return Err(BeatError::Timeout(lease_ttl));
             }
         };
-        self.announce(beat.recovered.iter().copied().map(Change::Pending));
+        self.announce(
+            beat.recovered
+                .iter()
+                .chain(&beat.woken)
+                .copied()
+                .map(Change::Pending),
+        );
         Ok(beat)
     }
 

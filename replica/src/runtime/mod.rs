@@ -36,6 +36,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     operations::ChatOps,
     streams::{RunStream, StreamHub},
+    webhooks::{Sender, WebhookConfig},
 };
 
 use self::{
@@ -84,6 +85,8 @@ pub struct RuntimeConfig {
     /// leases judge. A new process's first session judges at once when the
     /// server has been up this long.
     pub lock_judge_after: Duration,
+    /// The webhook sender every replica runs (DESIGN §17).
+    pub webhooks: WebhookConfig,
 }
 
 impl RuntimeConfig {
@@ -104,6 +107,7 @@ impl RuntimeConfig {
             replica_row_retention: Duration::from_secs(3600),
             pending_gauge_interval: Duration::from_secs(15),
             lock_judge_after: Duration::from_secs(10),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -182,6 +186,9 @@ pub(crate) struct Shared {
     /// When the PostgreSQL server started, by our clock (read by the death
     /// watch each time it connects).
     server_started: Mutex<Option<Instant>>,
+    /// Where background tasks started later (the webhook sender) register
+    /// their instruments.
+    meter: Meter,
 }
 
 impl Shared {
@@ -372,6 +379,7 @@ impl Runtime {
             lease_pool,
             database_url: parts.database.url,
             server_started: Mutex::new(None),
+            meter: parts.meter,
         });
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         let runtime = Self {
@@ -597,6 +605,22 @@ async fn startup(
             }
             starting
         });
+    }
+    match Sender::new(
+        shared.pool.clone(),
+        shared.config.webhooks.clone(),
+        shared.ops.webhook_hint().clone(),
+        &shared.meter,
+    ) {
+        Ok(sender) => tasks.push(
+            shared
+                .tracker
+                .spawn(sender.run(stop_background.clone()))
+                .abort_handle(),
+        ),
+        Err(err) => {
+            tracing::error!(error = %Chain(&err), "cannot build the webhook sender's HTTP client; this replica delivers no webhooks")
+        }
     }
     lock(&background).extend(tasks);
 }

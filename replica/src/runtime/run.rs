@@ -9,6 +9,7 @@ use chatd_shared::db::{
     compaction::{Compacted, Summary},
     lifecycle::{Fence, Released, StepMessage, TurnEnd},
     messages::Message,
+    tool_calls::{NewCall, Suspended, WaitDeadline},
 };
 
 use super::registry::{RunControl, StopReason};
@@ -178,6 +179,37 @@ impl RunContext {
         match self.ops.compact(&self.fence, summary).await? {
             Compacted::OwnershipLost => Err(self.lost()),
             compacted => Ok(compacted),
+        }
+    }
+
+    /// Stores a step's assistant message with its tool calls recorded in
+    /// the ledger, in one fenced statement, before any of them runs.
+    pub async fn record_calls(
+        &self,
+        assistant: &StepMessage,
+        calls: &[NewCall],
+    ) -> Result<Message, RunError> {
+        self.check_running()?;
+        match self.ops.record_calls(&self.fence, assistant, calls).await? {
+            Some(message) => Ok(message),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Ends the run by waiting on something outside the chat (client
+    /// results, subagents), in one fenced statement: the chat leaves
+    /// `running` and the run holds no slot (invariant 16). On
+    /// [`Suspended::Interrupted`] nothing changed and the run must handle
+    /// the interrupt.
+    pub async fn suspend(&self, waits: &[WaitDeadline]) -> Result<Suspended, RunError> {
+        self.check_running()?;
+        match self.ops.suspend(&self.fence, waits).await? {
+            Some(Suspended::Interrupted) => Ok(Suspended::Interrupted),
+            Some(suspended) => {
+                self.control.released();
+                Ok(suspended)
+            }
+            None => Err(self.lost()),
         }
     }
 

@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
 use chatd_shared::{
     api,
-    db::{DbError, Pool, chats, messages, queued_messages},
+    db::{DbError, Pool, chats, messages, queued_messages, tool_calls},
     error_chain::Chain,
     ids::ChatId,
     pubsub::{ChatEvent, ChatNotice, Delivery, PubSub, Subscription},
@@ -190,6 +190,25 @@ impl Feed {
     }
 }
 
+/// The `requires_action` event of a chat waiting for client tool results
+/// (read from the ledger), if it waits for any.
+pub(super) async fn requires_action(
+    chat_id: ChatId,
+    pool: &Pool,
+) -> Result<Option<StreamEvent>, DbError> {
+    let client = pool.get().await?;
+    Ok(tool_calls::pending_client_calls(&client, chat_id)
+        .await?
+        .map(
+            |(tool_calls, generation, deadline)| StreamEvent::RequiresAction {
+                chat_id,
+                generation,
+                tool_calls,
+                deadline,
+            },
+        ))
+}
+
 /// Turns one notice into hub events: what changed is read from the
 /// database (a notice carries ids only).
 pub(super) async fn forward(
@@ -223,6 +242,11 @@ pub(super) async fn forward(
                     generation,
                 },
             );
+            if status == ChatStatus::RequiresAction
+                && let Some(event) = requires_action(chat_id, pool).await?
+            {
+                hub.publish(chat_id, event);
+            }
         }
         ChatEvent::Message { after_id, last_id } => {
             // Read from where every local subscriber is, never from the
@@ -372,6 +396,7 @@ mod tests {
                 model_config_id: None,
                 system_prompt: None,
                 labels: &labels,
+                tools: Default::default(),
             },
         )
         .await

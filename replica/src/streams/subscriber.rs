@@ -51,6 +51,9 @@ pub(super) struct ClientOrder {
     /// The newest `(generation, step)` whose message was sent: its parts are superseded.
     committed_step: Option<(Generation, i32)>,
     last_retry: Option<(Generation, u32)>,
+    /// The run whose `requires_action` was sent (one per suspension: the
+    /// next run has a newer generation).
+    last_action: Option<Generation>,
 }
 
 impl ClientOrder {
@@ -63,6 +66,7 @@ impl ClientOrder {
             last_status: None,
             committed_step: None,
             last_retry: None,
+            last_action: None,
         }
     }
 
@@ -150,6 +154,13 @@ impl ClientOrder {
                     return Admit::Drop;
                 }
                 self.last_retry = Some((*generation, *attempt));
+                Admit::Send
+            }
+            StreamEvent::RequiresAction { generation, .. } => {
+                if self.last_action.is_some_and(|last| last >= *generation) {
+                    return Admit::Drop;
+                }
+                self.last_action = Some(*generation);
                 Admit::Send
             }
             _ => Admit::Send,
@@ -244,6 +255,13 @@ impl ChatSubscriber {
             chat_id: self.chat_id,
             queued: queued.iter().map(api::QueuedMessage::from).collect(),
         });
+        drop(client);
+        // A client that opens the stream while the chat waits for it learns what to run.
+        if chat.status == ChatStatus::RequiresAction
+            && let Some(event) = super::feed::requires_action(self.chat_id, &self.pool).await?
+        {
+            self.offer(event);
+        }
         Ok(())
     }
 

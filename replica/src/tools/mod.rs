@@ -3,12 +3,16 @@
 //! a timeout or a panic all become error results, never a failed turn.
 
 mod builtin;
+pub mod ledger;
+pub mod mcp;
+mod toolset;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 
 pub use builtin::{CurrentTime, TestFail, TestPanic, TestSleep};
+pub use toolset::{ChatToolset, Route};
 
 use crate::llm::ToolSpec;
 
@@ -28,6 +32,19 @@ pub trait Tool: Send + Sync + 'static {
     fn parameters(&self) -> Value;
     /// Runs it.
     async fn call(&self, args: Value) -> Result<Value, ToolError>;
+    /// True when running it twice does no harm (it has no side effect, or
+    /// the same one): a call cut off by a crash is then run again. A tool
+    /// with side effects says false, and such a call gets an error result
+    /// instead ("may have run; not repeated").
+    fn idempotent(&self) -> bool {
+        true
+    }
+}
+
+/// True for the names a chat's client tools may not take: the built-in
+/// tools (test tools included) and the agent tools.
+pub fn is_reserved(name: &str) -> bool {
+    ToolRegistry::builtin(true).tools.contains_key(name) || crate::agents::NAMES.contains(&name)
 }
 
 /// The tools offered to every model call, by name.
@@ -58,6 +75,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A successful result.
+    pub fn ok(result: Value) -> Self {
+        Self {
+            result,
+            is_error: false,
+        }
+    }
+
     /// An error result with a message for the model.
     pub fn error(message: impl Into<String>) -> Self {
         Self {
@@ -87,6 +112,17 @@ impl ToolRegistry {
     /// Adds (or replaces) a tool.
     pub fn register(&mut self, tool: Arc<dyn Tool>) {
         self.tools.insert(tool.name(), tool);
+    }
+
+    /// Whether tool `name` may run twice (unknown tools are harmless: they
+    /// only ever fail).
+    pub fn idempotent(&self, name: &str) -> bool {
+        self.tools.get(name).is_none_or(|tool| tool.idempotent())
+    }
+
+    /// True when the registry has tool `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
     }
 
     /// Sets the per-call timeout.
@@ -149,7 +185,7 @@ impl ToolRegistry {
 }
 
 /// Aborts a spawned tool task when its call is dropped (interrupt, shutdown).
-struct AbortOnDrop(tokio::task::AbortHandle);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -90,6 +90,7 @@ pub(super) fn request(loaded: &Loaded) -> Prompt {
         tools: Vec::new(),
         max_output_tokens: loaded.prompt.max_output_tokens.min(SUMMARY_MAX_TOKENS),
         options: loaded.prompt.options.clone(),
+        files: Default::default(),
     }
 }
 

@@ -21,6 +21,7 @@ pub struct TurnMetrics {
     tool_calls: Counter<u64>,
     compactions: Counter<u64>,
     spend_refusals: Counter<u64>,
+    suspended: Counter<u64>,
 }
 
 impl TurnMetrics {
@@ -71,6 +72,10 @@ impl TurnMetrics {
                 .u64_counter("chatd_spend_refusals")
                 .with_description("Model calls the spend limit refused")
                 .build(),
+            suspended: meter
+                .u64_counter("chatd_runs_suspended")
+                .with_description("Runs that ended waiting on the client or on subagents, by the status they left (requires_action, waiting_on_agents, pending)")
+                .build(),
         }
     }
 
@@ -115,6 +120,10 @@ impl TurnMetrics {
                 KeyValue::new("kind", kind),
             ],
         );
+    }
+
+    pub(crate) fn suspended(&self, status: &'static str) {
+        self.suspended.add(1, &[KeyValue::new("status", status)]);
     }
 
     pub(crate) fn tool_call(&self, tool: &str, is_error: bool) {

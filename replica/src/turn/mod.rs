@@ -6,6 +6,7 @@
 //! backoff; an interrupt saves the partial step (with error results for the
 //! tool calls that have none) and releases; a stop writes nothing.
 
+mod calls;
 mod compaction;
 mod cost;
 mod draft;
@@ -20,31 +21,38 @@ use chatd_shared::{
     api,
     db::{
         DbError,
-        lifecycle::{StepMessage, TurnEnd},
+        agents::AgentLimits,
+        lifecycle::{Released, StepMessage, TurnEnd},
         messages,
         model_configs::ModelConfig,
         prompt_context,
     },
-    parts::{Part, Usage},
+    parts::Part,
     status::MessageRole,
     stream::StreamEvent,
 };
-use futures::{StreamExt, stream::FuturesOrdered};
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use self::{
+    calls::CallsEnd,
     compaction::Compaction,
     cost::cost_micros,
     prompt::{Loaded, SystemPrompts},
 };
 pub use self::{cost::estimate_micros, draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
+    agents::AgentContext,
+    files::{FileStore, PgFileStore, StoreError, attach_to_prompt},
     llm::{self, Prompt, ProviderError, StreamTimeouts},
     models::{ModelCatalog, ResolvedModel},
-    runtime::{ChatRunner, RunContext, RunControl, RunError},
+    runtime::{ChatRunner, RunContext, RunError},
     streams::RunStream,
     titles::Titles,
-    tools::{Call, Outcome, ToolRegistry},
+    tools::{
+        Call, ChatToolset, Outcome, ToolRegistry, ledger,
+        mcp::{McpConfig, McpTools},
+    },
 };
 
 /// How turns run.
@@ -59,6 +67,10 @@ pub struct TurnConfig {
     /// A compaction's summary call that has not answered by then failed
     /// (it is tried twice at most).
     pub summary_timeout: Duration,
+    /// How many subagents a chat and a user may have.
+    pub agents: AgentLimits,
+    /// Time limits of MCP tool calls.
+    pub mcp: McpConfig,
 }
 
 impl Default for TurnConfig {
@@ -68,6 +80,8 @@ impl Default for TurnConfig {
             timeouts: StreamTimeouts::default(),
             retry: RetryPolicy::default(),
             summary_timeout: Duration::from_secs(60),
+            agents: AgentLimits::default(),
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -76,8 +90,11 @@ impl Default for TurnConfig {
 pub struct TurnRunner {
     catalog: Arc<ModelCatalog>,
     tools: ToolRegistry,
+    mcp: Option<Arc<McpTools>>,
     config: TurnConfig,
     metrics: TurnMetrics,
+    /// Where attachments are read from (`None`: PostgreSQL, on the run's pool).
+    files: Option<Arc<dyn FileStore>>,
     /// Where a chat's first turn hands its message for a title; none: no
     /// titles are made.
     titles: Option<Titles>,
@@ -94,8 +111,10 @@ impl TurnRunner {
         Self {
             catalog,
             tools,
+            mcp: None,
             config,
             metrics,
+            files: None,
             titles: None,
         }
     }
@@ -103,6 +122,31 @@ impl TurnRunner {
     /// The same runner, having `titles` make each chat's title.
     pub fn with_titles(mut self, titles: Titles) -> Self {
         self.titles = Some(titles);
+        self
+    }
+
+    /// Reads attachments from `store` (the one the API stores uploads in).
+    pub fn with_file_store(mut self, store: Arc<dyn FileStore>) -> Self {
+        self.files = Some(store);
+        self
+    }
+
+    /// Loads the attachments the prompt refers to and does not hold yet.
+    async fn attach_files(&self, run: &RunContext, prompt: &mut Prompt) -> Result<(), RunError> {
+        let store = match &self.files {
+            Some(store) => store.clone(),
+            None => PgFileStore::new(run.db().clone()) as Arc<dyn FileStore>,
+        };
+        attach_to_prompt(store.as_ref(), prompt)
+            .await
+            .map_err(|err| match err {
+                StoreError::Db(db) => RunError::Db(db),
+            })
+    }
+
+    /// Offers chats the tools of the MCP servers they opt into.
+    pub fn with_mcp(mut self, mcp: Arc<McpTools>) -> Self {
+        self.mcp = Some(mcp);
         self
     }
 }
@@ -182,6 +226,7 @@ impl TurnRunner {
         step: &mut i32,
         loaded: &mut Option<Loaded>,
     ) -> Result<TurnFlow, RunError> {
+        let mut resume = Vec::new();
         if loaded.is_none() {
             let model = match self.catalog.resolve(run.chat().model_config_id).await {
                 Ok(model) => model,
@@ -197,10 +242,13 @@ impl TurnRunner {
                 &context.user_prompt,
                 run.chat().system_prompt.as_deref(),
             );
-            let mut new = Loaded::build(model, &self.tools, system, &context.history);
+            let tools = Arc::new(self.toolset(run).await);
+            let mut new = Loaded::build(model, tools, system, &context.history);
             new.state.spend_override = context.user_spend_limit;
             new.state.title_from = self.title_source(run, &context.history);
             let history = context.history;
+            // A run that takes a turn over: the last step's calls without a result.
+            resume = ledger::unresolved(&history);
             // The message that started the turn reaches local subscribers
             // before anything this run writes.
             if run.stream().has_subscribers() {
@@ -222,6 +270,18 @@ impl TurnRunner {
             unreachable!("loaded above");
         };
         let model = loaded.model.clone();
+        let tools = loaded.tools.clone();
+        if !resume.is_empty() {
+            let planned = self.plan_resume(run, &tools, resume).await?;
+            match self.answer(run, &tools, *step, &planned, loaded).await? {
+                CallsEnd::Answered => *step += 1,
+                CallsEnd::Released(released) => {
+                    *step += 1;
+                    return Ok(flow(*released));
+                }
+                CallsEnd::Suspended => return Ok(TurnFlow::Done),
+            }
+        }
         for _ in 0..self.config.max_steps {
             let step_started = Instant::now();
             if let Some(end) = self.prepare_call(run, loaded).await? {
@@ -232,6 +292,7 @@ impl TurnRunner {
                 // limit refused makes no title either.
                 titles.generate(run.fence().chat_id, loaded.model.clone(), &first);
             }
+            self.attach_files(run, &mut loaded.prompt).await?;
             let call_started = Instant::now();
             let end = self.call_model(run, &model, &loaded.prompt, *step).await;
             let runtime_ms = call_started.elapsed().as_millis() as i64;
@@ -258,41 +319,38 @@ impl TurnRunner {
                 // Interrupted before the model said anything: nothing to save.
                 return self.release(run, TurnEnd::Done).await;
             }
-            let (outcomes, interrupted) = if interrupted {
-                (
-                    vec![Outcome::error("interrupted before the tool ran"); calls.len()],
-                    true,
-                )
-            } else {
-                match self.run_tools(run, *step, &calls).await {
-                    Some(outcomes) => outcomes,
-                    None => {
-                        return Err(RunError::Stopped(
-                            run.stop_reason()
-                                .unwrap_or(crate::runtime::StopReason::OwnershipLost),
-                        ));
-                    }
-                }
-            };
-            let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
-            let last = interrupted || calls.is_empty();
-            if last {
-                // The usual end of a turn: the last step and the release in one statement.
+            if interrupted || calls.is_empty() {
+                // The usual end of a turn: the last step and the release in
+                // one statement. Calls of an interrupted model call never ran.
+                let outcomes = vec![Outcome::error("interrupted before the tool ran"); calls.len()];
+                let rows = step_rows(&model.config, *step, &draft, &calls, &outcomes, runtime_ms);
                 let (committed, released) = run.finish(&rows, TurnEnd::Done).await?;
                 self.committed(run, *step, &committed);
                 loaded.append(&committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
                 *step += 1;
-                return Ok(match released.next {
-                    Some(next) => TurnFlow::Continue(Box::new(next)),
-                    None => TurnFlow::Done,
-                });
+                return Ok(flow(released));
             }
-            let committed = run.persist_step(&rows).await?;
-            self.committed(run, *step, &committed);
-            loaded.append(&committed);
+            // A step with calls: its message and the calls on record first,
+            // then each result as it comes.
+            let assistant = assistant_row(&model.config, *step, &draft, runtime_ms);
+            let records: Vec<_> = calls
+                .iter()
+                .map(|call| tools.record_of(call, &tools.route(&call.name)))
+                .collect();
+            let message = run.record_calls(&assistant, &records).await?;
+            let message = std::slice::from_ref(&message);
+            self.committed(run, *step, message);
+            loaded.append(message);
+            let planned = self.plan_step(&tools, &calls).await;
+            let end = self.answer(run, &tools, *step, &planned, loaded).await?;
             self.metrics.step(step_started.elapsed().as_secs_f64());
             *step += 1;
+            match end {
+                CallsEnd::Answered => {}
+                CallsEnd::Released(released) => return Ok(flow(*released)),
+                CallsEnd::Suspended => return Ok(TurnFlow::Done),
+            }
         }
         let limit = self.config.max_steps;
         self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
@@ -333,11 +391,26 @@ impl TurnRunner {
 
     /// Ends the turn; `Continue` when a queued message is next.
     async fn release(&self, run: &mut RunContext, end: TurnEnd) -> Result<TurnFlow, RunError> {
-        let released = run.release(end).await?;
-        Ok(match released.next {
-            Some(next) => TurnFlow::Continue(Box::new(next)),
-            None => TurnFlow::Done,
-        })
+        Ok(flow(run.release(end).await?))
+    }
+
+    /// The tools of `run`'s chat.
+    async fn toolset(&self, run: &RunContext) -> ChatToolset {
+        let chat = run.chat();
+        let agents = AgentContext::new(
+            run.ops().clone(),
+            *run.fence(),
+            Arc::new(chat.clone()),
+            self.config.agents,
+        );
+        ChatToolset::new(
+            self.tools.clone(),
+            agents,
+            self.mcp.clone(),
+            &chat.mcp_servers,
+            chat.client_tools.clone(),
+        )
+        .await
     }
 
     /// Ends the turn in `error` with `last_error` set.
@@ -433,50 +506,6 @@ impl TurnRunner {
         run.ops().retrying(run.fence(), attempt, delay_ms, error);
     }
 
-    /// Runs the step's calls in parallel, streaming each result in call
-    /// order as soon as it and all before it are done. `None` when stopped.
-    /// On interrupt the calls still running get error results.
-    async fn run_tools(
-        &self,
-        run: &mut RunContext,
-        step: i32,
-        calls: &[Call],
-    ) -> Option<(Vec<Outcome>, bool)> {
-        if calls.is_empty() {
-            return Some((Vec::new(), false));
-        }
-        let control: Arc<RunControl> = run.control();
-        let mut pending: FuturesOrdered<_> =
-            calls.iter().map(|call| self.tools.run(call)).collect();
-        let mut outcomes = Vec::with_capacity(calls.len());
-        let mut interrupted = false;
-        while outcomes.len() < calls.len() {
-            tokio::select! {
-                biased;
-                _ = control.cancelled() => return None,
-                _ = control.interrupted() => {
-                    interrupted = true;
-                    break;
-                }
-                Some(outcome) = pending.next() => {
-                    let call = &calls[outcomes.len()];
-                    self.metrics.tool_call(&call.name, outcome.is_error);
-                    run.stream().part(step, result_part(call, &outcome));
-                    outcomes.push(outcome);
-                }
-            }
-        }
-        // Dropping the rest aborts their tasks; they get error results.
-        drop(pending);
-        while outcomes.len() < calls.len() {
-            let call = &calls[outcomes.len()];
-            let outcome = Outcome::error("interrupted before the tool finished");
-            run.stream().part(step, result_part(call, &outcome));
-            outcomes.push(outcome);
-        }
-        Some((outcomes, interrupted))
-    }
-
     /// Hands committed messages to the hub: they supersede the step's parts.
     fn committed(&self, run: &mut RunContext, step: i32, committed: &[messages::Message]) {
         let views: Vec<api::Message> = committed.iter().map(api::Message::from).collect();
@@ -493,8 +522,20 @@ fn step_rows(
     outcomes: &[Outcome],
     runtime_ms: i64,
 ) -> Vec<StepMessage> {
+    let mut rows = vec![assistant_row(model, step, draft, runtime_ms)];
+    rows.extend(
+        calls
+            .iter()
+            .zip(outcomes)
+            .map(|(call, outcome)| calls::tool_row(step, call, outcome)),
+    );
+    rows
+}
+
+/// The assistant message of a step.
+fn assistant_row(model: &ModelConfig, step: i32, draft: &Draft, runtime_ms: i64) -> StepMessage {
     let usage = draft.usage();
-    let mut rows = vec![StepMessage {
+    StepMessage {
         role: MessageRole::Assistant,
         content: draft.parts(),
         model_config_id: Some(model.id),
@@ -502,22 +543,15 @@ fn step_rows(
         usage,
         cost_micros: cost_micros(model, &usage),
         runtime_ms: Some(runtime_ms),
-    }];
-    rows.extend(
-        calls
-            .iter()
-            .zip(outcomes)
-            .map(|(call, outcome)| StepMessage {
-                role: MessageRole::Tool,
-                content: vec![result_part(call, outcome)],
-                model_config_id: None,
-                step,
-                usage: Usage::default(),
-                cost_micros: None,
-                runtime_ms: None,
-            }),
-    );
-    rows
+    }
+}
+
+/// How a run goes on after a release.
+fn flow(released: Released) -> TurnFlow {
+    match released.next {
+        Some(next) => TurnFlow::Continue(Box::new(next)),
+        None => TurnFlow::Done,
+    }
 }
 
 /// One attempt of a step's model call.

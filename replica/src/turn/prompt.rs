@@ -11,7 +11,7 @@ use chatd_shared::{db::messages::Message, ids::MessageId, parts::Part, status::M
 use crate::{
     llm::{Prompt, PromptMessage, joined_text},
     models::ResolvedModel,
-    tools::ToolRegistry,
+    tools::ChatToolset,
 };
 
 /// How a compaction summary is marked in the system prompt (the mock model
@@ -71,11 +71,13 @@ pub struct PromptState {
     pub title_from: Option<Vec<Part>>,
 }
 
-/// A run's model, prompt and prompt state, kept in step with what the run
-/// persists (nobody else adds to a chat we own).
+/// A run's model, tools, prompt and prompt state, kept in step with what
+/// the run persists (nobody else adds to a chat we own).
 pub struct Loaded {
     /// The chat's model.
     pub model: Arc<ResolvedModel>,
+    /// The chat's tools (the prompt offers their specs).
+    pub tools: Arc<ChatToolset>,
     /// The next call's prompt.
     pub prompt: Prompt,
     /// What the turn loop knows about it.
@@ -89,7 +91,7 @@ impl Loaded {
     /// [`prompt_context`]: chatd_shared::db::prompt_context
     pub fn build(
         model: Arc<ResolvedModel>,
-        tools: &ToolRegistry,
+        tools: Arc<ChatToolset>,
         system: SystemPrompts,
         history: &[Message],
     ) -> Self {
@@ -100,9 +102,11 @@ impl Loaded {
             tools: tools.specs(),
             max_output_tokens: u32::try_from(model.config.max_output_tokens).unwrap_or(4096),
             options: model.config.options.clone(),
+            files: Default::default(),
         };
         let mut loaded = Self {
             model,
+            tools,
             prompt,
             state: PromptState {
                 system,

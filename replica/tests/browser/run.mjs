@@ -419,7 +419,9 @@ step('reasoning and tool calls show as collapsed blocks that open', async () => 
     ],
   }));
   await page.press('#composer-input', 'Enter');
-  await eventually('the tool calls in the draft', () => page.evaluate(() => document.querySelectorAll('#draft-list details.tool-call').length === 2));
+  // The step's calls are on record before they run (the tool-call ledger):
+  // they show in the draft, then in the stored message, while test_sleep runs.
+  await eventually('the tool calls while they run', () => page.evaluate(() => document.querySelectorAll('#draft-list details.tool-call, #message-list details.tool-call').length === 2));
   await desktop.shot('06-tools-running');
   await eventually('the answer after the tools', async () => (await desktop.assistantTexts()).at(-1) === 'All done.');
   await waitIdle(firstChat);

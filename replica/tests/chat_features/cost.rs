@@ -247,3 +247,66 @@ async fn reply_model(setup: &Setup, reply: &Message) -> String {
         .get(0);
     model.to_string()
 }
+
+/// A subagent is a chat of its parent's owner like any other: its first
+/// turn gets a title, its reply a cost, and its tokens and cost count in
+/// the owner's usage, beside the parent's (whose steps that spawn and wait
+/// are stored with their calls on record, and counted there).
+#[tokio::test]
+async fn a_subagent_gets_a_title_and_its_cost_counts_for_the_owner() {
+    let spec = ModelSpec {
+        prices: PRICES,
+        ..ModelSpec::default()
+    };
+    let setup = Setup::start(1, Wire::OpenAi, spec, |_, _| {}).await;
+    let (_, token) = setup.app.user("alice").await;
+    let alice = setup.app.client(0, &token);
+    let child_script = say(json!({"text": "the child answers", "title": "Child at work"}));
+    let parent = create(
+        &alice,
+        &say(json!({"steps": [
+            {"tool_calls": [{"name": "spawn_agent", "id": "call_a", "args": {"prompt": child_script}}]},
+            {"tool_calls": [{"name": "wait_agent", "id": "call_wait",
+                             "args": {"ids": ["$ref:call_a/agent_id"], "timeout_s": 60}}]},
+            {"text": "All done."}
+        ]})),
+        None,
+    )
+    .await;
+    // user, spawn, its result, wait, its result, the answer.
+    wait_idle(&alice, parent, 6).await;
+    let child = alice
+        .list_chats(&Default::default())
+        .await
+        .unwrap()
+        .chats
+        .into_iter()
+        .find(|chat| chat.parent_chat_id == Some(parent))
+        .expect("the child");
+    wait_idle(&alice, child.id, 2).await;
+    let title = chatd_shared::testing::eventually("the child's title", super::common::WAIT, || {
+        let alice = &alice;
+        async move {
+            let chat = alice.get_chat(child.id).await.ok()?;
+            (!chat.title.is_empty()).then_some(chat.title)
+        }
+    })
+    .await;
+    assert_eq!(title, "Child at work");
+
+    let parent_replies = replies(&alice, parent).await;
+    let child_replies = replies(&alice, child.id).await;
+    assert_eq!(parent_replies.len(), 3);
+    assert_eq!(child_replies.len(), 1);
+    let mut total = 0;
+    for reply in parent_replies.iter().chain(&child_replies) {
+        let cost = reply.cost_micros.expect("a priced reply has a cost");
+        assert_eq!(cost, expected_cost(&reply.usage, PRICES), "{reply:?}");
+        total += cost;
+    }
+    let usage = alice.my_usage(&UsageRange::default()).await.unwrap();
+    assert_eq!(usage.total_cost_micros, total, "{usage:?}");
+    assert_eq!(usage.rows.len(), 1, "one day");
+    assert_eq!(usage.rows[0].turns, 2, "the parent's turn and the child's");
+    setup.shutdown().await;
+}

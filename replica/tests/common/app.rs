@@ -264,3 +264,24 @@ pub fn message_texts(
         })
         .collect()
 }
+
+/// The result of tool call `call_id` in `history`, and whether it is an
+/// error; panics when the call has none.
+pub fn tool_result_of(
+    history: &[chatd_shared::api::Message],
+    call_id: &str,
+) -> (serde_json::Value, bool) {
+    history
+        .iter()
+        .flat_map(|m| &m.content)
+        .find_map(|p| match p {
+            chatd_shared::parts::Part::ToolResult {
+                tool_call_id,
+                result,
+                is_error,
+                ..
+            } if tool_call_id == call_id => Some((result.clone(), *is_error)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no result of {call_id} in {history:#?}"))
+}

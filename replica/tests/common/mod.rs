@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod http;
 pub mod proxy;
 
 use std::{
@@ -385,6 +386,7 @@ pub async fn start_chat(
             model_config_id: Some(model),
             system_prompt: Some("You are a test."),
             labels: &serde_json::json!({}),
+            tools: Default::default(),
         },
     )
     .await
@@ -406,6 +408,7 @@ pub async fn send(db: &TestDb, pubsub: &PubSub, chat_id: ChatId, owner: UserId, 
         behavior: Default::default(),
         model: None,
         idempotency_key: None,
+        client_tools: None,
     };
     let sent = ops.send(access, chat_id, &request).await.unwrap();
     assert!(

@@ -39,6 +39,7 @@ pub fn prompt(messages: Vec<PromptMessage>) -> Prompt {
         tools: Vec::new(),
         max_output_tokens: 512,
         options: Value::Null,
+        files: Default::default(),
     }
 }
 

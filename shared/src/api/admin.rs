@@ -37,7 +37,7 @@ where
 /// An integer field, which may come as a number with a zero fraction
 /// (`4096.0`): JSON has one number type, and JSON Schema counts such a
 /// number as an integer.
-fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64>,
@@ -60,7 +60,7 @@ where
 }
 
 /// An optional integer field (see [`whole`]); `null` reads as left out.
-pub(super) fn optional_whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn optional_whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<i64>,

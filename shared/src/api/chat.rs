@@ -14,6 +14,7 @@ use crate::{
     ids::{ChatId, Generation, ModelConfigId, UserId},
     parts::Part,
     status::ChatStatus,
+    tools::ClientTool,
 };
 
 /// Longest title (characters).
@@ -53,6 +54,16 @@ pub struct Chat {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The top of its spawn tree (for a subagent: its parent).
+    #[serde(default)]
+    pub root_chat_id: Option<ChatId>,
+    /// The MCP servers it opted into, by name: their tools reach the model
+    /// as `server__tool`.
+    #[serde(default)]
+    pub mcp_servers: Vec<String>,
+    /// The tools its client runs.
+    #[serde(default)]
+    pub client_tools: Vec<ClientTool>,
 }
 
 impl Chat {
@@ -72,6 +83,9 @@ impl Chat {
             queued_count,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            root_chat_id: row.root_chat_id,
+            mcp_servers: row.mcp_servers.clone(),
+            client_tools: row.client_tools.clone(),
         }
     }
 }
@@ -104,6 +118,15 @@ pub struct CreateChat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = labels_schema)]
     pub labels: Option<Value>,
+    /// MCP servers to opt into, by name (their tools reach the model as
+    /// `server__tool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::tools::mcp_servers_schema)]
+    pub mcp_servers: Option<Vec<String>>,
+    /// Tools the client runs: a call makes the chat `requires_action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub client_tools: Option<Vec<ClientTool>>,
 }
 
 fn title_schema() -> Object {
@@ -142,6 +165,15 @@ pub struct UpdateChat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = labels_schema)]
     pub labels: Option<Value>,
+    /// MCP servers to opt into (replaces the old list), by name (their tools reach the model as
+    /// `server__tool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::tools::mcp_servers_schema)]
+    pub mcp_servers: Option<Vec<String>>,
+    /// Tools the client runs (replaces the old ones): a call makes the chat `requires_action`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub client_tools: Option<Vec<ClientTool>>,
 }
 
 /// `GET /chats`: newest first.

@@ -120,6 +120,10 @@ pub struct SendMessage {
     /// Switch the chat to this model from this message on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_config_id: Option<crate::ids::ModelConfigId>,
+    /// Replace the tools the chat's client runs, from this message on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub client_tools: Option<Vec<crate::tools::ClientTool>>,
 }
 
 /// The answer to a send: the committed message (201), or the queued one (202).

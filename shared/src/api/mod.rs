@@ -5,12 +5,17 @@ mod admin;
 mod chat;
 pub mod content;
 mod error;
+mod files;
 mod message;
 mod prompts;
 pub mod schema;
 mod spend;
+mod tools;
 mod usage;
 mod watch;
+mod webhooks;
+
+pub(crate) use self::admin::optional_whole;
 
 pub use admin::{
     CreateModelConfig, CreateProvider, CreateToken, CreateUser, MAX_MODEL_NAME, MAX_PROVIDER_NAME,
@@ -19,14 +24,22 @@ pub use admin::{
 };
 pub use chat::{Chat, ChatList, CreateChat, MAX_LABELS, MAX_SYSTEM_PROMPT, MAX_TITLE, UpdateChat};
 pub use error::{ApiErrorBody, ErrorResponse};
+pub use files::File;
 pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,
     SendMessage, SendResult,
 };
 pub use prompts::{CustomPrompt, MAX_CUSTOM_PROMPT, MAX_DEPLOYMENT_PROMPT, SystemPrompt};
 pub use spend::{Spend, SpendLimitExceeded, SpendLimits, UserSpendLimit, UserSpendLimitSet};
+pub use tools::{
+    CreateMcpServer, McpServer, McpServerList, McpServerTool, McpServerTools, ToolResultInput,
+    ToolResults, ToolResultsStored, UpdateMcpServer,
+};
 pub use usage::{UsageReport, UsageRow};
 pub use watch::{WatchEvent, WatchKind};
+pub use webhooks::{
+    CreateWebhook, Delivery, DeliveryList, Webhook, WebhookCreated, WebhookEvent, WebhookList,
+};
 
 /// Rules of request bodies that involve several fields at once, by the
 /// name of the body's schema: the OpenAPI document states each beside the

@@ -75,6 +75,23 @@ pub fn variable_name() -> ObjectBuilder {
         )))
 }
 
+/// A secret sent as a header value: not empty, no control character.
+pub fn secret() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .pattern(Some(format!("^[^{CONTROL}]+$")))
+}
+
+/// A tool's name as providers accept it: 1–64 of `[A-Za-z0-9_-]`.
+pub fn tool_name() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[A-Za-z0-9_-]+$"))
+}
+
 /// A JSON object, free-form (its strings without NUL).
 pub fn json_object() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::Object)

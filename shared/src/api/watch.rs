@@ -20,6 +20,9 @@ pub enum WatchKind {
 }
 
 /// One chat-list event.
+// An event is made once per notice and written out at once: a smaller
+// `Deleted` or `Refresh` would save nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WatchEvent {

@@ -61,6 +61,50 @@ impl Client {
         self.call_empty(self.route(Method::DELETE, &path)?).await
     }
 
+    /// `GET /admin/mcp-servers`.
+    pub async fn list_mcp_servers(&self) -> Result<crate::api::McpServerList, ClientError> {
+        self.fetch(self.route(Method::GET, "admin/mcp-servers")?)
+            .await
+    }
+
+    /// `POST /admin/mcp-servers`.
+    pub async fn create_mcp_server(
+        &self,
+        server: &crate::api::CreateMcpServer,
+    ) -> Result<crate::api::McpServer, ClientError> {
+        let request = self.route(Method::POST, "admin/mcp-servers")?;
+        self.fetch(request.json(server)).await
+    }
+
+    /// `GET /admin/mcp-servers/{id}/tools`: what the server offers now.
+    pub async fn list_mcp_server_tools(
+        &self,
+        server_id: crate::ids::McpServerId,
+    ) -> Result<crate::api::McpServerTools, ClientError> {
+        let path = format!("admin/mcp-servers/{server_id}/tools");
+        self.fetch(self.route(Method::GET, &path)?).await
+    }
+
+    /// `PATCH /admin/mcp-servers/{id}`.
+    pub async fn update_mcp_server(
+        &self,
+        server_id: crate::ids::McpServerId,
+        update: &crate::api::UpdateMcpServer,
+    ) -> Result<crate::api::McpServer, ClientError> {
+        let path = format!("admin/mcp-servers/{server_id}");
+        self.fetch(self.route(Method::PATCH, &path)?.json(update))
+            .await
+    }
+
+    /// `DELETE /admin/mcp-servers/{id}`.
+    pub async fn delete_mcp_server(
+        &self,
+        server_id: crate::ids::McpServerId,
+    ) -> Result<(), ClientError> {
+        let path = format!("admin/mcp-servers/{server_id}");
+        self.call_empty(self.route(Method::DELETE, &path)?).await
+    }
+
     /// `GET /admin/model-configs`.
     pub async fn list_model_configs(&self) -> Result<Vec<ModelConfig>, ClientError> {
         self.fetch(self.route(Method::GET, "admin/model-configs")?)

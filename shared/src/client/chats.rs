@@ -125,6 +125,18 @@ impl Client {
             .await
     }
 
+    /// `POST /chats/{id}/tool-results` (202): the results of the calls a
+    /// `requires_action` chat waits for.
+    pub async fn post_tool_results(
+        &self,
+        chat_id: ChatId,
+        results: &crate::api::ToolResults,
+    ) -> Result<crate::api::ToolResultsStored, ClientError> {
+        let path = format!("chats/{chat_id}/tool-results");
+        self.fetch(self.route(Method::POST, &path)?.json(results))
+            .await
+    }
+
     /// `GET /chats/{id}/queue`: queued messages in the order they will run.
     pub async fn list_queue(&self, chat_id: ChatId) -> Result<QueueList, ClientError> {
         self.fetch(self.route(Method::GET, &format!("chats/{chat_id}/queue"))?)

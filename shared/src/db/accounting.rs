@@ -11,6 +11,8 @@
 /// rows, with `model_config_id`, `cost_micros`, `input_tokens` and
 /// `output_tokens`; rows without a model are not model calls). With
 /// `turn_ends`, the day's turn count grows by one when the step is not empty.
+/// Rows without a model call (a step's tool results) and no reservation to
+/// release touch nothing: the owner's hot `user_spend` row is left alone.
 pub fn step_ctes(turn_ends: bool) -> String {
     let turns = if turn_ends { 1 } else { 0 };
     format!(
@@ -46,6 +48,7 @@ pub fn step_ctes(turn_ends: bool) -> String {
              WHERE s.user_id = a.owner_id
                AND s.period_start = coalesce((SELECT min(period_start) FROM acct_released),
                                              date_trunc(d.spend_period, now(), 'UTC'))
+               AND (EXISTS (SELECT 1 FROM acct_step) OR EXISTS (SELECT 1 FROM acct_released))
          )"
     )
 }

@@ -10,6 +10,7 @@ use super::{DbResult, GenericClient};
 use crate::{
     ids::{ChatId, Generation, ModelConfigId, ReplicaId, UserId},
     status::ChatStatus,
+    tools::ClientTool,
 };
 
 /// A row of `chats`.
@@ -52,6 +53,10 @@ pub struct Chat {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The MCP servers it opted into, by name.
+    pub mcp_servers: Vec<String>,
+    /// The tools its client runs.
+    pub client_tools: Vec<ClientTool>,
 }
 
 impl Chat {
@@ -76,6 +81,8 @@ impl Chat {
             started_at: row.try_get("started_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            mcp_servers: row.try_get("mcp_servers")?,
+            client_tools: row.try_get::<_, Json<Vec<ClientTool>>>("client_tools")?.0,
         })
     }
 }
@@ -84,7 +91,7 @@ impl Chat {
 pub const COLUMNS: &str =
     "id, owner_id, parent_chat_id, root_chat_id, title, status, model_config_id,
     system_prompt, labels, archived, last_error, last_error_code, worker_id, generation,
-    interrupt_requested, started_at, created_at, updated_at";
+    interrupt_requested, started_at, created_at, updated_at, mcp_servers, client_tools";
 
 /// What [`insert`] stores.
 #[derive(Debug, Clone)]
@@ -107,6 +114,17 @@ pub struct NewChat<'a> {
     pub system_prompt: Option<&'a str>,
     /// Labels (a JSON object).
     pub labels: &'a serde_json::Value,
+    /// The MCP servers it opts into, and the tools its client runs.
+    pub tools: ChatTools<'a>,
+}
+
+/// The tools a chat has beyond the built-in ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatTools<'a> {
+    /// MCP servers, by name.
+    pub mcp_servers: &'a [String],
+    /// Tools its client runs.
+    pub client_tools: &'a [ClientTool],
 }
 
 static GET: LazyLock<String> =
@@ -214,25 +232,61 @@ pub async fn list(
 static UPDATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE chats SET title = COALESCE($2, title), archived = COALESCE($3, archived),
-             labels = COALESCE($4, labels), updated_at = now()
+             labels = COALESCE($4, labels), mcp_servers = COALESCE($5, mcp_servers),
+             client_tools = COALESCE($6, client_tools), updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     )
 });
 
-/// Changes title, archived flag or labels; `None` when the chat is gone.
+/// What [`update`] changes (`None`: unchanged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatUpdate<'a> {
+    /// A new title.
+    pub title: Option<&'a str>,
+    /// Archive or restore.
+    pub archived: Option<bool>,
+    /// New labels.
+    pub labels: Option<&'a serde_json::Value>,
+    /// New MCP servers.
+    pub mcp_servers: Option<&'a [String]>,
+    /// New client tools.
+    pub client_tools: Option<&'a [ClientTool]>,
+}
+
+/// Changes title, archived flag, labels or tools; `None` when the chat is gone.
 pub async fn update(
     db: &impl GenericClient,
     id: ChatId,
-    title: Option<&str>,
-    archived: Option<bool>,
-    labels: Option<&serde_json::Value>,
+    changes: &ChatUpdate<'_>,
 ) -> DbResult<Option<Chat>> {
     let stmt = db.prepare_cached(&UPDATE).await?;
-    db.query_opt(&stmt, &[&id, &title, &archived, &labels.map(Json)])
-        .await?
-        .as_ref()
-        .map(Chat::from_row)
-        .transpose()
+    db.query_opt(
+        &stmt,
+        &[
+            &id,
+            &changes.title,
+            &changes.archived,
+            &changes.labels.map(Json),
+            &changes.mcp_servers,
+            &changes.client_tools.map(Json),
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(Chat::from_row)
+    .transpose()
+}
+
+/// Replaces the tools its client runs (a send may declare them).
+pub async fn set_client_tools(
+    db: &impl GenericClient,
+    id: ChatId,
+    tools: &[ClientTool],
+) -> DbResult<bool> {
+    let stmt = db
+        .prepare_cached("UPDATE chats SET client_tools = $2 WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id, &Json(tools)]).await? == 1)
 }
 
 /// Deletes a chat (its messages and queue go with it). A worker still

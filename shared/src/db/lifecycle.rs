@@ -134,6 +134,11 @@ pub struct Beat {
     /// The next replica after this one (by id, wrapping around) among those
     /// holding a lock: the one this replica watches for its death.
     pub watch: Option<ReplicaId>,
+    /// Chats waiting on something outside themselves that this beat made
+    /// `pending` again: their wait's deadline passed, or the subagents they
+    /// wait for finished (the fast path, a child's end, may have been lost
+    /// with its replica). See [`super::tool_calls`].
+    pub woken: Vec<BecamePending>,
 }
 
 /// One heartbeat in one statement: renews the lease (`now() + lease_ttl`,
@@ -150,6 +155,12 @@ pub struct Beat {
 /// `by_lock` is for a replica whose own session has been up a while: right
 /// after a PostgreSQL restart every lock is free until its holder
 /// reconnects, and only the lease may judge then.
+///
+/// The same statement ends waits (invariant 16): up to `recovery_limit`
+/// chats in `requires_action` whose client calls' deadline passed, or in
+/// `waiting_on_agents` whose wait's deadline passed or whose subagents all
+/// finished, become `pending` (the run that claims them writes the results).
+/// Driven by the open waits' index, it costs nothing while nothing waits.
 pub async fn beat(
     db: &impl GenericClient,
     replica: ReplicaId,
@@ -183,6 +194,19 @@ pub async fn beat(
                  SELECT id FROM replicas
                  WHERE id <> $1 AND lock_key IS NOT NULL AND id NOT IN (SELECT id FROM dead)
                  ORDER BY id > $1 DESC, id LIMIT 1
+             ), woken AS (
+                 UPDATE chats c SET status = 'pending', updated_at = now()
+                 FROM (SELECT p.id FROM chats p
+                       WHERE (p.id, CASE p.status WHEN 'requires_action' THEN 'client' ELSE 'agents' END)
+                             IN (SELECT w.chat_id, w.runs_on FROM tool_calls w
+                                 WHERE w.finished_at IS NULL AND w.deadline IS NOT NULL
+                                   AND (w.deadline < now() OR (w.runs_on = 'agents' AND NOT EXISTS (
+                                        SELECT 1 FROM chats k WHERE k.id = ANY (w.waits_on)
+                                          AND k.status NOT IN ('waiting', 'error')))))
+                         AND p.status IN ('requires_action', 'waiting_on_agents')
+                       ORDER BY p.id LIMIT $3 FOR UPDATE OF p SKIP LOCKED) due
+                 WHERE c.id = due.id
+                 RETURNING c.id, c.owner_id, c.generation
              )
              SELECT 'lease' AS kind, NULL::uuid AS id, NULL::uuid AS owner_id, NULL::bigint AS generation,
                     false AS interrupt_requested, NULL::uuid AS worker_id, false AS by_lock FROM lease
@@ -194,7 +218,9 @@ pub async fn beat(
              UNION ALL
              SELECT 'dead', id, NULL, NULL, false, NULL, true FROM gone
              UNION ALL
-             SELECT 'watch', id, NULL, NULL, false, NULL, false FROM watched",
+             SELECT 'watch', id, NULL, NULL, false, NULL, false FROM watched
+             UNION ALL
+             SELECT 'woken', id, owner_id, generation, false, NULL, false FROM woken",
         )
         .await?;
     let rows = db
@@ -238,6 +264,7 @@ pub async fn beat(
                     cause: DeathCause::LockReleased,
                 });
             }
+            "woken" => beat.woken.push(BecamePending::from_row(row)?),
             _ => beat.watch = row.try_get("id")?,
         }
     }
@@ -343,7 +370,7 @@ pub struct StepMessage {
 /// the order of [`messages::INSERT_COLUMNS`] after `chat_id`, `visibility`
 /// and `generation`, with their position as `ord`. The one definition of a
 /// step's row shape, for [`persist_step`] and [`finish_turn`].
-const STEP_CTE: &str = "step AS (
+pub(super) const STEP_CTE: &str = "step AS (
          SELECT m.ord, m.role, m.content, NULL::uuid AS created_by, m.model_config_id, m.step,
                 m.input_tokens, m.output_tokens, m.reasoning_tokens, m.cache_read_tokens,
                 m.cache_write_tokens, m.cost_micros, m.runtime_ms, NULL::text AS idempotency_key
@@ -357,7 +384,7 @@ const STEP_CTE: &str = "step AS (
 
 /// `INSERT … SELECT` of the rows of `source` (with the columns of
 /// [`STEP_CTE`] and `generation`) into `chat_messages`, in `ord` order.
-fn insert_rows(source: &str) -> String {
+pub(super) fn insert_rows(source: &str) -> String {
     format!(
         "INSERT INTO chat_messages ({insert_columns})
          SELECT $1, role, 'both', content, created_by, model_config_id, generation, step,
@@ -370,7 +397,15 @@ fn insert_rows(source: &str) -> String {
     )
 }
 
-static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
+/// `WITH owned …, step …, new_rows …, acct_…`: the rows of `$4` (see
+/// [`STEP_CTE`]) with the run's generation, only while the chat is still
+/// running under the fence `($1, $2, $3)` (an `UPDATE` of the chat row, so
+/// the row lock orders it against a recovery or an edit), and their
+/// accounting ([`super::accounting`]): a model call's message is counted
+/// in the statement that stores it, whichever statement that is (a step's
+/// tool results, a step's message with its calls on record). Rows without
+/// a model (tool results) account nothing.
+pub(super) fn fenced_step_rows() -> String {
     format!(
         "WITH owned AS (
              UPDATE chats SET updated_at = now()
@@ -378,12 +413,31 @@ static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
              RETURNING id
          ), {STEP_CTE}, new_rows AS (
              SELECT step.*, $3::bigint AS generation FROM owned, step
-         ), {accounting}
-         {insert}",
+         ), {accounting}",
         accounting = super::accounting::step_ctes(false),
+    )
+}
+
+static PERSIST_STEP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{fenced}, {CLOSE_CALLS}
+         {insert}",
+        fenced = fenced_step_rows(),
         insert = insert_rows("new_rows"),
     )
 });
+
+/// The `closed_calls` CTE: the tool-call ledger rows answered by the tool
+/// messages among `new_rows` are finished in the statement that stores
+/// their results, so a result in the history always means a finished call
+/// (see [`super::tool_calls`]).
+const CLOSE_CALLS: &str = "closed_calls AS (
+         UPDATE tool_calls t SET finished_at = now(),
+                is_error = COALESCE((r.content -> 0 ->> 'is_error')::boolean, false)
+         FROM new_rows r
+         WHERE r.role = 'tool' AND t.chat_id = $1 AND t.finished_at IS NULL
+           AND t.call_id = r.content -> 0 ->> 'tool_call_id'
+     )";
 
 /// Inserts a step's messages, in order, in one statement fenced on
 /// `fence` (DESIGN §3): nothing is written unless the chat is still running
@@ -449,6 +503,10 @@ pub struct Released {
     pub owner_id: UserId,
     /// The queued message, now a user message, when one was popped.
     pub next: Option<Message>,
+    /// Webhook deliveries the turn end queued in the outbox (DESIGN §17).
+    pub webhooks_queued: i64,
+    /// The chat's parent, for a subagent: a parent waiting on it may go on.
+    pub parent_chat_id: Option<ChatId>,
 }
 
 static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
@@ -469,7 +527,7 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
              SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL,
                     NULL, NULL, NULL, NULL, NULL, p.idempotency_key, NULL
              FROM popped p
-         ), {accounting}, inserted AS (
+         ), {accounting}, {CLOSE_CALLS}, inserted AS (
              {insert}
          ), released AS (
              UPDATE chats c SET
@@ -479,12 +537,17 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
                  last_error = $6, last_error_code = $7, interrupt_requested = false,
                  updated_at = now()
              FROM owned WHERE c.id = owned.id
-             RETURNING c.status AS chat_status, c.owner_id AS chat_owner_id
-         )
-         SELECT r.chat_status, r.chat_owner_id, i.* FROM released r LEFT JOIN inserted i ON true
+             RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
+                       c.generation AS chat_generation, c.title AS chat_title,
+                       c.parent_chat_id AS chat_parent_id
+         ), {outbox}
+         SELECT r.chat_status, r.chat_owner_id, r.chat_parent_id,
+                (SELECT count(*) FROM webhook_outbox) AS webhooks_queued, i.*
+         FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
         accounting = super::accounting::step_ctes(true),
         insert = insert_rows("new_rows"),
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
 });
 
@@ -494,7 +557,10 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 /// worker and generation; otherwise the chat becomes `waiting` (or `error`
 /// with `last_error` and `last_error_code`). `interrupt_requested` is
 /// cleared either way. The step's cost is recorded ([`super::accounting`]),
-/// which replaces the run's spend reservation. The
+/// which replaces the run's spend reservation. A chat that went idle gets
+/// its webhook deliveries written to the outbox in the same statement
+/// ([`super::webhook_deliveries::OUTBOX_CTE`], invariant 17): no turn end
+/// without its event, no event without its turn end. The
 /// step's messages get lower ids than a popped queued message (one
 /// `INSERT`, in order), so an interrupted reply is always stored before the
 /// message that interrupted it. `None` when the fence no longer matches
@@ -536,6 +602,8 @@ pub async fn finish_turn(
         status: first.try_get("chat_status")?,
         owner_id: first.try_get("chat_owner_id")?,
         next: None,
+        webhooks_queued: first.try_get("webhooks_queued")?,
+        parent_chat_id: first.try_get("chat_parent_id")?,
     };
     let mut committed = Vec::with_capacity(step.len());
     for row in &rows {

@@ -10,9 +10,12 @@
 //! statement is parsed once per connection.
 
 pub mod accounting;
+pub mod agents;
 pub mod chats;
 pub mod compaction;
+pub mod files;
 pub mod lifecycle;
+pub mod mcp_servers;
 pub mod messages;
 pub mod model_configs;
 pub mod pool;
@@ -23,9 +26,12 @@ pub mod replicas;
 pub mod spend;
 pub mod system_prompts;
 pub mod tokens;
+pub mod tool_calls;
 pub mod transitions;
 pub mod usage;
 pub mod users;
+pub mod webhook_deliveries;
+pub mod webhooks;
 
 pub use deadpool_postgres::{GenericClient, Pool, Transaction};
 pub use pool::{DbConfig, PoolBuildError, Target, connect_dedicated, connect_pool};

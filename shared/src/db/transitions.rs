@@ -38,8 +38,8 @@ static CREATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH chat AS (
              INSERT INTO chats (id, owner_id, parent_chat_id, root_chat_id, title, status,
-                 model_config_id, system_prompt, labels, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 model_config_id, system_prompt, labels, idempotency_key, mcp_servers, client_tools)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13)
              ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING {chat_columns}
          ), first_message AS (
@@ -91,6 +91,8 @@ pub async fn create(
                 &Json(chat.labels),
                 &idempotency_key,
                 &content,
+                &chat.tools.mcp_servers,
+                &Json(chat.tools.client_tools),
             ],
         )
         .await?;
@@ -221,13 +223,15 @@ pub async fn send_to_idle(
 
 /// How [`send_locked`] treats the chat.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SendRules {
+pub struct SendRules<'a> {
     /// Only this user's chat (else it is [`Sent::Missing`]); `None`: any.
     pub only_owner: Option<UserId>,
     /// Queue the message when the chat is busy (else [`Sent::Busy`]).
     pub queue_if_busy: bool,
     /// Switch the chat to this model first (the caller checked it is usable).
     pub model: Option<ModelConfigId>,
+    /// Replace the tools the chat's client runs first.
+    pub client_tools: Option<&'a [crate::tools::ClientTool]>,
 }
 
 /// What [`send_locked`] did.
@@ -261,7 +265,7 @@ pub async fn send_locked(
     db: &mut deadpool_postgres::Object,
     chat_id: ChatId,
     message: &Outgoing<'_>,
-    rules: SendRules,
+    rules: SendRules<'_>,
 ) -> DbResult<Sent> {
     let tx = db.transaction().await?;
     let lock = tx
@@ -288,6 +292,9 @@ pub async fn send_locked(
     }
     if let Some(model) = rules.model {
         chats::set_model(&tx, chat_id, model).await?;
+    }
+    if let Some(tools) = rules.client_tools {
+        chats::set_client_tools(&tx, chat_id, tools).await?;
     }
     let sent = if !status.is_busy() {
         match send_to_idle(&tx, chat_id, message, None).await? {
@@ -323,10 +330,24 @@ pub enum Interrupted {
         generation: crate::ids::Generation,
     },
     /// It was pending (no replica had started it): it is `waiting` now.
-    WasPending,
+    WasPending {
+        /// Webhook deliveries the stop queued (it ends the turn the chat
+        /// was pending for: `turn.completed`, invariant 17).
+        webhooks_queued: i64,
+    },
     /// It was pending with queued messages: the next one replaced the
     /// interrupted message and the chat stays `pending`.
     PendingWithQueue(Box<Message>),
+    /// It waited on something outside itself (`requires_action`,
+    /// `waiting_on_agents`): its open calls got error results (`closed`),
+    /// and it is `waiting`, or `pending` with the next queued message
+    /// (`next`).
+    WasWaiting {
+        /// The error results of the calls it waited for.
+        closed: Vec<Message>,
+        /// The queued message that runs next, if any.
+        next: Option<Box<Message>>,
+    },
     /// It was idle: nothing to do.
     Idle,
 }
@@ -351,6 +372,24 @@ static POP_INTO_MESSAGES: LazyLock<String> = LazyLock::new(|| {
          SELECT chat_id, 'user', 'both', content, created_by, idempotency_key FROM popped
          RETURNING {}",
         messages::COLUMNS
+    )
+});
+
+/// A pending chat stopped before it started: `waiting`, and the turn's end
+/// in the webhook outbox in the same statement (no message was written).
+/// Run with the chat row locked.
+static STOP_PENDING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH released AS (
+             UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
+             RETURNING id AS chat_id, status AS chat_status, owner_id AS chat_owner_id,
+                       generation AS chat_generation, title AS chat_title, updated_at
+         ), inserted AS (
+             SELECT * FROM chat_messages WHERE false
+         ), {outbox}
+         SELECT r.updated_at, (SELECT count(*) FROM webhook_outbox) AS webhooks_queued
+         FROM released r",
+        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
 });
 
@@ -385,17 +424,40 @@ pub async fn request_interrupt(
             match tx.query_opt(&pop, &[&id]).await? {
                 Some(row) => Interrupted::PendingWithQueue(Box::new(Message::from_row(&row)?)),
                 None => {
-                    let idle = tx
-                        .prepare_cached(
-                            "UPDATE chats SET status = 'waiting', updated_at = now() WHERE id = $1
-                             RETURNING updated_at",
-                        )
-                        .await?;
-                    chat.updated_at = tx.query_one(&idle, &[&id]).await?.try_get(0)?;
+                    let idle = tx.prepare_cached(&STOP_PENDING).await?;
+                    let row = tx.query_one(&idle, &[&id]).await?;
+                    chat.updated_at = row.try_get("updated_at")?;
                     chat.status = ChatStatus::Waiting;
-                    Interrupted::WasPending
+                    Interrupted::WasPending {
+                        webhooks_queued: row.try_get("webhooks_queued")?,
+                    }
                 }
             }
+        }
+        ChatStatus::RequiresAction | ChatStatus::WaitingOnAgents => {
+            let closed =
+                super::tool_calls::close_open(&tx, id, "interrupted before a result came").await?;
+            let pop = tx.prepare_cached(&POP_INTO_MESSAGES).await?;
+            let next = match tx.query_opt(&pop, &[&id]).await? {
+                Some(row) => Some(Box::new(Message::from_row(&row)?)),
+                None => None,
+            };
+            chat.status = if next.is_some() {
+                ChatStatus::Pending
+            } else {
+                ChatStatus::Waiting
+            };
+            let moved = tx
+                .prepare_cached(
+                    "UPDATE chats SET status = $2, updated_at = now() WHERE id = $1
+                     RETURNING updated_at",
+                )
+                .await?;
+            chat.updated_at = tx
+                .query_one(&moved, &[&id, &chat.status])
+                .await?
+                .try_get(0)?;
+            Interrupted::WasWaiting { closed, next }
         }
         ChatStatus::Waiting | ChatStatus::Error => Interrupted::Idle,
     };
@@ -491,4 +553,67 @@ pub async fn edit_and_rerun(
         chat,
         pending,
     }))
+}
+
+/// A `file` part that does not name a file of the message's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRefused {
+    /// The part's position in the message.
+    pub index: usize,
+    /// The `file_id` it gave.
+    pub file_id: String,
+}
+
+/// Checks that every `file` part of a user message names a file `owner`
+/// uploaded (DESIGN §17): a message may only carry its owner's files. The
+/// parts come back completed from the stored files: the canonical id, the
+/// sniffed media type (whatever the client wrote), and the stored name
+/// when the part gave none. No statement when there is no `file` part.
+pub async fn own_files(
+    db: &impl GenericClient,
+    owner: UserId,
+    parts: &[Part],
+) -> DbResult<Result<Vec<Part>, FileRefused>> {
+    let mut ids = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        if let Part::File { file_id, .. } = part {
+            match file_id.trim().parse::<crate::ids::FileId>() {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    return Ok(Err(FileRefused {
+                        index,
+                        file_id: file_id.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(Ok(parts.to_vec()));
+    }
+    let found = super::files::owned(db, owner, &ids).await?;
+    let mut checked = Vec::with_capacity(parts.len());
+    for (index, part) in parts.iter().enumerate() {
+        let Part::File { file_id, name, .. } = part else {
+            checked.push(part.clone());
+            continue;
+        };
+        let stored = file_id
+            .trim()
+            .parse::<crate::ids::FileId>()
+            .ok()
+            .and_then(|id| found.iter().find(|file| file.id == id));
+        let Some(stored) = stored else {
+            return Ok(Err(FileRefused {
+                index,
+                file_id: file_id.clone(),
+            }));
+        };
+        checked.push(Part::File {
+            file_id: stored.id.to_string(),
+            media_type: stored.media_type.clone(),
+            name: name.clone().or_else(|| Some(stored.name.clone())),
+        });
+    }
+    Ok(Ok(checked))
 }

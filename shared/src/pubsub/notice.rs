@@ -145,6 +145,8 @@ pub enum ControlNotice {
     /// The deployment's system prompt or spend limits changed, or a user's
     /// spend limit: drop cached settings.
     SettingsChanged,
+    /// MCP servers changed: drop cached connections and tool lists.
+    McpServersChanged,
     /// A latency probe: its sender measures notify→receive time on arrival.
     Probe {
         /// The replica that sent it (only it measures).

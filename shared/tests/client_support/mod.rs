@@ -301,6 +301,9 @@ pub fn chat(id: ChatId) -> Chat {
         queued_count: 0,
         created_at: epoch(),
         updated_at: epoch(),
+        root_chat_id: None,
+        mcp_servers: Vec::new(),
+        client_tools: Vec::new(),
     }
 }
 
