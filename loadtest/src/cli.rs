@@ -148,6 +148,15 @@ pub struct BenchArgs {
     /// they are off, as in the test harness: the data is thrown away.
     #[arg(long)]
     pub durable: bool,
+    /// Switch on the chat features of DESIGN §17 first: a deployment system
+    /// prompt and the user's own, prices on the model (cost accounting), and
+    /// titles by a second, cheap model.
+    #[arg(long)]
+    pub features: bool,
+    /// With `--features`: a default spend limit per month, in micro-dollars
+    /// (high enough never to refuse), so every model call reserves first.
+    #[arg(long, value_name = "MICROS", requires = "features")]
+    pub spend_limit: Option<i64>,
     /// What the two commands share.
     #[command(flatten)]
     pub common: CommonArgs,

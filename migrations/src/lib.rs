@@ -19,10 +19,11 @@ include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 /// Key of the advisory lock every runner takes ("chatd-mi" in ASCII).
 pub const ADVISORY_LOCK_KEY: i64 = 0x6368_6174_642d_6d69;
 
-/// One migration: a version (its position, from 1), the file name, the SQL.
+/// One migration: a version (the number its file name starts with), the file
+/// name, the SQL.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
-    /// 1, 2, 3, … in the order they apply.
+    /// 1, 2, 3, … in the order they apply (increasing; a gap is allowed).
     pub version: i32,
     /// The file name, used in every message about this migration.
     pub name: &'static str,

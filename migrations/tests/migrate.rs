@@ -163,3 +163,51 @@ async fn a_failing_migration_is_rolled_back_and_named() {
         .get(0);
     assert_eq!(count, 0);
 }
+
+#[test]
+fn embedded_versions_increase_and_are_the_file_numbers() {
+    let mut previous = 0;
+    for migration in EMBEDDED {
+        let number: i32 = migration.name[..4].parse().expect("NNNN_ prefix");
+        assert_eq!(migration.version, number, "{}", migration.name);
+        assert!(migration.version > previous, "{}", migration.name);
+        previous = migration.version;
+    }
+}
+
+#[tokio::test]
+async fn a_gap_filled_later_is_applied_after_the_higher_numbers() {
+    let db = TestDb::new_empty().await;
+    let mut client = db.connect().await;
+    let one = Migration {
+        version: 1,
+        name: "0001_widgets.sql",
+        sql: "CREATE TABLE widgets (id int)",
+    };
+    let three = Migration {
+        version: 3,
+        name: "0003_gizmos.sql",
+        sql: "CREATE TABLE gizmos (id int)",
+    };
+    let two = Migration {
+        version: 2,
+        name: "0002_gadgets.sql",
+        sql: "CREATE TABLE gadgets (id int)",
+    };
+    let first = migrate_with(&mut client, &[one, three])
+        .await
+        .expect("a set with a gap applies");
+    assert_eq!(first.applied, ["0001_widgets.sql", "0003_gizmos.sql"]);
+    let second = migrate_with(&mut client, &[one, two, three])
+        .await
+        .expect("the filled gap applies");
+    assert_eq!(second.applied, ["0002_gadgets.sql"]);
+    assert_eq!(
+        recorded(&db).await,
+        [
+            (1, "0001_widgets.sql".to_owned()),
+            (2, "0002_gadgets.sql".to_owned()),
+            (3, "0003_gizmos.sql".to_owned()),
+        ]
+    );
+}

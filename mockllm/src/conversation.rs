@@ -4,6 +4,30 @@
 
 use crate::plan::ToolCall;
 
+/// How the system prompt of a title request starts: the request is
+/// answered with a title (chatd's title requests start this way).
+pub const TITLE_REQUEST: &str = "Write a title";
+
+/// How the system prompt of a compaction summary request starts: the
+/// request is answered with a plain reply, whatever directives the
+/// conversation it summarizes holds (chatd's summary requests start so).
+pub const SUMMARY_REQUEST: &str = "Summarize the conversation";
+
+/// What marks a compaction summary inside a system prompt (chatd wraps the
+/// summaries it stores in this tag when it sends them to a model).
+pub const SUMMARY_TAG: &str = "<conversation_summary>";
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The next reply of the conversation.
+    Reply,
+    /// A title for it ([`TITLE_REQUEST`]).
+    Title,
+    /// A summary of it ([`SUMMARY_REQUEST`]).
+    Summary,
+}
+
 /// A model call's input: the system prompt, the conversation and the offered tools.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conversation {
@@ -88,6 +112,23 @@ impl Message {
 }
 
 impl Conversation {
+    /// What the request asks for, by how its system prompt starts.
+    pub fn purpose(&self) -> Purpose {
+        let system = self.system.trim_start();
+        if system.starts_with(TITLE_REQUEST) {
+            Purpose::Title
+        } else if system.starts_with(SUMMARY_REQUEST) {
+            Purpose::Summary
+        } else {
+            Purpose::Reply
+        }
+    }
+
+    /// True when the system prompt holds a compaction summary ([`SUMMARY_TAG`]).
+    pub fn has_summary(&self) -> bool {
+        self.system.contains(SUMMARY_TAG)
+    }
+
     /// The index of the last user message that has text: the one whose
     /// directive counts. A user message carrying only tool results (Anthropic)
     /// is not it.

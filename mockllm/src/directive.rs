@@ -49,6 +49,20 @@ pub struct Step {
     pub ttft_ms: Option<u64>,
     /// Delay between events for this step, overriding the server's.
     pub token_delay_ms: Option<u64>,
+    /// Report this many input tokens instead of the words of the request
+    /// (so a chat looks close to its model's context limit).
+    pub input_tokens: Option<u64>,
+    /// Reply with a description of the request instead of text: a JSON
+    /// object with the system prompt, the number of messages and whether a
+    /// compaction summary was in the system prompt (see the crate docs).
+    #[serde(default)]
+    pub describe: bool,
+    /// The answer to a title request about this conversation.
+    pub title: Option<String>,
+    /// How long a title request about this conversation takes.
+    pub title_delay_ms: Option<u64>,
+    /// Fail title requests about this conversation with this HTTP status.
+    pub title_error: Option<u16>,
 }
 
 /// A tool call a step makes.
@@ -171,6 +185,14 @@ impl Step {
     fn validate(&self) -> Result<(), String> {
         if self.text.is_some() && self.tokens.is_some() {
             return Err("give `text` or `tokens`, not both".into());
+        }
+        if self.describe && (self.text.is_some() || self.tokens.is_some()) {
+            return Err("`describe` replaces the text: give no `text` or `tokens`".into());
+        }
+        if let Some(status) = self.title_error
+            && !(400..=599).contains(&status)
+        {
+            return Err(format!("title_error status {status} is not in 400..=599"));
         }
         if let Some(error) = &self.error
             && !(400..=599).contains(&error.status)
@@ -300,6 +322,8 @@ mod tests {
             "@mock {\"error\": {\"status\": 200}}",
             "@mock {\"cut_times\": 1}",
             "@mock {\"malformed\": \"xml\"}",
+            "@mock {\"describe\": true, \"text\": \"a\"}",
+            "@mock {\"title_error\": 200}",
         ] {
             assert!(parse(text).is_err(), "{text:?} should be rejected");
         }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::behaviour::{Behaviour, InvalidBehaviour};
-use crate::conversation::{Conversation, Fnv1a};
+use crate::conversation::{Conversation, Fnv1a, Purpose};
 use crate::directive::{ErrorSpec, Script, Step};
 use crate::plan::{ErrorKind, Failure, Malformed, Plan, Reply, ReplyEvent, ToolCall, Usage};
 use crate::words;
@@ -62,6 +62,11 @@ impl Engine {
     pub fn plan(&self, conversation: &Conversation, api: Api) -> Plan {
         let fingerprint = conversation.fingerprint();
         let mut rng = StdRng::seed_from_u64(mix(self.behaviour.seed, fingerprint));
+        match conversation.purpose() {
+            Purpose::Title => return self.plan_title(conversation, &mut rng),
+            Purpose::Summary => return Plan::Reply(self.random_reply(conversation, &mut rng)),
+            Purpose::Reply => {}
+        }
         match conversation.last_user_text().and_then(Script::find) {
             Some(Err(error)) => Plan::Fail(Failure::new(400, error.to_string())),
             Some(Ok(script)) => {
@@ -100,6 +105,7 @@ impl Engine {
             draft.thinking(thinking);
         }
         match (&step.text, step.tokens) {
+            _ if step.describe => draft.text(words::pieces(&describe(conversation))),
             (Some(text), _) => draft.text(words::pieces(text)),
             (None, Some(count)) => draft.random_text(rng, count),
             (None, None) if step.tool_calls.is_empty() => {
@@ -124,7 +130,33 @@ impl Engine {
         }
         let mut reply = draft.finish(conversation, self.pacing(step));
         reply.cut_after = cut_after;
+        if let Some(forced) = step.input_tokens {
+            reply.usage.input_tokens = forced;
+            reply.usage.cache_read_tokens = reply.usage.cache_read_tokens.min(forced);
+        }
         Plan::Reply(reply)
+    }
+
+    /// A title for the conversation: the directive's `title` (after its
+    /// `title_delay_ms`), its `title_error`, or four random words.
+    fn plan_title(&self, conversation: &Conversation, rng: &mut StdRng) -> Plan {
+        let script = conversation
+            .last_user_text()
+            .and_then(Script::find)
+            .and_then(Result::ok);
+        let step = script.as_ref().and_then(|script| script.step(0));
+        if let Some(status) = step.and_then(|step| step.title_error) {
+            return Plan::Fail(failure(status, None, None));
+        }
+        let mut draft = Draft::new(rng);
+        match step.and_then(|step| step.title.as_deref()) {
+            Some(title) => draft.text(words::pieces(title)),
+            None => draft.random_text(rng, 4),
+        }
+        let delay = step
+            .and_then(|step| step.title_delay_ms)
+            .map_or(Duration::ZERO, Duration::from_millis);
+        Plan::Reply(draft.finish(conversation, (delay, Duration::ZERO)))
     }
 
     fn plan_unscripted(&self, conversation: &Conversation, api: Api, rng: &mut StdRng) -> Plan {
@@ -338,6 +370,17 @@ impl Draft {
             },
         }
     }
+}
+
+/// What `describe` replies: the request as the model received it.
+fn describe(conversation: &Conversation) -> String {
+    serde_json::json!({
+        "system": conversation.system,
+        "messages": conversation.messages.len(),
+        "summary": conversation.has_summary(),
+        "tools": conversation.tools.len(),
+    })
+    .to_string()
 }
 
 /// A stable stand-in for a provider's reasoning signature: the same thinking
@@ -600,6 +643,69 @@ mod tests {
             .filter(|_| matches!(engine.plan(&conversation, Api::OpenAi), Plan::Fail(_)))
             .count();
         assert!((50..150).contains(&failures), "{failures} of 200 failed");
+    }
+
+    #[test]
+    fn forced_input_tokens_replace_the_word_count() {
+        let reply = reply(engine().plan(
+            &ask(r#"@mock {"text": "ok", "input_tokens": 90000}"#),
+            Api::OpenAi,
+        ));
+        assert_eq!(reply.usage.input_tokens, 90_000);
+        assert_eq!(reply.usage.output_tokens, 1);
+    }
+
+    #[test]
+    fn describe_replies_with_what_the_request_held() {
+        let conversation = Conversation {
+            system: "Be kind.\n\n<conversation_summary>earlier</conversation_summary>".into(),
+            messages: vec![
+                Message::user("hi"),
+                Message::assistant("hello"),
+                Message::user(r#"@mock {"describe": true}"#),
+            ],
+            tools: vec!["now".into()],
+        };
+        let text = reply(engine().plan(&conversation, Api::Anthropic)).text();
+        let described: Value = serde_json::from_str(&text).expect("a JSON description");
+        assert_eq!(
+            described,
+            json!({"system": conversation.system, "messages": 3, "summary": true, "tools": 1})
+        );
+    }
+
+    #[test]
+    fn title_requests_get_the_scripted_title_or_random_words() {
+        let titled = |text: &str| Conversation {
+            system: "Write a title for this conversation.".into(),
+            messages: vec![Message::user(text)],
+            tools: Vec::new(),
+        };
+        let scripted = reply(engine().plan(
+            &titled(
+                r#"@mock {"text": "reply", "title": "Fixing the login bug", "title_delay_ms": 5}"#,
+            ),
+            Api::OpenAi,
+        ));
+        assert_eq!(scripted.text(), "Fixing the login bug");
+        assert_eq!(scripted.ttft, Duration::from_millis(5));
+        let random = reply(engine().plan(&titled("hello there"), Api::OpenAi));
+        assert_eq!(random.text().split(' ').count(), 4);
+        match engine().plan(&titled(r#"@mock {"title_error": 503}"#), Api::OpenAi) {
+            Plan::Fail(failure) => assert_eq!(failure.status, 503),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn summary_requests_ignore_the_directives_they_summarize() {
+        let conversation = Conversation {
+            system: "Summarize the conversation below.".into(),
+            messages: vec![Message::user(r#"User: @mock {"error": {"status": 500}}"#)],
+            tools: Vec::new(),
+        };
+        let summary = reply(engine().plan(&conversation, Api::OpenAi));
+        assert_eq!(summary.text().split(' ').count(), 20);
     }
 
     #[test]

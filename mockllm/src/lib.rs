@@ -52,8 +52,19 @@
 //!   "cut_after": N, "cut_times": N, drop the connection after N events, without a finish
 //!   "malformed": "content_type" | "json" | "sse", "malformed_times": N,
 //!   "ttft_ms": T, "token_delay_ms": D   pacing for this step
+//!   "input_tokens": N,              report N input tokens instead of the request's words
+//!                                   (a chat that looks close to its context limit)
+//!   "describe": true,               reply with what the request held (instead of text):
+//!                                   {"system": "…", "messages": N, "summary": bool, "tools": N}
+//!   "title": "…", "title_delay_ms": T, "title_error": 400..=599
+//!                                   how title requests about this conversation are answered
 //! }
 //! ```
+//!
+//! `describe` counts messages as the wire format carries them (OpenAI: one
+//! per tool result; Anthropic: consecutive messages of a role merged) and
+//! says `summary: true` when the system prompt holds a compaction summary
+//! (the tag [`SUMMARY_TAG`]).
 //!
 //! **Step selection.** The call being answered is step *i*, the number of
 //! assistant messages after the last user message with text: 0 for the
@@ -99,6 +110,16 @@
 //! @mock {"malformed": "sse"}
 //! ```
 //!
+//! # Title and summary requests
+//!
+//! A request whose system prompt starts with [`TITLE_REQUEST`] asks for a
+//! title: the answer is the `title` of the directive in its last user
+//! message (after `title_delay_ms`), a `title_error` failure, or four random
+//! words. One whose system prompt starts with [`SUMMARY_REQUEST`] asks for
+//! a compaction summary: the answer is a plain random reply, whatever
+//! directives the conversation it summarizes quotes. Both are answered
+//! streamed or not, as asked.
+//!
 //! # Without a directive
 //!
 //! The reply is [`Behaviour::tokens`] random words. With probability
@@ -142,7 +163,9 @@ mod words;
 
 pub use api::Api;
 pub use behaviour::{Behaviour, InvalidBehaviour};
-pub use conversation::{Conversation, Message, Role, ToolResult};
+pub use conversation::{
+    Conversation, Message, Purpose, Role, SUMMARY_REQUEST, SUMMARY_TAG, TITLE_REQUEST, ToolResult,
+};
 pub use directive::{DIRECTIVE_MARKER, DirectiveError, ErrorSpec, Script, Step, ToolCallSpec};
 pub use engine::Engine;
 pub use plan::{

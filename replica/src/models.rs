@@ -75,6 +75,8 @@ pub struct ModelCatalog {
 struct Cache {
     models: HashMap<ModelConfigId, Arc<ResolvedModel>>,
     default: Option<ModelConfigId>,
+    /// The model flagged `use_for_titles` (`Some(None)`: none is).
+    title: Option<Option<ModelConfigId>>,
     /// Bumped on every invalidation, so a lookup that raced one is not cached.
     epoch: u64,
 }
@@ -99,6 +101,7 @@ impl ModelCatalog {
         let mut cache = self.cache();
         cache.models.clear();
         cache.default = None;
+        cache.title = None;
         cache.epoch += 1;
     }
 
@@ -165,6 +168,33 @@ impl ModelCatalog {
             }
         }
         Ok(model)
+    }
+
+    /// The model titles are generated with (flagged `use_for_titles`), if
+    /// one is and it can be used.
+    pub async fn resolve_title_model(&self) -> Result<Option<Arc<ResolvedModel>>, ModelError> {
+        let (known, epoch) = {
+            let cache = self.cache();
+            (cache.title, cache.epoch)
+        };
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let client = self.pool.get().await.map_err(DbError::from)?;
+                let id = model_configs::get_title_model(&client)
+                    .await?
+                    .map(|config| config.id);
+                let mut cache = self.cache();
+                if cache.epoch == epoch {
+                    cache.title = Some(id);
+                }
+                id
+            }
+        };
+        match id {
+            Some(id) => self.resolve(Some(id)).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Drops the cache on every control notice and resync, until `stop`.

@@ -35,11 +35,13 @@ use crate::{
     models::{ModelCatalog, ProviderFactory},
     operations::ChatOps,
     runtime::{ChatRunner, Phase, Runtime, RuntimeConfig, RuntimeParts},
+    settings::SettingsCache,
     streams::{
         BufferLimits, RelayFollow, StreamHub, Streams,
         relay::{HubSink, HubSource, ReplicaDirectory},
     },
     telemetry::Telemetry,
+    titles::{TitleConfig, Titles},
     tools::{ToolRegistry, mcp::McpTools},
     turn::{TurnConfig, TurnMetrics, TurnRunner},
     webhooks::{TargetPolicy, Webhooks},
@@ -152,6 +154,7 @@ struct Core {
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
+    settings: Arc<SettingsCache>,
     files: Files,
     mcp: Arc<McpTools>,
 }
@@ -185,6 +188,21 @@ impl Core {
                 .watch(pubsub.clone(), stops.background.clone())
                 .in_current_span(),
         );
+        let settings = SettingsCache::new(pool.clone());
+        tracker.spawn(
+            settings
+                .clone()
+                .watch(pubsub.clone(), stops.background.clone()),
+        );
+        let ops = ChatOps::new(pool.clone(), pubsub.clone()).with_settings(settings.clone());
+        let titles = Titles::new(
+            ops,
+            catalog.clone(),
+            TitleConfig::default(),
+            tracker.clone(),
+            stops.background.clone(),
+            &meter,
+        );
         let files = Files::new(PgFileStore::new(pool.clone()), config.api.max_file_size);
         let mcp = McpTools::new(pool.clone(), config.turn.mcp, &meter);
         tracker.spawn(mcp.clone().watch(pubsub.clone(), stops.background.clone()));
@@ -195,6 +213,7 @@ impl Core {
                 config.turn.clone(),
                 TurnMetrics::new(&meter),
             )
+            .with_titles(titles)
             .with_file_store(files.store().clone())
             .with_mcp(mcp.clone()),
         );
@@ -204,13 +223,14 @@ impl Core {
             pubsub,
             hub,
             runner,
+            settings,
             files,
             mcp,
         })
     }
 
     fn ops(&self) -> ChatOps {
-        ChatOps::new(self.pool.clone(), self.pubsub.clone())
+        ChatOps::new(self.pool.clone(), self.pubsub.clone()).with_settings(self.settings.clone())
     }
 }
 

@@ -120,7 +120,7 @@ async fn every_catalog_change_is_announced_and_a_refused_one_is_not() {
     assert!(matches!(updated.unwrap(), ProviderOutcome::Done(_)));
     step(true).await;
     let ModelConfigOutcome::Done(model) = catalog
-        .create_model_config(&model_config(created.id, true))
+        .create_model_config(&model_config(created.id, true), false)
         .await
         .unwrap()
     else {
@@ -130,7 +130,7 @@ async fn every_catalog_change_is_announced_and_a_refused_one_is_not() {
     step(true).await;
     let unknown = ProviderId::new_random();
     let missing = catalog
-        .create_model_config(&model_config(unknown, false))
+        .create_model_config(&model_config(unknown, false), false)
         .await;
     assert!(matches!(missing.unwrap(), ModelConfigOutcome::ProviderMissing(id) if id == unknown));
     step(false).await;
@@ -141,7 +141,9 @@ async fn every_catalog_change_is_announced_and_a_refused_one_is_not() {
         display_name: Some("Renamed"),
         ..Default::default()
     };
-    let updated = catalog.update_model_config(model.id, &renamed, false).await;
+    let updated = catalog
+        .update_model_config(model.id, &renamed, false, None)
+        .await;
     assert!(matches!(updated.unwrap(), ModelConfigOutcome::Done(_)));
     step(true).await;
     assert!(catalog.delete_model_config(model.id).await.unwrap());

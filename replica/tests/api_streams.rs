@@ -399,10 +399,12 @@ async fn the_watch_stream_shows_the_callers_chats_only() {
     let mut watch = alice.watch(Transport::WebSocket).await.unwrap();
     let mut bobs = bob.watch(Transport::Sse).await.unwrap();
 
+    // Titled, so no generated title event comes between the ones below.
     let id = alice
         .create_chat(
             &CreateChat {
                 text: Some(say(json!({"text": "hi"}))),
+                title: Some("Hello".into()),
                 ..Default::default()
             },
             None,

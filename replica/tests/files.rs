@@ -357,12 +357,14 @@ async fn another_users_file_is_404_and_cannot_be_referenced_in_a_message() {
     assert_eq!(left, 0, "the file went with its owner");
 }
 
-/// The body of the last request the mock model received.
+/// The body of the last turn request the mock model received (a streamed
+/// one: the chat's title is asked for beside its first turn, unstreamed).
 fn last_request(mock: &MockLlm) -> Value {
     mock.requests()
-        .last()
-        .and_then(|request| request.body.clone())
-        .expect("a request with a JSON body")
+        .into_iter()
+        .filter_map(|request| request.body)
+        .rfind(|body| body["stream"] == true)
+        .expect("a streamed request with a JSON body")
 }
 
 async fn attachment_reaches_the_model(wire: Wire) -> Value {

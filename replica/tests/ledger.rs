@@ -141,8 +141,19 @@ async fn a_recovered_turn_does_not_rerun_a_non_idempotent_call_and_tells_the_mod
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("may have run; not repeated"), "{error}");
     // The model was told, and decided (it answered after the error).
+    // The last turn request (streamed; a title request is not).
     let asked = crash.mock.requests();
-    let last = serde_json::to_string(&asked.last().unwrap().body).unwrap();
+    let last = asked
+        .iter()
+        .rev()
+        .find(|request| {
+            request
+                .body
+                .as_ref()
+                .is_some_and(|body| body["stream"] == true)
+        })
+        .unwrap();
+    let last = serde_json::to_string(&last.body).unwrap();
     assert!(last.contains("may have run; not repeated"), "{last}");
     let roles: Vec<_> = crash.history.iter().map(|m| m.role).collect();
     assert_eq!(

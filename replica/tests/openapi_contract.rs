@@ -272,7 +272,7 @@ async fn the_document_states_what_every_route_shares() {
             }
         }
     }
-    assert_eq!(operations, 48, "every route is in the document");
+    assert_eq!(operations, 58, "every route is in the document");
     app.shutdown().await;
 }
 

@@ -308,7 +308,16 @@ async fn a_receiver_gets_one_signed_delivery_per_turn_end_with_the_documented_bo
     let bob = Api::new(&app, 1, &bob);
     let bobs = bob.chat("@mock {\"text\": \"hello bob\"}").await;
 
-    let chat = api.chat("@mock {\"text\": \"one two three\"}").await;
+    // A title of its own: an untitled chat gets a generated one beside its
+    // first turn, which may or may not be there when the turn ends.
+    let (status, created) = api
+        .post(
+            "/chats",
+            json!({"text": "@mock {\"text\": \"one two three\"}", "title": "Counting"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let chat: ChatId = created["id"].as_str().unwrap().parse().unwrap();
     let first = receiver.wait_for(1).await;
     let request = &first[0];
     verify(&secret, request);
@@ -325,7 +334,7 @@ async fn a_receiver_gets_one_signed_delivery_per_turn_end_with_the_documented_bo
     assert_eq!(body["event"], "turn.completed");
     assert_eq!(
         body["chat"],
-        json!({"id": chat, "title": "", "status": "waiting", "generation": idle.generation.0})
+        json!({"id": chat, "title": "Counting", "status": "waiting", "generation": idle.generation.0})
     );
     assert_eq!(body["message_id"], reply.id.0);
     assert!(

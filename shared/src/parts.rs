@@ -111,3 +111,15 @@ pub struct Usage {
     /// Prompt tokens written to the provider's cache.
     pub cache_write_tokens: Option<i64>,
 }
+
+impl Usage {
+    /// Takes in a later report of the same call: each field it has replaces
+    /// the earlier one (Anthropic reports input tokens first, output last).
+    pub fn merge(&mut self, later: &Usage) {
+        self.input_tokens = later.input_tokens.or(self.input_tokens);
+        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        self.reasoning_tokens = later.reasoning_tokens.or(self.reasoning_tokens);
+        self.cache_read_tokens = later.cache_read_tokens.or(self.cache_read_tokens);
+        self.cache_write_tokens = later.cache_write_tokens.or(self.cache_write_tokens);
+    }
+}

@@ -236,3 +236,16 @@ text_enum!(
         Mock => "mock",
     }
 );
+
+text_enum!(
+    /// The period a spend limit counts over (DESIGN §17). Periods start at
+    /// midnight UTC: each day, each Monday, the first of each month.
+    SpendPeriod, "spend period", {
+        /// A calendar day.
+        Day => "day",
+        /// A week from Monday.
+        Week => "week",
+        /// A calendar month.
+        Month => "month",
+    }
+);

@@ -79,6 +79,14 @@ pub enum StreamEvent {
         /// The new title.
         title: String,
     },
+    /// The history up to `through_message_id` was folded into a summary the
+    /// model reads instead (context compaction); the messages stay readable.
+    Compaction {
+        /// The chat.
+        chat_id: ChatId,
+        /// The newest message the summary replaced.
+        through_message_id: MessageId,
+    },
     /// History was rewritten (an edit): re-read the messages.
     Refresh {
         /// The chat.
@@ -120,6 +128,7 @@ impl StreamEvent {
             Self::Retry { .. } => "retry",
             Self::Error { .. } => "error",
             Self::Title { .. } => "title",
+            Self::Compaction { .. } => "compaction",
             Self::Refresh { .. } => "refresh",
             Self::RequiresAction { .. } => "requires_action",
             Self::Reconnect { .. } => "reconnect",

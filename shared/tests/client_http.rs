@@ -256,6 +256,7 @@ async fn every_route_has_its_method_path_and_body_and_decodes_its_answer() {
         display_name: None,
         enabled: None,
         is_default: Some(true),
+        use_for_titles: None,
         context_limit: 8192,
         compaction_threshold_pct: None,
         max_output_tokens: None,

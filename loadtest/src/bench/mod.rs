@@ -13,6 +13,7 @@
 
 pub mod budgets;
 pub mod cluster;
+pub mod features;
 
 use std::path::{Path, PathBuf};
 
@@ -75,7 +76,13 @@ async fn scenario(cluster: &mut Cluster, chatd: &Path, args: &BenchArgs) -> anyh
         .start_replicas(chatd, replicas, &database_url, &settings)
         .await?;
 
-    let urls = cluster.replicas().iter().map(|r| r.url.clone()).collect();
+    let urls: Vec<String> = cluster.replicas().iter().map(|r| r.url.clone()).collect();
+    if args.features {
+        eprintln!("bench: switching on system prompts, titles and cost accounting");
+        let admin = chatd_shared::client::Client::new(&urls[0], &token)
+            .context("a client of the first replica")?;
+        features::switch_on(&admin, args.spend_limit).await?;
+    }
     let mut config = RunConfig::new(urls, token, args.chats as usize, args.turns);
     config.pg_url = Some(database_url);
     config.cpu_probes = cluster.cpu_probes();
@@ -84,10 +91,15 @@ async fn scenario(cluster: &mut Cluster, chatd: &Path, args: &BenchArgs) -> anyh
     summary.budgets = Some(budgets::check(&summary));
 
     println!(
-        "bench: {replicas} replicas of {} with the in-process mock model, message {:?}; PostgreSQL {version} (private, {})",
+        "bench: {replicas} replicas of {} with the in-process mock model, message {:?}; PostgreSQL {version} (private, {}){}",
         chatd.display(),
         args.common.message,
         if args.durable { "durable" } else { "fsync off" },
+        match (args.features, args.spend_limit) {
+            (false, _) => "",
+            (true, None) => "; features on (prompts, titles, cost)",
+            (true, Some(_)) => "; features on (prompts, titles, cost, spend limit)",
+        },
     );
     print!("{}", report::render(&summary));
     if let Some(path) = &args.common.out {

@@ -262,6 +262,10 @@ impl AgentContext {
                 SendOutcome::NotFound | SendOutcome::Model(_) | SendOutcome::File(_) => {
                     Outcome::error(format!("{} cannot take messages", child.id))
                 }
+                SendOutcome::SpendLimit(refusal) => Outcome::error(format!(
+                    "{} was not sent the message: the spend limit is reached ({} of {} micro-dollars spent)",
+                    child.id, refusal.spent_micros, refusal.limit_micros
+                )),
             },
         )
     }

@@ -30,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A caller with the admin role: 401 without a valid token, 403 for members.
-struct Admin;
+pub(super) struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;

@@ -72,6 +72,8 @@ fn check_title(title: &str) -> ApiResult<()> {
     responses(
         (status = 201, body = api::Chat, description = "Created"),
         (status = 200, body = api::Chat, description = "A replay of an `Idempotency-Key`: the chat it created"),
+        (status = 409, body = ErrorResponse, description = "With a first message: the caller's \
+            spend reached their limit (`spend_limit_exceeded`, `details` as `SpendLimitExceeded`)"),
         (status = 422, body = ErrorResponse, description = "The model cannot be used (`invalid_model`, \
             `no_model`), or the content, title, system prompt or labels break a rule their schema \
             states (`empty_message`, `invalid_content`, `invalid_title`, `invalid_system_prompt`, \
@@ -126,6 +128,7 @@ async fn create_chat(
         }
         CreateOutcome::Replayed(chat) => Ok((StatusCode::OK, Json(api::Chat::from_row(&chat, 0)))),
         CreateOutcome::Model(refused) => Err(model_error(refused)),
+        CreateOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
         CreateOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }

@@ -87,7 +87,8 @@ async fn list_messages(
         (status = 200, body = SendResult, description = "A replay of an `Idempotency-Key`: the original result"),
         (status = 404, body = ErrorResponse, description = NO_CHAT),
         (status = 409, body = ErrorResponse, description = "The chat is busy and `busy_behavior` \
-            is `reject` (`chat_busy`), or it is archived (`chat_archived`)"),
+            is `reject` (`chat_busy`), it is archived (`chat_archived`), or the caller's spend \
+            reached their limit (`spend_limit_exceeded`, `details` as `SpendLimitExceeded`)"),
         (status = 422, body = ErrorResponse, description = "The model cannot be used \
             (`invalid_model`), or the content breaks a rule its schema states (`empty_message`, \
             `invalid_content`)"),
@@ -141,6 +142,7 @@ async fn send_message(
         )),
         SendOutcome::NotFound => Err(ApiError::not_found("chat")),
         SendOutcome::Model(refused) => Err(model_error(refused)),
+        SendOutcome::SpendLimit(refusal) => Err(super::spend::spend_limit_exceeded(refusal)),
         SendOutcome::File(refused) => Err(super::request::file_error(refused)),
     }
 }

@@ -16,12 +16,15 @@ mod metrics;
 mod models;
 mod openapi;
 mod ops;
+mod prompts;
 mod queue;
 mod request;
+mod spend;
 mod stream;
 mod tools;
 pub mod trace;
 mod transport;
+mod usage;
 mod users;
 mod watch;
 mod webhooks;
@@ -46,7 +49,7 @@ use self::{
 };
 use crate::{
     files::Files,
-    operations::{Accounts, Catalog, ChatOps, Diagnosis, McpServers},
+    operations::{Accounts, Catalog, ChatOps, Diagnosis, McpServers, Settings},
     streams::Streams,
     telemetry::Telemetry,
     tools::mcp::McpTools,
@@ -110,6 +113,8 @@ pub struct AppInner {
     pub catalog: Catalog,
     /// Users and tokens: what admin and user handlers, and authentication, call.
     pub accounts: Accounts,
+    /// System prompts, spend limits, usage: what their handlers call.
+    pub settings: Settings,
     /// MCP servers: what `/admin/mcp-servers` calls.
     pub mcp_servers: McpServers,
     /// This replica's MCP clients: what listing a server's tools asks.
@@ -184,6 +189,11 @@ impl AppState {
         Self(Arc::new(AppInner {
             metrics: HttpMetrics::new(&meter),
             stream_metrics: StreamMetrics::new(&meter),
+            settings: Settings::new(
+                parts.pool.clone(),
+                parts.pubsub.clone(),
+                parts.ops.settings().clone(),
+            ),
             catalog: Catalog::new(parts.pool.clone(), parts.pubsub.clone()),
             mcp_servers: McpServers::new(parts.pool.clone(), parts.pubsub.clone()),
             diagnosis: Diagnosis::new(parts.pool.clone()),
@@ -214,6 +224,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(models::routes())
         .merge(admin::routes())
+        .merge(prompts::routes())
+        .merge(spend::routes())
+        .merge(usage::routes())
         .merge(files::routes())
         .merge(webhooks::routes())
 }

@@ -18,7 +18,7 @@ use utoipa::{
     },
 };
 
-use chatd_shared::api::ErrorResponse;
+use chatd_shared::api::{ErrorResponse, SpendLimitExceeded};
 
 /// The document's frame; paths and schemas come from the handlers.
 #[derive(OpenApi)]
@@ -26,7 +26,7 @@ use chatd_shared::api::ErrorResponse;
     info(title = "chatd", description = "AI agent chats on a cluster of stateless replicas coordinated through PostgreSQL."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(ErrorResponse))
+    components(schemas(ErrorResponse, SpendLimitExceeded))
 )]
 pub(super) struct ApiDoc;
 

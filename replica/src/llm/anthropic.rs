@@ -44,8 +44,8 @@ use chatd_shared::{
 };
 
 use super::{
-    ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError, ProviderError,
-    StreamEvent,
+    Completion, ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError,
+    ProviderError, StreamEvent, complete,
     config::{endpoint, secret_header},
     error,
     prompt::{Attachment, apply_options, attachment, json_text, system_text},
@@ -100,8 +100,30 @@ impl Provider for AnthropicProvider {
     }
 
     async fn stream(&self, prompt: &Prompt) -> Result<EventStream, ProviderError> {
-        let body = request_body(prompt)
+        let response = sse::open(&self.name, self.request(prompt, true)?).await?;
+        Ok(sse::events(
+            self.name.clone(),
+            response,
+            MessagesDecoder::default(),
+        ))
+    }
+
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, ProviderError> {
+        let answer = complete::send_json(&self.name, self.request(prompt, false)?).await?;
+        completion(&self.name, &answer)
+    }
+}
+
+impl AnthropicProvider {
+    /// The request for `prompt`, streamed or not, with its headers.
+    fn request(
+        &self,
+        prompt: &Prompt,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut body = request_body(prompt)
             .map_err(|reason| ProviderError::new(&self.name, ErrorKind::BadRequest, reason))?;
+        body["stream"] = Value::Bool(stream);
         let mut request = self
             .http
             .post(self.endpoint.clone())
@@ -110,13 +132,36 @@ impl Provider for AnthropicProvider {
         if let Some(key) = &self.api_key {
             request = request.header("x-api-key", key.clone());
         }
-        let response = sse::open(&self.name, request).await?;
-        Ok(sse::events(
-            self.name.clone(),
-            response,
-            MessagesDecoder::default(),
-        ))
+        Ok(request)
     }
+}
+
+/// A `message` object read as a [`Completion`]: its text blocks and usage
+/// (input tokens counted with cache reads and writes, as when streaming).
+fn completion(provider: &str, answer: &Value) -> Result<Completion, ProviderError> {
+    if answer.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(error::event_error(provider, answer));
+    }
+    let Some(Value::Array(blocks)) = answer.get("content") else {
+        return Err(error::invalid_response(
+            provider,
+            "the answer has no content array",
+            answer.to_string().as_bytes(),
+        ));
+    };
+    let text = blocks
+        .iter()
+        .filter(|block| block.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|block| block.get("text").and_then(Value::as_str))
+        .collect();
+    let mut decoder = MessagesDecoder::default();
+    let mut events = VecDeque::new();
+    decoder.usage(answer.get("usage").cloned(), true, &mut events);
+    let usage = match events.pop_front() {
+        Some(StreamEvent::Usage(usage)) => usage,
+        _ => Usage::default(),
+    };
+    Ok(Completion { text, usage })
 }
 
 /// The request body for `prompt`.

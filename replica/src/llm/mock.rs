@@ -37,8 +37,8 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::json;
 
 use super::{
-    ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError, ProviderError,
-    StreamEvent, error,
+    Completion, ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError,
+    ProviderError, StreamEvent, error,
     prompt::{joined_text, json_text, system_text},
 };
 
@@ -87,6 +87,38 @@ impl Provider for MockProvider {
             Plan::Malformed(kind) => self.malformed(kind),
             Plan::Reply(reply) => Ok(playback(&self.name, reply)),
         }
+    }
+
+    /// The mock server's non-streamed reply: the whole text after the time
+    /// the stream would have taken, or the same failures.
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, ProviderError> {
+        let reply = match self.engine.plan(&conversation(prompt), Api::OpenAi) {
+            Plan::Fail(failure) => return Err(self.failure(&failure)),
+            Plan::Malformed(_) => {
+                return Err(error::invalid_response(
+                    &self.name,
+                    "the answer is not the JSON we expect",
+                    br#"{"choices": [{"message": {"content": "cut"#,
+                ));
+            }
+            Plan::Reply(reply) => reply,
+        };
+        let events = u32::try_from(reply.events.len()).unwrap_or(u32::MAX);
+        let took = reply.ttft + reply.token_delay * events.saturating_sub(1);
+        if !took.is_zero() {
+            tokio::time::sleep(took).await;
+        }
+        if reply.cut_after.is_some() {
+            return Err(ProviderError::new(
+                &self.name,
+                ErrorKind::Connection,
+                "connection lost mid-answer: the mock cut it",
+            ));
+        }
+        Ok(Completion {
+            text: reply.text(),
+            usage: usage(&reply),
+        })
     }
 }
 

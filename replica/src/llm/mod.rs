@@ -13,13 +13,16 @@
 //! - [`build`] turns a `providers` row into one of them; [`http_client`] is
 //!   the one HTTP client a replica shares between them.
 //! - [`start_call`] is how the turn loop calls a provider: it adds the
-//!   first-chunk and idle timeouts.
+//!   first-chunk and idle timeouts. [`Provider::complete`] is the
+//!   non-streaming call of titles and compaction summaries (`complete`
+//!   holds what the wire formats share for it).
 //! - Private: `error` classifies failures the same way for every provider,
 //!   `sse` reads server-sent events, `prompt` holds what both wire formats
 //!   share when rendering a [`Prompt`].
 
 mod anthropic;
 mod call;
+mod complete;
 mod config;
 mod error;
 mod mock;
@@ -29,9 +32,11 @@ mod sse;
 
 pub use anthropic::AnthropicProvider;
 pub use call::start_call;
+pub use complete::Completion;
 pub use config::{ProviderConfigError, build, http_client};
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
+pub(crate) use prompt::joined_text;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -165,6 +170,14 @@ pub trait Provider: Send + Sync {
     /// Sends one request and returns its event stream once the response
     /// headers arrived. Never retries by itself.
     async fn stream(&self, prompt: &Prompt) -> Result<EventStream, ProviderError>;
+
+    /// Sends one non-streaming request and returns the whole answer (text
+    /// and usage). Never retries by itself, and has no timeout of its own:
+    /// the caller bounds it. Without an override, the streamed answer is
+    /// read whole.
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, ProviderError> {
+        complete::collect(self.stream(prompt).await?).await
+    }
 }
 
 /// What kind of failure a provider call had.

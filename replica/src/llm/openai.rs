@@ -48,8 +48,8 @@ use chatd_shared::{
 };
 
 use super::{
-    ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError, ProviderError,
-    StreamEvent,
+    Completion, ErrorKind, EventStream, FinishReason, Prompt, Provider, ProviderConfigError,
+    ProviderError, StreamEvent, complete,
     config::{endpoint, secret_header},
     error,
     prompt::{
@@ -104,19 +104,68 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, prompt: &Prompt) -> Result<EventStream, ProviderError> {
-        let body = request_body(prompt)
-            .map_err(|reason| ProviderError::new(&self.name, ErrorKind::BadRequest, reason))?;
-        let mut request = self.http.post(self.endpoint.clone()).json(&body);
-        if let Some(authorization) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
-        }
-        let response = sse::open(&self.name, request).await?;
+        let response = sse::open(&self.name, self.request(prompt, true)?).await?;
         Ok(sse::events(
             self.name.clone(),
             response,
             ChatDecoder::default(),
         ))
     }
+
+    async fn complete(&self, prompt: &Prompt) -> Result<Completion, ProviderError> {
+        let answer = complete::send_json(&self.name, self.request(prompt, false)?).await?;
+        completion(&self.name, &answer)
+    }
+}
+
+impl OpenAiProvider {
+    /// The request for `prompt`, streamed (asking for the usage chunk) or
+    /// not, with its authorization.
+    fn request(
+        &self,
+        prompt: &Prompt,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut body = request_body(prompt)
+            .map_err(|reason| ProviderError::new(&self.name, ErrorKind::BadRequest, reason))?;
+        if !stream {
+            body["stream"] = Value::Bool(false);
+            if let Value::Object(fields) = &mut body {
+                fields.remove("stream_options");
+            }
+        }
+        let mut request = self.http.post(self.endpoint.clone()).json(&body);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A `chat.completion` object read as a [`Completion`]: the first choice's
+/// text and the usage.
+fn completion(provider: &str, answer: &Value) -> Result<Completion, ProviderError> {
+    if let Some(failure) = answer.get("error") {
+        return Err(error::event_error(provider, &json!({"error": failure})));
+    }
+    let Some(message) = answer.pointer("/choices/0/message") else {
+        return Err(error::invalid_response(
+            provider,
+            "the answer has no choices[0].message",
+            answer.to_string().as_bytes(),
+        ));
+    };
+    let text = match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        _ => String::new(),
+    };
+    let usage = answer
+        .get("usage")
+        .cloned()
+        .and_then(|usage| serde_json::from_value::<WireUsage>(usage).ok())
+        .map(Usage::from)
+        .unwrap_or_default();
+    Ok(Completion { text, usage })
 }
 
 /// The request body for `prompt`.

@@ -44,6 +44,11 @@ pub(crate) enum Change {
     },
     /// The title changed.
     Title { chat_id: ChatId, owner_id: UserId },
+    /// The history up to `through` was folded into a compaction summary.
+    Compaction { chat_id: ChatId, through: MessageId },
+    /// The deployment's system prompt or spend limits, or a user's spend
+    /// limit, changed: every replica drops its cached settings.
+    SettingsChanged,
     /// The chat was archived or restored; `pending`: restored while pending,
     /// so acquirers may claim it again.
     Archived {
@@ -154,6 +159,15 @@ pub(crate) fn announce(pubsub: &PubSub, changes: impl IntoIterator<Item = Change
             Change::Title { chat_id, owner_id } => {
                 let _ = pubsub.publish_chat(chat_id, ChatEvent::Title);
                 let _ = pubsub.publish_owner(owner_id, chat_id, OwnerEventKind::Title);
+            }
+            Change::Compaction { chat_id, through } => {
+                let notice = ChatEvent::Compaction {
+                    through_id: through,
+                };
+                let _ = pubsub.publish_chat(chat_id, notice);
+            }
+            Change::SettingsChanged => {
+                let _ = pubsub.publish_control(&ControlNotice::SettingsChanged);
             }
             Change::Archived {
                 chat_id,

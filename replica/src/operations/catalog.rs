@@ -144,6 +144,8 @@ pub enum ModelConfigOutcome {
     ProviderMissing(ProviderId),
     /// Another model became the default at the same time.
     DefaultChanged,
+    /// Another model became the title model at the same time.
+    TitleModelChanged,
 }
 
 /// A provider and model a replica makes sure of at start (see
@@ -323,11 +325,12 @@ impl Catalog {
     }
 
     /// Adds a model config; with `is_default` it becomes the default and the
-    /// previous default stops being one, in the same transaction. Announces
-    /// the change.
+    /// previous default stops being one, and with `use_for_titles` the same
+    /// for the title model, in the same transaction. Announces the change.
     pub async fn create_model_config(
         &self,
         new: &NewModelConfig<'_>,
+        use_for_titles: bool,
     ) -> Result<ModelConfigOutcome, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -350,17 +353,26 @@ impl Catalog {
                 Err(outcome) => return Ok(outcome),
             };
         }
+        if use_for_titles {
+            row = match title_model(&tx, row.id, true).await? {
+                Ok(row) => row,
+                Err(outcome) => return Ok(outcome),
+            };
+        }
         self.commit(tx).await?;
         Ok(ModelConfigOutcome::Done(Box::new(row)))
     }
 
     /// Changes live model config `id`; with `make_default` it becomes the
-    /// default (the previous one stops being it). Announces the change.
+    /// default (the previous one stops being it); with `use_for_titles`
+    /// it becomes the title model (the previous one stops being it) or stops
+    /// being it. Announces the change.
     pub async fn update_model_config(
         &self,
         id: ModelConfigId,
         changes: &ModelConfigChanges<'_>,
         make_default: bool,
+        use_for_titles: Option<bool>,
     ) -> Result<ModelConfigOutcome, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -369,6 +381,12 @@ impl Catalog {
         };
         if make_default && !row.is_default {
             row = match become_default(&tx, id).await? {
+                Ok(row) => row,
+                Err(outcome) => return Ok(outcome),
+            };
+        }
+        if let Some(wanted) = use_for_titles.filter(|&wanted| wanted != row.use_for_titles) {
+            row = match title_model(&tx, id, wanted).await? {
                 Ok(row) => row,
                 Err(outcome) => return Ok(outcome),
             };
@@ -476,6 +494,23 @@ async fn live(db: &impl GenericClient, id: ModelConfigId) -> Result<Option<Model
     Ok(model_configs::get(db, id)
         .await?
         .filter(|row| row.deleted_at.is_none()))
+}
+
+/// Makes `id` the title model (or, with `false`, stops it being that)
+/// inside the caller's transaction and returns it; otherwise the outcome
+/// that says why not.
+async fn title_model(
+    tx: &impl GenericClient,
+    id: ModelConfigId,
+    use_for_titles: bool,
+) -> Result<Result<ModelConfig, ModelConfigOutcome>, DbError> {
+    match model_configs::set_use_for_titles(tx, id, use_for_titles).await {
+        Ok(_) => Ok(live(tx, id).await?.ok_or(ModelConfigOutcome::NotFound)),
+        // Another model became the title model meanwhile: the single-title
+        // index refused this one.
+        Err(error) if error.is_unique_violation() => Ok(Err(ModelConfigOutcome::TitleModelChanged)),
+        Err(error) => Err(error),
+    }
 }
 
 /// Makes `id` the default inside the caller's transaction (so the old

@@ -30,11 +30,17 @@ mod accounts;
 mod agents;
 mod announce;
 mod catalog;
+mod compaction;
 mod diagnosis;
 mod mcp_servers;
 mod requests;
+mod settings;
+mod spend;
+mod titles;
 mod waits;
 mod worker;
+
+use std::sync::Arc;
 
 use chatd_shared::{
     db::{DbError, Pool, chats::Chat},
@@ -43,7 +49,7 @@ use chatd_shared::{
 };
 use tokio_postgres::error::SqlState;
 
-use crate::webhooks::SenderHint;
+use crate::{settings::SettingsCache, webhooks::SenderHint};
 
 pub(crate) use self::announce::Change;
 pub use self::{
@@ -57,6 +63,9 @@ pub use self::{
         ChatChanges, CreateOutcome, EditOutcome, InterruptOutcome, ModelRefused, NewChatRequest,
         PromoteOutcome, QueuedOutcome, SendOutcome, SendRequest,
     },
+    settings::{Settings, SpendLimit, UsageReport},
+    spend::{Reserved, SpendRefusal},
+    titles::TitleOutcome,
     worker::{BeatError, Claim},
 };
 pub use self::{
@@ -87,24 +96,40 @@ impl Access {
     }
 }
 
-/// The transitions of chats, each announced. Cheap to clone (a pool and a
-/// pubsub handle).
+/// The transitions of chats, each announced. Cheap to clone (a pool, a
+/// pubsub handle and the settings cache).
 #[derive(Clone)]
 pub struct ChatOps {
     pool: Pool,
     pubsub: PubSub,
+    settings: Arc<SettingsCache>,
     /// Wakes this replica's webhook sender when a turn end queued deliveries.
     webhooks: SenderHint,
 }
 
 impl ChatOps {
-    /// Operations on `pool`'s database, announced through `pubsub`.
+    /// Operations on `pool`'s database, announced through `pubsub`, with a
+    /// settings cache of their own that nobody watches (so never caches):
+    /// a replica passes its watched one ([`Self::with_settings`]).
     pub fn new(pool: Pool, pubsub: PubSub) -> Self {
+        let settings = SettingsCache::new(pool.clone());
         Self {
             pool,
             pubsub,
+            settings,
             webhooks: SenderHint::default(),
         }
+    }
+
+    /// The same operations reading the deployment's settings through `settings`.
+    pub fn with_settings(mut self, settings: Arc<SettingsCache>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The deployment's settings and users' spend limits.
+    pub fn settings(&self) -> &Arc<SettingsCache> {
+        &self.settings
     }
 
     /// What a turn end that queued webhook deliveries wakes: the sender of

@@ -19,7 +19,7 @@ use chatd_shared::{
     tools::ClientTool,
 };
 
-use super::{Access, Change, ChatOps};
+use super::{Access, Change, ChatOps, SpendRefusal};
 
 /// Why a model cannot be used for a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub enum CreateOutcome {
     Replayed(Chat),
     /// The model cannot be used.
     Model(ModelRefused),
+    /// The caller's spend reached their limit: nothing was written.
+    SpendLimit(SpendRefusal),
     /// A `file` part names no file of the owner's.
     File(FileRefused),
 }
@@ -102,6 +104,8 @@ pub enum SendOutcome {
     NotFound,
     /// The model asked for cannot be used.
     Model(ModelRefused),
+    /// The caller's spend reached their limit: nothing was written.
+    SpendLimit(SpendRefusal),
     /// A `file` part names no file of the chat owner's.
     File(FileRefused),
 }
@@ -304,6 +308,20 @@ impl ChatOps {
             },
             None => None,
         };
+        if request.first.is_some()
+            && let Some(refusal) = self.spend_refusal(access.user_id).await?
+        {
+            // A retry of a create that was taken gets the original.
+            if let Some(key) = request.idempotency_key {
+                let client = self.pool.get().await?;
+                if let Some(chat) =
+                    transitions::created_with_key(&client, access.user_id, key).await?
+                {
+                    return Ok(CreateOutcome::Replayed(chat));
+                }
+            }
+            return Ok(CreateOutcome::SpendLimit(refusal));
+        }
         // The run this makes pending links its span to this request.
         let trace_parent = crate::traces::current_traceparent();
         let new = NewChat {
@@ -343,7 +361,26 @@ impl ChatOps {
         Ok(CreateOutcome::Created(created.chat))
     }
 
-    /// Sends a message (DESIGN §3). An idle chat gets it committed and
+    /// True when `key` was used before on chat `id` (for a message or a
+    /// queued message): a send refused for spend still goes to its
+    /// statement then, which answers the retry with the original (or 404
+    /// when the chat is not the caller's).
+    async fn replays_send(&self, id: ChatId, key: Option<&str>) -> Result<bool, DbError> {
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        let client = self.pool.get().await?;
+        Ok(messages::find_by_idempotency_key(&client, id, key)
+            .await?
+            .is_some()
+            || queued_messages::find_by_idempotency_key(&client, id, key)
+                .await?
+                .is_some())
+    }
+
+    /// Sends a message (DESIGN §3), unless the caller's spend reached their
+    /// limit (DESIGN §17; no statement while no limit applies to them). An
+    /// idle chat gets it committed and
     /// becomes `pending`; a busy one queues it (`queue`), queues it and
     /// interrupts the turn (`interrupt`), or refuses it (`reject`). A
     /// replayed idempotency key returns the original result. Announces the
@@ -363,6 +400,11 @@ impl ChatOps {
             Ok(content) => content,
             Err(refused) => return Ok(refused),
         };
+        if let Some(refusal) = self.spend_refusal(access.user_id).await?
+            && !self.replays_send(id, request.idempotency_key).await?
+        {
+            return Ok(SendOutcome::SpendLimit(refusal));
+        }
         let trace_parent = crate::traces::current_traceparent();
         let message = Outgoing {
             content: &content,

@@ -6,13 +6,17 @@ use std::{sync::Arc, time::Duration};
 use chatd_shared::db::{
     DbError, Pool,
     chats::Chat,
+    compaction::{Compacted, Summary},
     lifecycle::{Fence, Released, StepMessage, TurnEnd},
     messages::Message,
     tool_calls::{NewCall, Suspended, WaitDeadline},
 };
 
 use super::registry::{RunControl, StopReason};
-use crate::{operations::ChatOps, streams::RunStream};
+use crate::{
+    operations::{ChatOps, Reserved},
+    streams::RunStream,
+};
 
 /// Why a run's write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,36 @@ impl RunContext {
         match self.ops.persist_step(&self.fence, step).await? {
             Some(written) => Ok(written),
             None => Err(self.lost()),
+        }
+    }
+
+    /// Reserves `estimate_micros` of the owner's spend for the run's next
+    /// model call (DESIGN §17, invariant 15); `override_micros` is the
+    /// owner's limit override as the run read it.
+    pub async fn reserve_spend(
+        &self,
+        override_micros: Option<i64>,
+        estimate_micros: i64,
+    ) -> Result<Reserved, RunError> {
+        self.check_running()?;
+        let owner = self.chat.owner_id;
+        match self
+            .ops
+            .reserve_spend(&self.fence, owner, override_micros, estimate_micros)
+            .await?
+        {
+            Reserved::OwnershipLost => Err(self.lost()),
+            reserved => Ok(reserved),
+        }
+    }
+
+    /// Stores a compaction summary and marks what it replaces, in one
+    /// fenced statement (and announces the compaction).
+    pub async fn compact(&self, summary: &Summary<'_>) -> Result<Compacted, RunError> {
+        self.check_running()?;
+        match self.ops.compact(&self.fence, summary).await? {
+            Compacted::OwnershipLost => Err(self.lost()),
+            compacted => Ok(compacted),
         }
     }
 

@@ -238,7 +238,7 @@ pub(super) async fn forward(
                     && let Some(message) = chat.last_error
                 {
                     let error = ErrorBody {
-                        code: "turn_failed".into(),
+                        code: chat.last_error_code.unwrap_or_else(|| "turn_failed".into()),
                         message,
                     };
                     hub.publish(chat_id, StreamEvent::Error { chat_id, error });
@@ -314,6 +314,13 @@ pub(super) async fn forward(
                 );
             }
         }
+        ChatEvent::Compaction { through_id } => hub.publish(
+            chat_id,
+            StreamEvent::Compaction {
+                chat_id,
+                through_message_id: through_id,
+            },
+        ),
         ChatEvent::Refresh => hub.publish(chat_id, StreamEvent::Refresh { chat_id }),
         ChatEvent::Retry {
             generation,

@@ -28,10 +28,9 @@ use futures::{StreamExt, stream::FuturesOrdered};
 
 use tracing::Instrument;
 
-use super::{TurnRunner, prompt, result_part};
+use super::{TurnRunner, prompt::Loaded, result_part};
 use crate::{
     agents::WaitPlan,
-    llm::Prompt,
     runtime::{RunContext, RunError, StopReason},
     tools::{AbortOnDrop, Call, ChatToolset, Outcome, Route, ledger},
 };
@@ -167,7 +166,7 @@ impl TurnRunner {
         tools: &Arc<ChatToolset>,
         step: i32,
         planned: &[Planned],
-        prompt: &mut Prompt,
+        loaded: &mut Loaded,
     ) -> Result<CallsEnd, RunError> {
         let control = run.control();
         // A span per call, a child of the step's (DESIGN §11).
@@ -245,7 +244,7 @@ impl TurnRunner {
                 .persist_step(&[tool_row(step, &item.call, &outcome)])
                 .await?;
             self.committed(run, step, &committed);
-            prompt::append(prompt, &committed);
+            loaded.append(&committed);
         }
         // Dropping the rest abandons them (a built-in tool's task is aborted).
         drop(pending);

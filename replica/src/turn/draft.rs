@@ -93,7 +93,7 @@ impl Draft {
                 }]
             }
             StreamEvent::Usage(usage) => {
-                merge_usage(&mut self.usage, usage);
+                self.usage.merge(&usage);
                 Vec::new()
             }
             StreamEvent::Finish(reason) => {
@@ -161,14 +161,6 @@ impl Draft {
 }
 
 /// Later values of a field replace earlier ones (providers report in parts).
-fn merge_usage(into: &mut Usage, from: Usage) {
-    into.input_tokens = from.input_tokens.or(into.input_tokens);
-    into.output_tokens = from.output_tokens.or(into.output_tokens);
-    into.reasoning_tokens = from.reasoning_tokens.or(into.reasoning_tokens);
-    into.cache_read_tokens = from.cache_read_tokens.or(into.cache_read_tokens);
-    into.cache_write_tokens = from.cache_write_tokens.or(into.cache_write_tokens);
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;

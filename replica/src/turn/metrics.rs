@@ -26,6 +26,8 @@ pub struct TurnMetrics {
     provider_requests: Counter<u64>,
     retries: Counter<u64>,
     tool_calls: Counter<u64>,
+    compactions: Counter<u64>,
+    spend_refusals: Counter<u64>,
     suspended: Counter<u64>,
 }
 
@@ -86,6 +88,18 @@ impl TurnMetrics {
                     &["requires_action", "waiting_on_agents", "pending"],
                 ),
             ),
+            compactions: counter(
+                meter,
+                "chatd_compactions",
+                "Context compactions, by outcome",
+                unlabelled(),
+            ),
+            spend_refusals: counter(
+                meter,
+                "chatd_spend_refusals",
+                "Model calls the spend limit refused",
+                unlabelled(),
+            ),
         }
     }
 
@@ -93,6 +107,15 @@ impl TurnMetrics {
         self.turns.add(1, &[KeyValue::new("outcome", outcome)]);
         self.turn_duration
             .record(seconds, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn compaction(&self, outcome: &'static str) {
+        self.compactions
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn spend_refusal(&self) {
+        self.spend_refusals.add(1, &[]);
     }
 
     pub(crate) fn step(&self, seconds: f64) {

@@ -7,10 +7,13 @@
 //! tool calls that have none) and releases; a stop writes nothing.
 
 mod calls;
+mod compaction;
+mod cost;
 mod draft;
 mod metrics;
 mod prompt;
 mod retry;
+mod spend;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,8 +25,9 @@ use chatd_shared::{
         lifecycle::{Released, StepMessage, TurnEnd},
         messages,
         model_configs::ModelConfig,
+        prompt_context,
     },
-    parts::{Part, Usage},
+    parts::Part,
     status::MessageRole,
     stream::StreamEvent,
 };
@@ -31,8 +35,13 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{Instrument, field::Empty};
 
-use self::calls::CallsEnd;
-pub use self::{draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
+use self::{
+    calls::CallsEnd,
+    compaction::Compaction,
+    cost::cost_micros,
+    prompt::{Loaded, SystemPrompts},
+};
+pub use self::{cost::estimate_micros, draft::Draft, metrics::TurnMetrics, retry::RetryPolicy};
 use crate::{
     agents::AgentContext,
     files::{FileStore, PgFileStore, StoreError, attach_to_prompt},
@@ -40,6 +49,7 @@ use crate::{
     models::{ModelCatalog, ResolvedModel},
     runtime::{ChatRunner, RunContext, RunError},
     streams::RunStream,
+    titles::Titles,
     tools::{
         Call, ChatToolset, Outcome, ToolRegistry, ledger,
         mcp::{McpConfig, McpTools},
@@ -55,6 +65,9 @@ pub struct TurnConfig {
     pub timeouts: StreamTimeouts,
     /// Retries of failed model calls.
     pub retry: RetryPolicy,
+    /// A compaction's summary call that has not answered by then failed
+    /// (it is tried twice at most).
+    pub summary_timeout: Duration,
     /// How many subagents a chat and a user may have.
     pub agents: AgentLimits,
     /// Time limits of MCP tool calls.
@@ -67,6 +80,7 @@ impl Default for TurnConfig {
             max_steps: 25,
             timeouts: StreamTimeouts::default(),
             retry: RetryPolicy::default(),
+            summary_timeout: Duration::from_secs(60),
             agents: AgentLimits::default(),
             mcp: McpConfig::default(),
         }
@@ -82,6 +96,9 @@ pub struct TurnRunner {
     metrics: TurnMetrics,
     /// Where attachments are read from (`None`: PostgreSQL, on the run's pool).
     files: Option<Arc<dyn FileStore>>,
+    /// Where a chat's first turn hands its message for a title; none: no
+    /// titles are made.
+    titles: Option<Titles>,
 }
 
 impl TurnRunner {
@@ -99,7 +116,14 @@ impl TurnRunner {
             config,
             metrics,
             files: None,
+            titles: None,
         }
+    }
+
+    /// The same runner, having `titles` make each chat's title.
+    pub fn with_titles(mut self, titles: Titles) -> Self {
+        self.titles = Some(titles);
+        self
     }
 
     /// Reads attachments from `store` (the one the API stores uploads in).
@@ -128,13 +152,6 @@ impl TurnRunner {
     }
 }
 
-/// What a run loads once and keeps in step with what it persists.
-struct Loaded {
-    model: Arc<ResolvedModel>,
-    prompt: Prompt,
-    tools: Arc<ChatToolset>,
-}
-
 /// How a turn ended.
 enum TurnFlow {
     /// Released, and a queued message continues on this run.
@@ -161,14 +178,14 @@ impl ChatRunner for TurnRunner {
         let mut step: i32 = 0;
         // The prompt is loaded once per run and then kept in step with what
         // this run persists: nobody else can add to a chat we own.
-        let mut prompt: Option<Loaded> = None;
+        let mut loaded: Option<Loaded> = None;
         loop {
             let started = Instant::now();
-            let flow = self.turn(&mut run, &mut step, &mut prompt).await;
+            let flow = self.turn(&mut run, &mut step, &mut loaded).await;
             match flow {
                 Ok(TurnFlow::Continue(next)) => {
-                    if let Some(loaded) = prompt.as_mut() {
-                        prompt::append(&mut loaded.prompt, std::slice::from_ref(&next));
+                    if let Some(loaded) = loaded.as_mut() {
+                        loaded.append(std::slice::from_ref(&next));
                     }
                     run.stream().event(StreamEvent::Message {
                         chat_id: next.chat_id,
@@ -228,12 +245,21 @@ impl TurnRunner {
                 Ok(model) => model,
                 Err(err) => return self.fail(run, "model_unavailable", err.to_string()).await,
             };
-            let history = {
+            let context = {
                 let client = run.db().get().await.map_err(DbError::from)?;
-                messages::list_for_prompt(&client, run.fence().chat_id).await?
+                prompt_context::load(&client, run.fence().chat_id, run.chat().owner_id).await?
             };
+            let deployment = run.ops().settings().deployment().await?;
+            let system = SystemPrompts::new(
+                &deployment.system_prompt,
+                &context.user_prompt,
+                run.chat().system_prompt.as_deref(),
+            );
             let tools = Arc::new(self.toolset(run).await);
-            let prompt = prompt::build(run.chat(), &model, tools.specs(), &history);
+            let mut new = Loaded::build(model, tools, system, &context.history);
+            new.state.spend_override = context.user_spend_limit;
+            new.state.title_from = self.title_source(run, &context.history);
+            let history = context.history;
             // A run that takes a turn over: the last step's calls without a result.
             resume = ledger::unresolved(&history);
             // The message that started the turn reaches local subscribers
@@ -251,24 +277,16 @@ impl TurnRunner {
                     .collect();
                 run.stream().preceding(&visible);
             }
-            *loaded = Some(Loaded {
-                model,
-                prompt,
-                tools,
-            });
+            *loaded = Some(new);
         }
-        let Some(Loaded {
-            model,
-            prompt,
-            tools,
-        }) = loaded.as_mut()
-        else {
+        let Some(loaded) = loaded.as_mut() else {
             unreachable!("loaded above");
         };
-        let model = model.clone();
+        let model = loaded.model.clone();
+        let tools = loaded.tools.clone();
         if !resume.is_empty() {
-            let planned = self.plan_resume(run, tools, resume).await?;
-            match self.answer(run, tools, *step, &planned, prompt).await? {
+            let planned = self.plan_resume(run, &tools, resume).await?;
+            match self.answer(run, &tools, *step, &planned, loaded).await? {
                 CallsEnd::Answered => *step += 1,
                 CallsEnd::Released(released) => {
                     *step += 1;
@@ -278,8 +296,16 @@ impl TurnRunner {
             }
         }
         for _ in 0..self.config.max_steps {
-            self.attach_files(run, prompt).await?;
             let step_started = Instant::now();
+            if let Some(end) = self.prepare_call(run, loaded).await? {
+                return self.release(run, end).await;
+            }
+            if let (Some(titles), Some(first)) = (&self.titles, loaded.state.title_from.take()) {
+                // Only once the turn may call its model: a turn the spend
+                // limit refused makes no title either.
+                titles.generate(run.fence().chat_id, loaded.model.clone(), &first);
+            }
+            self.attach_files(run, &mut loaded.prompt).await?;
             let call_started = Instant::now();
             let step_span = tracing::info_span!(
                 "step",
@@ -289,7 +315,7 @@ impl TurnRunner {
                 outcome = Empty,
             );
             let end = self
-                .call_model(run, &model, prompt, *step)
+                .call_model(run, &model, &loaded.prompt, *step)
                 .instrument(step_span.clone())
                 .await;
             step_span.record("outcome", end.as_str());
@@ -328,7 +354,7 @@ impl TurnRunner {
                     .instrument(step_span.clone())
                     .await?;
                 self.committed(run, *step, &committed);
-                prompt::append(prompt, &committed);
+                loaded.append(&committed);
                 self.metrics.step(step_started.elapsed().as_secs_f64());
                 *step += 1;
                 return Ok(flow(released));
@@ -346,10 +372,10 @@ impl TurnRunner {
                 .await?;
             let message = std::slice::from_ref(&message);
             self.committed(run, *step, message);
-            prompt::append(prompt, message);
-            let planned = self.plan_step(tools, &calls).await;
+            loaded.append(message);
+            let planned = self.plan_step(&tools, &calls).await;
             let end = self
-                .answer(run, tools, *step, &planned, prompt)
+                .answer(run, &tools, *step, &planned, loaded)
                 .instrument(step_span)
                 .await?;
             self.metrics.step(step_started.elapsed().as_secs_f64());
@@ -363,6 +389,38 @@ impl TurnRunner {
         let limit = self.config.max_steps;
         self.fail(run, "step_limit", format!("the model asked for tools {limit} times in a row; stopped at the step limit of {limit}"))
             .await
+    }
+
+    /// What must happen before a model call: a compaction when the last
+    /// call read past the threshold, then the spend reservation of the
+    /// call. `Some` end of the turn when the call must not be made.
+    async fn prepare_call(
+        &self,
+        run: &mut RunContext,
+        loaded: &mut Loaded,
+    ) -> Result<Option<TurnEnd>, RunError> {
+        match self.compact_if_due(run, loaded).await? {
+            Compaction::Continue => {}
+            Compaction::Interrupted => return Ok(Some(TurnEnd::Done)),
+            Compaction::Refused(end) => return Ok(Some(end)),
+        }
+        let input = spend::input_tokens(loaded);
+        self.reserve(run, loaded, input).await
+    }
+
+    /// On a chat's first turn (it has no title and no reply yet), the first
+    /// message, for the title generator (which works beside the turn).
+    fn title_source(&self, run: &RunContext, history: &[messages::Message]) -> Option<Vec<Part>> {
+        if self.titles.is_none()
+            || !run.chat().title.is_empty()
+            || history.iter().any(|m| m.role == MessageRole::Assistant)
+        {
+            return None;
+        }
+        history
+            .iter()
+            .find(|m| m.role == MessageRole::User)
+            .map(|first| first.content.clone())
     }
 
     /// Ends the turn; `Continue` when a queued message is next.
@@ -606,32 +664,4 @@ fn result_part(call: &Call, outcome: &Outcome) -> Part {
         result: outcome.result.clone(),
         is_error: outcome.is_error,
     }
-}
-
-/// Cost in micro-dollars, rounded up, when the model has prices. Input
-/// tokens include cache reads and writes, which have prices of their own.
-fn cost_micros(model: &ModelConfig, usage: &Usage) -> Option<i64> {
-    let price = |p: Option<i64>| p.unwrap_or(0) as i128;
-    if model.price_input_micros_per_mtok.is_none() && model.price_output_micros_per_mtok.is_none() {
-        return None;
-    }
-    let cache_read = usage.cache_read_tokens.unwrap_or(0) as i128;
-    let cache_write = usage.cache_write_tokens.unwrap_or(0) as i128;
-    let uncached = (usage.input_tokens.unwrap_or(0) as i128 - cache_read - cache_write).max(0);
-    let output = usage.output_tokens.unwrap_or(0) as i128;
-    let total = uncached * price(model.price_input_micros_per_mtok)
-        + output * price(model.price_output_micros_per_mtok)
-        + cache_read
-            * price(
-                model
-                    .price_cache_read_micros_per_mtok
-                    .or(model.price_input_micros_per_mtok),
-            )
-        + cache_write
-            * price(
-                model
-                    .price_cache_write_micros_per_mtok
-                    .or(model.price_input_micros_per_mtok),
-            );
-    Some(((total + 999_999) / 1_000_000) as i64)
 }

@@ -285,27 +285,25 @@ pub enum Wire {
     Anthropic,
 }
 
-/// Registers a provider of `wire` pointing at `mock` (with `api_key`) and a
-/// default model on it.
-pub async fn mock_model(
+/// Registers a provider of `wire` named `{name}-{wire}` pointing at `mock`
+/// (with `api_key`).
+pub async fn mock_provider(
     db: &TestDb,
     mock: &chatd_mockllm::MockLlm,
     wire: Wire,
     api_key: &str,
-) -> chatd_shared::ids::ModelConfigId {
-    use chatd_shared::{
-        db::{model_configs, providers},
-        status::ProviderKind,
-    };
+    name: &str,
+) -> chatd_shared::ids::ProviderId {
+    use chatd_shared::{db::providers, status::ProviderKind};
     let client = db.pool().get().await.unwrap();
     let (kind, base_url) = match wire {
         Wire::OpenAi => (ProviderKind::Openai, mock.openai_base_url()),
         Wire::Anthropic => (ProviderKind::Anthropic, mock.anthropic_base_url()),
     };
-    let provider = providers::insert(
+    providers::insert(
         &client,
         &providers::NewProvider {
-            name: &format!("mock-{kind}"),
+            name: &format!("{name}-{kind}"),
             kind,
             base_url: &base_url,
             api_key: Some(api_key),
@@ -314,11 +312,25 @@ pub async fn mock_model(
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .id
+}
+
+/// Registers a provider of `wire` pointing at `mock` (with `api_key`) and a
+/// default model on it.
+pub async fn mock_model(
+    db: &TestDb,
+    mock: &chatd_mockllm::MockLlm,
+    wire: Wire,
+    api_key: &str,
+) -> chatd_shared::ids::ModelConfigId {
+    use chatd_shared::db::model_configs;
+    let client = db.pool().get().await.unwrap();
+    let provider = mock_provider(db, mock, wire, api_key, "mock").await;
     let model = model_configs::insert(
         &client,
         &model_configs::NewModelConfig {
-            provider_id: provider.id,
+            provider_id: provider,
             model: "mock-model",
             display_name: "Mock",
             enabled: true,

@@ -363,6 +363,9 @@ pub struct ModelConfig {
     pub enabled: bool,
     /// The model of chats that name none.
     pub is_default: bool,
+    /// Titles are generated with it (at most one model is; without one,
+    /// each chat's own model writes its title).
+    pub use_for_titles: bool,
     /// Context window (tokens).
     pub context_limit: i32,
     /// Compact the history past this % of the window.
@@ -395,6 +398,7 @@ impl From<&db::model_configs::ModelConfig> for ModelConfig {
             display_name: row.display_name.clone(),
             enabled: row.enabled,
             is_default: row.is_default,
+            use_for_titles: row.use_for_titles,
             context_limit: row.context_limit,
             compaction_threshold_pct: row.compaction_threshold_pct,
             max_output_tokens: row.max_output_tokens,
@@ -428,6 +432,9 @@ pub struct CreateModelConfig {
     /// Make it the default (the previous default stops being one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_default: Option<bool>,
+    /// Generate titles with it (the previous title model stops being one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_for_titles: Option<bool>,
     /// Context window (tokens).
     #[serde(deserialize_with = "whole")]
     #[schema(minimum = 1)]
@@ -524,6 +531,11 @@ pub struct UpdateModelConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = make_default_schema)]
     pub is_default: Option<bool>,
+    /// `true`: generate titles with it (the previous title model stops being
+    /// one); `false`: it stops being the title model (each chat's own model
+    /// writes its title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_for_titles: Option<bool>,
     /// New context window.
     #[serde(
         default,

@@ -8,8 +8,11 @@ mod diagnosis;
 mod error;
 mod files;
 mod message;
+mod prompts;
 pub mod schema;
+mod spend;
 mod tools;
+mod usage;
 mod watch;
 mod webhooks;
 
@@ -28,10 +31,13 @@ pub use message::{
     BusyBehavior, EditMessage, MAX_IDEMPOTENCY_KEY, Message, MessageList, QueueList, QueuedMessage,
     SendMessage, SendResult,
 };
+pub use prompts::{CustomPrompt, MAX_CUSTOM_PROMPT, MAX_DEPLOYMENT_PROMPT, SystemPrompt};
+pub use spend::{Spend, SpendLimitExceeded, SpendLimits, UserSpendLimit, UserSpendLimitSet};
 pub use tools::{
     CreateMcpServer, McpServer, McpServerList, McpServerTool, McpServerTools, ToolResultInput,
     ToolResults, ToolResultsStored, UpdateMcpServer,
 };
+pub use usage::{UsageReport, UsageRow};
 pub use watch::{WatchEvent, WatchKind};
 pub use webhooks::{
     CreateWebhook, Delivery, DeliveryList, Webhook, WebhookCreated, WebhookEvent, WebhookList,

@@ -20,6 +20,7 @@ mod error;
 mod failover;
 mod raw;
 mod resume;
+mod settings;
 mod streams;
 mod view;
 
@@ -40,6 +41,7 @@ pub use failover::{
 };
 pub use raw::{RawBody, RawResponse};
 pub use resume::{Break, Delivery, FailoverStream, Resumed};
+pub use settings::UsageRange;
 pub use streams::{ChatStream, Transport, WatchStream};
 pub use view::{Applied, ChatView, Committed, Draft};
 

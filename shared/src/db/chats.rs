@@ -38,6 +38,9 @@ pub struct Chat {
     pub archived: bool,
     /// Why the last turn failed.
     pub last_error: Option<String>,
+    /// The stable code of that failure (`spend_limit_exceeded`, …), when
+    /// it has one.
+    pub last_error_code: Option<String>,
     /// The replica running it (only while `running`).
     pub worker_id: Option<ReplicaId>,
     /// The fencing token.
@@ -76,6 +79,7 @@ impl Chat {
             labels: row.try_get::<_, Json<serde_json::Value>>("labels")?.0,
             archived: row.try_get("archived")?,
             last_error: row.try_get("last_error")?,
+            last_error_code: row.try_get("last_error_code")?,
             worker_id: row.try_get("worker_id")?,
             generation: row.try_get("generation")?,
             interrupt_requested: row.try_get("interrupt_requested")?,
@@ -93,8 +97,9 @@ impl Chat {
 /// Every column of `chats`, for `SELECT`/`RETURNING` lists.
 pub const COLUMNS: &str =
     "id, owner_id, parent_chat_id, root_chat_id, title, status, model_config_id,
-    system_prompt, labels, archived, last_error, worker_id, generation, interrupt_requested,
-    started_at, created_at, updated_at, mcp_servers, client_tools, trace_parent, step_retries";
+    system_prompt, labels, archived, last_error, last_error_code, worker_id, generation,
+    interrupt_requested, started_at, created_at, updated_at, mcp_servers, client_tools,
+    trace_parent, step_retries";
 
 /// What [`insert`] stores.
 #[derive(Debug, Clone)]
@@ -300,6 +305,27 @@ pub async fn set_client_tools(
 pub async fn delete(db: &impl GenericClient, id: ChatId) -> DbResult<bool> {
     let stmt = db.prepare_cached("DELETE FROM chats WHERE id = $1").await?;
     Ok(db.execute(&stmt, &[&id]).await? == 1)
+}
+
+/// Sets a generated title, unless the chat has a title already (one its
+/// user gave, or one generated before): the condition is in the statement,
+/// so a user's title wins even when it races the generator. The owner when
+/// written; `None` when the chat had a title or is gone.
+pub async fn set_generated_title(
+    db: &impl GenericClient,
+    id: ChatId,
+    title: &str,
+) -> DbResult<Option<UserId>> {
+    let stmt = db
+        .prepare_cached(
+            "UPDATE chats SET title = $2 WHERE id = $1 AND title = '' RETURNING owner_id",
+        )
+        .await?;
+    Ok(db
+        .query_opt(&stmt, &[&id, &title])
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?)
 }
 
 /// Switches the model a chat runs with (from its next turn on).

@@ -423,10 +423,14 @@ pub(super) fn insert_rows(source: &str) -> String {
     )
 }
 
-/// `WITH owned …, step …, new_rows …`: the rows of `$4` (see [`STEP_CTE`])
-/// with the run's generation, only while the chat is still running under
-/// the fence `($1, $2, $3)` (an `UPDATE` of the chat row, so the row lock
-/// orders it against a recovery or an edit).
+/// `WITH owned …, step …, new_rows …, acct_…`: the rows of `$4` (see
+/// [`STEP_CTE`]) with the run's generation, only while the chat is still
+/// running under the fence `($1, $2, $3)` (an `UPDATE` of the chat row, so
+/// the row lock orders it against a recovery or an edit), and their
+/// accounting ([`super::accounting`]): a model call's message is counted
+/// in the statement that stores it, whichever statement that is (a step's
+/// tool results, a step's message with its calls on record). Rows without
+/// a model (tool results) account nothing.
 pub(super) fn fenced_step_rows() -> String {
     format!(
         "WITH owned AS (
@@ -435,7 +439,8 @@ pub(super) fn fenced_step_rows() -> String {
              RETURNING id
          ), {STEP_CTE}, new_rows AS (
              SELECT step.*, $3::bigint AS generation FROM owned, step
-         )"
+         ), {accounting}",
+        accounting = super::accounting::step_ctes(false),
     )
 }
 
@@ -466,7 +471,9 @@ const CLOSE_CALLS: &str = "closed_calls AS (
 ///
 /// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
 /// concurrent recovery or edit either commits first (and the fence fails) or
-/// waits until these messages are committed.
+/// waits until these messages are committed. The step's cost is recorded in
+/// the same statement ([`super::accounting`]), replacing the run's spend
+/// reservation.
 pub async fn persist_step(
     db: &impl GenericClient,
     fence: &Fence,
@@ -502,6 +509,14 @@ pub enum TurnEnd {
     Done,
     /// Failed: `error` with this message unless a queued message continues.
     Failed(String),
+    /// Could not start (a limit refused it): `error` with this code (e.g.
+    /// `spend_limit_exceeded`) and message unless a queued message continues.
+    Refused {
+        /// The error's stable code.
+        code: String,
+        /// A human sentence.
+        message: String,
+    },
 }
 
 /// The chat after [`finish_turn`].
@@ -538,15 +553,15 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
              SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL,
                     NULL, NULL, NULL, NULL, NULL, p.idempotency_key, NULL
              FROM popped p
-         ), {CLOSE_CALLS}, inserted AS (
+         ), {accounting}, {CLOSE_CALLS}, inserted AS (
              {insert}
          ), released AS (
              UPDATE chats c SET
                  status = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN 'running'::chat_status ELSE $5 END,
                  worker_id = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.worker_id END,
                  started_at = CASE WHEN EXISTS (SELECT 1 FROM popped) THEN c.started_at END,
-                 last_error = $6, interrupt_requested = false, updated_at = now(),
-                 step_retries = 0
+                 last_error = $6, last_error_code = $7, interrupt_requested = false,
+                 updated_at = now(), step_retries = 0
              FROM owned WHERE c.id = owned.id
              RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
                        c.generation AS chat_generation, c.title AS chat_title,
@@ -556,6 +571,7 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
                 (SELECT count(*) FROM webhook_outbox) AS webhooks_queued, i.*
          FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
+        accounting = super::accounting::step_ctes(true),
         insert = insert_rows("new_rows"),
         outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
@@ -565,10 +581,12 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 /// one fenced statement (DESIGN §3): if a message is queued it is popped and
 /// inserted as a user message and the chat stays `running` under the same
 /// worker and generation; otherwise the chat becomes `waiting` (or `error`
-/// with `last_error`). `interrupt_requested` is cleared either way. A chat
-/// that went idle gets its webhook deliveries written to the outbox in the
-/// same statement ([`super::webhook_deliveries::OUTBOX_CTE`], invariant 17):
-/// no turn end without its event, no event without its turn end. The
+/// with `last_error` and `last_error_code`). `interrupt_requested` is
+/// cleared either way. The step's cost is recorded ([`super::accounting`]),
+/// which replaces the run's spend reservation. A chat that went idle gets
+/// its webhook deliveries written to the outbox in the same statement
+/// ([`super::webhook_deliveries::OUTBOX_CTE`], invariant 17): no turn end
+/// without its event, no event without its turn end. The
 /// step's messages get lower ids than a popped queued message (one
 /// `INSERT`, in order), so an interrupted reply is always stored before the
 /// message that interrupted it. `None` when the fence no longer matches
@@ -579,9 +597,14 @@ pub async fn finish_turn(
     step: &[StepMessage],
     end: &TurnEnd,
 ) -> DbResult<Option<(Vec<Message>, Released)>> {
-    let (idle_status, error) = match end {
-        TurnEnd::Done => (ChatStatus::Waiting, None),
-        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str())),
+    let (idle_status, error, code) = match end {
+        TurnEnd::Done => (ChatStatus::Waiting, None, None),
+        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str()), None),
+        TurnEnd::Refused { code, message } => (
+            ChatStatus::Error,
+            Some(message.as_str()),
+            Some(code.as_str()),
+        ),
     };
     let stmt = db.prepare_cached(&FINISH_TURN).await?;
     let rows = db
@@ -594,6 +617,7 @@ pub async fn finish_turn(
                 &Json(step),
                 &idle_status,
                 &error,
+                &code,
             ],
         )
         .await?;

@@ -9,8 +9,10 @@
 //! pooled connection or inside a transaction, and use `prepare_cached` so a
 //! statement is parsed once per connection.
 
+pub mod accounting;
 pub mod agents;
 pub mod chats;
+pub mod compaction;
 pub mod diagnosis;
 pub mod files;
 pub mod lifecycle;
@@ -18,12 +20,16 @@ pub mod mcp_servers;
 pub mod messages;
 pub mod model_configs;
 pub mod pool;
+pub mod prompt_context;
 pub mod providers;
 pub mod queued_messages;
 pub mod replicas;
+pub mod spend;
+pub mod system_prompts;
 pub mod tokens;
 pub mod tool_calls;
 pub mod transitions;
+pub mod usage;
 pub mod users;
 pub mod webhook_deliveries;
 pub mod webhooks;

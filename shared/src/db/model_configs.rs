@@ -22,6 +22,9 @@ pub struct ModelConfig {
     pub enabled: bool,
     /// The model of chats that name none (at most one).
     pub is_default: bool,
+    /// The model titles are generated with (at most one; without one, each
+    /// chat's own model writes its title).
+    pub use_for_titles: bool,
     /// Context window in tokens.
     pub context_limit: i32,
     /// Compact the history past this % of the context window.
@@ -55,6 +58,7 @@ impl ModelConfig {
             display_name: row.try_get("display_name")?,
             enabled: row.try_get("enabled")?,
             is_default: row.try_get("is_default")?,
+            use_for_titles: row.try_get("use_for_titles")?,
             context_limit: row.try_get("context_limit")?,
             compaction_threshold_pct: row.try_get("compaction_threshold_pct")?,
             max_output_tokens: row.try_get("max_output_tokens")?,
@@ -70,7 +74,8 @@ impl ModelConfig {
     }
 }
 
-const COLUMNS: &str = "id, provider_id, model, display_name, enabled, is_default, context_limit,
+const COLUMNS: &str = "id, provider_id, model, display_name, enabled, is_default, use_for_titles,
+    context_limit,
     compaction_threshold_pct, max_output_tokens, price_input_micros_per_mtok,
     price_output_micros_per_mtok, price_cache_read_micros_per_mtok,
     price_cache_write_micros_per_mtok, options, created_at, updated_at, deleted_at";
@@ -147,8 +152,12 @@ pub async fn get(db: &impl GenericClient, id: ModelConfigId) -> DbResult<Option<
 
 /// The live default model, if one is set.
 pub async fn get_default(db: &impl GenericClient) -> DbResult<Option<ModelConfig>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM model_configs WHERE is_default AND deleted_at IS NULL");
+    get_flagged(db, "is_default").await
+}
+
+/// The live model config with boolean column `flag` set (at most one has).
+async fn get_flagged(db: &impl GenericClient, flag: &str) -> DbResult<Option<ModelConfig>> {
+    let sql = format!("SELECT {COLUMNS} FROM model_configs WHERE {flag} AND deleted_at IS NULL");
     let stmt = db.prepare_cached(&sql).await?;
     db.query_opt(&stmt, &[])
         .await?
@@ -201,6 +210,37 @@ pub async fn set_default(db: &impl GenericClient, id: ModelConfigId) -> DbResult
         )
         .await?;
     Ok(db.execute(&set, &[&id]).await? == 1)
+}
+
+/// Makes `id` the model titles are generated with (`use_for_titles`), or
+/// with `false` stops it being that model. Two statements when setting
+/// (clear, then set), so call it inside a transaction, as for the default.
+pub async fn set_use_for_titles(
+    db: &impl GenericClient,
+    id: ModelConfigId,
+    use_for_titles: bool,
+) -> DbResult<bool> {
+    if use_for_titles {
+        let clear = db
+            .prepare_cached(
+                "UPDATE model_configs SET use_for_titles = false, updated_at = now()
+                 WHERE use_for_titles AND id <> $1",
+            )
+            .await?;
+        db.execute(&clear, &[&id]).await?;
+    }
+    let set = db
+        .prepare_cached(
+            "UPDATE model_configs SET use_for_titles = $2, updated_at = now()
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .await?;
+    Ok(db.execute(&set, &[&id, &use_for_titles]).await? == 1)
+}
+
+/// The live model config flagged `use_for_titles`, if any.
+pub async fn get_title_model(db: &impl GenericClient) -> DbResult<Option<ModelConfig>> {
+    get_flagged(db, "use_for_titles").await
 }
 
 /// The models users can pick: enabled, not deleted, on an enabled provider;
@@ -299,7 +339,8 @@ pub async fn update(
 pub async fn soft_delete(db: &impl GenericClient, id: ModelConfigId) -> DbResult<bool> {
     let stmt = db
         .prepare_cached(
-            "UPDATE model_configs SET deleted_at = now(), is_default = false, updated_at = now()
+            "UPDATE model_configs SET deleted_at = now(), is_default = false,
+                 use_for_titles = false, updated_at = now()
              WHERE id = $1 AND deleted_at IS NULL",
         )
         .await?;

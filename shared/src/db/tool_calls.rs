@@ -139,7 +139,9 @@ static RECORD: LazyLock<String> = LazyLock::new(|| {
 
 /// Stores the assistant message of a step that calls tools, and records its
 /// calls in the ledger, in one statement fenced on `fence` (DESIGN §3): a
-/// call is on record before it runs. `None` when ownership was lost.
+/// call is on record before it runs. The model call's cost is recorded in
+/// the same statement ([`super::accounting`]), replacing the run's spend
+/// reservation. `None` when ownership was lost.
 pub async fn record(
     db: &impl GenericClient,
     fence: &Fence,

@@ -139,6 +139,21 @@ pub async fn create(
     })
 }
 
+/// The chat `owner` created with idempotency key `key`, if any (a create
+/// refused before its statement still answers a replay with the original).
+pub async fn created_with_key(
+    db: &impl GenericClient,
+    owner: UserId,
+    key: &str,
+) -> DbResult<Option<Chat>> {
+    let stmt = db.prepare_cached(&BY_IDEMPOTENCY_KEY).await?;
+    db.query_opt(&stmt, &[&owner, &key])
+        .await?
+        .as_ref()
+        .map(Chat::from_row)
+        .transpose()
+}
+
 /// Stores a chat without a first message, in `chat.status`: [`create`]
 /// without one. A chat is never inserted as `running` (only a claim does that).
 pub async fn insert(db: &impl GenericClient, chat: &NewChat<'_>) -> DbResult<Chat> {

@@ -100,6 +100,11 @@ pub enum ChatEvent {
     },
     /// The title changed.
     Title,
+    /// The history up to `through_id` was folded into a compaction summary.
+    Compaction {
+        /// The newest message the summary replaced.
+        through_id: MessageId,
+    },
 }
 
 /// An event for an owner's chat list, published on `chatd_owner`.
@@ -137,6 +142,9 @@ pub enum ControlNotice {
     ModelsChanged,
     /// Users or tokens changed (revoked, role changed): drop cached logins.
     TokensChanged,
+    /// The deployment's system prompt or spend limits changed, or a user's
+    /// spend limit: drop cached settings.
+    SettingsChanged,
     /// MCP servers changed: drop cached connections and tool lists.
     McpServersChanged,
     /// A latency probe: its sender measures notify→receive time on arrival.

@@ -389,6 +389,7 @@ pub fn model_config(id: ModelConfigId, provider_id: ProviderId) -> ModelConfig {
         display_name: "Mock".to_owned(),
         enabled: true,
         is_default: true,
+        use_for_titles: false,
         context_limit: 8192,
         compaction_threshold_pct: 70,
         max_output_tokens: 1024,

@@ -118,6 +118,10 @@ fn model_config_outcome(outcome: ModelConfigOutcome) -> ApiResult<Json<ModelConf
             "invalid_provider",
             format!("provider {id} does not exist"),
         )),
+        ModelConfigOutcome::TitleModelChanged => Err(ApiError::conflict(
+            "title_model_changed",
+            "another model became the title model at the same time; try again",
+        )),
         ModelConfigOutcome::DefaultChanged => Err(ApiError::conflict(
             "default_changed",
             "another model became the default at the same time; try again",
@@ -197,7 +201,10 @@ async fn create_model_config(
         prices,
         options,
     };
-    let outcome = state.catalog.create_model_config(&new).await?;
+    let outcome = state
+        .catalog
+        .create_model_config(&new, body.use_for_titles == Some(true))
+        .await?;
     let created = model_config_outcome(outcome)?;
     Ok((StatusCode::CREATED, created))
 }
@@ -288,7 +295,7 @@ async fn update_model_config(
     let make_default = body.is_default == Some(true);
     let outcome = state
         .catalog
-        .update_model_config(id, &changes, make_default)
+        .update_model_config(id, &changes, make_default, body.use_for_titles)
         .await?;
     model_config_outcome(outcome)
 }
