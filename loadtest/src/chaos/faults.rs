@@ -257,6 +257,15 @@ impl FaultLog {
             .map(|record| record.fault.started)
     }
 
+    /// When the last fault's window closes (its end plus the grace): a
+    /// chat it disrupted has had its chance to recover by then. `None`
+    /// without faults, or while one is under way.
+    pub fn windows_closed_at(&self) -> Option<Instant> {
+        let records = lock(&self.records);
+        let last = records.last()?;
+        last.ended.map(|ended| ended + self.grace)
+    }
+
     /// A chat was disrupted while no fault was under way (a slow consumer,
     /// a stall): counted, not timed.
     pub fn unattributed(&self) {

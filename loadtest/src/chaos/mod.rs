@@ -201,6 +201,17 @@ async fn scenario(target: &mut Target, args: &ChaosArgs) -> anyhow::Result<Chaos
         .schedule(&kinds, phase_start, &recorder)
         .await
         .context("injecting faults")?;
+    // The load goes on until the last fault's window closes, so every chat
+    // it disrupted can show whether it recovered (a rolling restart that
+    // began just before the end finishes after it).
+    if let Some(closed) = log.windows_closed_at()
+        && closed > Instant::now()
+    {
+        if !args.quiet {
+            eprintln!("chaos: load goes on until the last fault's window closes");
+        }
+        tokio::time::sleep_until(closed).await;
+    }
 
     stop_load.send_replace(true);
     if !args.quiet {
