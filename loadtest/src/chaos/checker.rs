@@ -187,6 +187,10 @@ pub struct ChatChecker {
     turn_generation: Option<Generation>,
     /// The fault that reached the chat, while its window lasts.
     outage: Option<Outage>,
+    /// Faults whose window closed (a later fault reached the chat) before
+    /// any part or message came: the next data ends their outage too,
+    /// measured up to the start of the fault that cut their window short.
+    superseded: Vec<FaultRef>,
     /// When the last part or message arrived.
     last_data: Option<Instant>,
     /// The last fault the chat was counted for.
@@ -208,6 +212,7 @@ impl ChatChecker {
             record: ChatRecord::default(),
             turn_generation: None,
             outage: None,
+            superseded: Vec::new(),
             last_data: None,
             counted: None,
             answered: true,
@@ -232,7 +237,16 @@ impl ChatChecker {
         if self.counted == Some(fault.id) {
             return;
         }
-        self.close_outage();
+        match self.outage.take() {
+            Some(Outage {
+                fault: earlier,
+                longest: None,
+            }) => self.superseded.push(earlier),
+            outage => {
+                self.outage = outage;
+                self.close_outage();
+            }
+        }
         self.checks.faults.affected(fault);
         self.counted = Some(fault.id);
         self.outage = Some(Outage {
@@ -243,6 +257,14 @@ impl ChatChecker {
 
     /// A part or message arrived at `at`.
     fn data_arrived(&mut self, at: Instant) {
+        for fault in std::mem::take(&mut self.superseded) {
+            let faults = &self.checks.faults;
+            let since = self
+                .last_data
+                .map_or(fault.started, |last| last.max(fault.started));
+            let until = faults.next_start(fault).map_or(at, |next| at.min(next));
+            faults.recovered(fault, until.saturating_duration_since(since));
+        }
         if let Some(outage) = &mut self.outage {
             let faults = &self.checks.faults;
             let open = faults.attribute(at) == Some(outage.fault);
