@@ -1,4 +1,4 @@
-//! The command line (DESIGN §10, §13, §18): `chatd-loadtest run`,
+//! The command line (ARCHITECTURE.md §10, §13, §18): `chatd-loadtest run`,
 //! `chatd-loadtest bench` and `chatd-loadtest chaos`.
 
 use std::{path::PathBuf, time::Duration};
@@ -35,10 +35,10 @@ pub enum Command {
     Run(RunArgs),
     /// Run the standard scenario on this machine: a private PostgreSQL,
     /// 3 replicas with the in-process mock model, then `run` against them,
-    /// with the budgets of DESIGN §15.
+    /// with the budgets of ARCHITECTURE.md §15.
     #[command(after_long_help = EXIT_HELP)]
     Bench(BenchArgs),
-    /// Run load while injecting faults (DESIGN §18): replicas killed,
+    /// Run load while injecting faults (ARCHITECTURE.md §18): replicas killed,
     /// replaced in a rolling restart, PostgreSQL restarted, relay links cut,
     /// a replica partitioned from PostgreSQL; check every invariant as
     /// clients go and against the database at the end; report failover
@@ -148,7 +148,7 @@ pub struct BenchArgs {
     /// they are off, as in the test harness: the data is thrown away.
     #[arg(long)]
     pub durable: bool,
-    /// Switch on the chat features of DESIGN §17 first: a deployment system
+    /// Switch on the chat features of ARCHITECTURE.md §17 first: a deployment system
     /// prompt and the user's own, prices on the model (cost accounting), and
     /// titles by a second, cheap model.
     #[arg(long)]

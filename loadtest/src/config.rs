@@ -1,5 +1,5 @@
 //! What one run does: the targets, how many chats and turns, how they are
-//! paced, and what is measured besides the API (DESIGN §13).
+//! paced, and what is measured besides the API (ARCHITECTURE.md §13).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! chatd-loadtest: the scaletest harness of chatd (DESIGN §13).
+//! chatd-loadtest: the scaletest harness of chatd (ARCHITECTURE.md §13).
 //!
 //! - [`run`](run::run) drives virtual users (`user`) through the public
 //!   API of a running cluster: each creates a chat on one replica, streams it
@@ -9,7 +9,7 @@
 //!   JSON.
 //! - [`bench`](bench::bench) runs the standard scenario on this machine: a
 //!   private PostgreSQL, replicas as child processes of the `chatd` binary,
-//!   and a run against them, checked against the budgets of DESIGN §15.
+//!   and a run against them, checked against the budgets of ARCHITECTURE.md §15.
 //! - [`cli`] is the command line of the `chatd-loadtest` binary.
 
 pub mod bench;

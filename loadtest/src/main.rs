@@ -1,4 +1,4 @@
-//! `chatd-loadtest`: the scaletest harness (DESIGN §13, §18). `run` drives
+//! `chatd-loadtest`: the scaletest harness (ARCHITECTURE.md §13, §18). `run` drives
 //! load against running replicas; `bench` runs the standard scenario on
 //! this machine; `chaos` breaks a cluster under load and checks what
 //! clients see. See `chatd-loadtest <command> --help`.

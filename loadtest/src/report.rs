@@ -214,7 +214,7 @@ pub fn render_budgets(budgets: &[BudgetCheck]) -> String {
     let _ = writeln!(
         out,
         "{:<36} {:>10} {:>12}  verdict",
-        "budget (DESIGN §15)", "budget", "measured"
+        "budget (ARCHITECTURE.md §15)", "budget", "measured"
     );
     for check in budgets {
         let _ = write!(

@@ -91,7 +91,7 @@ pub struct Summary {
     pub harness_peak_rss_bytes: Option<u64>,
     /// What the window cost the database (with `--pg-url`).
     pub database: Option<DatabaseCost>,
-    /// The budgets of DESIGN §15 (`bench` only).
+    /// The budgets of ARCHITECTURE.md §15 (`bench` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<Vec<BudgetCheck>>,
 }
@@ -203,12 +203,12 @@ pub struct MachineUse {
     pub busy_cores: f64,
 }
 
-/// A budget of DESIGN §15 against what was measured.
+/// A budget of ARCHITECTURE.md §15 against what was measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetCheck {
     /// What is budgeted.
     pub name: String,
-    /// The budget, as DESIGN §15 states it.
+    /// The budget, as ARCHITECTURE.md §15 states it.
     pub budget: String,
     /// What was measured (`-` when nothing was).
     pub measured: String,

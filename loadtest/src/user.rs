@@ -1,5 +1,5 @@
 //! A virtual user: one chat, created through one target and streamed from
-//! another, taking its turns one after the other (DESIGN §13).
+//! another, taking its turns one after the other (ARCHITECTURE.md §13).
 //!
 //! 1. Create the chat (preferring target `i % n`, idle), open its stream
 //!    (preferring target `(i + 1) % n`) and wait for the snapshot's status.
@@ -9,7 +9,7 @@
 //! 3. Per turn: send the message and read the stream until `waiting` of a
 //!    newer generation.
 //!
-//! Requests and streams go through a [`FailoverClient`] (DESIGN §18): a
+//! Requests and streams go through a [`FailoverClient`] (ARCHITECTURE.md §18): a
 //! target that fails is left for the next one, a create or send is repeated
 //! only with its `Idempotency-Key`, and a stream that breaks is reopened
 //! elsewhere from its cursor. The first failure that survives all that

@@ -1,6 +1,6 @@
 //! chatd-mockllm: a fake LLM that speaks the OpenAI Chat Completions and
 //! Anthropic Messages wire formats, so tests, `chatd dev` and load tests run
-//! chatd end to end without a real provider (DESIGN §13).
+//! chatd end to end without a real provider (ARCHITECTURE.md §13).
 //!
 //! # Layout
 //!

@@ -1,6 +1,6 @@
 //! chatd-relay: token-level parts of a running chat travel from the replica
 //! that runs it ("B") to replicas whose clients watch it ("A"), over one
-//! multiplexed WebSocket per pair of replicas (DESIGN §7). Parts are never
+//! multiplexed WebSocket per pair of replicas (ARCHITECTURE.md §7). Parts are never
 //! durable and never pass through PostgreSQL.
 //!
 //! - [`server`]: B's side. `GET /relay/v1` on the relay listener, bearer

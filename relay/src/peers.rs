@@ -259,7 +259,7 @@ async fn peer(
             .metrics
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
-        // One span per connection (DESIGN §11): how long it lasted, how it ended.
+        // One span per connection (ARCHITECTURE.md §11): how long it lasted, how it ended.
         let session_span = tracing::info_span!(
             "relay_peer_session",
             peer = %worker,

@@ -1,4 +1,4 @@
-//! The relay's frames (DESIGN §7): JSON text messages over one WebSocket per
+//! The relay's frames (ARCHITECTURE.md §7): JSON text messages over one WebSocket per
 //! pair of replicas. The subscribing replica ("A") sends `sub`/`unsub`; the
 //! replica running the chats ("B") sends `parts`, `end` and `overflow`.
 

@@ -1,5 +1,5 @@
 //! The relay's liveness rule, the same on both ends of a connection
-//! (DESIGN §7): ping every `ping_interval`; a peer not heard from for
+//! (ARCHITECTURE.md §7): ping every `ping_interval`; a peer not heard from for
 //! `idle_timeout` (no frame, no pong) is gone.
 
 use std::time::Duration;

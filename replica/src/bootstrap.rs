@@ -1,4 +1,4 @@
-//! Provider bootstrap (DESIGN §10): with `CHATD_PROVIDER_KIND` and
+//! Provider bootstrap (ARCHITECTURE.md §10): with `CHATD_PROVIDER_KIND` and
 //! `CHATD_MODEL` set, a replica makes sure that provider and a default model
 //! exist at start, so a fresh deployment works without admin calls.
 //!

@@ -1,4 +1,4 @@
-//! `chatd dev`: the embedded default (DESIGN §10). One command gives a whole
+//! `chatd dev`: the embedded default (ARCHITECTURE.md §10). One command gives a whole
 //! cluster on this machine: a private PostgreSQL whose data lives under
 //! `--dir` between runs, an LLM (the mock, or a real provider when a key is
 //! in the environment), and `--replicas` replicas wired through the relay.

@@ -7,13 +7,13 @@
 //! - [`turn`]: the turn loop, the [`runtime::ChatRunner`] of a real replica.
 //! - [`tools`]: what the model can call (built-in, MCP, client tools, the
 //!   tool-call ledger); [`agents`]: subagents as tools.
-//! - [`operations`]: every transition of a chat, each announced (DESIGN §3).
+//! - [`operations`]: every transition of a chat, each announced (ARCHITECTURE.md §3).
 //! - [`streams`]: parts and messages for local subscribers, wherever the
 //!   chat runs (hub, feeds, following runs on peers through the relay).
 //! - [`api`]: the HTTP API; [`server`]: one replica, assembled.
 //! - [`web`]: the web page served at `/`.
 //! - [`files`]: attachments (uploads typed by their content, the storage
-//!   trait); [`webhooks`]: turn-end webhooks and the sender (DESIGN §17).
+//!   trait); [`webhooks`]: turn-end webhooks and the sender (ARCHITECTURE.md §17).
 //! - [`telemetry`]: metrics on `/metrics`; [`traces`]: spans over OTLP.
 
 pub mod agents;

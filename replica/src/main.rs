@@ -1,4 +1,4 @@
-//! `chatd`: one binary for every role of a replica (DESIGN §10): `serve`,
+//! `chatd`: one binary for every role of a replica (ARCHITECTURE.md §10): `serve`,
 //! `migrate`, `token create` and `dev`.
 
 mod cli;

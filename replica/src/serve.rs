@@ -1,5 +1,5 @@
 //! `chatd serve`: one replica until SIGTERM or SIGINT, then a graceful
-//! shutdown (DESIGN §4).
+//! shutdown (ARCHITECTURE.md §4).
 
 use anyhow::{Context, bail};
 use chatd_replica::{
@@ -43,7 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// How long a shutdown may take beyond the drain timeout: handing back what
-/// did not finish, closing streams, the relay and the database (DESIGN §12
+/// did not finish, closing streams, the relay and the database (ARCHITECTURE.md §12
 /// sizes the grace period as drain timeout + 5 s).
 pub const SHUTDOWN_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -1,5 +1,5 @@
 //! One replica, assembled: telemetry, pool, pubsub, stream hub, model
-//! catalog, turn loop, runtime and the HTTP API (DESIGN §4, §9). `chatd
+//! catalog, turn loop, runtime and the HTTP API (ARCHITECTURE.md §4, §9). `chatd
 //! serve` runs one; tests and `chatd dev` run several in one process.
 //!
 //! The HTTP listener comes up first (liveness answers, readiness says no);
@@ -73,7 +73,7 @@ pub struct ReplicaConfig {
     pub relay: Option<RelayConfig>,
 }
 
-/// The relay listener and its secret (DESIGN §7, §10).
+/// The relay listener and its secret (ARCHITECTURE.md §7, §10).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Where the relay listens (never exposed publicly).
@@ -407,7 +407,7 @@ impl Replica {
         &self.span
     }
 
-    /// Graceful shutdown (DESIGN §4), in this order: readiness turns false;
+    /// Graceful shutdown (ARCHITECTURE.md §4), in this order: readiness turns false;
     /// the runtime stops acquiring, gives runs the drain timeout and hands
     /// back the rest; client streams get `reconnect`; the relay stops
     /// serving peers; the API stops; then pubsub, caches and every other

@@ -1,6 +1,6 @@
 //! The deployment's settings (its system prompt, the default spend limit
 //! and period) and users' spend-limit overrides, cached per replica so a
-//! turn or a send costs no statement to know them (DESIGN §17). Every
+//! turn or a send costs no statement to know them (ARCHITECTURE.md §17). Every
 //! `chatd_control` notice and every resync drops the cache (the notice an
 //! admin's change sends, or one missed while the listener was down).
 //!

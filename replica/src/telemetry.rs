@@ -1,5 +1,5 @@
 //! Metrics: one OpenTelemetry meter provider per replica, exported as
-//! Prometheus text on `/metrics` (DESIGN §11). Per replica (not global) so
+//! Prometheus text on `/metrics` (ARCHITECTURE.md §11). Per replica (not global) so
 //! several replicas in one test process keep their numbers apart.
 
 use opentelemetry::metrics::{Meter, MeterProvider};

@@ -1,4 +1,4 @@
-//! Generated titles (DESIGN §17): once per chat, after its first user
+//! Generated titles (ARCHITECTURE.md §17): once per chat, after its first user
 //! message, a non-streaming call to the model flagged `use_for_titles` (or
 //! the chat's own) makes a 2–8 word title. It runs beside the turn, never in
 //! its way: the turn loop only hands the first message over and goes on, so

@@ -1,4 +1,4 @@
-//! `chatd token create`: bootstrap the first admin (DESIGN §10).
+//! `chatd token create`: bootstrap the first admin (ARCHITECTURE.md §10).
 
 use anyhow::Context;
 use chatd_shared::{

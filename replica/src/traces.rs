@@ -1,4 +1,4 @@
-//! Traces (DESIGN §11): OpenTelemetry spans over OTLP when the standard
+//! Traces (ARCHITECTURE.md §11): OpenTelemetry spans over OTLP when the standard
 //! `OTEL_*` variables name an endpoint, and nothing at all otherwise (no
 //! exporter, no OpenTelemetry layer: a span is only what the log lines
 //! need).

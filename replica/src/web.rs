@@ -1,4 +1,4 @@
-//! The web page every replica serves at `/` (DESIGN §9): one HTML file and
+//! The web page every replica serves at `/` (ARCHITECTURE.md §9): one HTML file and
 //! its JavaScript modules, stylesheet and icon from `replica/web/`, embedded
 //! in the binary so a replica needs nothing beside itself to serve it.
 //!

@@ -1,5 +1,5 @@
 //! The catalog and account operations: what another replica hears of each
-//! change an admin makes (DESIGN §3, "Where transitions live").
+//! change an admin makes (ARCHITECTURE.md §3, "Where transitions live").
 
 use std::time::Duration;
 

@@ -164,7 +164,7 @@ async fn a_stream_resumed_after_the_turn_gets_the_message_not_stale_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_reaches_a_local_subscriber_before_any_part_without_notifications() {
-    // DESIGN §16, invariant 1, for the subscriber on the worker: with no
+    // ARCHITECTURE.md §16, invariant 1, for the subscriber on the worker: with no
     // notification published, `running` can only come from the hub, ahead
     // of the run's parts.
     let app = TestApp::start(1, |_| {}).await;
@@ -186,7 +186,7 @@ async fn running_reaches_a_local_subscriber_before_any_part_without_notification
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_notices_arriving_out_of_order_still_deliver_every_message_in_id_order() {
-    // DESIGN §16, invariant 3: two writers commit messages 1 and 2, and
+    // ARCHITECTURE.md §16, invariant 3: two writers commit messages 1 and 2, and
     // their notices arrive the wrong way round.
     let app = TestApp::start(1, |_| {}).await;
     let client = app.admin(0);

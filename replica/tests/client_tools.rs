@@ -1,4 +1,4 @@
-//! Client-executed tools (DESIGN §17): a chat declares tools its client
+//! Client-executed tools (ARCHITECTURE.md §17): a chat declares tools its client
 //! runs; a call to one persists the step and makes the chat
 //! `requires_action` with the pending calls and a deadline as rows (no run,
 //! no slot); `POST /chats/{id}/tool-results` answers them and the turn goes

@@ -1,4 +1,4 @@
-//! The Kubernetes deployment (DESIGN §12) as far as this machine can check
+//! The Kubernetes deployment (ARCHITECTURE.md §12) as far as this machine can check
 //! it without a cluster: every overlay renders and validates against the
 //! Kubernetes schemas; the rendered objects say what a deployment needs;
 //! and three `chatd` processes started exactly as the production

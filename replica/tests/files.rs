@@ -1,4 +1,4 @@
-//! Attachments through the public API (DESIGN §17): uploads typed by their
+//! Attachments through the public API (ARCHITECTURE.md §17): uploads typed by their
 //! content, downloads with caching headers, owner-only access, references
 //! from messages, and what the model receives in each wire format.
 

@@ -1,4 +1,4 @@
-//! The tool-call ledger (DESIGN §17): a call is recorded before it runs, so
+//! The tool-call ledger (ARCHITECTURE.md §17): a call is recorded before it runs, so
 //! a turn recovered after its worker died never runs a side effect twice
 //! unknowingly. An idempotent tool runs again; one that is not gets the
 //! documented error result ("may have run; not repeated") and the model

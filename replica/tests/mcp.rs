@@ -1,4 +1,4 @@
-//! MCP servers (DESIGN §17) against a real server nobody here wrote: the
+//! MCP servers (ARCHITECTURE.md §17) against a real server nobody here wrote: the
 //! reference "everything" server (npm `@modelcontextprotocol/server-everything`,
 //! installed into `replica/tests/mcp` by `.ci/setup`), over streamable HTTP.
 //! An admin registers it; chats that opt in see its tools as `server__tool`;

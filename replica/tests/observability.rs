@@ -1,4 +1,4 @@
-//! The dashboard and the alerts of `deploy/observability/` (DESIGN §11),
+//! The dashboard and the alerts of `deploy/observability/` (ARCHITECTURE.md §11),
 //! proven with the real tools: `promtool` checks the rules and runs their
 //! unit tests (each alert fires and resolves on synthetic series), and a
 //! real Prometheus scrapes a small cluster under load and evaluates every

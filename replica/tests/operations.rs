@@ -1,6 +1,6 @@
 //! Chat operations announce exactly what their transition implies: for
 //! each transition, the notices another replica's listener receives, each
-//! once, in order (DESIGN §3, §5).
+//! once, in order (ARCHITECTURE.md §3, §5).
 //!
 //! The operations publish through a pubsub whose publisher sends every
 //! notice in its own statement (PostgreSQL folds identical notices of one

@@ -1,4 +1,4 @@
-//! What operators see (DESIGN §11): every metric §11 names is on `/metrics`
+//! What operators see (ARCHITECTURE.md §11): every metric §11 names is on `/metrics`
 //! from the start, and the diagnosis endpoints answer "why is this chat not
 //! running?" and "how loaded is each replica?".
 
@@ -19,7 +19,7 @@ use common::{
 };
 use serde_json::json;
 
-/// Every instrument DESIGN §11 asks for, by its name on `/metrics`
+/// Every instrument ARCHITECTURE.md §11 asks for, by its name on `/metrics`
 /// (counters carry Prometheus' `_total`).
 const DESIGN_METRICS: &[&str] = &[
     "chatd_running_chats",
@@ -341,7 +341,7 @@ async fn diagnosis_is_for_admins_and_an_unknown_or_malformed_chat_is_a_json_erro
         .expect("admins see every chat");
     assert_eq!(idle.status, ChatStatus::Waiting);
     assert!(idle.queue.is_none() && idle.worker.is_none());
-    // DESIGN §9: a malformed id is a 400, no token a 401, each as the JSON error.
+    // ARCHITECTURE.md §9: a malformed id is a 400, no token a 401, each as the JSON error.
     let http = reqwest::Client::new();
     for (token, path, status, code) in [
         (

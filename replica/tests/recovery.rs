@@ -1,5 +1,5 @@
 //! A killed worker's unfinished turn is resumed elsewhere from its last
-//! persisted step (DESIGN §16, invariant 8): the steps it saved are neither
+//! persisted step (ARCHITECTURE.md §16, invariant 8): the steps it saved are neither
 //! run nor stored again, and the model picks up after them.
 
 mod common;

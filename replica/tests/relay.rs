@@ -1,4 +1,4 @@
-//! The relay as clients see it (DESIGN §7): a client on one replica streams
+//! The relay as clients see it (ARCHITECTURE.md §7): a client on one replica streams
 //! a chat that runs on another and sees every token, in order, exactly once,
 //! through lost links, a dead worker, slow peers and departing subscribers.
 

@@ -1,4 +1,4 @@
-//! Subagents (DESIGN §17, invariant 16): a parent spawns children (chats of
+//! Subagents (ARCHITECTURE.md §17, invariant 16): a parent spawns children (chats of
 //! their own, run by any replica), and `wait_agent` ends the parent's run
 //! in `waiting_on_agents` with the wait as a row: no slot is held while it
 //! waits, and it survives the loss of any replica. A child's end (or the

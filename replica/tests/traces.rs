@@ -1,4 +1,4 @@
-//! Traces over OTLP (DESIGN §11), end to end: two `chatd serve` processes
+//! Traces over OTLP (ARCHITECTURE.md §11), end to end: two `chatd serve` processes
 //! export to a test receiver as the standard `OTEL_*` variables say, one
 //! over HTTP/protobuf and one over gRPC. A turn requested on replica A (with
 //! a `traceparent`) runs on replica B; its spans arrive with their names

@@ -1,4 +1,4 @@
-//! Turn-end webhooks through the public API (DESIGN §17, invariant 17): a
+//! Turn-end webhooks through the public API (ARCHITECTURE.md §17, invariant 17): a
 //! receiver in the test hears each turn end once, signed as documented;
 //! failures are retried with the same delivery id; a delivery survives the
 //! replica holding it; a burst across replicas loses and repeats nothing;

@@ -43,7 +43,7 @@ impl Backoff {
         }
     }
 
-    /// The 100 ms → 5 s backoff used for connections (DESIGN §5, §7).
+    /// The 100 ms → 5 s backoff used for connections (ARCHITECTURE.md §5, §7).
     pub fn for_reconnect() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(5))
     }

@@ -1,5 +1,5 @@
 //! Instruments that are on `/metrics` from the moment they are made, zero
-//! until used (DESIGN §11), so a dashboard or an alert never queries a
+//! until used (ARCHITECTURE.md §11), so a dashboard or an alert never queries a
 //! series that does not exist yet.
 //!
 //! OpenTelemetry exports a counter only once something was added to it and

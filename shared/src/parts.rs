@@ -1,5 +1,5 @@
 //! Message parts: the `content` array of a message and the payload of stream
-//! `part` events (DESIGN §2). The same enum serves both; deltas are streamed
+//! `part` events (ARCHITECTURE.md §2). The same enum serves both; deltas are streamed
 //! while a step is in progress and never stored.
 
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr};
 use postgres_types::{FromSql, ToSql};
 use serde::{Deserialize, Serialize};
 
-/// Where a chat is in its lifecycle (DESIGN §3).
+/// Where a chat is in its lifecycle (ARCHITECTURE.md §3).
 #[derive(
     Debug,
     Clone,
@@ -238,7 +238,7 @@ text_enum!(
 );
 
 text_enum!(
-    /// The period a spend limit counts over (DESIGN §17). Periods start at
+    /// The period a spend limit counts over (ARCHITECTURE.md §17). Periods start at
     /// midnight UTC: each day, each Monday, the first of each month.
     SpendPeriod, "spend period", {
         /// A calendar day.

@@ -1,4 +1,4 @@
-//! Events of the client-facing streams (DESIGN §6), as JSON over WebSocket
+//! Events of the client-facing streams (ARCHITECTURE.md §6), as JSON over WebSocket
 //! and SSE. The same type travels through a replica's stream hub.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The vocabulary of tools beyond the built-in ones (DESIGN §17): a tool a
+//! The vocabulary of tools beyond the built-in ones (ARCHITECTURE.md §17): a tool a
 //! chat's client runs ([`ClientTool`]), where a recorded call runs
 //! ([`RunsOn`]), and how tool names are spelled.
 

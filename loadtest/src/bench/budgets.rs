@@ -1,4 +1,4 @@
-//! The budgets of DESIGN §15 that a bench measures, checked against a
+//! The budgets of ARCHITECTURE.md §15 that a bench measures, checked against a
 //! run's summary.
 
 use crate::{

@@ -1,4 +1,4 @@
-//! `bench --features`: the chat features of DESIGN §17 switched on before
+//! `bench --features`: the chat features of ARCHITECTURE.md §17 switched on before
 //! the run, through the admin API, as an operator would: a deployment system
 //! prompt and the user's own, prices on the default model (so every step's
 //! cost is accounted), and titles by a second, cheaper model. With a spend

@@ -1,4 +1,4 @@
-//! `chatd-loadtest bench`: the standard scenario of DESIGN §13 and §15 on
+//! `chatd-loadtest bench`: the standard scenario of ARCHITECTURE.md §13 and §15 on
 //! this machine, end to end. A private PostgreSQL in a temporary directory
 //! (`pg_stat_statements` preloaded), `chatd migrate`, an admin token from
 //! `chatd token create`, replicas as child processes of `chatd serve` with

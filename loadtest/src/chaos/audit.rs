@@ -1,4 +1,4 @@
-//! The checks against the database (DESIGN §18; invariants 8, 9): while the
+//! The checks against the database (ARCHITECTURE.md §18; invariants 8, 9): while the
 //! run goes on, no chat stays `running` under a replica whose lease has
 //! expired for longer than recovery takes; at the end, every chat is idle,
 //! every turn was answered exactly once with no step stored twice, every

@@ -1,4 +1,4 @@
-//! What each client checks as it goes (DESIGN §18; invariants 2, 3, 14):
+//! What each client checks as it goes (ARCHITECTURE.md §18; invariants 2, 3, 14):
 //!
 //! - parts: per generation in seq order, none twice, none skipped (a gap
 //!   is allowed only where a message of that generation arrived since the

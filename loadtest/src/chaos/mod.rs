@@ -1,4 +1,4 @@
-//! `chatd-loadtest chaos` (DESIGN §18): load and faults together, with the
+//! `chatd-loadtest chaos` (ARCHITECTURE.md §18): load and faults together, with the
 //! invariants checked as clients go and against the database at the end.
 //!
 //! 1. A cluster: our own ([`cluster::OwnCluster`]: the bench's processes,

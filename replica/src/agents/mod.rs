@@ -1,4 +1,4 @@
-//! Subagents as tools (DESIGN §17): `spawn_agent`, `wait_agent`,
+//! Subagents as tools (ARCHITECTURE.md §17): `spawn_agent`, `wait_agent`,
 //! `message_agent` and `close_agent`, offered to top-level chats. A child is
 //! an ordinary chat (any replica runs it); `wait_agent` never holds a slot:
 //! the turn loop ends the parent's run in `waiting_on_agents` with the wait

@@ -1,5 +1,5 @@
 //! `/admin/*`: users and their tokens, providers, model configs, MCP
-//! servers (DESIGN §2, §9, §17), and the operators' diagnosis (§11). Admins
+//! servers (ARCHITECTURE.md §2, §9, §17), and the operators' diagnosis (§11). Admins
 //! only: every handler takes [`Admin`], so anyone else gets a 403 before
 //! their request is looked at.
 

@@ -1,4 +1,4 @@
-//! Bearer-token authentication (DESIGN §2, §9).
+//! Bearer-token authentication (ARCHITECTURE.md §2, §9).
 //!
 //! A token is looked up by its SHA-256 once, then cached for a minute, so a
 //! busy client costs no statement per request. Revoking a token (or changing

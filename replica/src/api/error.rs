@@ -1,5 +1,5 @@
 //! The one error type of the API, mapped to the JSON error body and status
-//! in one place (DESIGN §9).
+//! in one place (ARCHITECTURE.md §9).
 
 use axum::{
     Json,

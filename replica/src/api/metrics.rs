@@ -1,4 +1,4 @@
-//! HTTP request metrics by route and status, with latency (DESIGN §11).
+//! HTTP request metrics by route and status, with latency (ARCHITECTURE.md §11).
 
 use axum::{
     extract::{MatchedPath, Request, State},

@@ -1,4 +1,4 @@
-//! The public API (DESIGN §9): routes under `/api/v1` with bearer-token
+//! The public API (ARCHITECTURE.md §9): routes under `/api/v1` with bearer-token
 //! auth, streams over WebSocket and SSE, and the operations endpoints.
 //!
 //! One module per resource. Every handler returns [`ApiResult`]; every

@@ -1,4 +1,4 @@
-//! System prompts (DESIGN §17): `/admin/system-prompt` (the deployment's,
+//! System prompts (ARCHITECTURE.md §17): `/admin/system-prompt` (the deployment's,
 //! admins only) and `/users/me/prompt` (the caller's own). Changes are
 //! [`Settings`](crate::operations::Settings) operations.
 

@@ -1,4 +1,4 @@
-//! Spend limits (DESIGN §17): `/admin/spend-limits` (the default limit and
+//! Spend limits (ARCHITECTURE.md §17): `/admin/spend-limits` (the default limit and
 //! its period), `/admin/users/{id}/spend-limit` (a user's override), and
 //! `/users/me/spend` (the caller's spend). A send over the limit is a 409
 //! `spend_limit_exceeded` ([`spend_limit_exceeded`]).

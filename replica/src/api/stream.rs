@@ -1,5 +1,5 @@
 //! `GET /chats/{id}/stream`: a chat's events over WebSocket (on upgrade) or
-//! SSE (`Accept: text/event-stream`), resumable with a cursor (DESIGN §6).
+//! SSE (`Accept: text/event-stream`), resumable with a cursor (ARCHITECTURE.md §6).
 
 use axum::{
     extract::{

@@ -1,4 +1,4 @@
-//! One span per HTTP request (DESIGN §11), through tower-http's
+//! One span per HTTP request (ARCHITECTURE.md §11), through tower-http's
 //! `TraceLayer`: a root span (the request's `traceparent`, when it has one,
 //! is its parent) named [`span::HTTP_REQUEST`] with the method, the route
 //! template, the status and the replica's id. A chat transition made

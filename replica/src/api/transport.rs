@@ -90,7 +90,7 @@ pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S)
     }
 }
 
-/// The WebSocket keep-alive rule (DESIGN §6): a ping every interval; a
+/// The WebSocket keep-alive rule (ARCHITECTURE.md §6): a ping every interval; a
 /// client that left two pings unanswered when the next is due is gone.
 struct PingClock {
     interval: Duration,

@@ -1,4 +1,4 @@
-//! Usage analytics (DESIGN §17, "Cost"): `/users/me/usage` (the caller's)
+//! Usage analytics (ARCHITECTURE.md §17, "Cost"): `/users/me/usage` (the caller's)
 //! and `/admin/usage` (everyone's), read from the daily usage rollup, never
 //! from the messages.
 

@@ -1,4 +1,4 @@
-//! `/webhooks`: a user's turn-end webhooks and their deliveries (DESIGN
+//! `/webhooks`: a user's turn-end webhooks and their deliveries (ARCHITECTURE.md
 //! §17). How deliveries are signed is in [`crate::webhooks::signature`].
 
 use axum::{Json, extract::State, http::StatusCode};

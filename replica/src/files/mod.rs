@@ -1,4 +1,4 @@
-//! Attachments (DESIGN §17): uploads whose type is sniffed from their
+//! Attachments (ARCHITECTURE.md §17): uploads whose type is sniffed from their
 //! bytes, downloads a chunk at a time, the check that a message's `file`
 //! parts name its owner's files, and the loading of attachments into a
 //! model prompt.

@@ -1,4 +1,4 @@
-//! What an upload is, decided from its bytes (DESIGN §17): the client's
+//! What an upload is, decided from its bytes (ARCHITECTURE.md §17): the client's
 //! `Content-Type` and file name are claims, not facts, and a file that is
 //! not one of the allowed kinds is refused however it is named.
 //!

@@ -1,4 +1,4 @@
-//! One model call with the turn loop's timeouts (DESIGN §8).
+//! One model call with the turn loop's timeouts (ARCHITECTURE.md §8).
 
 use std::time::Duration;
 

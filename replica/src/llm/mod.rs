@@ -1,4 +1,4 @@
-//! LLM providers: one streaming model call behind one trait (DESIGN §8).
+//! LLM providers: one streaming model call behind one trait (ARCHITECTURE.md §8).
 //!
 //! Only the modules in here know a wire format. The rest of chatd builds a
 //! [`Prompt`] from our message parts and consumes [`StreamEvent`]s; errors
@@ -255,7 +255,7 @@ impl ProviderError {
     }
 }
 
-/// Timeouts every call gets (DESIGN §8).
+/// Timeouts every call gets (ARCHITECTURE.md §8).
 #[derive(Debug, Clone, Copy)]
 pub struct StreamTimeouts {
     /// From sending the request to the first event.

@@ -1,4 +1,4 @@
-//! Subagents (DESIGN §17): a parent's run spawns children (ordinary chats,
+//! Subagents (ARCHITECTURE.md §17): a parent's run spawns children (ordinary chats,
 //! one level deep), and an interrupt or a deletion of the parent reaches
 //! its children. The waits for children are in [`super::waits`].
 

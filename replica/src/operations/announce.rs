@@ -1,7 +1,7 @@
 //! What each transition tells the other replicas, decided in one place.
 //!
 //! An operation lists the [`Change`]s its statement made; [`announce`] turns
-//! them into pubsub notices (DESIGN §5): ids and flags only, sent after the
+//! them into pubsub notices (ARCHITECTURE.md §5): ids and flags only, sent after the
 //! commit, batched by the publisher. Which notices a change implies is
 //! written here and nowhere else, so every transition of the same kind is
 //! announced the same way and each notice goes out once.

@@ -70,7 +70,7 @@ impl Connection<'_> {
         Ok(())
     }
 
-    /// The base URL follows each vendor SDK's convention (DESIGN §10); a
+    /// The base URL follows each vendor SDK's convention (ARCHITECTURE.md §10); a
     /// `mock` provider's holds its settings (`mock://?tokens=…`).
     fn check_base_url(&self, name: &str) -> Result<(), ConnectionRefused> {
         let example = match self.kind {

@@ -1,4 +1,4 @@
-//! Context compaction's write as a chat operation (DESIGN §17): the summary
+//! Context compaction's write as a chat operation (ARCHITECTURE.md §17): the summary
 //! stored and the messages it replaces marked, fenced like every write of a
 //! run, then a `compaction` event for clients.
 

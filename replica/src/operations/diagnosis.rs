@@ -1,4 +1,4 @@
-//! The operators' reads (DESIGN §11): why a chat is not running and how
+//! The operators' reads (ARCHITECTURE.md §11): why a chat is not running and how
 //! loaded each replica is. Reads only, one indexed statement each
 //! (`db::diagnosis`); nothing is announced.
 

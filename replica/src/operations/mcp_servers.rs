@@ -1,4 +1,4 @@
-//! The MCP servers admins register (DESIGN §17). Every change is announced
+//! The MCP servers admins register (ARCHITECTURE.md §17). Every change is announced
 //! as [`Change::McpServersChanged`], so each replica drops its sessions and
 //! cached tool lists and the next run sees the change.
 

@@ -1,4 +1,4 @@
-//! Chat operations (DESIGN §3, "Where transitions live"): every transition
+//! Chat operations (ARCHITECTURE.md §3, "Where transitions live"): every transition
 //! of a chat is one method of [`ChatOps`]. Each runs its statement(s)
 //! through the database layer, announces exactly the events the transition
 //! implies ([`announce`] decides which, in one place), and returns an

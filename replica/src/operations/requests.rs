@@ -378,8 +378,8 @@ impl ChatOps {
                 .is_some())
     }
 
-    /// Sends a message (DESIGN §3), unless the caller's spend reached their
-    /// limit (DESIGN §17; no statement while no limit applies to them). An
+    /// Sends a message (ARCHITECTURE.md §3), unless the caller's spend reached their
+    /// limit (ARCHITECTURE.md §17; no statement while no limit applies to them). An
     /// idle chat gets it committed and
     /// becomes `pending`; a busy one queues it (`queue`), queues it and
     /// interrupts the turn (`interrupt`), or refuses it (`reject`). A
@@ -466,7 +466,7 @@ impl ChatOps {
         })
     }
 
-    /// Interrupts the turn in progress (DESIGN §3). A running chat's worker
+    /// Interrupts the turn in progress (ARCHITECTURE.md §3). A running chat's worker
     /// is asked to stop (announced as an interrupt); a pending chat stops
     /// before it starts (`waiting`, announced as a status), or runs its next
     /// queued message instead (announced as that message and a queue
@@ -558,7 +558,7 @@ impl ChatOps {
     }
 
     /// Replaces user message `message_id` and re-runs the chat from it
-    /// (DESIGN §3): later messages are hidden, the queue cleared, a turn in
+    /// (ARCHITECTURE.md §3): later messages are hidden, the queue cleared, a turn in
     /// progress fenced out by a new generation. Announces a refresh, the
     /// queue change and `pending`.
     pub async fn edit(

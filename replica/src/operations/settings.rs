@@ -1,4 +1,4 @@
-//! What admins and users set beside chats (DESIGN §17): the deployment's
+//! What admins and users set beside chats (ARCHITECTURE.md §17): the deployment's
 //! system prompt and spend limits, a user's custom prompt and spend-limit
 //! override; and what they read back: spend and usage. A change every
 //! replica caches is announced as [`Change::SettingsChanged`], so each

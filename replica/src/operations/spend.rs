@@ -1,4 +1,4 @@
-//! Spend limits as chat operations (DESIGN §17, invariant 15): a send
+//! Spend limits as chat operations (ARCHITECTURE.md §17, invariant 15): a send
 //! refused once the sender's spend reached their limit, and the reservation
 //! a run makes before each model call. Neither costs a statement while no
 //! limit applies to the user.

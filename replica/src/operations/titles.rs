@@ -1,4 +1,4 @@
-//! Generated titles as a chat operation (DESIGN §17): written only while
+//! Generated titles as a chat operation (ARCHITECTURE.md §17): written only while
 //! the chat has no title, so a title its user set always wins.
 
 use chatd_shared::{

@@ -1,4 +1,4 @@
-//! Transitions of chats that wait on something outside themselves (DESIGN
+//! Transitions of chats that wait on something outside themselves (ARCHITECTURE.md
 //! §17, invariant 16): a run records its tool calls before they run, and
 //! ends by waiting (`requires_action`, `waiting_on_agents`) without holding
 //! a slot; client results, a subagent's end, a deadline (the heartbeat) or

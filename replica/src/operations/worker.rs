@@ -1,4 +1,4 @@
-//! The worker's side of the lifecycle (DESIGN §3, §4): what a replica does
+//! The worker's side of the lifecycle (ARCHITECTURE.md §3, §4): what a replica does
 //! with the chats it runs. Writes a run makes are fenced on its
 //! [`Fence`]; `None` from one means ownership was lost and the run must stop.
 

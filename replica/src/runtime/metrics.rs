@@ -1,4 +1,4 @@
-//! The runtime's instruments (DESIGN §11).
+//! The runtime's instruments (ARCHITECTURE.md §11).
 
 use std::sync::{
     Arc,

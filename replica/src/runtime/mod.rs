@@ -1,4 +1,4 @@
-//! The replica runtime (DESIGN §4): registration and lease, the acquirer,
+//! The replica runtime (ARCHITECTURE.md §4): registration and lease, the acquirer,
 //! recovery of dead replicas' chats, the runs themselves, and graceful
 //! shutdown. Replicas share work through PostgreSQL alone.
 
@@ -50,7 +50,7 @@ pub use self::{
     run::{ChatRunner, RunContext, RunError},
 };
 
-/// How a replica runs (DESIGN §10 defaults).
+/// How a replica runs (ARCHITECTURE.md §10 defaults).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// This replica's id (the `worker_id` of its chats).
@@ -86,12 +86,12 @@ pub struct RuntimeConfig {
     /// leases judge. A new process's first session judges at once when the
     /// server has been up this long.
     pub lock_judge_after: Duration,
-    /// The webhook sender every replica runs (DESIGN §17).
+    /// The webhook sender every replica runs (ARCHITECTURE.md §17).
     pub webhooks: WebhookConfig,
 }
 
 impl RuntimeConfig {
-    /// The defaults of DESIGN §10 for a replica with this id.
+    /// The defaults of ARCHITECTURE.md §10 for a replica with this id.
     pub fn new(replica_id: ReplicaId) -> Self {
         Self {
             replica_id,
@@ -470,7 +470,7 @@ impl Runtime {
         &self.shared.metrics
     }
 
-    /// Graceful shutdown (DESIGN §4): stop acquiring and mark the row
+    /// Graceful shutdown (ARCHITECTURE.md §4): stop acquiring and mark the row
     /// draining; give runs `drain_timeout` to finish; hand back the rest
     /// (`pending`, generation + 1, wake); delete the replica row.
     pub async fn shutdown(self) {

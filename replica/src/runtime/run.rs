@@ -153,7 +153,7 @@ impl RunContext {
     }
 
     /// Reserves `estimate_micros` of the owner's spend for the run's next
-    /// model call (DESIGN §17, invariant 15); `override_micros` is the
+    /// model call (ARCHITECTURE.md §17, invariant 15); `override_micros` is the
     /// owner's limit override as the run read it.
     pub async fn reserve_spend(
         &self,
@@ -213,7 +213,7 @@ impl RunContext {
         }
     }
 
-    /// Ends the turn in one fenced statement (DESIGN §3), announced. When
+    /// Ends the turn in one fenced statement (ARCHITECTURE.md §3), announced. When
     /// `Released::next` is set the chat stays `running` under this run,
     /// which goes on with that message.
     pub async fn release(&self, end: TurnEnd) -> Result<Released, RunError> {

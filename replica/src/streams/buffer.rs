@@ -1,5 +1,5 @@
 //! The parts of a run's step in progress, as a replica keeps them for
-//! subscribers that join late (DESIGN §6): bounded, oldest evicted. A
+//! subscribers that join late (ARCHITECTURE.md §6): bounded, oldest evicted. A
 //! replica buffers two kinds of run, kept apart as two types: its own
 //! ([`LocalRun`]), and a run on a peer whose parts the relay brings here
 //! ([`RelayedRun`]).
@@ -12,7 +12,7 @@ use chatd_shared::{
     stream::StreamEvent,
 };
 
-/// Limits of one run's part buffer (DESIGN §6): past either, the oldest
+/// Limits of one run's part buffer (ARCHITECTURE.md §6): past either, the oldest
 /// parts are evicted (and counted).
 #[derive(Debug, Clone, Copy)]
 pub struct BufferLimits {

@@ -3,7 +3,7 @@
 //! While a chat has local subscribers, one feed per chat listens to its
 //! pubsub notices and turns them into stream events in the hub: it reads new
 //! messages **once** per notice and fans them out to every subscriber
-//! (DESIGN §6, remote catch-up is coalesced), skipping the read when the
+//! (ARCHITECTURE.md §6, remote catch-up is coalesced), skipping the read when the
 //! hub already carried those messages (the chat runs here). A lost notice
 //! becomes a resync that each subscriber answers by re-reading. The feed
 //! also tells its [`Follower`] every status, so the chat's run is followed

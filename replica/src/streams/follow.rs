@@ -1,4 +1,4 @@
-//! Following a chat's run on the replica that runs it (DESIGN §7): while a
+//! Following a chat's run on the replica that runs it (ARCHITECTURE.md §7): while a
 //! chat has local subscribers and another replica runs it, its parts are
 //! relayed here. The decision is [`Following`], a pure rule over the
 //! statuses seen; [`Follower`] carries it out on the hub and the relay.

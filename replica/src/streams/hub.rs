@@ -1,4 +1,4 @@
-//! The stream hub (DESIGN §6): per chat with local activity, the run
+//! The stream hub (ARCHITECTURE.md §6): per chat with local activity, the run
 //! buffered here (this replica's own, or one relayed from its worker), the
 //! local subscribers its parts and the chat's other events fan out to, and
 //! how far committed messages reached them.
@@ -548,7 +548,7 @@ impl StreamHub {
     /// Returns at once unless a relayed run of `generation` is buffered.
     /// Waits at most `patience`: a run that makes a message wait that long
     /// is marked lagging, and its later messages do not wait (their steps'
-    /// parts are superseded instead, as DESIGN §6 allows).
+    /// parts are superseded instead, as ARCHITECTURE.md §6 allows).
     pub async fn relayed_up_to(
         &self,
         chat_id: ChatId,

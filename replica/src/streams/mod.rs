@@ -1,4 +1,4 @@
-//! Streams (DESIGN §6, §7): parts and messages for local subscribers,
+//! Streams (ARCHITECTURE.md §6, §7): parts and messages for local subscribers,
 //! wherever the chat runs. This module owns the whole path of a token from
 //! the turn loop to a client, on this replica or through the relay:
 //!

@@ -1,4 +1,4 @@
-//! The hub as the relay crate sees it (DESIGN §7). The relay cannot depend
+//! The hub as the relay crate sees it (ARCHITECTURE.md §7). The relay cannot depend
 //! on the replica (dependencies point `replica → relay`), so it names what
 //! it needs as traits and this module implements them: [`HubSource`] serves
 //! this replica's runs to peers, [`HubSink`] takes parts of peers' runs in,

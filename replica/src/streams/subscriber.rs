@@ -1,4 +1,4 @@
-//! One client's view of one chat's stream (DESIGN §6): the subscribe
+//! One client's view of one chat's stream (ARCHITECTURE.md §6): the subscribe
 //! algorithm, the snapshot, and the rules that keep every client's events
 //! in order, exactly once, across reconnects.
 //!

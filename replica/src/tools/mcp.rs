@@ -1,4 +1,4 @@
-//! MCP servers' tools (DESIGN §17), through the official Rust SDK (`rmcp`)
+//! MCP servers' tools (ARCHITECTURE.md §17), through the official Rust SDK (`rmcp`)
 //! over the streamable HTTP transport.
 //!
 //! Each replica keeps, per server, one client session and the server's tool

@@ -1,4 +1,4 @@
-//! Tools the model can call, and running a step's calls (DESIGN §8): in
+//! Tools the model can call, and running a step's calls (ARCHITECTURE.md §8): in
 //! parallel, each with a timeout; an unknown tool, bad arguments, a failure,
 //! a timeout or a panic all become error results, never a failed turn.
 

@@ -1,4 +1,4 @@
-//! A step's tool calls (DESIGN §8, §17). The step's assistant message is
+//! A step's tool calls (ARCHITECTURE.md §8, §17). The step's assistant message is
 //! stored with its calls recorded in the ledger before any of them runs;
 //! the calls that run here run in parallel, and each result is stored (and
 //! its ledger row finished) as soon as it and every call before it are
@@ -169,7 +169,7 @@ impl TurnRunner {
         loaded: &mut Loaded,
     ) -> Result<CallsEnd, RunError> {
         let control = run.control();
-        // A span per call, a child of the step's (DESIGN §11).
+        // A span per call, a child of the step's (ARCHITECTURE.md §11).
         let spans: Vec<tracing::Span> = planned
             .iter()
             .map(|item| {

@@ -1,4 +1,4 @@
-//! Context compaction in the turn loop (DESIGN §17). When the input tokens
+//! Context compaction in the turn loop (ARCHITECTURE.md §17). When the input tokens
 //! the provider reported for the previous model call pass the model's
 //! `compaction_threshold_pct` of its `context_limit`, the next call first
 //! asks the model for a summary of everything before the last user message

@@ -1,4 +1,4 @@
-//! What a model call costs (DESIGN §17, "Cost"): micro-dollars from the
+//! What a model call costs (ARCHITECTURE.md §17, "Cost"): micro-dollars from the
 //! model config's prices per million tokens, rounded up once for the call.
 
 use chatd_shared::{db::model_configs::ModelConfig, parts::Usage};
@@ -32,7 +32,7 @@ pub fn cost_micros(model: &ModelConfig, usage: &Usage) -> Option<i64> {
 }
 
 /// The most a call of `input_tokens` may cost on `model` if it writes its
-/// whole output cap: what a run reserves before it (DESIGN §17, "Spend
+/// whole output cap: what a run reserves before it (ARCHITECTURE.md §17, "Spend
 /// limits"). Zero when the model is unpriced.
 pub fn estimate_micros(model: &ModelConfig, input_tokens: i64) -> i64 {
     let price = |price: Option<i64>| i128::from(price.unwrap_or(0));

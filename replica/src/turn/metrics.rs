@@ -1,4 +1,4 @@
-//! The turn loop's instruments (DESIGN §11).
+//! The turn loop's instruments (ARCHITECTURE.md §11).
 
 use opentelemetry::{
     KeyValue,

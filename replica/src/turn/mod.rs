@@ -1,4 +1,4 @@
-//! The turn loop (DESIGN §8): what a replica does with a chat it owns.
+//! The turn loop (ARCHITECTURE.md §8): what a replica does with a chat it owns.
 //!
 //! A turn streams a model step into the hub, runs the step's tool calls in
 //! parallel, persists the step in one fenced statement, and goes on while

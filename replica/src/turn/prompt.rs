@@ -20,7 +20,7 @@ const SUMMARY_OPEN: &str = "<conversation_summary>";
 const SUMMARY_CLOSE: &str = "</conversation_summary>";
 
 /// The system prompts of a chat's model calls, in the order the model gets
-/// them (DESIGN §17): the deployment's, the owner's, the chat's. Empty ones
+/// them (ARCHITECTURE.md §17): the deployment's, the owner's, the chat's. Empty ones
 /// are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SystemPrompts(Vec<String>);

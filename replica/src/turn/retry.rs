@@ -1,4 +1,4 @@
-//! When to retry a failed provider call (DESIGN §8): exponential backoff
+//! When to retry a failed provider call (ARCHITECTURE.md §8): exponential backoff
 //! from 1 s, doubling, capped at 30 s, with full jitter so that the chats
 //! one 429 hit together do not retry together; honouring the provider's
 //! Retry-After; at most 10 attempts in all.

@@ -1,4 +1,4 @@
-//! Spend reservations in the turn loop (DESIGN §17, invariant 15): before
+//! Spend reservations in the turn loop (ARCHITECTURE.md §17, invariant 15): before
 //! each model call (a step's, or a compaction summary's) the run reserves
 //! what the call may cost: the input it reads at the input price and its
 //! whole output cap at the output price. The step's commit replaces the

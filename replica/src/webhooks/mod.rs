@@ -1,4 +1,4 @@
-//! Webhooks (DESIGN §17, invariant 17): a user's subscriptions to turn
+//! Webhooks (ARCHITECTURE.md §17, invariant 17): a user's subscriptions to turn
 //! ends, delivered at least once from a durable outbox.
 //!
 //! - [`Webhooks`]: what the API calls: create (the secret shown once),
@@ -38,7 +38,7 @@ use crate::operations::Access;
 /// Every webhook secret starts with this.
 pub const SECRET_PREFIX: &str = "whsec_";
 
-/// How webhooks are delivered (DESIGN §10 style defaults).
+/// How webhooks are delivered (ARCHITECTURE.md §10 style defaults).
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Allow targets on private, loopback and link-local addresses

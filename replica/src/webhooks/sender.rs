@@ -1,4 +1,4 @@
-//! The sender (DESIGN §17, invariant 17): on every replica, claims due
+//! The sender (ARCHITECTURE.md §17, invariant 17): on every replica, claims due
 //! outbox rows with `SKIP LOCKED`, POSTs each signed body, and settles it:
 //! 2xx is delivered; anything else (an error status, a timeout, a refused
 //! connection, a redirect, which is never followed) is tried again after an

@@ -1,5 +1,5 @@
 //! How a webhook delivery is signed, so a receiver can check it came from
-//! chatd, unchanged, recently (DESIGN §17, invariant 17).
+//! chatd, unchanged, recently (ARCHITECTURE.md §17, invariant 17).
 //!
 //! Every attempt carries:
 //!

@@ -1,4 +1,4 @@
-//! Where webhooks may point (DESIGN §17): `http`/`https` URLs of public
+//! Where webhooks may point (ARCHITECTURE.md §17): `http`/`https` URLs of public
 //! hosts. chatd POSTs from inside the deployment's network, so a target on
 //! a private, loopback or link-local address would let any user probe (and
 //! poke) internal services; such targets are refused unless an admin allows

@@ -1,4 +1,4 @@
-//! The operators' answers (DESIGN §11): `GET /admin/chats/{id}/diagnosis`
+//! The operators' answers (ARCHITECTURE.md §11): `GET /admin/chats/{id}/diagnosis`
 //! ("why is this chat not running?") and `GET /admin/replicas` ("how loaded
 //! is each replica?").
 

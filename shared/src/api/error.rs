@@ -1,4 +1,4 @@
-//! The error body every failed request gets (DESIGN §9).
+//! The error body every failed request gets (ARCHITECTURE.md §9).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! `File`: an uploaded attachment as clients see it (DESIGN §17).
+//! `File`: an uploaded attachment as clients see it (ARCHITECTURE.md §17).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -89,7 +89,7 @@ pub struct MessageList {
     pub has_more: bool,
 }
 
-/// What to do with a message sent while the chat is busy (DESIGN §3).
+/// What to do with a message sent while the chat is busy (ARCHITECTURE.md §3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BusyBehavior {

@@ -1,4 +1,4 @@
-//! The public API's JSON shapes (DESIGN §9), shared by the server, the typed
+//! The public API's JSON shapes (ARCHITECTURE.md §9), shared by the server, the typed
 //! client and the load test.
 
 mod admin;

@@ -1,4 +1,4 @@
-//! System prompts (DESIGN §17): the deployment's (`/admin/system-prompt`)
+//! System prompts (ARCHITECTURE.md §17): the deployment's (`/admin/system-prompt`)
 //! and each user's own (`/users/me/prompt`). Every model call gets them in
 //! that order, then the chat's `system_prompt`.
 

@@ -1,4 +1,4 @@
-//! Spend limits (DESIGN §17): the deployment's default and period
+//! Spend limits (ARCHITECTURE.md §17): the deployment's default and period
 //! (`/admin/spend-limits`), per-user overrides
 //! (`/admin/users/{id}/spend-limit`), and a user's spend (`/users/me/spend`).
 

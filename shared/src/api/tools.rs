@@ -1,5 +1,5 @@
 //! Tool results a client posts, and MCP servers as admins manage them
-//! (DESIGN §17).
+//! (ARCHITECTURE.md §17).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};

@@ -1,4 +1,4 @@
-//! Usage analytics (DESIGN §17, "Cost"): `/users/me/usage` and
+//! Usage analytics (ARCHITECTURE.md §17, "Cost"): `/users/me/usage` and
 //! `/admin/usage`.
 
 use serde::{Deserialize, Serialize};

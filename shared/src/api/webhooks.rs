@@ -1,4 +1,4 @@
-//! Webhooks and their deliveries as clients see them (DESIGN §17).
+//! Webhooks and their deliveries as clients see them (ARCHITECTURE.md §17).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -17,7 +17,7 @@ const EXCERPT_CHARS: usize = 200;
 /// [`Chain`](crate::error_chain::Chain) to see its causes.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server refused the request with chatd's error body (DESIGN §9).
+    /// The server refused the request with chatd's error body (ARCHITECTURE.md §9).
     #[error("{status}: {code}: {message}")]
     Api {
         /// The HTTP status.

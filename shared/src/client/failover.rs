@@ -1,4 +1,4 @@
-//! Several replicas of one deployment as one client (DESIGN §18): a request
+//! Several replicas of one deployment as one client (ARCHITECTURE.md §18): a request
 //! goes to the replica that answered last, and moves to the next one when
 //! the transport fails, the replica times out or says it cannot serve
 //! (5xx, 429). A request that may have reached a server is repeated only

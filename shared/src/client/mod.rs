@@ -1,13 +1,13 @@
 //! The typed client of chatd's public API (feature `client`): every route of
-//! DESIGN §9 as an async method, and chat streams over WebSocket or SSE
-//! (DESIGN §6). Used by tests and the load test.
+//! ARCHITECTURE.md §9 as an async method, and chat streams over WebSocket or SSE
+//! (ARCHITECTURE.md §6). Used by tests and the load test.
 //!
 //! A [`Client`] talks to one replica, measures nothing and retries nothing:
 //! when a request fails or a stream ends, the caller decides what to do. A
 //! stream keeps its [`Cursor`](crate::stream::Cursor) so the caller can
 //! resume from it.
 //!
-//! A [`FailoverClient`] talks to every replica of a deployment (DESIGN §18):
+//! A [`FailoverClient`] talks to every replica of a deployment (ARCHITECTURE.md §18):
 //! it retries what is safe to retry on the next replica, with backoff and
 //! deadlines, and its [`FailoverStream`] reopens a chat's stream elsewhere
 //! from its cursor. [`ChatView`] is what a client shows of a chat: the

@@ -1,4 +1,4 @@
-//! A chat's stream that outlives the replica serving it (DESIGN §18,
+//! A chat's stream that outlives the replica serving it (ARCHITECTURE.md §18,
 //! invariant 14): when the connection breaks, the server says `reconnect`,
 //! or (optionally) a running chat goes silent for too long, the stream is
 //! reopened on the next replica with the cursor of the last event it

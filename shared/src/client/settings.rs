@@ -1,4 +1,4 @@
-//! The routes of system prompts, spend limits and usage (DESIGN §17).
+//! The routes of system prompts, spend limits and usage (ARCHITECTURE.md §17).
 
 use chrono::NaiveDate;
 use reqwest::Method;

@@ -1,5 +1,5 @@
 //! A chat's stream and the chat-list watch, over WebSocket or SSE
-//! (DESIGN §6). Both transports carry the same JSON events; a stream ends
+//! (ARCHITECTURE.md §6). Both transports carry the same JSON events; a stream ends
 //! when the server closes it, usually right after a `reconnect` event.
 
 use std::{

@@ -1,5 +1,5 @@
 //! What a client shows of one chat, built from the events of its stream
-//! (DESIGN §6, invariant 14): the newest status, the newest committed
+//! (ARCHITECTURE.md §6, invariant 14): the newest status, the newest committed
 //! message, and the draft of the step in progress.
 //!
 //! The draft is a preview. A committed message of the same generation and

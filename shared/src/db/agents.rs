@@ -1,4 +1,4 @@
-//! Subagents (DESIGN §17): a child is an ordinary chat with
+//! Subagents (ARCHITECTURE.md §17): a child is an ordinary chat with
 //! `parent_chat_id`/`root_chat_id`, owned by its parent's owner, one level
 //! deep. Spawning one is a write of the parent's run, so it is fenced on
 //! the run like every other ([`spawn`]); the waits are in

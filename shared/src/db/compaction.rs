@@ -1,4 +1,4 @@
-//! Context compaction's one write (DESIGN §17): the summary of a chat's
+//! Context compaction's one write (ARCHITECTURE.md §17): the summary of a chat's
 //! history stored as a hidden message, and the messages it replaces marked
 //! `compacted`, fenced like every write of a run.
 

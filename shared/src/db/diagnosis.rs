@@ -1,4 +1,4 @@
-//! The operators' reads (DESIGN §11): why one chat is not running, and how
+//! The operators' reads (ARCHITECTURE.md §11): why one chat is not running, and how
 //! loaded each replica is. One statement each, on indexes only: the queue
 //! position counts the pending chats ahead through the acquire index
 //! (`(updated_at, id) where status = 'pending' and not archived`), running

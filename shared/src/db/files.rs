@@ -1,4 +1,4 @@
-//! `files` and `file_chunks`: uploaded attachments (DESIGN §17). A file's
+//! `files` and `file_chunks`: uploaded attachments (ARCHITECTURE.md §17). A file's
 //! facts are one row; its bytes are rows of `file_chunks`, written and read
 //! one chunk per statement so no statement carries a whole large file.
 

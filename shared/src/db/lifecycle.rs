@@ -1,4 +1,4 @@
-//! The worker side of a chat's lifecycle (DESIGN §3, §4): claiming pending
+//! The worker side of a chat's lifecycle (ARCHITECTURE.md §3, §4): claiming pending
 //! chats, the heartbeat that renews a lease and recovers dead replicas'
 //! chats, handing chats back, and the fenced writes of a run (a step, the
 //! end of a turn). Plain reads and writes of rows live in [`super::chats`]
@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// What a worker holds while it runs a chat: every write it makes is
-/// conditional on all three still matching the row (DESIGN §3).
+/// conditional on all three still matching the row (ARCHITECTURE.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fence {
     /// The chat.
@@ -61,7 +61,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Claims up to `limit` pending chats for `worker` in one statement, oldest
-/// first, skipping rows other replicas are claiming (DESIGN §4).
+/// first, skipping rows other replicas are claiming (ARCHITECTURE.md §4).
 pub async fn claim_pending(
     db: &impl GenericClient,
     worker: ReplicaId,
@@ -466,7 +466,7 @@ const CLOSE_CALLS: &str = "closed_calls AS (
      )";
 
 /// Inserts a step's messages, in order, in one statement fenced on
-/// `fence` (DESIGN §3): nothing is written unless the chat is still running
+/// `fence` (ARCHITECTURE.md §3): nothing is written unless the chat is still running
 /// under this worker and generation. `None` means ownership was lost.
 ///
 /// The fence is an `UPDATE` of the chat row, so it takes the row lock: a
@@ -529,7 +529,7 @@ pub struct Released {
     pub owner_id: UserId,
     /// The queued message, now a user message, when one was popped.
     pub next: Option<Message>,
-    /// Webhook deliveries the turn end queued in the outbox (DESIGN §17).
+    /// Webhook deliveries the turn end queued in the outbox (ARCHITECTURE.md §17).
     pub webhooks_queued: i64,
     /// The chat's parent, for a subagent: a parent waiting on it may go on.
     pub parent_chat_id: Option<ChatId>,
@@ -578,7 +578,7 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Persists a turn's last step (none: `step` empty) and ends the turn, in
-/// one fenced statement (DESIGN §3): if a message is queued it is popped and
+/// one fenced statement (ARCHITECTURE.md §3): if a message is queued it is popped and
 /// inserted as a user message and the chat stays `running` under the same
 /// worker and generation; otherwise the chat becomes `waiting` (or `error`
 /// with `last_error` and `last_error_code`). `interrupt_requested` is

@@ -1,4 +1,4 @@
-//! `mcp_servers`: the MCP servers an admin registered (DESIGN §17). Chats
+//! `mcp_servers`: the MCP servers an admin registered (ARCHITECTURE.md §17). Chats
 //! opt into them by name; every replica caches their tool lists.
 
 use chrono::{DateTime, Utc};

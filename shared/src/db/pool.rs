@@ -116,7 +116,7 @@ pub enum PoolBuildError {
 }
 
 /// The connection pool: deadpool's, with every wait for a connection
-/// timed once [`Pool::register_metrics`] gave it a meter (DESIGN §11: a pool wait
+/// timed once [`Pool::register_metrics`] gave it a meter (ARCHITECTURE.md §11: a pool wait
 /// is a metric, not a hang). Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct Pool {

@@ -1,4 +1,4 @@
-//! What a turn reads when it starts (DESIGN §8, step 2), in one statement:
+//! What a turn reads when it starts (ARCHITECTURE.md §8, step 2), in one statement:
 //! the messages the model sees and its owner's settings (custom prompt and
 //! spend-limit override). The deployment's settings and the model come
 //! from caches, so this is the one statement a turn's prompt costs.

@@ -15,7 +15,7 @@ pub struct Provider {
     pub name: String,
     /// Which wire format it speaks.
     pub kind: ProviderKind,
-    /// Base URL, following the vendor SDK's convention (DESIGN §10).
+    /// Base URL, following the vendor SDK's convention (ARCHITECTURE.md §10).
     pub base_url: String,
     /// The API key itself, when stored in the database.
     pub api_key: Option<String>,

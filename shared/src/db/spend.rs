@@ -1,4 +1,4 @@
-//! Spend limits (DESIGN §17, invariant 15): the deployment's default limit
+//! Spend limits (ARCHITECTURE.md §17, invariant 15): the deployment's default limit
 //! and period, per-user overrides, and the reservation a run makes before
 //! each model call.
 //!

@@ -1,6 +1,6 @@
 //! The deployment's system prompt (`deployment_settings.system_prompt`)
 //! and each user's custom prompt (`user_settings.custom_prompt`): the first
-//! two of the three system prompts every model call gets (DESIGN §17). The
+//! two of the three system prompts every model call gets (ARCHITECTURE.md §17). The
 //! third is the chat's own (`chats.system_prompt`).
 
 use super::{DbResult, GenericClient};

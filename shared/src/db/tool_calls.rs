@@ -1,4 +1,4 @@
-//! `tool_calls`: the tool-call ledger (DESIGN §17). Every call a turn makes
+//! `tool_calls`: the tool-call ledger (ARCHITECTURE.md §17). Every call a turn makes
 //! is recorded with the assistant message that asks for it, before it runs
 //! ([`record`]); it is finished by the statement that stores its result
 //! (the fenced step statements of [`super::lifecycle`] close the rows their
@@ -138,7 +138,7 @@ static RECORD: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Stores the assistant message of a step that calls tools, and records its
-/// calls in the ledger, in one statement fenced on `fence` (DESIGN §3): a
+/// calls in the ledger, in one statement fenced on `fence` (ARCHITECTURE.md §3): a
 /// call is on record before it runs. The model call's cost is recorded in
 /// the same statement ([`super::accounting`]), replacing the run's spend
 /// reservation. `None` when ownership was lost.
@@ -230,7 +230,7 @@ pub enum Suspended {
         status: ChatStatus,
         /// The owner, for chat-list events.
         owner_id: UserId,
-        /// Webhook deliveries queued (`turn.requires_action`, DESIGN §17).
+        /// Webhook deliveries queued (`turn.requires_action`, ARCHITECTURE.md §17).
         webhooks_queued: i64,
     },
     /// The subagents it would wait for had all finished by the time their
@@ -429,7 +429,7 @@ static INSERT_CLIENT_RESULTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A client's results for a `requires_action` chat (DESIGN §17), in one
+/// A client's results for a `requires_action` chat (ARCHITECTURE.md §17), in one
 /// transaction with the chat row locked: every pending client call must be
 /// answered exactly once, before the deadline, by ids the chat knows. Then
 /// the results are stored as tool messages and the chat becomes `pending`;

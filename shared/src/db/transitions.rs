@@ -1,4 +1,4 @@
-//! The transitions a client asks for (DESIGN §3): create a chat, send a
+//! The transitions a client asks for (ARCHITECTURE.md §3): create a chat, send a
 //! message (to an idle chat, or into the queue of a busy one), interrupt,
 //! edit and re-run. Each is one statement, or one transaction with the chat
 //! row locked so it is ordered against a turn ending and against other
@@ -193,7 +193,7 @@ static SEND_TO_IDLE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A send to an idle chat, in one statement (DESIGN §3): inserts the user
+/// A send to an idle chat, in one statement (ARCHITECTURE.md §3): inserts the user
 /// message and makes the chat `pending`, but only if the chat is `waiting`
 /// or `error`, not archived, and (when `only_owner` is given) owned by that
 /// user. `None` otherwise: busy, archived, someone else's, or gone.
@@ -262,7 +262,7 @@ pub enum Sent {
     Missing,
 }
 
-/// A send in one transaction with the chat row locked (DESIGN §3): replays
+/// A send in one transaction with the chat row locked (ARCHITECTURE.md §3): replays
 /// an idempotency key used before (as a message or a queued message),
 /// switches the model if asked, commits the message when the chat is idle,
 /// otherwise queues it (when `rules.queue_if_busy`). The lock orders it
@@ -400,7 +400,7 @@ static STOP_PENDING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Requests an interrupt (DESIGN §3): on a running chat, sets
+/// Requests an interrupt (ARCHITECTURE.md §3): on a running chat, sets
 /// `interrupt_requested`; on a pending one, stops it before it starts (and
 /// runs the next queued message instead, if any). One transaction, with the
 /// chat row locked, so it cannot race a claim. Returns the chat after it;
@@ -502,7 +502,7 @@ static RERUN: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Edit and re-run (DESIGN §3): soft-deletes the user message `message_id`
+/// Edit and re-run (ARCHITECTURE.md §3): soft-deletes the user message `message_id`
 /// and everything after it, inserts the replacement, clears the queue, and
 /// makes the chat `pending` with a new generation (fencing out a worker
 /// still running the old turn), keeping the editing request's
@@ -575,7 +575,7 @@ pub struct FileRefused {
 }
 
 /// Checks that every `file` part of a user message names a file `owner`
-/// uploaded (DESIGN §17): a message may only carry its owner's files. The
+/// uploaded (ARCHITECTURE.md §17): a message may only carry its owner's files. The
 /// parts come back completed from the stored files: the canonical id, the
 /// sniffed media type (whatever the client wrote), and the stored name
 /// when the part gave none. No statement when there is no `file` part.

@@ -1,4 +1,4 @@
-//! Usage analytics (DESIGN §17, "Cost"): cost, tokens and turns per day,
+//! Usage analytics (ARCHITECTURE.md §17, "Cost"): cost, tokens and turns per day,
 //! user and model, read from the `usage_daily` rollup that step commits
 //! keep ([`super::accounting`]), never from the messages.
 

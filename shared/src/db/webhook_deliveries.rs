@@ -1,4 +1,4 @@
-//! `webhook_deliveries`: the outbox of webhook events (DESIGN §17,
+//! `webhook_deliveries`: the outbox of webhook events (ARCHITECTURE.md §17,
 //! invariant 17). A row is written by the statement that ends a turn
 //! ([`OUTBOX_CTE`] inside [`super::lifecycle::finish_turn`]), claimed by any
 //! replica's sender with `SKIP LOCKED` ([`claim_due`]), and settled by

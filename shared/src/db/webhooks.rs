@@ -1,4 +1,4 @@
-//! `webhooks`: a user's subscriptions to turn ends (DESIGN §17). Deliveries
+//! `webhooks`: a user's subscriptions to turn ends (ARCHITECTURE.md §17). Deliveries
 //! are [`super::webhook_deliveries`].
 
 use std::sync::LazyLock;

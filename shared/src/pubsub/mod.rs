@@ -1,4 +1,4 @@
-//! Pubsub over PostgreSQL LISTEN/NOTIFY (DESIGN §5).
+//! Pubsub over PostgreSQL LISTEN/NOTIFY (ARCHITECTURE.md §5).
 //!
 //! Each replica has one [`PubSub`]: a dedicated listener connection (not from
 //! the pool: pooled connections drop notifications) on the fixed channels of

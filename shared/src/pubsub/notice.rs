@@ -1,5 +1,5 @@
 //! What travels over LISTEN/NOTIFY: small JSON payloads with ids and flags,
-//! never content (DESIGN §5). A notice is a hint that something changed;
+//! never content (ARCHITECTURE.md §5). A notice is a hint that something changed;
 //! receivers re-read the database for the facts.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The real-PostgreSQL test harness (DESIGN §14), behind the `testing` feature.
+//! The real-PostgreSQL test harness (ARCHITECTURE.md §14), behind the `testing` feature.
 //!
 //! Each test process gets **one** private PostgreSQL cluster, started on first
 //! use from the installed server binaries (as the `postgres` user when the

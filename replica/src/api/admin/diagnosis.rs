@@ -1,5 +1,5 @@
 //! `/admin/chats/{id}/diagnosis` and `/admin/replicas`: the operators'
-//! questions of DESIGN §11, answered from the database (any replica answers
+//! questions of ARCHITECTURE.md §11, answered from the database (any replica answers
 //! for every chat and every replica). Reads of
 //! [`Diagnosis`](crate::operations::Diagnosis).
 

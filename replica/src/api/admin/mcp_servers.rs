@@ -1,4 +1,4 @@
-//! `/admin/mcp-servers`: the MCP servers chats may opt into (DESIGN §17).
+//! `/admin/mcp-servers`: the MCP servers chats may opt into (ARCHITECTURE.md §17).
 //! A bearer secret is never shown, only whether there is one. The changes
 //! are [`McpServers`](crate::operations::McpServers) operations.
 

@@ -29,7 +29,7 @@ pub(crate) enum AfterClaim {
     Wait,
 }
 
-/// The acquirer's rule, without the database (DESIGN §4): claim up to
+/// The acquirer's rule, without the database (ARCHITECTURE.md §4): claim up to
 /// `min(batch, free slots)`; poll on a jittered tick counted from the last
 /// look; with every slot taken, wait for a slot instead.
 pub(crate) struct AcquireClock {
