@@ -257,6 +257,11 @@ impl FaultLog {
             .map(|record| record.fault.started)
     }
 
+    /// How long after a fault ended a disruption is still put down to it.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
     /// When the last fault's window closes (its end plus the grace): a
     /// chat it disrupted has had its chance to recover by then. `None`
     /// without faults, or while one is under way.

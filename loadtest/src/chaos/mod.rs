@@ -433,8 +433,8 @@ impl<'a> Injector<'a> {
             _ => Vec::new(),
         };
         let since = Instant::now();
-        // Past this a chat is a violation (the lease probe's bound) anyway.
-        let deadline = since + 2 * self.args.lease_ttl + 2 * self.args.heartbeat_interval + SETTLE;
+        // Past the fault's window a chat's move is not this fault's to time.
+        let deadline = since + self.log.grace();
         let log = self.log;
         async move {
             if let Some(url) = url {
