@@ -169,6 +169,64 @@ async fn a_new_replica_on_a_server_up_for_long_judges_a_death_at_once() {
     survivor.shutdown().await;
 }
 
+/// The death watch waits for its peer's whole life, but never holds back
+/// the database's xmin horizon: a statement blocked on the lock keeps its
+/// snapshot, and then vacuum and page pruning can remove no row version
+/// that died since (the bench's PostgreSQL CPU per turn doubled from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_death_watch_holds_back_no_vacuum() {
+    let db = TestDb::new().await;
+    let holding = Arc::new(Holding::default());
+    let first = TestReplica::start(&db, holding.clone(), long_lease).await;
+    let second = TestReplica::start(&db, holding.clone(), long_lease).await;
+    wait_watching(&first, second.id).await;
+    wait_watching(&second, first.id).await;
+    let client = db.pool().get().await.unwrap();
+    eventually("both watches to be waiting", WAIT, || async {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND state = 'active' AND query LIKE '%advisory_lock%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting == 2).then_some(())
+    })
+    .await;
+    // A transaction id from after the waits began: no session may keep a
+    // snapshot older than it for long.
+    let mark: String = client
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually(
+        "every session's snapshot to be younger than the waits",
+        Duration::from_secs(5),
+        || async {
+            let holding_back: Vec<String> = client
+                .query(
+                    "SELECT left(query, 60) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND age(backend_xmin) > age($1::text::xid)",
+                    &[&mark],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            holding_back.is_empty().then_some(())
+        },
+    )
+    .await;
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
 /// A replica's row, if it is there.
 async fn replica_row(db: &TestDb, id: ReplicaId) -> Option<chatd_shared::db::replicas::Replica> {
     let client = db.pool().get().await.unwrap();
