@@ -361,18 +361,7 @@ async fn an_idempotency_key_gives_one_message_and_the_same_answer() {
         third.body, first.body,
         "still the original, even after the turn"
     );
-    let history = client
-        .list_messages(id, &MessagesQuery::default())
-        .await
-        .unwrap()
-        .messages;
-    assert_eq!(
-        history
-            .iter()
-            .filter(|m| m.role == MessageRole::User)
-            .count(),
-        1
-    );
+    assert_eq!(user_messages(&client, id).await, 1);
 
     // A queued message replays as queued.
     client
@@ -394,6 +383,54 @@ async fn an_idempotency_key_gives_one_message_and_the_same_answer() {
     );
     assert_eq!(queued.body, replayed.body);
     assert_eq!(client.list_queue(id).await.unwrap().queued.len(), 1);
+    app.shutdown().await;
+}
+
+/// How many user messages chat `id` shows.
+async fn user_messages(client: &Client, id: ChatId) -> usize {
+    client
+        .list_messages(id, &MessagesQuery::default())
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .filter(|m| m.role == MessageRole::User)
+        .count()
+}
+
+/// Sends with one key racing to an idle chat: one message, one 201, and
+/// every other answer is that message (the one-statement send checks the
+/// key in the statement that makes the chat busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_sends_with_one_key_make_one_message() {
+    let app = TestApp::start(1, |_| {}).await;
+    let client = app.admin(0);
+    let id = client
+        .create_chat(&CreateChat::default(), None)
+        .await
+        .unwrap()
+        .body
+        .id;
+    let body = send(say(json!({"text": "once"})), None);
+    let answers =
+        futures::future::join_all((0..8).map(|_| client.send_message(id, &body, Some("race-key"))))
+            .await;
+    let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|answer| answer.status.as_u16() == 201)
+        .collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for answer in &answers {
+        assert_eq!(answer.body, created[0].body);
+    }
+    wait_status(&client, id, ChatStatus::Waiting).await;
+    assert_eq!(user_messages(&client, id).await, 1);
     app.shutdown().await;
 }
 

@@ -412,11 +412,9 @@ impl ChatOps {
             idempotency_key: request.idempotency_key,
             trace_parent: trace_parent.as_deref(),
         };
-        // The usual case, one statement: an idle chat, no key, no model change.
-        if request.idempotency_key.is_none()
-            && request.model.is_none()
-            && request.client_tools.is_none()
-        {
+        // The usual case, one statement: an idle chat and no model or tools
+        // change; a key used before makes it fall through to the replay.
+        if request.model.is_none() && request.client_tools.is_none() {
             let sent = {
                 let client = self.pool.get().await?;
                 transitions::send_to_idle(&client, id, &message, access.owner_filter()).await?

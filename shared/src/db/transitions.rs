@@ -181,6 +181,11 @@ static SEND_TO_IDLE: LazyLock<String> = LazyLock::new(|| {
                  trace_parent = $6
              WHERE id = $1 AND status IN ('waiting', 'error') AND NOT archived
                AND ($5::uuid IS NULL OR owner_id = $5)
+               AND ($4::text IS NULL OR (
+                   NOT EXISTS (SELECT 1 FROM chat_messages
+                               WHERE chat_id = $1 AND idempotency_key = $4)
+                   AND NOT EXISTS (SELECT 1 FROM chat_queued_messages
+                                   WHERE chat_id = $1 AND idempotency_key = $4)))
              RETURNING id, owner_id, generation
          ), inserted AS (
              INSERT INTO chat_messages (chat_id, role, visibility, content, created_by, idempotency_key)
@@ -195,8 +200,14 @@ static SEND_TO_IDLE: LazyLock<String> = LazyLock::new(|| {
 
 /// A send to an idle chat, in one statement (ARCHITECTURE.md §3): inserts the user
 /// message and makes the chat `pending`, but only if the chat is `waiting`
-/// or `error`, not archived, and (when `only_owner` is given) owned by that
-/// user. `None` otherwise: busy, archived, someone else's, or gone.
+/// or `error`, not archived, (when `only_owner` is given) owned by that
+/// user, and (when the message has an idempotency key) the key is new to
+/// the chat. `None` otherwise: busy, archived, someone else's, gone, or a
+/// replay, which [`send_locked`] answers.
+///
+/// A key cannot slip past the check: a send that used it first made the
+/// chat `pending` in the same statement, so a concurrent one with the same
+/// key waits for the chat row's lock and then finds the chat busy.
 pub async fn send_to_idle(
     db: &impl GenericClient,
     chat_id: ChatId,
