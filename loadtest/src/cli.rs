@@ -157,6 +157,18 @@ pub struct BenchArgs {
     /// (high enough never to refuse), so every model call reserves first.
     #[arg(long, value_name = "MICROS", requires = "features")]
     pub spend_limit: Option<i64>,
+    /// A PostgreSQL setting for the bench's server, after chatd's own
+    /// (repeatable), to look inside a run: `--pg-setting
+    /// session_preload_libraries=auto_explain --pg-setting
+    /// auto_explain.log_min_duration=5ms --pg-setting logging_collector=on
+    /// --pg-setting log_directory=/tmp/pglog` logs the plans of slow
+    /// statements. Settings change what is measured: compare like with like.
+    #[arg(long = "pg-setting", value_name = "NAME=VALUE", value_parser = parse_pg_setting)]
+    pub pg_settings: Vec<(String, String)>,
+    /// Skip the database-only ceiling measured before the load (10 s in a
+    /// database of its own; the run is then judged without a ratio).
+    #[arg(long)]
+    pub no_ceiling: bool,
     /// What the two commands share.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -335,6 +347,27 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// `NAME=VALUE` of `--pg-setting`: a name PostgreSQL could have (letters,
+/// digits, `_` and `.`), so nothing else can be written into its
+/// configuration file.
+pub fn parse_pg_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return Err(format!("{name:?} is not a PostgreSQL setting name"));
+    }
+    if value.contains('\n') {
+        return Err("a setting's value is one line".into());
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +412,21 @@ mod tests {
         assert!(parse_fraction("150%").is_err());
         assert!(parse_fraction("-0.1").is_err());
         assert!(parse_fraction("lots").is_err());
+    }
+
+    #[test]
+    fn pg_settings_are_a_name_and_one_line() {
+        assert_eq!(
+            parse_pg_setting("auto_explain.log_min_duration = 5ms"),
+            Ok(("auto_explain.log_min_duration".into(), "5ms".into()))
+        );
+        assert_eq!(
+            parse_pg_setting("log_line_prefix=%m [%p] "),
+            Ok(("log_line_prefix".into(), "%m [%p]".into()))
+        );
+        assert!(parse_pg_setting("work_mem").is_err());
+        assert!(parse_pg_setting("a b=1").is_err());
+        assert!(parse_pg_setting("x=1\ny=2").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub fn render(summary: &Summary) -> String {
     latencies(&mut out, summary);
     streams(&mut out, summary);
     cpu(&mut out, summary);
+    ceiling(&mut out, summary);
     if let Some(database) = &summary.database {
         database_cost(&mut out, database);
     }
@@ -128,6 +129,20 @@ fn count(n: u64, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
+}
+
+fn ceiling(out: &mut String, summary: &Summary) {
+    let (Some(ceiling), Some(ratio)) = (&summary.ceiling, summary.ceiling_ratio()) else {
+        return;
+    };
+    let postgres = ceiling
+        .postgres_cpu_us_per_turn
+        .map_or_else(String::new, |us| format!(", PostgreSQL {us:.0} µs/turn"));
+    let _ = writeln!(
+        out,
+        "database-only ceiling: {:.0} turns/s ({:.2} statements a turn, {} sessions{postgres}); this run: {:.2} of it",
+        ceiling.turns_per_sec, ceiling.statements_per_turn, ceiling.connections, ratio
+    );
 }
 
 fn cpu(out: &mut String, summary: &Summary) {

@@ -423,6 +423,7 @@ fn summarise(
         harness_peak_rss_bytes: peak_rss_bytes(),
         database,
         budgets: None,
+        ceiling: None,
     }
 }
 

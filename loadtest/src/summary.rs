@@ -58,7 +58,11 @@ The JSON summary (--out) has these fields; latencies are in microseconds:
                                  top_by_calls, top_by_time: calls, per_turn,
                                  total_ms, query), statements_unavailable
   budgets                        bench only: name, budget, measured, verdict
-                                 (met, not met, not measured), note";
+                                 (met, not met, not measured), note
+  ceiling                        bench only: the database-only ceiling measured
+                                 before the load: turns_per_sec,
+                                 postgres_cpu_us_per_turn, statements_per_turn,
+                                 connections, window_secs";
 
 /// The summary of one run, as written by `--out` (JSON). Latencies are in
 /// microseconds. `bench` adds the CPU of the replicas and PostgreSQL to
@@ -94,6 +98,27 @@ pub struct Summary {
     /// The budgets of ARCHITECTURE.md §15 (`bench` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<Vec<BudgetCheck>>,
+    /// The database-only ceiling measured right before the load (`bench`
+    /// only, unless `--no-ceiling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<Ceiling>,
+}
+
+/// The database-only ceiling a bench measured before its load (see
+/// `bench::ceiling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ceiling {
+    /// Turns stored per second in the window.
+    pub turns_per_sec: f64,
+    /// PostgreSQL's CPU per turn in the window, in µs (none when its
+    /// process could not be read).
+    pub postgres_cpu_us_per_turn: Option<f64>,
+    /// Statements per turn (sends, claims, prompt reads, turn ends).
+    pub statements_per_turn: f64,
+    /// Sessions used.
+    pub connections: usize,
+    /// Length of the measured window, in seconds.
+    pub window_secs: f64,
 }
 
 /// The parameters of a run.
@@ -242,6 +267,12 @@ impl Verdict {
 }
 
 impl Summary {
+    /// This run's turns per second over the ceiling's, when measured.
+    pub fn ceiling_ratio(&self) -> Option<f64> {
+        let ceiling = self.ceiling.as_ref()?;
+        (ceiling.turns_per_sec > 0.0).then(|| self.turns.per_second / ceiling.turns_per_sec)
+    }
+
     /// True when every planned turn completed and nothing failed.
     pub fn succeeded(&self) -> bool {
         self.failures.is_empty() && self.turns.completed == self.turns.planned
@@ -339,6 +370,7 @@ pub(crate) mod fixtures {
                 }),
                 statements_unavailable: None,
             }),
+            ceiling: None,
             budgets: Some(vec![BudgetCheck {
                 name: "turns per second".into(),
                 budget: "≥ 1000".into(),

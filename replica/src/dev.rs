@@ -299,6 +299,7 @@ impl DevPostgres {
             // Each replica: its pool (8) and four sessions of its own.
             max_connections: (20 + 12 * replicas) as u32,
             password_roles: Vec::new(),
+            extra: Vec::new(),
         };
         let server = LocalPostgres::init(binaries, user, &root, &settings)?;
         if server.is_running() {

@@ -267,6 +267,10 @@ pub struct ServerSettings {
     /// Roles that must log in with a password over TCP; everyone else is trusted.
     /// (Tests use one to check how a wrong password is reported.)
     pub password_roles: Vec<String>,
+    /// More settings as `(name, value)`, written after ours (so they win):
+    /// `chatd-loadtest bench --pg-setting` uses them to look inside a run
+    /// (`auto_explain`, logging) without a second way to start a server.
+    pub extra: Vec<(String, String)>,
 }
 
 /// A private PostgreSQL cluster in a directory of its own: `data/` holds the
@@ -336,6 +340,9 @@ impl LocalPostgres {
         );
         if settings.durability_off {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        for (name, value) in &settings.extra {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
         }
         let data = self.data_dir();
         self.user.write_file(&data.join("chatd.conf"), &conf)?;

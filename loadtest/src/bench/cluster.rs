@@ -193,7 +193,9 @@ impl Cluster {
         &mut self,
         durable: bool,
         replicas: usize,
+        extra: &[(String, String)],
     ) -> anyhow::Result<(String, String)> {
+        let extra = extra.to_vec();
         let binaries = PgBinaries::locate()?;
         let user = ServerUser::detect()?;
         let root = self.root.clone();
@@ -208,6 +210,7 @@ impl Cluster {
                     durability_off: !durable,
                     max_connections,
                     password_roles: Vec::new(),
+                    extra: extra.clone(),
                 };
                 let server = LocalPostgres::init(binaries.clone(), user, &root, &settings)?;
                 match server.start() {
@@ -349,13 +352,22 @@ impl Cluster {
                 source: CpuSource::Process(replica.pid),
             })
             .collect();
-        if let Some(pid) = self.postmaster_pid() {
-            probes.push(CpuProbe {
-                name: "postgresql".to_owned(),
-                source: CpuSource::Tree(pid),
-            });
-        }
+        probes.extend(self.postgres_probe());
         probes
+    }
+
+    /// PostgreSQL's CPU (the postmaster and its backends), once started.
+    pub fn postgres_probe(&self) -> Option<CpuProbe> {
+        Some(CpuProbe {
+            name: "postgresql".to_owned(),
+            source: CpuSource::Tree(self.postmaster_pid()?),
+        })
+    }
+
+    /// The URL of a database on the bench's PostgreSQL, once started.
+    pub fn url_of(&self) -> Option<impl Fn(&str) -> String + use<>> {
+        let postgres = self.postgres.clone()?;
+        Some(move |database: &str| postgres.url(database))
     }
 
     fn postmaster_pid(&self) -> Option<u32> {

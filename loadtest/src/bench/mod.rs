@@ -12,6 +12,7 @@
 //! This is the command's top level, so it reports errors with `anyhow`.
 
 pub mod budgets;
+pub mod ceiling;
 pub mod cluster;
 pub mod features;
 
@@ -64,9 +65,23 @@ pub(crate) fn chatd_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 async fn scenario(cluster: &mut Cluster, chatd: &Path, args: &BenchArgs) -> anyhow::Result<bool> {
     let replicas = args.replicas as usize;
     eprintln!("bench: starting PostgreSQL in {}", cluster.root().display());
-    let (database_url, version) = cluster.start_postgres(args.durable, replicas).await?;
+    let (database_url, version) = cluster
+        .start_postgres(args.durable, replicas, &args.pg_settings)
+        .await?;
     run_chatd(chatd, Some(&database_url), &["migrate"]).await?;
     let token = admin_token(chatd, &database_url).await?;
+    let ceiling = if args.no_ceiling {
+        None
+    } else {
+        eprintln!("bench: measuring the database-only ceiling");
+        let postgres = cluster.postgres_probe();
+        let url_of = cluster.url_of().context("PostgreSQL is not running")?;
+        let plan = ceiling::Plan {
+            chats: args.chats as usize,
+            ..ceiling::Plan::default()
+        };
+        Some(ceiling::measure(chatd, plan, url_of, postgres).await?)
+    };
     eprintln!("bench: starting {replicas} replicas of {}", chatd.display());
     let settings = ReplicaSettings {
         max_running_chats: (args.chats as usize).max(512),
@@ -88,6 +103,7 @@ async fn scenario(cluster: &mut Cluster, chatd: &Path, args: &BenchArgs) -> anyh
     config.cpu_probes = cluster.cpu_probes();
     args.common.apply(&mut config);
     let mut summary = crate::run(config).await?;
+    summary.ceiling = ceiling;
     summary.budgets = Some(budgets::check(&summary));
 
     println!(

@@ -89,7 +89,7 @@ impl OwnCluster {
         replicas: &ChaosReplicas,
     ) -> anyhow::Result<(Vec<Slot>, LocalPostgres, String, String)> {
         eprintln!("chaos: starting PostgreSQL in {}", cluster.root().display());
-        let (database_url, _) = cluster.start_postgres(false, replicas.count).await?;
+        let (database_url, _) = cluster.start_postgres(false, replicas.count, &[]).await?;
         let postgres = cluster
             .postgres()
             .cloned()

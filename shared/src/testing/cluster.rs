@@ -224,6 +224,7 @@ fn start_private() -> Result<(ClusterKind, UrlBase), String> {
             durability_off: true,
             max_connections: 500,
             password_roles: vec![PASSWORD_ROLE.to_owned()],
+            extra: Vec::new(),
         };
         let server = LocalPostgres::init(binaries.clone(), user, &root, &settings)
             .map_err(|err| err.to_string())?;
