@@ -12,6 +12,13 @@ use chatd_loadtest::{
 };
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator: a turn allocates many small,
+/// short-lived buffers on several threads (parts, JSON, frames), where
+/// glibc's malloc showed as ~20 % of the replicas' CPU in a profile of the
+/// bench; see the issue 19 note for the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status when the load ran and something failed.
 const LOAD_FAILED: u8 = 1;
 /// Exit status when the run could not start.

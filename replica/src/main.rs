@@ -12,6 +12,13 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, TokenCommand};
 
+/// mimalloc instead of glibc's allocator: a turn allocates many small,
+/// short-lived buffers on several threads (parts, JSON, frames), where
+/// glibc's malloc showed as ~20 % of the replicas' CPU in a profile of the
+/// bench; see the issue 19 note for the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     if let Some(name) = cli::empty_secret_variable() {
