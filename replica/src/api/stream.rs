@@ -131,6 +131,10 @@ impl EventSource for ChatSubscriber {
         self.next_event()
     }
 
+    fn ready(&mut self) -> Option<Box<StreamEvent>> {
+        self.ready_event()
+    }
+
     fn reconnect(&self, reason: &str) -> StreamEvent {
         StreamEvent::Reconnect {
             chat_id: Some(self.chat_id()),

@@ -178,6 +178,10 @@ pub struct ChatSubscriber {
     pending: VecDeque<StreamEvent>,
     order: ClientOrder,
     closing: bool,
+    /// A queued item [`Self::ready_event`] took but could not handle
+    /// without waiting (a resync reads the database): next for
+    /// [`Self::next_event`].
+    deferred: Option<HubItem>,
 }
 
 impl ChatSubscriber {
@@ -199,6 +203,7 @@ impl ChatSubscriber {
             pending: VecDeque::new(),
             order: ClientOrder::new(cursor),
             closing: false,
+            deferred: None,
         };
         subscriber.catch_up().await?;
         if let Some(run) = subscribed.run {
@@ -290,7 +295,11 @@ impl ChatSubscriber {
             if self.closing {
                 return Next::Close;
             }
-            match self.receiver.recv().await {
+            let item = match self.deferred.take() {
+                Some(item) => Ok(item),
+                None => self.receiver.recv().await,
+            };
+            match item {
                 Ok(HubItem::Event(event)) => self.offer((*event).clone()),
                 Ok(HubItem::Resync) => {
                     if self.catch_up().await.is_err() {
@@ -300,6 +309,30 @@ impl ChatSubscriber {
                 // The status events say as much to clients.
                 Ok(HubItem::RunStarted(_) | HubItem::RunEnded(_)) => {}
                 Err(Overflowed) => return Next::Reconnect("slow_consumer"),
+            }
+        }
+    }
+
+    /// The next event if one is ready now, without waiting and without
+    /// the database, so a transport can put several events in one write
+    /// (ARCHITECTURE.md §6). Whatever needs more (a resync, a subscriber
+    /// cut off, the end) is left for [`Self::next_event`].
+    pub fn ready_event(&mut self) -> Option<Box<StreamEvent>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Box::new(event));
+            }
+            if self.closing || self.deferred.is_some() {
+                return None;
+            }
+            match self.receiver.try_recv() {
+                Ok(Some(HubItem::Event(event))) => self.offer((*event).clone()),
+                Ok(Some(HubItem::RunStarted(_) | HubItem::RunEnded(_))) => {}
+                Ok(Some(item)) => {
+                    self.deferred = Some(item);
+                    return None;
+                }
+                Ok(None) | Err(Overflowed) => return None,
             }
         }
     }
