@@ -26,6 +26,11 @@ use super::{
 
 /// Read buffer of a server WebSocket (clients send pongs and closes only).
 const READ_BUFFER: usize = 4 * 1024;
+/// Frames are gathered up to this many bytes before a socket write, so the
+/// events [`write_ready`] feeds in one go leave in one `write`, not one
+/// each. A connection's buffer only grows to what one burst needs (at most
+/// this plus one frame), so an idle subscriber keeps it small.
+const WRITE_BUFFER: usize = 8 * 1024;
 /// Largest message a client may send on a stream.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
@@ -83,11 +88,12 @@ pub fn transport(
 pub fn respond<S: EventSource>(state: AppState, transport: Transport, source: S) -> Response {
     match transport {
         // Clients only send pongs and closes: tungstenite's default 128 KiB
-        // read buffer per connection would dominate a replica's memory.
+        // read and write buffers per connection would dominate a replica's
+        // memory.
         Transport::WebSocket(upgrade) => upgrade
             .protocols([super::auth::WEBSOCKET_PROTOCOL])
             .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_BUFFER)
             .max_message_size(MAX_CLIENT_MESSAGE)
             .max_frame_size(MAX_CLIENT_MESSAGE)
             .on_upgrade(move |socket| websocket(state, source, socket)),
