@@ -7,7 +7,7 @@ use chatd_replica::traces::{self, OtlpSettings};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{
     EnvFilter, Layer,
-    filter::{self, FilterExt},
+    filter::{self, FilterExt, LevelFilter},
     layer::SubscriberExt,
     util::SubscriberInitExt,
 };
@@ -62,9 +62,14 @@ pub fn init(args: &LogArgs) -> anyhow::Result<Tracing> {
     let spans = provider.as_ref().map(traces::layer);
     // Whatever level CHATD_LOG asks for, chatd's own spans are on for the
     // log lines: they name the replica (`replica_id`, and a run's
-    // `chat_id`), which every line must carry.
+    // `chat_id`), which every line must carry. They are all `info` spans,
+    // and saying so keeps the subscriber's level hint: without one, every
+    // disabled `debug!`/`trace!` of every library (tungstenite traces each
+    // frame, tokio-postgres each message) is built and dispatched to be
+    // turned down, a measured ~5 % of a replica's CPU in the bench.
     let ours =
-        filter::filter_fn(|metadata| metadata.is_span() && metadata.target().starts_with("chatd_"));
+        filter::filter_fn(|metadata| metadata.is_span() && metadata.target().starts_with("chatd_"))
+            .with_max_level_hint(LevelFilter::INFO);
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter.or(ours)))
         .with(spans)
