@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use chatd_shared::{
     api,
-    db::{DbError, Pool, chats, messages, queued_messages, tool_calls},
+    db::{DbError, Pool, chats, queued_messages, tool_calls},
     error_chain::Chain,
     ids::ChatId,
     pubsub::{ChatEvent, ChatNotice, Delivery, PubSub, Subscription},
@@ -25,6 +25,7 @@ use chatd_shared::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
+    catch_up::CatchUp,
     follow::{Follower, RelayFollow},
     hub::StreamHub,
 };
@@ -40,6 +41,7 @@ pub(super) const READ_BATCH: i64 = 200;
 /// The running feeds, by chat, with how many subscribers hold each.
 pub(super) struct Feeds {
     pool: Pool,
+    catch_up: Arc<CatchUp>,
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     relay: Option<RelayFollow>,
@@ -66,6 +68,7 @@ impl Feeds {
         tracker: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
+            catch_up: CatchUp::new(pool.clone(), tracker.clone()),
             pool,
             pubsub,
             hub,
@@ -89,6 +92,7 @@ impl Feeds {
                 let feed = Feed {
                     chat_id,
                     pool: self.pool.clone(),
+                    catch_up: self.catch_up.clone(),
                     hub: self.hub.clone(),
                     follower: self
                         .relay
@@ -128,6 +132,7 @@ impl Drop for FeedGuard {
 struct Feed {
     chat_id: ChatId,
     pool: Pool,
+    catch_up: Arc<CatchUp>,
     hub: Arc<StreamHub>,
     /// `None` without a relay: clients of chats running elsewhere get
     /// durable events only.
@@ -154,7 +159,7 @@ impl Feed {
                     Delivery::Notice(notice) => self.forward(notice.event).await,
                     Delivery::Resync => {
                         self.hub.resync(chat_id);
-                        self.follow_from_row().await
+                        self.follow_from_row().await.map_err(Arc::new)
                     }
                 }
             };
@@ -184,7 +189,7 @@ impl Feed {
         Ok(())
     }
 
-    async fn forward(&self, event: ChatEvent) -> Result<(), DbError> {
+    async fn forward(&self, event: ChatEvent) -> Result<(), Arc<DbError>> {
         if let (
             Some(follower),
             ChatEvent::Status {
@@ -196,7 +201,7 @@ impl Feed {
         {
             follower.status(*status, *generation, *worker_id);
         }
-        forward(self.chat_id, event, &self.pool, &self.hub).await
+        forward(self.chat_id, event, &self.pool, &self.catch_up, &self.hub).await
     }
 }
 
@@ -220,19 +225,21 @@ pub(super) async fn requires_action(
 }
 
 /// Turns one notice into hub events: what changed is read from the
-/// database (a notice carries ids only).
+/// database (a notice carries ids only); new messages through `catch_up`,
+/// with the reads of other chats' feeds.
 pub(super) async fn forward(
     chat_id: ChatId,
     event: ChatEvent,
     pool: &Pool,
+    catch_up: &Arc<CatchUp>,
     hub: &StreamHub,
-) -> Result<(), DbError> {
+) -> Result<(), Arc<DbError>> {
     match event {
         ChatEvent::Status {
             status, generation, ..
         } => {
             if status == ChatStatus::Error {
-                let client = pool.get().await?;
+                let client = pool.get().await.map_err(DbError::from)?;
                 if let Some(chat) = chats::get(&client, chat_id).await?
                     && chat.generation == generation
                     && let Some(message) = chat.last_error
@@ -267,18 +274,15 @@ pub(super) async fn forward(
                 return Ok(());
             }
             let mut read = Vec::new();
-            {
-                let client = pool.get().await?;
-                loop {
-                    let batch = messages::visible_after(&client, chat_id, seen, READ_BATCH).await?;
-                    let full = batch.len() as i64 == READ_BATCH;
-                    if let Some(last) = batch.last() {
-                        seen = last.id;
-                    }
-                    read.extend(batch);
-                    if !full {
-                        break;
-                    }
+            loop {
+                let batch = catch_up.read(chat_id, seen).await?;
+                let full = batch.len() as i64 == READ_BATCH;
+                if let Some(last) = batch.last() {
+                    seen = last.id;
+                }
+                read.extend(batch);
+                if !full {
+                    break;
                 }
             }
             for message in &read {
@@ -297,13 +301,13 @@ pub(super) async fn forward(
             }
         }
         ChatEvent::Queue => {
-            let client = pool.get().await?;
+            let client = pool.get().await.map_err(DbError::from)?;
             let queued = queued_messages::list(&client, chat_id).await?;
             let queued = queued.iter().map(api::QueuedMessage::from).collect();
             hub.publish(chat_id, StreamEvent::Queue { chat_id, queued });
         }
         ChatEvent::Title => {
-            let client = pool.get().await?;
+            let client = pool.get().await.map_err(DbError::from)?;
             if let Some(chat) = chats::get(&client, chat_id).await? {
                 hub.publish(
                     chat_id,
@@ -442,6 +446,7 @@ mod tests {
         // The subscriber read the first message itself.
         hub.snapshot_read(chat, Some(ids[0]));
         let pool = db.pool();
+        let catch_up = CatchUp::new(pool.clone(), TaskTracker::new());
 
         // The notice of the third message arrives before the second's: the
         // feed reads from the watermark, so both arrive, in id order.
@@ -449,7 +454,7 @@ mod tests {
             after_id: ids[1],
             last_id: ids[2],
         };
-        forward(chat, third, pool, &hub).await.unwrap();
+        forward(chat, third, pool, &catch_up, &hub).await.unwrap();
         assert_eq!(
             message_ids(&events(&subscribed.receiver)),
             [ids[1].0, ids[2].0]
@@ -458,17 +463,22 @@ mod tests {
             after_id: ids[0],
             last_id: ids[1],
         };
-        forward(chat, second, pool, &hub).await.unwrap();
+        forward(chat, second, pool, &catch_up, &hub).await.unwrap();
         assert!(events(&subscribed.receiver).is_empty(), "read once");
 
-        forward(chat, ChatEvent::Title, pool, &hub).await.unwrap();
-        forward(chat, ChatEvent::Queue, pool, &hub).await.unwrap();
+        forward(chat, ChatEvent::Title, pool, &catch_up, &hub)
+            .await
+            .unwrap();
+        forward(chat, ChatEvent::Queue, pool, &catch_up, &hub)
+            .await
+            .unwrap();
         forward(
             chat,
             ChatEvent::Interrupt {
                 generation: Generation(1),
             },
             pool,
+            &catch_up,
             &hub,
         )
         .await
@@ -478,7 +488,7 @@ mod tests {
             generation: Generation(1),
             worker_id: None,
         };
-        forward(chat, status, pool, &hub).await.unwrap();
+        forward(chat, status, pool, &catch_up, &hub).await.unwrap();
         let seen = events(&subscribed.receiver);
         assert!(
             matches!(

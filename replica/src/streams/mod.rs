@@ -8,7 +8,8 @@
 //! - [`run_stream`]: the turn loop's handle on its run (parts, committed
 //!   messages, retries).
 //! - [`feed`]: durable events (pubsub notices) turned into stream events,
-//!   read once per notice for every local subscriber.
+//!   read once per notice for every local subscriber; [`catch_up`]: the
+//!   feeds' reads of new messages, many chats per statement.
 //! - [`follow`]: the decision to follow a run on a peer through the relay.
 //! - [`relay`]: the hub as the relay crate's source and sink.
 //! - [`subscriber`]: one client's chat stream (snapshot, then live events,
@@ -18,6 +19,7 @@
 //! [`Streams::watch_chats`]) and writes what it yields to a transport.
 
 pub mod buffer;
+mod catch_up;
 mod feed;
 pub mod follow;
 pub mod hub;
