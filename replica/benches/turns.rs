@@ -101,6 +101,7 @@ async fn run(
         ToolRegistry::builtin(false),
         TurnConfig::default(),
         TurnMetrics::new(&meter),
+        chatd_shared::db::batched::Batched::new(pool.clone(), tokio_util::task::TaskTracker::new()),
     ));
     let mut config = RuntimeConfig::new(id);
     config.max_running_chats = 4096;

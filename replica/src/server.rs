@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use chatd_shared::{
     backoff::Backoff,
-    db::{DbConfig, Pool, connect_dedicated, connect_pool},
+    db::{DbConfig, Pool, batched::Batched, connect_dedicated, connect_pool},
     error_chain::Chain,
     ids::{ChatId, Generation, ReplicaId},
     pubsub::{PubSub, PubSubConfig},
@@ -212,6 +212,7 @@ impl Core {
                 ToolRegistry::builtin(config.test_tools),
                 config.turn.clone(),
                 TurnMetrics::new(&meter),
+                Batched::new(pool.clone(), tracker.clone()),
             )
             .with_titles(titles)
             .with_file_store(files.store().clone())

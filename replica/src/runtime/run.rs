@@ -28,9 +28,22 @@ pub enum RunError {
     /// The run was told to stop before the write.
     #[error("the run was stopped ({0:?})")]
     Stopped(StopReason),
-    /// The database failed.
+    /// The database failed (shared: one failed statement of a batched read
+    /// fails every run that waited on it).
     #[error(transparent)]
-    Db(#[from] DbError),
+    Db(Arc<DbError>),
+}
+
+impl From<DbError> for RunError {
+    fn from(err: DbError) -> Self {
+        Self::Db(Arc::new(err))
+    }
+}
+
+impl From<Arc<DbError>> for RunError {
+    fn from(err: Arc<DbError>) -> Self {
+        Self::Db(err)
+    }
 }
 
 /// Runs one acquired chat. Implemented by the turn loop; tests use scripted

@@ -14,7 +14,13 @@ use tracing::Instrument;
 
 use chatd_shared::{
     api,
-    db::{DbError, Pool, chats, queued_messages, tool_calls},
+    db::{
+        DbError, DbResult, Pool,
+        batched::{BatchRead, Batched},
+        chats,
+        messages::{self, Message},
+        queued_messages, tool_calls,
+    },
     error_chain::Chain,
     ids::ChatId,
     pubsub::{ChatEvent, ChatNotice, Delivery, PubSub, Subscription},
@@ -25,7 +31,6 @@ use chatd_shared::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    catch_up::CatchUp,
     follow::{Follower, RelayFollow},
     hub::StreamHub,
 };
@@ -38,10 +43,27 @@ const RELAY_PATIENCE: Duration = Duration::from_secs(1);
 /// Messages read per query when catching up.
 pub(super) const READ_BATCH: i64 = 200;
 
+/// A feed's read of a chat's new messages (what users see after the
+/// watermark, a read batch at most), batched with other feeds' reads: one
+/// `NOTIFY` carries many chats' notices, so they come in bursts.
+pub(super) struct NewMessages;
+
+impl BatchRead for NewMessages {
+    type Want = (ChatId, chatd_shared::ids::MessageId);
+    type Got = Vec<Message>;
+
+    async fn read_each(
+        client: &deadpool_postgres::Client,
+        wants: &[Self::Want],
+    ) -> DbResult<Vec<Self::Got>> {
+        messages::visible_after_each(client, wants, READ_BATCH).await
+    }
+}
+
 /// The running feeds, by chat, with how many subscribers hold each.
 pub(super) struct Feeds {
     pool: Pool,
-    catch_up: Arc<CatchUp>,
+    new_messages: Arc<Batched<NewMessages>>,
     pubsub: PubSub,
     hub: Arc<StreamHub>,
     relay: Option<RelayFollow>,
@@ -68,7 +90,7 @@ impl Feeds {
         tracker: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
-            catch_up: CatchUp::new(pool.clone(), tracker.clone()),
+            new_messages: Batched::new(pool.clone(), tracker.clone()),
             pool,
             pubsub,
             hub,
@@ -92,7 +114,7 @@ impl Feeds {
                 let feed = Feed {
                     chat_id,
                     pool: self.pool.clone(),
-                    catch_up: self.catch_up.clone(),
+                    new_messages: self.new_messages.clone(),
                     hub: self.hub.clone(),
                     follower: self
                         .relay
@@ -132,7 +154,7 @@ impl Drop for FeedGuard {
 struct Feed {
     chat_id: ChatId,
     pool: Pool,
-    catch_up: Arc<CatchUp>,
+    new_messages: Arc<Batched<NewMessages>>,
     hub: Arc<StreamHub>,
     /// `None` without a relay: clients of chats running elsewhere get
     /// durable events only.
@@ -201,7 +223,14 @@ impl Feed {
         {
             follower.status(*status, *generation, *worker_id);
         }
-        forward(self.chat_id, event, &self.pool, &self.catch_up, &self.hub).await
+        forward(
+            self.chat_id,
+            event,
+            &self.pool,
+            &self.new_messages,
+            &self.hub,
+        )
+        .await
     }
 }
 
@@ -225,13 +254,13 @@ pub(super) async fn requires_action(
 }
 
 /// Turns one notice into hub events: what changed is read from the
-/// database (a notice carries ids only); new messages through `catch_up`,
-/// with the reads of other chats' feeds.
+/// database (a notice carries ids only); new messages through
+/// `new_messages`, in one statement with other chats' feeds' reads.
 pub(super) async fn forward(
     chat_id: ChatId,
     event: ChatEvent,
     pool: &Pool,
-    catch_up: &Arc<CatchUp>,
+    new_messages: &Arc<Batched<NewMessages>>,
     hub: &StreamHub,
 ) -> Result<(), Arc<DbError>> {
     match event {
@@ -275,7 +304,7 @@ pub(super) async fn forward(
             }
             let mut read = Vec::new();
             loop {
-                let batch = catch_up.read(chat_id, seen).await?;
+                let batch = new_messages.read((chat_id, seen)).await?;
                 let full = batch.len() as i64 == READ_BATCH;
                 if let Some(last) = batch.last() {
                     seen = last.id;
@@ -446,7 +475,7 @@ mod tests {
         // The subscriber read the first message itself.
         hub.snapshot_read(chat, Some(ids[0]));
         let pool = db.pool();
-        let catch_up = CatchUp::new(pool.clone(), TaskTracker::new());
+        let new_messages = Batched::new(pool.clone(), TaskTracker::new());
 
         // The notice of the third message arrives before the second's: the
         // feed reads from the watermark, so both arrive, in id order.
@@ -454,7 +483,9 @@ mod tests {
             after_id: ids[1],
             last_id: ids[2],
         };
-        forward(chat, third, pool, &catch_up, &hub).await.unwrap();
+        forward(chat, third, pool, &new_messages, &hub)
+            .await
+            .unwrap();
         assert_eq!(
             message_ids(&events(&subscribed.receiver)),
             [ids[1].0, ids[2].0]
@@ -463,13 +494,15 @@ mod tests {
             after_id: ids[0],
             last_id: ids[1],
         };
-        forward(chat, second, pool, &catch_up, &hub).await.unwrap();
-        assert!(events(&subscribed.receiver).is_empty(), "read once");
-
-        forward(chat, ChatEvent::Title, pool, &catch_up, &hub)
+        forward(chat, second, pool, &new_messages, &hub)
             .await
             .unwrap();
-        forward(chat, ChatEvent::Queue, pool, &catch_up, &hub)
+        assert!(events(&subscribed.receiver).is_empty(), "read once");
+
+        forward(chat, ChatEvent::Title, pool, &new_messages, &hub)
+            .await
+            .unwrap();
+        forward(chat, ChatEvent::Queue, pool, &new_messages, &hub)
             .await
             .unwrap();
         forward(
@@ -478,7 +511,7 @@ mod tests {
                 generation: Generation(1),
             },
             pool,
-            &catch_up,
+            &new_messages,
             &hub,
         )
         .await
@@ -488,7 +521,9 @@ mod tests {
             generation: Generation(1),
             worker_id: None,
         };
-        forward(chat, status, pool, &catch_up, &hub).await.unwrap();
+        forward(chat, status, pool, &new_messages, &hub)
+            .await
+            .unwrap();
         let seen = events(&subscribed.receiver);
         assert!(
             matches!(

@@ -8,8 +8,8 @@
 //! - [`run_stream`]: the turn loop's handle on its run (parts, committed
 //!   messages, retries).
 //! - [`feed`]: durable events (pubsub notices) turned into stream events,
-//!   read once per notice for every local subscriber; [`catch_up`]: the
-//!   feeds' reads of new messages, many chats per statement.
+//!   read once per notice for every local subscriber (many chats' reads
+//!   in one statement, `chatd_shared::db::batched`).
 //! - [`follow`]: the decision to follow a run on a peer through the relay.
 //! - [`relay`]: the hub as the relay crate's source and sink.
 //! - [`subscriber`]: one client's chat stream (snapshot, then live events,
@@ -19,7 +19,6 @@
 //! [`Streams::watch_chats`]) and writes what it yields to a transport.
 
 pub mod buffer;
-mod catch_up;
 mod feed;
 pub mod follow;
 pub mod hub;

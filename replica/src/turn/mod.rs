@@ -20,8 +20,8 @@ use std::{sync::Arc, time::Duration};
 use chatd_shared::{
     api,
     db::{
-        DbError,
         agents::AgentLimits,
+        batched::Batched,
         lifecycle::{Released, StepMessage, TurnEnd},
         messages,
         model_configs::ModelConfig,
@@ -99,15 +99,20 @@ pub struct TurnRunner {
     /// Where a chat's first turn hands its message for a title; none: no
     /// titles are made.
     titles: Option<Titles>,
+    /// Where a turn reads its prompt: the runs a claim starts together read
+    /// theirs in one statement.
+    prompts: Arc<Batched<prompt_context::Loads>>,
 }
 
 impl TurnRunner {
-    /// A runner calling models from `catalog` with `tools`.
+    /// A runner calling models from `catalog` with `tools`, reading
+    /// prompts through `prompts`.
     pub fn new(
         catalog: Arc<ModelCatalog>,
         tools: ToolRegistry,
         config: TurnConfig,
         metrics: TurnMetrics,
+        prompts: Arc<Batched<prompt_context::Loads>>,
     ) -> Self {
         Self {
             catalog,
@@ -117,6 +122,7 @@ impl TurnRunner {
             metrics,
             files: None,
             titles: None,
+            prompts,
         }
     }
 
@@ -141,7 +147,7 @@ impl TurnRunner {
         attach_to_prompt(store.as_ref(), prompt)
             .await
             .map_err(|err| match err {
-                StoreError::Db(db) => RunError::Db(db),
+                StoreError::Db(db) => RunError::from(db),
             })
     }
 
@@ -245,10 +251,10 @@ impl TurnRunner {
                 Ok(model) => model,
                 Err(err) => return self.fail(run, "model_unavailable", err.to_string()).await,
             };
-            let context = {
-                let client = run.db().get().await.map_err(DbError::from)?;
-                prompt_context::load(&client, run.fence().chat_id, run.chat().owner_id).await?
-            };
+            let context = self
+                .prompts
+                .read((run.fence().chat_id, run.chat().owner_id))
+                .await?;
             let deployment = run.ops().settings().deployment().await?;
             let system = SystemPrompts::new(
                 &deployment.system_prompt,

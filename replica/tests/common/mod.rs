@@ -359,8 +359,10 @@ pub fn turn_runner(
         Arc::new(move |row| chatd_replica::llm::build(row, &http));
     let catalog = chatd_replica::models::ModelCatalog::new(pool.clone(), factory);
     let metrics = chatd_replica::turn::TurnMetrics::new(&opentelemetry::global::meter("test"));
+    let prompts =
+        chatd_shared::db::batched::Batched::new(pool.clone(), tokio_util::task::TaskTracker::new());
     Arc::new(chatd_replica::turn::TurnRunner::new(
-        catalog, tools, config, metrics,
+        catalog, tools, config, metrics, prompts,
     ))
 }
 

@@ -271,12 +271,7 @@ pub async fn visible_after_each(
     let afters: Vec<MessageId> = wants.iter().map(|(_, after)| *after).collect();
     let stmt = db.prepare_cached(&SQL).await?;
     for row in db.query(&stmt, &[&chats, &afters, &limit]).await? {
-        // `want` is the 1-based position in `wants` (WITH ORDINALITY).
-        let want: i64 = row.try_get("want")?;
-        if let Some(list) = usize::try_from(want - 1)
-            .ok()
-            .and_then(|index| read.get_mut(index))
-        {
+        if let Some(list) = super::batched::answer_of(&mut read, &row)? {
             list.push(Message::from_row(&row)?);
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod accounting;
 pub mod agents;
+pub mod batched;
 pub mod chats;
 pub mod compaction;
 pub mod diagnosis;
@@ -49,6 +50,9 @@ pub enum DbError {
     /// A statement failed, or the connection did.
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
+    /// A statement answered other than its contract says (a bug).
+    #[error("unexpected answer: {0}")]
+    Unexpected(&'static str),
 }
 
 impl DbError {

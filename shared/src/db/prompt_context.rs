@@ -1,11 +1,12 @@
 //! What a turn reads when it starts (ARCHITECTURE.md §8, step 2), in one statement:
 //! the messages the model sees and its owner's settings (custom prompt and
 //! spend-limit override). The deployment's settings and the model come
-//! from caches, so this is the one statement a turn's prompt costs.
+//! from caches, so this is the one statement a turn's prompt costs, shared
+//! by the runs that start together ([`Loads`], [`super::batched`]).
 
 use std::sync::LazyLock;
 
-use super::{DbResult, GenericClient, messages::Message};
+use super::{DbResult, GenericClient, batched::BatchRead, messages::Message};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// The prompt's inputs read from the database.
@@ -22,19 +23,43 @@ pub struct PromptContext {
     pub history: Vec<Message>,
 }
 
-static LOAD: LazyLock<String> = LazyLock::new(|| {
-    let columns = super::messages::COLUMNS
+/// `m.`-qualified message columns.
+fn message_columns() -> String {
+    super::messages::COLUMNS
         .split(',')
         .map(|column| format!("m.{}", column.trim()))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+static LOAD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit, {columns}
          FROM (SELECT $2::uuid AS user_id) o
          LEFT JOIN user_settings s ON s.user_id = o.user_id
          LEFT JOIN chat_messages m ON m.chat_id = $1 AND NOT m.deleted AND NOT m.compacted
                                   AND m.visibility <> 'user'
-         ORDER BY m.id"
+         ORDER BY m.id",
+        columns = message_columns(),
+    )
+});
+
+/// [`LOAD`] for many chats: the chats' messages are read per chat (the
+/// `LATERAL` subquery's `ORDER BY` keeps it from being flattened into a
+/// join that could scan every chat's messages).
+static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
+                {columns}
+         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w(chat_id, user_id, want)
+         LEFT JOIN user_settings s ON s.user_id = w.user_id
+         LEFT JOIN LATERAL (
+             SELECT * FROM chat_messages
+             WHERE chat_id = w.chat_id AND NOT deleted AND NOT compacted AND visibility <> 'user'
+             ORDER BY id
+         ) m ON true
+         ORDER BY w.want, m.id",
+        columns = message_columns(),
     )
 });
 
@@ -48,13 +73,60 @@ pub async fn load(
     let rows = db.query(&stmt, &[&chat_id, &owner]).await?;
     let mut context = PromptContext::default();
     for row in &rows {
-        if let Some(prompt) = row.try_get::<_, Option<String>>("owner_prompt")? {
-            context.user_prompt = prompt;
-        }
-        context.user_spend_limit = row.try_get("owner_limit")?;
-        if row.try_get::<_, Option<MessageId>>("id")?.is_some() {
-            context.history.push(Message::from_row(row)?);
-        }
+        context.add(row)?;
     }
     Ok(context)
+}
+
+/// [`load`] for each `(chat, owner)` of `wants`, in one statement; one
+/// context per want, in the order of `wants`.
+pub async fn load_each(
+    db: &impl GenericClient,
+    wants: &[(ChatId, UserId)],
+) -> DbResult<Vec<PromptContext>> {
+    let mut contexts = vec![PromptContext::default(); wants.len()];
+    if wants.is_empty() {
+        return Ok(contexts);
+    }
+    let chats: Vec<ChatId> = wants.iter().map(|(chat, _)| *chat).collect();
+    let owners: Vec<UserId> = wants.iter().map(|(_, owner)| *owner).collect();
+    let stmt = db.prepare_cached(&LOAD_EACH).await?;
+    for row in db.query(&stmt, &[&chats, &owners]).await? {
+        if let Some(context) = super::batched::answer_of(&mut contexts, &row)? {
+            context.add(&row)?;
+        }
+    }
+    Ok(contexts)
+}
+
+impl PromptContext {
+    /// Takes in one row of [`LOAD`] or [`LOAD_EACH`]: the owner's settings
+    /// (on every row) and a message (none on the one row of a chat without
+    /// messages).
+    fn add(&mut self, row: &tokio_postgres::Row) -> DbResult<()> {
+        if let Some(prompt) = row.try_get::<_, Option<String>>("owner_prompt")? {
+            self.user_prompt = prompt;
+        }
+        self.user_spend_limit = row.try_get("owner_limit")?;
+        if row.try_get::<_, Option<MessageId>>("id")?.is_some() {
+            self.history.push(Message::from_row(row)?);
+        }
+        Ok(())
+    }
+}
+
+/// Prompt contexts as a batched read ([`super::batched`]): the runs a claim
+/// starts together read their prompts in one statement.
+pub struct Loads;
+
+impl BatchRead for Loads {
+    type Want = (ChatId, UserId);
+    type Got = PromptContext;
+
+    async fn read_each(
+        client: &deadpool_postgres::Client,
+        wants: &[Self::Want],
+    ) -> DbResult<Vec<Self::Got>> {
+        load_each(client, wants).await
+    }
 }

@@ -1,0 +1,199 @@
+//! Batched reads (`db::batched`) against a real database: many callers at
+//! once, one queue, and each gets exactly what its own read alone would
+//! have returned; the batched statements (`messages::visible_after_each`,
+//! `prompt_context::load_each`) agree with their one-chat forms.
+
+use chatd_shared::{
+    db::{
+        DbResult,
+        batched::{BatchRead, Batched},
+        chats,
+        messages::{self, Message, NewMessage},
+        prompt_context, spend, system_prompts, transitions, users,
+    },
+    ids::{ChatId, MessageId, UserId},
+    parts::Part,
+    status::{ChatStatus, MessageRole, MessageVisibility, UserRole},
+    testing::TestDb,
+};
+use tokio_util::task::TaskTracker;
+
+/// Messages read per chat by [`NewMessages`].
+const LIMIT: i64 = 50;
+
+/// What a stream feed reads: a chat's visible messages after a watermark.
+struct NewMessages;
+
+impl BatchRead for NewMessages {
+    type Want = (ChatId, MessageId);
+    type Got = Vec<Message>;
+
+    async fn read_each(
+        client: &deadpool_postgres::Client,
+        wants: &[Self::Want],
+    ) -> DbResult<Vec<Self::Got>> {
+        messages::visible_after_each(client, wants, LIMIT).await
+    }
+}
+
+/// `count` chats of `owner`; chat `i` gets the messages `messages(i)` says
+/// (one visibility each). Returns each chat with its message ids.
+async fn chats_with_messages(
+    client: &deadpool_postgres::Client,
+    owner: UserId,
+    count: usize,
+    messages: impl Fn(usize) -> Vec<MessageVisibility>,
+) -> Vec<(ChatId, Vec<MessageId>)> {
+    let labels = serde_json::json!({});
+    let content = [Part::text("hello")];
+    let mut made = Vec::new();
+    for index in 0..count {
+        let chat = transitions::insert(
+            client,
+            &chats::NewChat {
+                id: ChatId::new_v7(),
+                owner_id: owner,
+                parent_chat_id: None,
+                root_chat_id: None,
+                title: "",
+                status: ChatStatus::Waiting,
+                model_config_id: None,
+                system_prompt: None,
+                labels: &labels,
+                tools: Default::default(),
+                trace_parent: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+        let mut ids = Vec::new();
+        for visibility in messages(index) {
+            let message = NewMessage {
+                visibility: Some(visibility),
+                content: &content,
+                ..Default::default()
+            };
+            let role = if ids.len() % 2 == 0 {
+                MessageRole::User
+            } else {
+                MessageRole::Assistant
+            };
+            ids.push(
+                messages::insert(client, chat, role, &message)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        made.push((chat, ids));
+    }
+    made
+}
+
+fn ids(messages: &[Message]) -> Vec<MessageId> {
+    messages.iter().map(|message| message.id).collect()
+}
+
+#[tokio::test]
+async fn concurrent_reads_of_many_chats_each_get_their_own_chats_messages() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    let owner = users::insert(&client, UserId::new_random(), "batched", UserRole::Member)
+        .await
+        .unwrap()
+        .id;
+    // Chat 0 has a model-only message; chat 1 more than a read's limit.
+    let made = chats_with_messages(&client, owner, 40, |index| match index {
+        0 => vec![
+            MessageVisibility::Both,
+            MessageVisibility::Model,
+            MessageVisibility::Both,
+            MessageVisibility::User,
+        ],
+        1 => vec![MessageVisibility::Both; LIMIT as usize + 5],
+        _ => vec![MessageVisibility::Both; index % 4 + 1],
+    })
+    .await;
+    // Read from the first message on, or from the start.
+    let wants: Vec<(ChatId, MessageId)> = made
+        .iter()
+        .enumerate()
+        .map(|(index, (chat, ids))| (*chat, if index % 2 == 0 { ids[0] } else { MessageId(0) }))
+        .collect();
+
+    let batched = Batched::<NewMessages>::new(db.pool().clone(), TaskTracker::new());
+    let read = futures::future::join_all(wants.iter().map(|want| batched.read(*want))).await;
+
+    let mut total = 0;
+    for ((chat, after), got) in wants.iter().zip(read) {
+        let got = ids(&got.unwrap());
+        total += got.len();
+        let alone = messages::visible_after(&client, *chat, *after, LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(got, ids(&alone), "chat {chat} after {after:?}");
+    }
+    assert!(total > wants.len(), "{total} messages read");
+    // Chat 0 after its first: the model-only message left out. Chat 1: a
+    // whole read's worth.
+    let first_two =
+        futures::future::join_all(wants[..2].iter().map(|want| batched.read(*want))).await;
+    let lengths: Vec<usize> = first_two
+        .into_iter()
+        .map(|got| got.unwrap().len())
+        .collect();
+    assert_eq!(lengths, [2, LIMIT as usize]);
+}
+
+#[tokio::test]
+async fn prompt_contexts_read_together_are_those_read_one_by_one() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    let ada = users::insert(&client, UserId::new_random(), "ada", UserRole::Member)
+        .await
+        .unwrap()
+        .id;
+    let bob = users::insert(&client, UserId::new_random(), "bob", UserRole::Member)
+        .await
+        .unwrap()
+        .id;
+    system_prompts::set_user(&client, ada, "Call me Ada.")
+        .await
+        .unwrap();
+    spend::set_user_limit(&client, ada, Some(5)).await.unwrap();
+    let visibilities = |index: usize| match index % 3 {
+        0 => Vec::new(),
+        1 => vec![
+            MessageVisibility::Both,
+            MessageVisibility::User,
+            MessageVisibility::Model,
+        ],
+        _ => vec![MessageVisibility::Both; 6],
+    };
+    let mut wants = Vec::new();
+    for owner in [ada, bob] {
+        for (chat, _) in chats_with_messages(&client, owner, 6, visibilities).await {
+            wants.push((chat, owner));
+        }
+    }
+
+    let together = prompt_context::load_each(&client, &wants).await.unwrap();
+    assert_eq!(together.len(), wants.len());
+    for ((chat, owner), context) in wants.iter().zip(&together) {
+        let alone = prompt_context::load(&client, *chat, *owner).await.unwrap();
+        assert_eq!(context, &alone, "chat {chat}");
+    }
+    assert_eq!(together[0].user_prompt, "Call me Ada.");
+    assert_eq!(together[0].user_spend_limit, Some(5));
+    assert_eq!(together[1].history.len(), 2, "user-only message left out");
+    assert_eq!(together[2].history.len(), 6);
+    assert_eq!(together[6].user_prompt, "");
+
+    // Through the queue, as the turn loop reads them.
+    let batched = Batched::<prompt_context::Loads>::new(db.pool().clone(), TaskTracker::new());
+    let read = futures::future::join_all(wants.iter().map(|want| batched.read(*want))).await;
+    for (got, expected) in read.into_iter().zip(&together) {
+        assert_eq!(&got.unwrap(), expected);
+    }
+}
