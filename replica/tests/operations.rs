@@ -20,7 +20,7 @@ use chatd_replica::operations::{
 use chatd_shared::{
     api::BusyBehavior,
     db::{
-        lifecycle::{Fence, TurnEnd},
+        lifecycle::{Fence, OwnerWebhooks, TurnEnd},
         replicas,
     },
     ids::{ChatId, Generation, MessageId, QueuedMessageId, ReplicaId, UserId},
@@ -396,7 +396,9 @@ async fn an_interrupt_announces_what_it_did_to_a_pending_or_running_chat() {
             generation: fence.generation
         })]
     );
-    ops.finish(&fence, &[], &TurnEnd::Done).await.unwrap();
+    ops.finish(&fence, &[], &TurnEnd::Done, OwnerWebhooks::Unknown)
+        .await
+        .unwrap();
     listener.heard(id).await;
     ops.interrupt(access, id).await.unwrap();
     assert_eq!(listener.heard(id).await, []);
@@ -578,7 +580,12 @@ async fn a_run_announces_its_claim_steps_and_end() {
     };
     listener.heard(id).await;
     let (committed, released) = ops
-        .finish(&fence, &[assistant("step 1", 1)], &TurnEnd::Done)
+        .finish(
+            &fence,
+            &[assistant("step 1", 1)],
+            &TurnEnd::Done,
+            OwnerWebhooks::Unknown,
+        )
         .await
         .unwrap()
         .expect("owned");
@@ -607,7 +614,12 @@ async fn a_run_announces_its_claim_steps_and_end() {
     );
 
     let (committed, _) = ops
-        .finish(&fence, &[assistant("step 2", 2)], &TurnEnd::Done)
+        .finish(
+            &fence,
+            &[assistant("step 2", 2)],
+            &TurnEnd::Done,
+            OwnerWebhooks::Unknown,
+        )
         .await
         .unwrap()
         .expect("owned");

@@ -375,6 +375,46 @@ async fn a_receiver_gets_one_signed_delivery_per_turn_end_with_the_documented_bo
     );
 }
 
+/// A turn whose prompt read found no webhook ends with a statement without
+/// the outbox, which must refuse when a webhook appeared since: the
+/// webhook registered while the model streams hears the turn's end.
+#[tokio::test]
+async fn a_webhook_registered_while_a_turn_runs_hears_its_end() {
+    use chatd_shared::{client::Transport, stream::StreamEvent};
+    let receiver = Receiver::start(|_| Reply::Status(204)).await;
+    let app = TestApp::start(1, fast_webhooks).await;
+    let (_, token) = app.user("alice").await;
+    let api = Api::new(&app, 0, &token);
+    let client = app.client(0, &token);
+    let chat = common::app::idle_chat(&client).await;
+    let mut stream = common::app::open_stream(&client, chat, Transport::WebSocket).await;
+    common::app::send_text(
+        &client,
+        chat,
+        r#"@mock {"tokens": 60, "token_delay_ms": 25}"#.to_owned(),
+    )
+    .await;
+    // A part streams: the turn read its prompt (no webhooks) before.
+    common::app::read_until(&mut stream, |event| {
+        matches!(event, StreamEvent::Part { .. })
+    })
+    .await;
+    let (hook, _) = api
+        .webhook(&receiver.url(), &["turn.completed"], None)
+        .await;
+    let events = common::app::read_until(&mut stream, |event| common::app::idle_at(event, 1)).await;
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, StreamEvent::Part { .. })),
+        "the turn was still streaming when the webhook was registered: {events:?}"
+    );
+    let deliveries = api.settled(&hook, 1).await;
+    assert_eq!(deliveries[0]["event"], "turn.completed");
+    assert_eq!(deliveries[0]["payload"]["chat"]["id"], chat.to_string());
+    receiver.wait_for(1).await;
+}
+
 #[tokio::test]
 async fn a_webhook_of_one_chat_and_one_event_hears_only_those() {
     let receiver = Receiver::start(|_| Reply::Status(200)).await;

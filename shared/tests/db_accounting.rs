@@ -125,10 +125,16 @@ async fn a_reservation_counts_until_its_step_commits_and_the_limit_holds() {
 
     // The first's step commits: its cost replaces its reservation.
     let model = ModelConfigId::new_random();
-    lifecycle::finish_turn(&client, &first, &[priced_step(model, 250)], &TurnEnd::Done)
-        .await
-        .unwrap()
-        .expect("fenced write");
+    lifecycle::finish_turn(
+        &client,
+        &first,
+        &[priced_step(model, 250)],
+        &TurnEnd::Done,
+        lifecycle::OwnerWebhooks::Unknown,
+    )
+    .await
+    .unwrap()
+    .expect("fenced write");
     let now = spend::spend(&client, owner, period).await.unwrap();
     assert_eq!((now.spent_micros, now.reserved_micros), (250, 0));
     assert!(matches!(
@@ -189,10 +195,16 @@ async fn step_commits_keep_the_usage_rollup_and_a_new_period_starts_from_it() {
             .await
             .unwrap()
             .expect("fenced");
-        lifecycle::finish_turn(&client, &fence, &[priced_step(model, 7)], &TurnEnd::Done)
-            .await
-            .unwrap()
-            .expect("fenced");
+        lifecycle::finish_turn(
+            &client,
+            &fence,
+            &[priced_step(model, 7)],
+            &TurnEnd::Done,
+            lifecycle::OwnerWebhooks::Unknown,
+        )
+        .await
+        .unwrap()
+        .expect("fenced");
     }
     let today = chrono::Utc::now().date_naive();
     let rows = usage::usage(

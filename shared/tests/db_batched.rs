@@ -9,9 +9,9 @@ use chatd_shared::{
         batched::{BatchRead, Batched},
         chats,
         messages::{self, Message, NewMessage},
-        prompt_context, spend, system_prompts, transitions, users,
+        prompt_context, spend, system_prompts, transitions, users, webhooks,
     },
-    ids::{ChatId, MessageId, UserId},
+    ids::{ChatId, MessageId, UserId, WebhookId},
     parts::Part,
     status::{ChatStatus, MessageRole, MessageVisibility, UserRole},
     testing::TestDb,
@@ -162,6 +162,19 @@ async fn prompt_contexts_read_together_are_those_read_one_by_one() {
         .await
         .unwrap();
     spend::set_user_limit(&client, ada, Some(5)).await.unwrap();
+    webhooks::insert(
+        &client,
+        &webhooks::NewWebhook {
+            id: WebhookId::new_random(),
+            owner_id: bob,
+            url: "https://example.com/hook",
+            events: &["turn.completed".to_owned()],
+            chat_id: None,
+            secret: "s",
+        },
+    )
+    .await
+    .unwrap();
     let visibilities = |index: usize| match index % 3 {
         0 => Vec::new(),
         1 => vec![
@@ -189,6 +202,7 @@ async fn prompt_contexts_read_together_are_those_read_one_by_one() {
     assert_eq!(together[1].history.len(), 2, "user-only message left out");
     assert_eq!(together[2].history.len(), 6);
     assert_eq!(together[6].user_prompt, "");
+    assert!(!together[0].owner_webhooks && together[6].owner_webhooks);
 
     // Through the queue, as the turn loop reads them.
     let batched = Batched::<prompt_context::Loads>::new(db.pool().clone(), TaskTracker::new());

@@ -340,9 +340,16 @@ async fn batch(
             cost_micros: Some(300),
             runtime_ms: Some(1),
         };
-        lifecycle::finish_turn(&db, &fence, &[reply], &TurnEnd::Done)
-            .await?
-            .context("a ceiling turn lost its chat")?;
+        lifecycle::finish_turn(
+            &db,
+            &fence,
+            &[reply],
+            &TurnEnd::Done,
+            // As a run ends a turn whose prompt read found no webhooks.
+            lifecycle::OwnerWebhooks::NoneSeen,
+        )
+        .await?
+        .context("a ceiling turn lost its chat")?;
         statements += 2;
         turns += 1;
     }

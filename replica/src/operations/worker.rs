@@ -8,7 +8,10 @@ use chatd_shared::{
     db::{
         DbError, Pool,
         chats::BecamePending,
-        lifecycle::{self, Beat, Claimed, Fence, RecoveredReplica, Released, StepMessage, TurnEnd},
+        lifecycle::{
+            self, Beat, Claimed, Fence, OwnerWebhooks, RecoveredReplica, Released, StepMessage,
+            TurnEnd,
+        },
         messages::Message,
     },
     ids::{ChatId, Generation, ReplicaId},
@@ -91,10 +94,11 @@ impl ChatOps {
         fence: &Fence,
         step: &[StepMessage],
         end: &TurnEnd,
+        webhooks: OwnerWebhooks,
     ) -> Result<Option<(Vec<Message>, Released)>, DbError> {
         let finished = {
             let client = self.pool.get().await?;
-            lifecycle::finish_turn(&client, fence, step, end).await?
+            lifecycle::finish_turn(&client, fence, step, end, webhooks).await?
         };
         let Some((committed, released)) = finished else {
             return Ok(None);

@@ -20,7 +20,7 @@ use chatd_shared::{
     db::{
         DbConfig, DbError, Pool, PoolBuildError,
         chats::{self, Chat},
-        lifecycle::{Fence, TurnEnd},
+        lifecycle::{Fence, OwnerWebhooks, TurnEnd},
         replicas,
     },
     error_chain::Chain,
@@ -333,7 +333,11 @@ async fn drive(shared: Arc<Shared>, chat: Chat, queue_wait: Duration, control: A
             tracing::error!(chat_id = %fence.chat_id, generation = fence.generation.0, "run panicked; ending the turn in error");
             if control.stop_reason().is_none() {
                 let failed = TurnEnd::Failed("internal error: the run crashed".to_owned());
-                if let Err(err) = shared.ops.finish(&fence, &[], &failed).await {
+                if let Err(err) = shared
+                    .ops
+                    .finish(&fence, &[], &failed, OwnerWebhooks::Unknown)
+                    .await
+                {
                     tracing::warn!(chat_id = %fence.chat_id, error = %Chain(&err), "could not release after a panic; reconciliation will hand it back");
                 }
             }

@@ -7,7 +7,7 @@ use chatd_shared::db::{
     DbError, Pool,
     chats::Chat,
     compaction::{Compacted, Summary},
-    lifecycle::{Fence, Released, StepMessage, TurnEnd},
+    lifecycle::{Fence, OwnerWebhooks, Released, StepMessage, TurnEnd},
     messages::Message,
     tool_calls::{NewCall, Suspended, WaitDeadline},
 };
@@ -64,6 +64,9 @@ pub struct RunContext {
     ops: ChatOps,
     control: Arc<RunControl>,
     stream: RunStream,
+    /// What the turn's prompt read said of the owner's webhooks (chooses
+    /// the turn end's statement; `Unknown` until read).
+    owner_webhooks: OwnerWebhooks,
 }
 
 impl RunContext {
@@ -82,7 +85,17 @@ impl RunContext {
             ops,
             control,
             stream,
+            owner_webhooks: OwnerWebhooks::Unknown,
         }
+    }
+
+    /// The turn's prompt read found whether the owner has webhooks.
+    pub fn set_owner_webhooks(&mut self, any: bool) {
+        self.owner_webhooks = if any {
+            OwnerWebhooks::Unknown
+        } else {
+            OwnerWebhooks::NoneSeen
+        };
     }
 
     /// The run's stream in the local hub: parts, committed messages, retries.
@@ -241,7 +254,11 @@ impl RunContext {
         end: TurnEnd,
     ) -> Result<(Vec<Message>, Released), RunError> {
         self.check_running()?;
-        match self.ops.finish(&self.fence, step, &end).await? {
+        match self
+            .ops
+            .finish(&self.fence, step, &end, self.owner_webhooks)
+            .await?
+        {
             Some(done) => {
                 self.control.released();
                 Ok(done)

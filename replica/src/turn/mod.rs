@@ -255,6 +255,7 @@ impl TurnRunner {
                 .prompts
                 .read((run.fence().chat_id, run.chat().owner_id))
                 .await?;
+            run.set_owner_webhooks(context.owner_webhooks);
             let deployment = run.ops().settings().deployment().await?;
             let system = SystemPrompts::new(
                 &deployment.system_prompt,

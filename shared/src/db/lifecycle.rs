@@ -535,11 +535,30 @@ pub struct Released {
     pub parent_chat_id: Option<ChatId>,
 }
 
-static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
+/// The turn end's statement. With `outbox`, it writes the webhook
+/// deliveries the turn end owes ([`super::webhook_deliveries::OUTBOX_CTE`]).
+/// Without, it does nothing at all (no row) if the chat's owner has a
+/// webhook: a statement for owners without webhooks (most), smaller by the
+/// outbox's whole plan, that can never skip a delivery.
+fn finish_turn_sql(outbox: bool) -> String {
+    let (guard, outbox, queued) = if outbox {
+        (
+            "",
+            format!(", {}", super::webhook_deliveries::OUTBOX_CTE),
+            "(SELECT count(*) FROM webhook_outbox)",
+        )
+    } else {
+        (
+            "AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.owner_id = chats.owner_id)",
+            String::new(),
+            "0::bigint",
+        )
+    };
     format!(
         "WITH owned AS (
              SELECT id FROM chats
              WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
+               {guard}
              FOR UPDATE
          ), next AS (
              SELECT q.id FROM chat_queued_messages q JOIN owned o ON q.chat_id = o.id
@@ -566,16 +585,29 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
              RETURNING c.id AS chat_id, c.status AS chat_status, c.owner_id AS chat_owner_id,
                        c.generation AS chat_generation, c.title AS chat_title,
                        c.parent_chat_id AS chat_parent_id
-         ), {outbox}
+         ){outbox}
          SELECT r.chat_status, r.chat_owner_id, r.chat_parent_id,
-                (SELECT count(*) FROM webhook_outbox) AS webhooks_queued, i.*
+                {queued} AS webhooks_queued, i.*
          FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
         accounting = super::accounting::step_ctes(true),
         insert = insert_rows("new_rows"),
-        outbox = super::webhook_deliveries::OUTBOX_CTE,
     )
-});
+}
+
+static FINISH_TURN: LazyLock<String> = LazyLock::new(|| finish_turn_sql(true));
+static FINISH_TURN_WITHOUT_WEBHOOKS: LazyLock<String> = LazyLock::new(|| finish_turn_sql(false));
+
+/// What a run knows of its chat's owner's webhooks, for [`finish_turn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerWebhooks {
+    /// The owner had none when the turn read its prompt: the turn end tries
+    /// the statement without the outbox first, which refuses if the owner
+    /// has one by now (then the full statement runs).
+    NoneSeen,
+    /// The owner has some, or nobody looked.
+    Unknown,
+}
 
 /// Persists a turn's last step (none: `step` empty) and ends the turn, in
 /// one fenced statement (ARCHITECTURE.md §3): if a message is queued it is popped and
@@ -591,8 +623,32 @@ static FINISH_TURN: LazyLock<String> = LazyLock::new(|| {
 /// `INSERT`, in order), so an interrupted reply is always stored before the
 /// message that interrupted it. `None` when the fence no longer matches
 /// (ownership lost).
+///
+/// With [`OwnerWebhooks::NoneSeen`] a statement without the outbox runs
+/// first (it writes nothing if the owner has a webhook after all, and the
+/// full one follows): a second statement only then, or when the fence
+/// fails.
 pub async fn finish_turn(
     db: &impl GenericClient,
+    fence: &Fence,
+    step: &[StepMessage],
+    end: &TurnEnd,
+    webhooks: OwnerWebhooks,
+) -> DbResult<Option<(Vec<Message>, Released)>> {
+    if webhooks == OwnerWebhooks::NoneSeen
+        && let Some(done) = finish_with(db, &FINISH_TURN_WITHOUT_WEBHOOKS, fence, step, end).await?
+    {
+        return Ok(Some(done));
+    }
+    // Nothing written: the owner has a webhook now, or the fence no longer
+    // matches, which the full statement finds again.
+    finish_with(db, &FINISH_TURN, fence, step, end).await
+}
+
+/// Runs one of the turn end's statements ([`finish_turn_sql`]).
+async fn finish_with(
+    db: &impl GenericClient,
+    sql: &str,
     fence: &Fence,
     step: &[StepMessage],
     end: &TurnEnd,
@@ -606,7 +662,7 @@ pub async fn finish_turn(
             Some(code.as_str()),
         ),
     };
-    let stmt = db.prepare_cached(&FINISH_TURN).await?;
+    let stmt = db.prepare_cached(sql).await?;
     let rows = db
         .query(
             &stmt,
@@ -652,7 +708,7 @@ pub async fn release(
     fence: &Fence,
     end: &TurnEnd,
 ) -> DbResult<Option<Released>> {
-    Ok(finish_turn(db, fence, &[], end)
+    Ok(finish_turn(db, fence, &[], end, OwnerWebhooks::Unknown)
         .await?
         .map(|(_, released)| released))
 }

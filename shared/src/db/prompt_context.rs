@@ -17,6 +17,10 @@ pub struct PromptContext {
     /// The owner's spend limit override, in micro-dollars per period
     /// (`None`: the deployment's default applies).
     pub user_spend_limit: Option<i64>,
+    /// Whether the owner had any webhook when this was read (a turn end
+    /// without the outbox is tried first when not, see
+    /// [`super::lifecycle::OwnerWebhooks`]).
+    pub owner_webhooks: bool,
     /// What the model sees, in id order: live messages visible to the
     /// model that were not folded into a compaction summary (so the latest
     /// summary and what followed it).
@@ -34,7 +38,9 @@ fn message_columns() -> String {
 
 static LOAD: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit, {columns}
+        "SELECT s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
+                EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = o.user_id) AS owner_webhooks,
+                {columns}
          FROM (SELECT $2::uuid AS user_id) o
          LEFT JOIN user_settings s ON s.user_id = o.user_id
          LEFT JOIN chat_messages m ON m.chat_id = $1 AND NOT m.deleted AND NOT m.compacted
@@ -50,6 +56,7 @@ static LOAD: LazyLock<String> = LazyLock::new(|| {
 static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
+                EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = w.user_id) AS owner_webhooks,
                 {columns}
          FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w(chat_id, user_id, want)
          LEFT JOIN user_settings s ON s.user_id = w.user_id
@@ -108,6 +115,7 @@ impl PromptContext {
             self.user_prompt = prompt;
         }
         self.user_spend_limit = row.try_get("owner_limit")?;
+        self.owner_webhooks = row.try_get("owner_webhooks")?;
         if row.try_get::<_, Option<MessageId>>("id")?.is_some() {
             self.history.push(Message::from_row(row)?);
         }
