@@ -259,8 +259,7 @@ pub async fn visible_after_each(
                  WHERE chat_id = w.chat_id AND id > w.after_id AND NOT deleted
                    AND visibility <> 'model'
                  ORDER BY id LIMIT $3
-             ) m
-             ORDER BY w.want, m.id"
+             ) m"
         )
     });
     let mut read = vec![Vec::new(); wants.len()];
@@ -274,6 +273,10 @@ pub async fn visible_after_each(
         if let Some(list) = super::batched::answer_of(&mut read, &row)? {
             list.push(Message::from_row(&row)?);
         }
+    }
+    // In id order without a sort of every row in the server.
+    for list in &mut read {
+        list.sort_unstable_by_key(|message| message.id);
     }
     Ok(read)
 }

@@ -36,23 +36,11 @@ fn message_columns() -> String {
         .join(", ")
 }
 
-static LOAD: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
-                EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = o.user_id) AS owner_webhooks,
-                {columns}
-         FROM (SELECT $2::uuid AS user_id) o
-         LEFT JOIN user_settings s ON s.user_id = o.user_id
-         LEFT JOIN chat_messages m ON m.chat_id = $1 AND NOT m.deleted AND NOT m.compacted
-                                  AND m.visibility <> 'user'
-         ORDER BY m.id",
-        columns = message_columns(),
-    )
-});
-
-/// [`LOAD`] for many chats: the chats' messages are read per chat (the
-/// `LATERAL` subquery's `ORDER BY` keeps it from being flattened into a
-/// join that could scan every chat's messages).
+/// The prompt contexts of many chats. The `LATERAL` subquery reads each
+/// chat's messages on its own (`OFFSET 0` keeps it from being flattened into
+/// a join that could scan every chat's messages); nothing is sorted here,
+/// [`load_each`] puts each history in id order (cheaper than two sorts of
+/// wide rows in the server: a long history is most of what this reads).
 static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
@@ -63,9 +51,8 @@ static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
          LEFT JOIN LATERAL (
              SELECT * FROM chat_messages
              WHERE chat_id = w.chat_id AND NOT deleted AND NOT compacted AND visibility <> 'user'
-             ORDER BY id
-         ) m ON true
-         ORDER BY w.want, m.id",
+             OFFSET 0
+         ) m ON true",
         columns = message_columns(),
     )
 });
@@ -76,13 +63,10 @@ pub async fn load(
     chat_id: ChatId,
     owner: UserId,
 ) -> DbResult<PromptContext> {
-    let stmt = db.prepare_cached(&LOAD).await?;
-    let rows = db.query(&stmt, &[&chat_id, &owner]).await?;
-    let mut context = PromptContext::default();
-    for row in &rows {
-        context.add(row)?;
-    }
-    Ok(context)
+    Ok(load_each(db, &[(chat_id, owner)])
+        .await?
+        .pop()
+        .unwrap_or_default())
 }
 
 /// [`load`] for each `(chat, owner)` of `wants`, in one statement; one
@@ -103,11 +87,14 @@ pub async fn load_each(
             context.add(&row)?;
         }
     }
+    for context in &mut contexts {
+        context.history.sort_unstable_by_key(|message| message.id);
+    }
     Ok(contexts)
 }
 
 impl PromptContext {
-    /// Takes in one row of [`LOAD`] or [`LOAD_EACH`]: the owner's settings
+    /// Takes in one row of [`LOAD_EACH`]: the owner's settings
     /// (on every row) and a message (none on the one row of a chat without
     /// messages).
     fn add(&mut self, row: &tokio_postgres::Row) -> DbResult<()> {
