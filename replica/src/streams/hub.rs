@@ -599,7 +599,7 @@ impl StreamHub {
 
 #[cfg(test)]
 mod tests {
-    use chatd_shared::{api, parts::Part};
+    use chatd_shared::{api, db::messages::Message, parts::Part};
 
     use super::*;
     use crate::streams::RunStream;
@@ -682,6 +682,60 @@ mod tests {
         drop(run);
         assert!(hub.subscribe(chat).run.is_none(), "the run ended");
         assert!(hub.ended_here(chat, Generation(1)));
+    }
+
+    /// A stored message of `chat` for a turn's history.
+    fn stored(chat_id: ChatId, id: i64, role: chatd_shared::status::MessageRole) -> Message {
+        Message {
+            id: MessageId(id),
+            chat_id,
+            role,
+            visibility: chatd_shared::status::MessageVisibility::Both,
+            content: vec![Part::text("stored")],
+            created_by: None,
+            model_config_id: None,
+            generation: None,
+            step: None,
+            usage: Default::default(),
+            cost_micros: None,
+            runtime_ms: None,
+            compacted: false,
+            deleted: false,
+            idempotency_key: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    /// Invariant 3: the previous turn's reply, committed on another replica
+    /// with its notice not read here yet, precedes the message that starts
+    /// this replica's run; the feed, reading later from the watermark,
+    /// would pass over it.
+    #[tokio::test]
+    async fn a_run_fans_out_what_its_history_has_above_the_watermark_in_order() {
+        use chatd_shared::status::MessageRole::{Assistant, User};
+        let hub = hub(BufferLimits::default(), 100);
+        let chat = ChatId::new_v7();
+        let subscribed = hub.subscribe(chat);
+        // The subscriber's snapshot ended at message 5.
+        hub.snapshot_read(chat, Some(MessageId(5)));
+        let mut run = RunStream::begin(&hub, chat, Generation(2));
+        let history = [
+            stored(chat, 4, User),
+            stored(chat, 5, Assistant),
+            stored(chat, 8, Assistant),
+            stored(chat, 9, User),
+        ];
+        run.preceding(&history);
+        let mut ids = Vec::new();
+        while let Some(item) = subscribed.receiver.try_recv().unwrap() {
+            if let HubItem::Event(event) = item
+                && let StreamEvent::Message { message, .. } = event.as_ref()
+            {
+                ids.push(message.id.0);
+            }
+        }
+        assert_eq!(ids, [8, 9]);
+        assert_eq!(hub.watermark(chat), Some(MessageId(9)));
     }
 
     #[tokio::test]

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use chatd_shared::{
     api,
+    db::messages::Message,
     ids::{ChatId, Generation},
     parts::Part,
+    status::{MessageRole, MessageVisibility},
     stream::StreamEvent,
 };
 
@@ -53,20 +55,41 @@ impl RunStream {
         self.hub.subscriber_count(self.chat_id) > 0
     }
 
-    /// Messages committed before this run's steps (the message that started
-    /// the turn): fanned out first, so the run's own messages never overtake
-    /// them and subscribers get every message in id order.
-    pub fn preceding(&mut self, messages: &[api::Message]) {
-        let watermark = self.hub.watermark(self.chat_id);
-        for message in messages
-            .iter()
-            .filter(|m| watermark.is_none_or(|w| m.id > w))
-        {
+    /// Messages committed before this run's steps that local subscribers
+    /// may not have yet, from the `history` the turn read (in id order):
+    /// fanned out first, so the run's own messages never overtake them and
+    /// subscribers get every message in id order. That is every message
+    /// users see above the hub's watermark: the one that started the turn,
+    /// and any before it whose notice this replica has not read yet (a
+    /// reply committed elsewhere a moment ago), which the watermark would
+    /// otherwise pass over. With no watermark yet (a subscriber still
+    /// reading its snapshot, which it merges), the trailing user messages.
+    pub fn preceding(&mut self, history: &[Message]) {
+        let shown = |m: &&Message| m.visibility != MessageVisibility::Model;
+        let unseen: Vec<&Message> = match self.hub.watermark(self.chat_id) {
+            Some(watermark) => history
+                .iter()
+                .filter(|m| m.id > watermark)
+                .filter(shown)
+                .collect(),
+            None => {
+                let users = history
+                    .iter()
+                    .rev()
+                    .take_while(|m| m.role == MessageRole::User)
+                    .count();
+                history[history.len() - users..]
+                    .iter()
+                    .filter(shown)
+                    .collect()
+            }
+        };
+        for message in unseen {
             self.hub.publish(
                 self.chat_id,
                 StreamEvent::Message {
                     chat_id: message.chat_id,
-                    message: message.clone(),
+                    message: api::Message::from(message),
                 },
             );
         }

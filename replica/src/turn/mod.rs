@@ -269,20 +269,11 @@ impl TurnRunner {
             let history = context.history;
             // A run that takes a turn over: the last step's calls without a result.
             resume = ledger::unresolved(&history);
-            // The message that started the turn reaches local subscribers
+            // The message that started the turn (and any before it this
+            // replica has not fanned out yet) reaches local subscribers
             // before anything this run writes.
             if run.stream().has_subscribers() {
-                let visible: Vec<api::Message> = history
-                    .iter()
-                    .rev()
-                    .take_while(|m| m.role == chatd_shared::status::MessageRole::User)
-                    .filter(|m| m.visibility != chatd_shared::status::MessageVisibility::Model)
-                    .map(api::Message::from)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                run.stream().preceding(&visible);
+                run.stream().preceding(&history);
             }
             *loaded = Some(new);
         }
