@@ -686,24 +686,7 @@ mod tests {
 
     /// A stored message of `chat` for a turn's history.
     fn stored(chat_id: ChatId, id: i64, role: chatd_shared::status::MessageRole) -> Message {
-        Message {
-            id: MessageId(id),
-            chat_id,
-            role,
-            visibility: chatd_shared::status::MessageVisibility::Both,
-            content: vec![Part::text("stored")],
-            created_by: None,
-            model_config_id: None,
-            generation: None,
-            step: None,
-            usage: Default::default(),
-            cost_micros: None,
-            runtime_ms: None,
-            compacted: false,
-            deleted: false,
-            idempotency_key: None,
-            created_at: chrono::Utc::now(),
-        }
+        chatd_shared::testing::stored_message(chat_id, id, role, vec![Part::text("stored")])
     }
 
     /// Invariant 3: the previous turn's reply, committed on another replica

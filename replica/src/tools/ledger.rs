@@ -58,33 +58,13 @@ pub fn unresolved(history: &[Message]) -> Vec<Call> {
 
 #[cfg(test)]
 mod tests {
-    use chatd_shared::{
-        ids::{ChatId, MessageId},
-        status::MessageVisibility,
-    };
+    use chatd_shared::ids::ChatId;
     use serde_json::json;
 
     use super::*;
 
     fn message(id: i64, role: MessageRole, content: Vec<Part>) -> Message {
-        Message {
-            id: MessageId(id),
-            chat_id: ChatId::new_v7(),
-            role,
-            visibility: MessageVisibility::Both,
-            content,
-            created_by: None,
-            model_config_id: None,
-            generation: None,
-            step: None,
-            usage: Default::default(),
-            cost_micros: None,
-            runtime_ms: None,
-            compacted: false,
-            deleted: false,
-            idempotency_key: None,
-            created_at: chrono::Utc::now(),
-        }
+        chatd_shared::testing::stored_message(ChatId::new_v7(), id, role, content)
     }
 
     fn call(id: &str) -> Part {

@@ -16,12 +16,14 @@
 //! kernel closes the pipe on exit, panic or kill alike.
 
 mod cluster;
+mod messages;
 mod metrics;
 mod pubsub;
 mod users;
 mod wait;
 
 pub use cluster::{PASSWORD_ROLE, TestCluster, TestDb, cluster};
+pub use messages::stored_message;
 pub use metrics::{metric_present, metric_sum, metric_sum_where};
 pub use pubsub::{TestPubSub, wait_connected};
 pub use users::user_with_token;
