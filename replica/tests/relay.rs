@@ -411,14 +411,19 @@ async fn a_peer_that_stops_reading_slows_neither_the_worker_nor_other_chats() {
         .send(Message::Text(serde_json::to_string(&again).unwrap().into()))
         .await
         .unwrap();
-    // The chat's status is stored before the worker's hub lets go of the
-    // run: a sub in between still finds the run and first hears what it
-    // committed, then its end.
+    // The chat's status is stored before the worker's hub hears of the
+    // commit and lets go of the run: a sub in between still finds the run
+    // and first hears its buffered parts and what it committed, then its
+    // end.
     let answer = async {
         loop {
             match stuck.next().await {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str(&text).unwrap() {
-                    FromWorker::Committed { chat_id, .. } if chat_id == flood => continue,
+                    FromWorker::Committed { chat_id, .. } | FromWorker::Parts { chat_id, .. }
+                        if chat_id == flood =>
+                    {
+                        continue;
+                    }
                     answer => return answer,
                 },
                 Some(Ok(_)) => continue,
