@@ -21,6 +21,7 @@ use chatd_shared::{
     db::{DbError, connect_dedicated, lifecycle::DeathCause},
     error_chain::Chain,
     ids::ReplicaId,
+    pubsub::LOCK_POLL,
     sync::lock,
 };
 use tokio::time::Instant;
@@ -159,10 +160,6 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-
-/// How often the death watch's wait tries its peer's lock, inside the
-/// server: the bound on what the poll adds to detection.
-const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Waits until `peer`'s advisory lock is granted to this session.
 ///

@@ -76,13 +76,29 @@ pub(crate) enum KeepAliveFailure {
     TimedOut(Duration),
 }
 
+/// How often a peer's death watch tries this replica's life lock
+/// (`replica/src/runtime/deaths.rs`): the bound on how long a freed lock
+/// goes unseen.
+pub const LOCK_POLL: Duration = Duration::from_millis(50);
+
+/// The least time a replica leaves its life lock free after losing the
+/// session that held it. A lost session counts as a death
+/// (ARCHITECTURE.md §4): retaken sooner than the watcher's next try, the
+/// loss would go unseen, and whether a cut replica's chats move would
+/// depend on a race. Ten polls leave room for a busy server.
+pub const LOCK_RELEASE_FLOOR: Duration = Duration::from_millis(10 * LOCK_POLL.as_millis() as u64);
+
 /// The reconnect rule: jittered backoff between attempts, reset only once
 /// LISTEN succeeded (a connection that opens but cannot LISTEN is as bad
-/// as none, and must not make the next attempt come sooner).
+/// as none, and must not make the next attempt come sooner); after a
+/// session that held the life lock, never sooner than
+/// [`LOCK_RELEASE_FLOOR`].
 pub(crate) struct Reconnects {
     backoff: Backoff,
     /// LISTEN has succeeded before: the next success is a reconnect.
     listened: bool,
+    /// The session now ending took the life lock.
+    locked: bool,
 }
 
 impl Reconnects {
@@ -90,7 +106,13 @@ impl Reconnects {
         Self {
             backoff,
             listened: false,
+            locked: false,
         }
+    }
+
+    /// This session took the life lock.
+    pub(crate) fn locked(&mut self) {
+        self.locked = true;
     }
 
     /// LISTEN succeeded. Returns true when this is a reconnect (not the
@@ -102,7 +124,12 @@ impl Reconnects {
 
     /// The connection failed or ended: how long to wait before the next.
     pub(crate) fn lost(&mut self) -> Duration {
-        self.backoff.next_delay()
+        let delay = self.backoff.next_delay();
+        if std::mem::take(&mut self.locked) {
+            delay.max(LOCK_RELEASE_FLOOR)
+        } else {
+            delay
+        }
     }
 }
 
@@ -215,6 +242,7 @@ async fn session(
     if !locked {
         return Err(SessionError::LockHeld(key));
     }
+    reconnects.locked();
     let listen: String = Channel::ALL
         .iter()
         .map(|c| format!("LISTEN {};", c.name()))
@@ -285,6 +313,22 @@ mod tests {
         assert_eq!(before.elapsed(), ms(100), "reset after LISTEN succeeded");
         assert!(reconnects.listening(), "a later LISTEN is a reconnect");
         assert_eq!(start.elapsed(), ms(60_800));
+    }
+
+    #[test]
+    fn a_session_that_held_the_lock_leaves_it_free_for_the_watchers_to_see() {
+        let mut reconnects = Reconnects::new(Backoff::for_reconnect().with_jitter(0.0));
+        reconnects.locked();
+        assert!(!reconnects.listening());
+        assert_eq!(
+            reconnects.lost(),
+            LOCK_RELEASE_FLOOR,
+            "lock held: the floor"
+        );
+        assert!(LOCK_RELEASE_FLOOR >= 2 * LOCK_POLL);
+        // The next attempt failed before it took the lock: the schedule's
+        // delay (200 ms, the second retry) with no floor.
+        assert_eq!(reconnects.lost(), ms(200));
     }
 
     #[tokio::test(start_paused = true)]

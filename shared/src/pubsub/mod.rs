@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use listener::ListenerConfig;
+pub use listener::{LOCK_POLL, LOCK_RELEASE_FLOOR, ListenerConfig};
 pub use notice::{
     Channel, ChatEvent, ChatNotice, ControlNotice, MAX_PAYLOAD_BYTES, OwnerEventKind, OwnerNotice,
 };
