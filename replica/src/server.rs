@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use chatd_shared::{
     backoff::Backoff,
-    db::{DbConfig, Pool, batched::Batched, connect_dedicated, connect_pool},
+    db::{DbConfig, Pool, batched::Batched, connect_dedicated, connect_pool, turn_ends::TurnEnds},
     error_chain::Chain,
     ids::{ChatId, Generation, ReplicaId},
     pubsub::{PubSub, PubSubConfig},
@@ -155,6 +155,8 @@ struct Core {
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
     settings: Arc<SettingsCache>,
+    /// Turn ends made together (`db::turn_ends`), one queue per replica.
+    turn_ends: Arc<Batched<TurnEnds>>,
     files: Files,
     mcp: Arc<McpTools>,
 }
@@ -194,7 +196,10 @@ impl Core {
                 .clone()
                 .watch(pubsub.clone(), stops.background.clone()),
         );
-        let ops = ChatOps::new(pool.clone(), pubsub.clone()).with_settings(settings.clone());
+        let turn_ends = Batched::new(pool.clone(), tracker.clone());
+        let ops = ChatOps::new(pool.clone(), pubsub.clone())
+            .with_settings(settings.clone())
+            .with_turn_ends(Arc::clone(&turn_ends));
         let titles = Titles::new(
             ops,
             catalog.clone(),
@@ -225,13 +230,16 @@ impl Core {
             hub,
             runner,
             settings,
+            turn_ends,
             files,
             mcp,
         })
     }
 
     fn ops(&self) -> ChatOps {
-        ChatOps::new(self.pool.clone(), self.pubsub.clone()).with_settings(self.settings.clone())
+        ChatOps::new(self.pool.clone(), self.pubsub.clone())
+            .with_settings(self.settings.clone())
+            .with_turn_ends(self.turn_ends.clone())
     }
 }
 

@@ -11,6 +11,7 @@ use chatd_shared::{
         prompt_context,
         spend::{self, Reservation},
         system_prompts, transitions,
+        turn_ends::{self, TurnEndCall},
         usage::{self, UsageGroup, UsageQuery},
         users,
     },
@@ -206,18 +207,7 @@ async fn step_commits_keep_the_usage_rollup_and_a_new_period_starts_from_it() {
         .unwrap()
         .expect("fenced");
     }
-    let today = chrono::Utc::now().date_naive();
-    let rows = usage::usage(
-        &client,
-        &UsageQuery {
-            user: Some(owner),
-            from: today,
-            to: today,
-            group: UsageGroup::Model,
-        },
-    )
-    .await
-    .unwrap();
+    let rows = usage_today(&client, owner).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].key, model.to_string());
     assert_eq!(
@@ -364,4 +354,265 @@ async fn the_prompt_context_has_the_owners_settings() {
             .await
             .unwrap()
     );
+}
+
+/// What a turn's end left for a client to see: what the statement answered,
+/// the chat row, its open tool calls and queue.
+async fn turn_end_seen(
+    client: &impl GenericClient,
+    fence: &Fence,
+    answer: Option<(Vec<messages::Message>, lifecycle::Released)>,
+) -> String {
+    let answer = answer.map(|(committed, released)| {
+        let committed: Vec<_> = committed
+            .iter()
+            .map(|m| {
+                (
+                    m.role,
+                    m.content.clone(),
+                    m.step,
+                    m.generation,
+                    m.cost_micros,
+                )
+            })
+            .collect();
+        let next = released.next.map(|m| (m.role, m.content, m.generation));
+        (
+            committed,
+            released.status,
+            released.owner_id,
+            next,
+            released.webhooks_queued,
+        )
+    });
+    let chat = chats::get(client, fence.chat_id).await.unwrap().unwrap();
+    let open = chatd_shared::db::tool_calls::open(client, fence.chat_id)
+        .await
+        .unwrap()
+        .len();
+    let queued = chatd_shared::db::queued_messages::list(client, fence.chat_id)
+        .await
+        .unwrap()
+        .len();
+    format!(
+        "{answer:?} status={:?} worker={} error={:?} code={:?} open_calls={open} queued={queued}",
+        chat.status,
+        chat.worker_id.is_some(),
+        chat.last_error,
+        chat.last_error_code,
+    )
+}
+
+/// One owner's turn ends of every kind: done with a priced step, failed
+/// without a step, done with a queued message to go on with, refused,
+/// done after a reservation, done with a tool result closing its call,
+/// and one whose fence no longer holds.
+async fn turn_ends_of_every_kind(
+    client: &impl GenericClient,
+    owner: UserId,
+    model: ModelConfigId,
+) -> Vec<(Fence, Vec<StepMessage>, TurnEnd)> {
+    spend::open_period(client, owner, SpendPeriod::Month)
+        .await
+        .unwrap();
+    let mut ends = Vec::new();
+    ends.push((
+        running_chat(client, owner).await,
+        vec![priced_step(model, 7)],
+        TurnEnd::Done,
+    ));
+    ends.push((
+        running_chat(client, owner).await,
+        Vec::new(),
+        TurnEnd::Failed("boom".into()),
+    ));
+    let queued = running_chat(client, owner).await;
+    chatd_shared::db::queued_messages::push(
+        client,
+        queued.chat_id,
+        &[Part::text("and then")],
+        Some(owner),
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("queued");
+    ends.push((queued, vec![priced_step(model, 5)], TurnEnd::Done));
+    ends.push((
+        running_chat(client, owner).await,
+        Vec::new(),
+        TurnEnd::Refused {
+            code: "spend_limit_exceeded".into(),
+            message: "over".into(),
+        },
+    ));
+    let reserved = running_chat(client, owner).await;
+    let Reservation::Reserved(_) =
+        spend::reserve(client, &reserved, SpendPeriod::Month, 600, 1_000_000)
+            .await
+            .unwrap()
+    else {
+        panic!("the reservation fits");
+    };
+    ends.push((reserved, vec![priced_step(model, 9)], TurnEnd::Done));
+    let calling = running_chat(client, owner).await;
+    let mut call_step = priced_step(model, 3);
+    call_step.content = vec![Part::ToolCall {
+        id: "c1".into(),
+        name: "t".into(),
+        args: json!({}),
+    }];
+    chatd_shared::db::tool_calls::record(
+        client,
+        &calling,
+        &call_step,
+        &[chatd_shared::db::tool_calls::NewCall {
+            call_id: "c1".into(),
+            tool: "t".into(),
+            args: json!({}),
+            runs_on: chatd_shared::tools::RunsOn::Replica,
+            idempotent: true,
+            waits_on: None,
+        }],
+    )
+    .await
+    .unwrap()
+    .expect("fenced");
+    let result = StepMessage {
+        role: MessageRole::Tool,
+        content: vec![Part::ToolResult {
+            tool_call_id: "c1".into(),
+            name: "t".into(),
+            result: json!("ok"),
+            is_error: false,
+        }],
+        model_config_id: None,
+        step: 0,
+        usage: Usage::default(),
+        cost_micros: None,
+        runtime_ms: None,
+    };
+    ends.push((calling, vec![result, priced_step(model, 4)], TurnEnd::Done));
+    let mut stale = running_chat(client, owner).await;
+    stale.generation = chatd_shared::ids::Generation(stale.generation.0 + 1);
+    ends.push((stale, vec![priced_step(model, 100)], TurnEnd::Done));
+    ends
+}
+
+/// The owner's usage today, per model.
+async fn usage_today(client: &impl GenericClient, owner: UserId) -> Vec<usage::UsageRow> {
+    let today = chrono::Utc::now().date_naive();
+    usage::usage(
+        client,
+        &UsageQuery {
+            user: Some(owner),
+            from: today,
+            to: today,
+            group: UsageGroup::Model,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The owner's usage today and spend this month, as a client reads them.
+async fn accounts(client: &impl GenericClient, owner: UserId) -> String {
+    let usage: Vec<_> = usage_today(client, owner)
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                row.key,
+                row.cost_micros,
+                row.input_tokens,
+                row.output_tokens,
+                row.turns,
+            )
+        })
+        .collect();
+    let spend = spend::spend(client, owner, SpendPeriod::Month)
+        .await
+        .unwrap();
+    format!(
+        "{usage:?} spent={} reserved={}",
+        spend.spent_micros, spend.reserved_micros
+    )
+}
+
+#[tokio::test]
+async fn turn_ends_written_together_are_those_written_one_by_one() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    let model = ModelConfigId::new_random();
+    let (alone_owner, together_owner) = (new_user(&client).await, new_user(&client).await);
+
+    let alone = turn_ends_of_every_kind(&client, alone_owner, model).await;
+    let mut seen_alone = Vec::new();
+    for (fence, step, end) in &alone {
+        let answer = lifecycle::finish_turn(
+            &client,
+            fence,
+            step,
+            end,
+            lifecycle::OwnerWebhooks::NoneSeen,
+        )
+        .await
+        .unwrap();
+        seen_alone.push(turn_end_seen(&client, fence, answer).await);
+    }
+
+    let together = turn_ends_of_every_kind(&client, together_owner, model).await;
+    let calls: Vec<_> = together
+        .iter()
+        .map(|(fence, step, end)| TurnEndCall::new(*fence, step, end.clone()).unwrap())
+        .collect();
+    let answers = turn_ends::finish_turns(&client, &calls).await.unwrap();
+    let mut seen_together = Vec::new();
+    for ((fence, _, _), answer) in together.iter().zip(answers) {
+        seen_together.push(turn_end_seen(&client, fence, answer).await);
+    }
+    let owners = |seen: Vec<String>, owner: UserId| {
+        seen.into_iter()
+            .map(|s| s.replace(&owner.to_string(), "OWNER"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        owners(seen_together, together_owner),
+        owners(seen_alone, alone_owner)
+    );
+    assert_eq!(
+        accounts(&client, together_owner).await,
+        accounts(&client, alone_owner).await
+    );
+    // What the two owners' accounts say, so that equal is also right:
+    // 7 + 5 + 9 + 3 + 4 spent, four turns ended with a model call, the
+    // reservation released.
+    assert_eq!(
+        accounts(&client, together_owner).await,
+        format!("[(\"{model}\", 28, 500, 50, 4)] spent=28 reserved=0")
+    );
+}
+
+#[tokio::test]
+async fn a_batched_turn_end_leaves_an_owner_with_a_webhook_to_the_full_statement() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    let (plain, hooked) = (new_user(&client).await, new_user(&client).await);
+    chatd_shared::testing::webhook_for(&client, hooked).await;
+    let fences = [
+        running_chat(&client, plain).await,
+        running_chat(&client, hooked).await,
+    ];
+    let calls: Vec<_> = fences
+        .iter()
+        .map(|fence| TurnEndCall::new(*fence, &[], TurnEnd::Done).unwrap())
+        .collect();
+    let answers = turn_ends::finish_turns(&client, &calls).await.unwrap();
+    assert!(answers[0].is_some(), "no webhook: ended");
+    assert!(answers[1].is_none(), "a webhook: left alone");
+    let left = chats::get(&client, fences[1].chat_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.status, ChatStatus::Running);
 }

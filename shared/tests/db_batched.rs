@@ -6,12 +6,12 @@
 use chatd_shared::{
     db::{
         DbResult,
-        batched::{BatchRead, Batched},
+        batched::{BatchStatement, Batched},
         chats,
         messages::{self, Message, NewMessage},
-        prompt_context, spend, system_prompts, transitions, users, webhooks,
+        prompt_context, spend, system_prompts, transitions, users,
     },
-    ids::{ChatId, MessageId, UserId, WebhookId},
+    ids::{ChatId, MessageId, UserId},
     parts::Part,
     status::{ChatStatus, MessageRole, MessageVisibility, UserRole},
     testing::TestDb,
@@ -24,11 +24,12 @@ const LIMIT: i64 = 50;
 /// What a stream feed reads: a chat's visible messages after a watermark.
 struct NewMessages;
 
-impl BatchRead for NewMessages {
+impl BatchStatement for NewMessages {
     type Want = (ChatId, MessageId);
     type Got = Vec<Message>;
+    const WRITES: bool = false;
 
-    async fn read_each(
+    async fn run_each(
         client: &deadpool_postgres::Client,
         wants: &[Self::Want],
     ) -> DbResult<Vec<Self::Got>> {
@@ -123,7 +124,7 @@ async fn concurrent_reads_of_many_chats_each_get_their_own_chats_messages() {
         .collect();
 
     let batched = Batched::<NewMessages>::new(db.pool().clone(), TaskTracker::new());
-    let read = futures::future::join_all(wants.iter().map(|want| batched.read(*want))).await;
+    let read = futures::future::join_all(wants.iter().map(|want| batched.run(*want))).await;
 
     let mut total = 0;
     for ((chat, after), got) in wants.iter().zip(read) {
@@ -138,7 +139,7 @@ async fn concurrent_reads_of_many_chats_each_get_their_own_chats_messages() {
     // Chat 0 after its first: the model-only message left out. Chat 1: a
     // whole read's worth.
     let first_two =
-        futures::future::join_all(wants[..2].iter().map(|want| batched.read(*want))).await;
+        futures::future::join_all(wants[..2].iter().map(|want| batched.run(*want))).await;
     let lengths: Vec<usize> = first_two
         .into_iter()
         .map(|got| got.unwrap().len())
@@ -162,19 +163,7 @@ async fn prompt_contexts_read_together_are_those_read_one_by_one() {
         .await
         .unwrap();
     spend::set_user_limit(&client, ada, Some(5)).await.unwrap();
-    webhooks::insert(
-        &client,
-        &webhooks::NewWebhook {
-            id: WebhookId::new_random(),
-            owner_id: bob,
-            url: "https://example.com/hook",
-            events: &["turn.completed".to_owned()],
-            chat_id: None,
-            secret: "s",
-        },
-    )
-    .await
-    .unwrap();
+    chatd_shared::testing::webhook_for(&client, bob).await;
     let visibilities = |index: usize| match index % 3 {
         0 => Vec::new(),
         1 => vec![
@@ -206,8 +195,96 @@ async fn prompt_contexts_read_together_are_those_read_one_by_one() {
 
     // Through the queue, as the turn loop reads them.
     let batched = Batched::<prompt_context::Loads>::new(db.pool().clone(), TaskTracker::new());
-    let read = futures::future::join_all(wants.iter().map(|want| batched.read(*want))).await;
+    let read = futures::future::join_all(wants.iter().map(|want| batched.run(*want))).await;
     for (got, expected) in read.into_iter().zip(&together) {
         assert_eq!(&got.unwrap(), expected);
     }
+}
+
+/// A write, for the queue's rules for writes: inserts keys into a table
+/// where each key may be once.
+struct Inserts;
+
+impl BatchStatement for Inserts {
+    type Want = i64;
+    type Got = ();
+    const WRITES: bool = true;
+
+    async fn run_each(
+        client: &deadpool_postgres::Client,
+        wants: &[Self::Want],
+    ) -> DbResult<Vec<Self::Got>> {
+        let keys: Vec<i64> = wants.to_vec();
+        client
+            .execute(
+                "INSERT INTO batched_keys SELECT unnest($1::bigint[])",
+                &[&keys],
+            )
+            .await?;
+        Ok(vec![(); wants.len()])
+    }
+}
+
+#[tokio::test]
+async fn a_refused_batched_write_fails_only_the_call_that_caused_it() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE batched_keys (key bigint PRIMARY KEY); INSERT INTO batched_keys VALUES (7)")
+        .await
+        .unwrap();
+    let batched = Batched::<Inserts>::new(db.pool().clone(), TaskTracker::new());
+    // Hold the table so that every call queues behind the first and they
+    // make one batch with the key that is taken.
+    let mut hold = db.pool().get().await.unwrap();
+    let lock = hold.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE batched_keys IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let batched = batched.clone();
+        async move { batched.run(1).await }
+    });
+    chatd_shared::testing::eventually("the first insert to wait on the lock", std::time::Duration::from_secs(10), || async {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO batched_keys%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting == 1).then_some(())
+    })
+    .await;
+    let rest = futures::future::join_all([2, 7, 3].map(|key| batched.run(key)));
+    let release = async {
+        // The three are queued once the runner is busy with the first.
+        tokio::task::yield_now().await;
+        lock.commit().await.unwrap();
+    };
+    let (rest, ()) = tokio::join!(rest, release);
+    assert!(first.await.unwrap().is_ok());
+    let outcomes: Vec<Option<String>> = rest
+        .iter()
+        .map(|got| {
+            got.as_ref()
+                .err()
+                .and_then(|err| err.sql_state())
+                .map(|s| s.code().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [None, Some("23505".to_owned()), None],
+        "only the taken key fails"
+    );
+    let keys: Vec<i64> = client
+        .query("SELECT key FROM batched_keys ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, [1, 2, 3, 7]);
 }

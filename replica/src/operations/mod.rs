@@ -43,7 +43,7 @@ mod worker;
 use std::sync::Arc;
 
 use chatd_shared::{
-    db::{DbError, Pool, chats::Chat},
+    db::{DbError, Pool, batched::Batched, chats::Chat, turn_ends::TurnEnds},
     ids::UserId,
     pubsub::PubSub,
 };
@@ -105,6 +105,9 @@ pub struct ChatOps {
     settings: Arc<SettingsCache>,
     /// Wakes this replica's webhook sender when a turn end queued deliveries.
     webhooks: SenderHint,
+    /// The replica's queue of turn ends made together
+    /// ([`chatd_shared::db::turn_ends`]); without it each ends alone.
+    turn_ends: Option<Arc<Batched<TurnEnds>>>,
 }
 
 impl ChatOps {
@@ -118,7 +121,15 @@ impl ChatOps {
             pubsub,
             settings,
             webhooks: SenderHint::default(),
+            turn_ends: None,
         }
+    }
+
+    /// The same operations ending turns through the replica's queue
+    /// `turn_ends`, with other runs' turn ends of the moment.
+    pub fn with_turn_ends(mut self, turn_ends: Arc<Batched<TurnEnds>>) -> Self {
+        self.turn_ends = Some(turn_ends);
+        self
     }
 
     /// The same operations reading the deployment's settings through `settings`.

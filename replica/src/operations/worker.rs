@@ -2,7 +2,7 @@
 //! with the chats it runs. Writes a run makes are fenced on its
 //! [`Fence`]; `None` from one means ownership was lost and the run must stop.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chatd_shared::{
     db::{
@@ -13,6 +13,7 @@ use chatd_shared::{
             TurnEnd,
         },
         messages::Message,
+        turn_ends::TurnEndCall,
     },
     ids::{ChatId, Generation, ReplicaId},
     status::ChatStatus,
@@ -95,10 +96,18 @@ impl ChatOps {
         step: &[StepMessage],
         end: &TurnEnd,
         webhooks: OwnerWebhooks,
-    ) -> Result<Option<(Vec<Message>, Released)>, DbError> {
-        let finished = {
-            let client = self.pool.get().await?;
-            lifecycle::finish_turn(&client, fence, step, end, webhooks).await?
+    ) -> Result<Option<(Vec<Message>, Released)>, Arc<DbError>> {
+        let finished = match (&self.turn_ends, webhooks) {
+            (Some(turn_ends), OwnerWebhooks::NoneSeen) => {
+                let call = TurnEndCall::new(*fence, step, end.clone())?;
+                match turn_ends.run(call).await? {
+                    Some(done) => Some(done),
+                    // The owner has a webhook now, or the fence failed:
+                    // the full statement, which finds which.
+                    None => self.finish_alone(fence, step, end).await?,
+                }
+            }
+            _ => self.finish_alone(fence, step, end).await?,
         };
         let Some((committed, released)) = finished else {
             return Ok(None);
@@ -126,6 +135,17 @@ impl ChatOps {
             self.child_idle(parent, chat_id).await;
         }
         Ok(Some((committed, released)))
+    }
+
+    /// [`lifecycle::finish_turn`] alone, with the outbox.
+    async fn finish_alone(
+        &self,
+        fence: &Fence,
+        step: &[StepMessage],
+        end: &TurnEnd,
+    ) -> Result<Option<(Vec<Message>, Released)>, DbError> {
+        let client = self.pool.get().await?;
+        lifecycle::finish_turn(&client, fence, step, end, OwnerWebhooks::Unknown).await
     }
 
     /// Gives chats `worker` runs under these generations back to `pending`

@@ -16,7 +16,7 @@ use chatd_shared::{
     api,
     db::{
         DbError, DbResult, Pool,
-        batched::{BatchRead, Batched},
+        batched::{BatchStatement, Batched},
         chats,
         messages::{self, Message},
         queued_messages, tool_calls,
@@ -48,11 +48,12 @@ pub(super) const READ_BATCH: i64 = 200;
 /// `NOTIFY` carries many chats' notices, so they come in bursts.
 pub(super) struct NewMessages;
 
-impl BatchRead for NewMessages {
+impl BatchStatement for NewMessages {
     type Want = (ChatId, chatd_shared::ids::MessageId);
     type Got = Vec<Message>;
+    const WRITES: bool = false;
 
-    async fn read_each(
+    async fn run_each(
         client: &deadpool_postgres::Client,
         wants: &[Self::Want],
     ) -> DbResult<Vec<Self::Got>> {
@@ -304,7 +305,7 @@ pub(super) async fn forward(
             }
             let mut read = Vec::new();
             loop {
-                let batch = new_messages.read((chat_id, seen)).await?;
+                let batch = new_messages.run((chat_id, seen)).await?;
                 let full = batch.len() as i64 == READ_BATCH;
                 if let Some(last) = batch.last() {
                     seen = last.id;

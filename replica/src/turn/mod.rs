@@ -253,7 +253,7 @@ impl TurnRunner {
             };
             let context = self
                 .prompts
-                .read((run.fence().chat_id, run.chat().owner_id))
+                .run((run.fence().chat_id, run.chat().owner_id))
                 .await?;
             run.set_owner_webhooks(context.owner_webhooks);
             let deployment = run.ops().settings().deployment().await?;

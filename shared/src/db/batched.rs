@@ -1,18 +1,25 @@
-//! Reads that many tasks of a replica make at the same moment, served by
-//! one statement.
+//! Statements that many tasks of a replica make at the same moment, served
+//! by one statement.
 //!
-//! Some reads come in bursts: a replica's stream feeds read new messages
-//! after each notice, and one `NOTIFY` statement carries many chats'
-//! notices; a claim hands a replica several chats at once, and each run
-//! starts by reading its prompt. A statement per read made those reads the
+//! Some statements come in bursts: a replica's stream feeds read new
+//! messages after each notice, and one `NOTIFY` statement carries many
+//! chats' notices; a claim hands a replica several chats at once, and each
+//! run starts by reading its prompt and, with a fast model, ends its turn
+//! at the same moment as the others. A statement per call made those the
 //! most frequent statements of a turn, and a statement's fixed cost (its
-//! round trip, its executor start, its transaction) dwarfs what such a read
-//! does. Here reads queue up and one reader serves every read queued so far
-//! with one statement ([`BatchRead::read_each`]); reads that arrive while
-//! it runs make the next batch. No read waits for a timer: a lone read is
-//! served at once, and a burst costs one round trip.
+//! round trip, its executor start, its transaction) dwarfs what one call
+//! does. Here calls queue up and one runner serves every call queued so
+//! far with one statement ([`BatchStatement::run_each`]); calls that arrive
+//! while it runs make the next batch. No call waits for a timer: a lone
+//! call is served at once, and a burst costs one round trip.
 //!
-//! The reader is a task that exists only while reads are queued, so there
+//! A statement that writes ([`BatchStatement::WRITES`]) is all or nothing
+//! for its batch, so one call's failure must not become every call's: when
+//! the server refuses a batch (nothing of it was written) each call runs
+//! again alone, and gets its own answer or error. A batch whose outcome is
+//! unknown (its runner dropped mid-statement) is never run again.
+//!
+//! The runner is a task that exists only while calls are queued, so there
 //! is nothing to stop at shutdown.
 
 use std::{
@@ -27,19 +34,21 @@ use tracing::Instrument;
 use super::{DbError, DbResult, Pool};
 use crate::sync::lock;
 
-/// Reads per statement at most.
+/// Calls per statement at most.
 const MAX_BATCH: usize = 256;
 
-/// A kind of read that one statement can make for many callers.
-pub trait BatchRead: Send + Sync + 'static {
+/// A kind of statement that can serve many callers at once.
+pub trait BatchStatement: Send + Sync + 'static {
     /// What one caller asks for.
     type Want: Clone + Send + Sync + 'static;
     /// What it gets.
     type Got: Send + 'static;
+    /// The statement writes: see the module docs for what changes.
+    const WRITES: bool;
 
     /// Answers every want in one statement: one answer per want, in the
     /// order of `wants`.
-    fn read_each(
+    fn run_each(
         client: &deadpool_postgres::Client,
         wants: &[Self::Want],
     ) -> impl Future<Output = DbResult<Vec<Self::Got>>> + Send;
@@ -58,139 +67,165 @@ pub fn answer_of<'a, T>(
         .and_then(|index| answers.get_mut(index)))
 }
 
-/// What one read gets: a failed statement fails every read of its batch,
-/// hence shared.
+/// What one call gets: a failed read fails every read of its batch, hence
+/// shared.
 pub type BatchedResult<T> = Result<T, Arc<DbError>>;
 
-/// The queue of reads of one kind, and its reader.
-pub struct Batched<B: BatchRead> {
+/// The queue of calls of one kind, and its runner.
+pub struct Batched<B: BatchStatement> {
     pool: Pool,
     tracker: TaskTracker,
-    /// The reader runs in this span (the one current at creation, the
+    /// The runner runs in this span (the one current at creation, the
     /// replica's), not in whichever caller happened to start it.
     span: tracing::Span,
     queue: Mutex<Queue<B>>,
 }
 
-struct Queue<B: BatchRead> {
-    reads: Vec<Read<B>>,
-    /// A reader task is running (and will take `reads` before it exits).
-    reading: bool,
+struct Queue<B: BatchStatement> {
+    calls: Vec<Call<B>>,
+    /// A runner task is running (and will take `calls` before it exits).
+    running: bool,
 }
 
-struct Read<B: BatchRead> {
+struct Call<B: BatchStatement> {
     want: B::Want,
     reply: oneshot::Sender<BatchedResult<B::Got>>,
 }
 
-impl<B: BatchRead> Batched<B> {
-    /// Reads go to `pool`; the reader runs on `tracker`, in the current span.
+impl<B: BatchStatement> Batched<B> {
+    /// Statements go to `pool`; the runner runs on `tracker`, in the
+    /// current span.
     pub fn new(pool: Pool, tracker: TaskTracker) -> Arc<Self> {
         Arc::new(Self {
             pool,
             tracker,
             span: tracing::Span::current(),
             queue: Mutex::new(Queue {
-                reads: Vec::new(),
-                reading: false,
+                calls: Vec::new(),
+                running: false,
             }),
         })
     }
 
-    /// Reads `want`, in one statement with whatever other reads are queued.
-    pub async fn read(self: &Arc<Self>, want: B::Want) -> BatchedResult<B::Got> {
+    /// Runs `want`, in one statement with whatever other calls are queued.
+    pub async fn run(self: &Arc<Self>, want: B::Want) -> BatchedResult<B::Got> {
         let (reply, answer) = oneshot::channel();
-        let start_reader = {
+        // A read dropped unanswered is made again alone; a write is not.
+        let again = (!B::WRITES).then(|| want.clone());
+        let start_runner = {
             let mut queue = lock(&self.queue);
-            queue.reads.push(Read {
-                want: want.clone(),
-                reply,
-            });
-            !std::mem::replace(&mut queue.reading, true)
+            queue.calls.push(Call { want, reply });
+            !std::mem::replace(&mut queue.running, true)
         };
-        if start_reader {
+        if start_runner {
             let this = self.clone();
             self.tracker
                 .spawn(this.serve_queue().instrument(self.span.clone()));
         }
         match answer.await {
             Ok(result) => result,
-            // The reader drops a reply unanswered only when it is dropped
-            // itself (with the runtime): read alone rather than hang.
-            Err(_) => {
-                let client = self.pool.get().await.map_err(DbError::from)?;
-                let mut got = B::read_each(&client, std::slice::from_ref(&want)).await?;
-                got.pop().ok_or_else(|| {
-                    Arc::new(DbError::Unexpected("a batched read without its answer"))
-                })
-            }
+            // The runner drops a reply unanswered only when it is dropped
+            // itself (with the runtime).
+            Err(_) => match again {
+                Some(want) => {
+                    let client = self.pool.get().await.map_err(DbError::from)?;
+                    let mut got = B::run_each(&client, std::slice::from_ref(&want)).await?;
+                    got.pop()
+                        .ok_or_else(|| Arc::new(DbError::Unexpected(MISSING)))
+                }
+                None => Err(Arc::new(DbError::Unexpected(
+                    "a batched write was dropped with its outcome unknown",
+                ))),
+            },
         }
     }
 
     /// Serves batches until the queue is empty, then exits.
     async fn serve_queue(self: Arc<Self>) {
-        let mut reader = Reader {
+        let mut runner = Runner {
             batched: &self,
             running: true,
         };
         loop {
-            let batch: Vec<Read<B>> = {
+            let batch: Vec<Call<B>> = {
                 let mut queue = lock(&self.queue);
-                if queue.reads.is_empty() {
-                    queue.reading = false;
-                    reader.running = false;
+                if queue.calls.is_empty() {
+                    queue.running = false;
+                    runner.running = false;
                     return;
                 }
-                let take = queue.reads.len().min(MAX_BATCH);
-                queue.reads.drain(..take).collect()
+                let take = queue.calls.len().min(MAX_BATCH);
+                queue.calls.drain(..take).collect()
             };
             self.serve(batch).await;
         }
     }
 
-    async fn serve(&self, batch: Vec<Read<B>>) {
-        let wants: Vec<B::Want> = batch.iter().map(|read| read.want.clone()).collect();
-        let read = async {
-            let client = self.pool.get().await?;
-            B::read_each(&client, &wants).await
+    async fn serve(&self, batch: Vec<Call<B>>) {
+        let (wants, replies): (Vec<B::Want>, Vec<_>) = batch
+            .into_iter()
+            .map(|call| (call.want, call.reply))
+            .unzip();
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(err) => {
+                let err = Arc::new(DbError::from(err));
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                return;
+            }
         };
-        let answers = match read.await {
-            Ok(answers) if answers.len() == batch.len() => Ok(answers),
-            Ok(_) => Err(Arc::new(DbError::Unexpected(
-                "a batched read without its answer",
-            ))),
-            Err(err) => Err(Arc::new(err)),
+        let answers = match B::run_each(&client, &wants).await {
+            Ok(answers) if answers.len() == wants.len() => Ok(answers),
+            Ok(_) => Err(DbError::Unexpected(MISSING)),
+            Err(err) => Err(err),
         };
         // A caller that left no longer listens.
         match answers {
             Ok(answers) => {
-                for (read, got) in batch.into_iter().zip(answers) {
-                    let _ = read.reply.send(Ok(got));
+                for (reply, got) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(got));
+                }
+            }
+            // The server refused the batch, so nothing of it was written:
+            // each call alone, to its own answer.
+            Err(err) if B::WRITES && wants.len() > 1 && err.sql_state().is_some() => {
+                tracing::debug!(error = %err, calls = wants.len(), "a batched write failed; each call again alone");
+                for (reply, want) in replies.into_iter().zip(&wants) {
+                    let got = B::run_each(&client, std::slice::from_ref(want))
+                        .await
+                        .and_then(|mut got| got.pop().ok_or(DbError::Unexpected(MISSING)));
+                    let _ = reply.send(got.map_err(Arc::new));
                 }
             }
             Err(err) => {
-                for read in batch {
-                    let _ = read.reply.send(Err(err.clone()));
+                let err = Arc::new(err);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }
     }
 }
 
-/// The running reader. Should it end before the queue is empty (dropped
-/// with the runtime), the next read starts a new one, and reads still
-/// queued are let go: their callers read alone.
-struct Reader<'a, B: BatchRead> {
+/// A statement that gave fewer answers than it had calls (a bug).
+const MISSING: &str = "a batched statement without an answer for each call";
+
+/// The running runner. Should it end before the queue is empty (dropped
+/// with the runtime), the next call starts a new one, and calls still
+/// queued are let go (see [`Batched::run`]).
+struct Runner<'a, B: BatchStatement> {
     batched: &'a Batched<B>,
     running: bool,
 }
 
-impl<B: BatchRead> Drop for Reader<'_, B> {
+impl<B: BatchStatement> Drop for Runner<'_, B> {
     fn drop(&mut self) {
         if self.running {
             let mut queue = lock(&self.batched.queue);
-            queue.reading = false;
-            queue.reads.clear();
+            queue.running = false;
+            queue.calls.clear();
         }
     }
 }

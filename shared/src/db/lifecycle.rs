@@ -8,7 +8,7 @@
 //! Every statement a run makes is conditional on its [`Fence`]: it matches
 //! no row once ownership moved on, and the caller must then stop at once.
 
-use std::sync::LazyLock;
+use std::{borrow::Borrow, sync::LazyLock};
 
 use postgres_types::Json;
 
@@ -392,24 +392,39 @@ pub async fn record_retry(db: &impl GenericClient, fence: &Fence, retries: i32) 
     Ok(updated == 1)
 }
 
-/// The `step` CTE: the rows of `$4` (a JSON array of [`StepMessage`]) in
-/// the order of [`messages::INSERT_COLUMNS`] after `chat_id`, `visibility`
-/// and `generation`, with their position as `ord`. The one definition of a
-/// step's row shape, for [`persist_step`] and [`finish_turn`].
-pub(super) const STEP_CTE: &str = "step AS (
-         SELECT m.ord, m.role, m.content, NULL::uuid AS created_by, m.model_config_id, m.step,
-                m.input_tokens, m.output_tokens, m.reasoning_tokens, m.cache_read_tokens,
-                m.cache_write_tokens, m.cost_micros, m.runtime_ms, NULL::text AS idempotency_key
-         FROM ROWS FROM (jsonb_to_recordset($4::jsonb) AS (
+/// The columns of a step's rows (see [`step_records`]) in the order of
+/// [`messages::INSERT_COLUMNS`] after `chat_id`, `visibility` and
+/// `generation`, with their position as `ord`. The one definition of a
+/// step's row shape, for [`persist_step`], [`finish_turn`] and
+/// [`super::turn_ends`].
+pub(super) const STEP_COLUMNS: &str = "m.ord, m.role, m.content, NULL::uuid AS created_by,
+    m.model_config_id, m.step, m.input_tokens, m.output_tokens, m.reasoning_tokens,
+    m.cache_read_tokens, m.cache_write_tokens, m.cost_micros, m.runtime_ms,
+    NULL::text AS idempotency_key";
+
+/// The rows `m` of `json` (a JSON array of [`StepMessage`]), for
+/// [`STEP_COLUMNS`].
+pub(super) fn step_records(json: &str) -> String {
+    format!(
+        "ROWS FROM (jsonb_to_recordset({json}) AS (
              role message_role, content jsonb, model_config_id uuid, step int,
              input_tokens bigint, output_tokens bigint, reasoning_tokens bigint,
              cache_read_tokens bigint, cache_write_tokens bigint, cost_micros bigint, runtime_ms bigint
          )) WITH ORDINALITY AS m(role, content, model_config_id, step, input_tokens, output_tokens,
-             reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)
-     )";
+             reasoning_tokens, cache_read_tokens, cache_write_tokens, cost_micros, runtime_ms, ord)"
+    )
+}
 
-/// `INSERT … SELECT` of the rows of `source` (with the columns of
-/// [`STEP_CTE`] and `generation`) into `chat_messages`, in `ord` order.
+/// The `step` CTE: the rows of `$4`.
+fn step_cte() -> String {
+    format!(
+        "step AS (SELECT {STEP_COLUMNS} FROM {records})",
+        records = step_records("$4::jsonb")
+    )
+}
+
+/// `INSERT … SELECT` of the rows of `source` (with [`STEP_COLUMNS`] and
+/// `generation`) into `chat_messages`, in `ord` order.
 pub(super) fn insert_rows(source: &str) -> String {
     format!(
         "INSERT INTO chat_messages ({insert_columns})
@@ -424,7 +439,7 @@ pub(super) fn insert_rows(source: &str) -> String {
 }
 
 /// `WITH owned …, step …, new_rows …, acct_…`: the rows of `$4` (see
-/// [`STEP_CTE`]) with the run's generation, only while the chat is still
+/// [`step_cte`]) with the run's generation, only while the chat is still
 /// running under the fence `($1, $2, $3)` (an `UPDATE` of the chat row, so
 /// the row lock orders it against a recovery or an edit), and their
 /// accounting ([`super::accounting`]): a model call's message is counted
@@ -437,9 +452,10 @@ pub(super) fn fenced_step_rows() -> String {
              UPDATE chats SET updated_at = now(), step_retries = 0
              WHERE id = $1 AND worker_id = $2 AND generation = $3 AND status = 'running'
              RETURNING id
-         ), {STEP_CTE}, new_rows AS (
+         ), {step}, new_rows AS (
              SELECT step.*, $3::bigint AS generation FROM owned, step
          ), {accounting}",
+        step = step_cte(),
         accounting = super::accounting::step_ctes(false),
     )
 }
@@ -566,7 +582,7 @@ fn finish_turn_sql(outbox: bool) -> String {
          ), popped AS (
              DELETE FROM chat_queued_messages q USING next WHERE q.id = next.id
              RETURNING q.content, q.created_by, q.idempotency_key
-         ), {STEP_CTE}, new_rows AS (
+         ), {step}, new_rows AS (
              SELECT step.*, $3::bigint AS generation FROM owned, step
              UNION ALL
              SELECT 9223372036854775807, 'user', p.content, p.created_by, NULL, NULL, NULL, NULL,
@@ -590,13 +606,15 @@ fn finish_turn_sql(outbox: bool) -> String {
                 {queued} AS webhooks_queued, i.*
          FROM released r LEFT JOIN inserted i ON true
          ORDER BY i.id",
+        step = step_cte(),
         accounting = super::accounting::step_ctes(true),
         insert = insert_rows("new_rows"),
     )
 }
 
 static FINISH_TURN: LazyLock<String> = LazyLock::new(|| finish_turn_sql(true));
-static FINISH_TURN_WITHOUT_WEBHOOKS: LazyLock<String> = LazyLock::new(|| finish_turn_sql(false));
+pub(super) static FINISH_TURN_WITHOUT_WEBHOOKS: LazyLock<String> =
+    LazyLock::new(|| finish_turn_sql(false));
 
 /// What a run knows of its chat's owner's webhooks, for [`finish_turn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,32 +654,26 @@ pub async fn finish_turn(
     webhooks: OwnerWebhooks,
 ) -> DbResult<Option<(Vec<Message>, Released)>> {
     if webhooks == OwnerWebhooks::NoneSeen
-        && let Some(done) = finish_with(db, &FINISH_TURN_WITHOUT_WEBHOOKS, fence, step, end).await?
+        && let Some(done) =
+            finish_with(db, &FINISH_TURN_WITHOUT_WEBHOOKS, fence, &Json(step), end).await?
     {
         return Ok(Some(done));
     }
     // Nothing written: the owner has a webhook now, or the fence no longer
     // matches, which the full statement finds again.
-    finish_with(db, &FINISH_TURN, fence, step, end).await
+    finish_with(db, &FINISH_TURN, fence, &Json(step), end).await
 }
 
 /// Runs one of the turn end's statements ([`finish_turn_sql`]).
-async fn finish_with(
+/// `step` is the step's JSON (`Json` of the [`StepMessage`]s).
+pub(super) async fn finish_with(
     db: &impl GenericClient,
     sql: &str,
     fence: &Fence,
-    step: &[StepMessage],
+    step: &(dyn postgres_types::ToSql + Sync),
     end: &TurnEnd,
 ) -> DbResult<Option<(Vec<Message>, Released)>> {
-    let (idle_status, error, code) = match end {
-        TurnEnd::Done => (ChatStatus::Waiting, None, None),
-        TurnEnd::Failed(message) => (ChatStatus::Error, Some(message.as_str()), None),
-        TurnEnd::Refused { code, message } => (
-            ChatStatus::Error,
-            Some(message.as_str()),
-            Some(code.as_str()),
-        ),
-    };
+    let (idle_status, error, code) = end.columns();
     let stmt = db.prepare_cached(sql).await?;
     let rows = db
         .query(
@@ -670,14 +682,39 @@ async fn finish_with(
                 &fence.chat_id,
                 &fence.worker_id,
                 &fence.generation,
-                &Json(step),
+                step,
                 &idle_status,
                 &error,
                 &code,
             ],
         )
         .await?;
-    let Some(first) = rows.first() else {
+    turn_end_of(&rows)
+}
+
+impl TurnEnd {
+    /// The chat's status if no queued message continues, `last_error` and
+    /// `last_error_code`.
+    pub(super) fn columns(&self) -> (ChatStatus, Option<&str>, Option<&str>) {
+        match self {
+            Self::Done => (ChatStatus::Waiting, None, None),
+            Self::Failed(message) => (ChatStatus::Error, Some(message.as_str()), None),
+            Self::Refused { code, message } => (
+                ChatStatus::Error,
+                Some(message.as_str()),
+                Some(code.as_str()),
+            ),
+        }
+    }
+}
+
+/// One chat's turn end from the rows of its statement (the release joined
+/// with each inserted message); `None` when there are none (the fence no
+/// longer matched).
+pub(super) fn turn_end_of<R: std::borrow::Borrow<tokio_postgres::Row>>(
+    rows: &[R],
+) -> DbResult<Option<(Vec<Message>, Released)>> {
+    let Some(first) = rows.first().map(Borrow::borrow) else {
         return Ok(None);
     };
     let mut released = Released {
@@ -687,8 +724,8 @@ async fn finish_with(
         webhooks_queued: first.try_get("webhooks_queued")?,
         parent_chat_id: first.try_get("chat_parent_id")?,
     };
-    let mut committed = Vec::with_capacity(step.len());
-    for row in &rows {
+    let mut committed = Vec::with_capacity(rows.len());
+    for row in rows.iter().map(Borrow::borrow) {
         if row.try_get::<_, Option<MessageId>>("id")?.is_none() {
             continue;
         }

@@ -30,6 +30,7 @@ pub mod system_prompts;
 pub mod tokens;
 pub mod tool_calls;
 pub mod transitions;
+pub mod turn_ends;
 pub mod usage;
 pub mod users;
 pub mod webhook_deliveries;

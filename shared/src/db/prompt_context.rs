@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use super::{DbResult, GenericClient, batched::BatchRead, messages::Message};
+use super::{DbResult, GenericClient, batched::BatchStatement, messages::Message};
 use crate::ids::{ChatId, MessageId, UserId};
 
 /// The prompt's inputs read from the database.
@@ -114,11 +114,12 @@ impl PromptContext {
 /// starts together read their prompts in one statement.
 pub struct Loads;
 
-impl BatchRead for Loads {
+impl BatchStatement for Loads {
     type Want = (ChatId, UserId);
     type Got = PromptContext;
+    const WRITES: bool = false;
 
-    async fn read_each(
+    async fn run_each(
         client: &deadpool_postgres::Client,
         wants: &[Self::Want],
     ) -> DbResult<Vec<Self::Got>> {

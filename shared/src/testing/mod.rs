@@ -26,7 +26,7 @@ pub use cluster::{PASSWORD_ROLE, TestCluster, TestDb, cluster};
 pub use messages::stored_message;
 pub use metrics::{metric_present, metric_sum, metric_sum_where};
 pub use pubsub::{TestPubSub, wait_connected};
-pub use users::user_with_token;
+pub use users::{user_with_token, webhook_for};
 pub use wait::{eventually, wait_for};
 
 /// Initialises tracing once for the test process; output only with `TEST_LOG=1`.

@@ -31,3 +31,21 @@ pub async fn user_with_token(db: &TestDb, name: &str, role: UserRole) -> (UserId
     .expect("insert token");
     (user.id, secret)
 }
+
+/// Gives `owner` a webhook for every chat of theirs (to a URL nobody
+/// serves): what changes how their turns end.
+pub async fn webhook_for(client: &impl crate::db::GenericClient, owner: UserId) {
+    crate::db::webhooks::insert(
+        client,
+        &crate::db::webhooks::NewWebhook {
+            id: crate::ids::WebhookId::new_random(),
+            owner_id: owner,
+            url: "https://example.com/hook",
+            events: &["turn.completed".to_owned()],
+            chat_id: None,
+            secret: "s",
+        },
+    )
+    .await
+    .expect("insert webhook");
+}
