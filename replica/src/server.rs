@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use chatd_shared::{
     backoff::Backoff,
-    db::{DbConfig, Pool, batched::Batched, connect_dedicated, connect_pool, turn_ends::TurnEnds},
+    db::{DbConfig, Pool, batched::Batched, connect_dedicated, connect_pool},
     error_chain::Chain,
     ids::{ChatId, Generation, ReplicaId},
     pubsub::{PubSub, PubSubConfig},
@@ -33,7 +33,7 @@ use crate::{
     files::{Files, PgFileStore},
     llm,
     models::{ModelCatalog, ProviderFactory},
-    operations::ChatOps,
+    operations::{ChatOps, WriteQueues},
     runtime::{ChatRunner, Phase, Runtime, RuntimeConfig, RuntimeParts},
     settings::SettingsCache,
     streams::{
@@ -155,8 +155,8 @@ struct Core {
     hub: Arc<StreamHub>,
     runner: Arc<TurnRunner>,
     settings: Arc<SettingsCache>,
-    /// Turn ends made together (`db::turn_ends`), one queue per replica.
-    turn_ends: Arc<Batched<TurnEnds>>,
+    /// Writes made together (turn ends, sends), one set per replica.
+    queues: WriteQueues,
     files: Files,
     mcp: Arc<McpTools>,
 }
@@ -196,10 +196,10 @@ impl Core {
                 .clone()
                 .watch(pubsub.clone(), stops.background.clone()),
         );
-        let turn_ends = Batched::new(pool.clone(), tracker.clone());
+        let queues = WriteQueues::new(&pool, tracker);
         let ops = ChatOps::new(pool.clone(), pubsub.clone())
             .with_settings(settings.clone())
-            .with_turn_ends(Arc::clone(&turn_ends));
+            .with_queues(queues.clone());
         let titles = Titles::new(
             ops,
             catalog.clone(),
@@ -230,7 +230,7 @@ impl Core {
             hub,
             runner,
             settings,
-            turn_ends,
+            queues,
             files,
             mcp,
         })
@@ -239,7 +239,7 @@ impl Core {
     fn ops(&self) -> ChatOps {
         ChatOps::new(self.pool.clone(), self.pubsub.clone())
             .with_settings(self.settings.clone())
-            .with_turn_ends(self.turn_ends.clone())
+            .with_queues(self.queues.clone())
     }
 }
 

@@ -9,7 +9,9 @@ use chatd_shared::{
         batched::{BatchStatement, Batched},
         chats,
         messages::{self, Message, NewMessage},
-        prompt_context, spend, system_prompts, transitions, users,
+        prompt_context,
+        sends::{self, SendCall},
+        spend, system_prompts, transitions, users,
     },
     ids::{ChatId, MessageId, UserId},
     parts::Part,
@@ -287,4 +289,127 @@ async fn a_refused_batched_write_fails_only_the_call_that_caused_it() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(keys, [1, 2, 3, 7]);
+}
+
+/// Chats of `owner` in every state a send meets: idle, in error, busy,
+/// archived, idle with a key used before; and the sends to them, the
+/// first chat twice (two requests at once), one by a stranger.
+async fn sends_of_every_kind(
+    client: &deadpool_postgres::Client,
+    owner: UserId,
+    stranger: UserId,
+) -> Vec<(ChatId, Option<&'static str>, Option<UserId>)> {
+    let chats: Vec<ChatId> = chats_with_messages(client, owner, 6, |_| Vec::new())
+        .await
+        .into_iter()
+        .map(|(chat, _)| chat)
+        .collect();
+    let set = |sql: &'static str, chat: ChatId| async move {
+        client.execute(sql, &[&chat]).await.unwrap();
+    };
+    set(
+        "UPDATE chats SET status = 'error', last_error = 'x' WHERE id = $1",
+        chats[1],
+    )
+    .await;
+    set(
+        "UPDATE chats SET status = 'pending' WHERE id = $1",
+        chats[2],
+    )
+    .await;
+    set("UPDATE chats SET archived = true WHERE id = $1", chats[3]).await;
+    let used = NewMessage {
+        content: &[Part::text("before")],
+        idempotency_key: Some("k-used"),
+        ..Default::default()
+    };
+    messages::insert(client, chats[4], MessageRole::User, &used)
+        .await
+        .unwrap();
+    vec![
+        (chats[0], Some("k-a"), Some(owner)),
+        (chats[0], Some("k-b"), Some(owner)),
+        (chats[1], None, Some(owner)),
+        (chats[2], None, Some(owner)),
+        (chats[3], None, None),
+        (chats[4], Some("k-used"), Some(owner)),
+        (chats[5], None, Some(stranger)),
+    ]
+}
+
+/// What a send left for a client to see: its answer and the chat row.
+async fn send_seen(
+    client: &deadpool_postgres::Client,
+    chat: ChatId,
+    answer: Option<(Message, chats::BecamePending)>,
+) -> String {
+    let answer =
+        answer.map(|(m, pending)| (m.role, m.content, m.idempotency_key, pending.generation));
+    let row = chats::get(client, chat).await.unwrap().unwrap();
+    format!(
+        "{answer:?} status={:?} error={:?} trace={:?}",
+        row.status, row.last_error, row.trace_parent
+    )
+}
+
+#[tokio::test]
+async fn sends_made_together_are_those_made_one_by_one() {
+    let db = TestDb::new().await;
+    let client = db.pool().get().await.unwrap();
+    let mut seen = Vec::new();
+    for together in [false, true] {
+        let owner = users::insert(
+            &client,
+            UserId::new_random(),
+            &format!("o{together}"),
+            UserRole::Member,
+        )
+        .await
+        .unwrap()
+        .id;
+        let stranger = users::insert(
+            &client,
+            UserId::new_random(),
+            &format!("s{together}"),
+            UserRole::Member,
+        )
+        .await
+        .unwrap()
+        .id;
+        let sends = sends_of_every_kind(&client, owner, stranger).await;
+        let content = [Part::text("hi")];
+        let outgoing = |key: Option<&'static str>| transitions::Outgoing {
+            content: &content,
+            created_by: Some(owner),
+            idempotency_key: key,
+            trace_parent: Some("00-trace-01"),
+        };
+        let answers = if together {
+            let calls: Vec<_> = sends
+                .iter()
+                .map(|(chat, key, only)| SendCall::new(*chat, &outgoing(*key), *only).unwrap())
+                .collect();
+            sends::send_each(&client, &calls).await.unwrap()
+        } else {
+            let mut answers = Vec::new();
+            for (chat, key, only) in &sends {
+                answers.push(
+                    transitions::send_to_idle(&client, *chat, &outgoing(*key), *only)
+                        .await
+                        .unwrap(),
+                );
+            }
+            answers
+        };
+        let mut this = Vec::new();
+        for ((chat, _, _), answer) in sends.iter().zip(answers) {
+            this.push(send_seen(&client, *chat, answer).await);
+        }
+        seen.push(this);
+    }
+    assert_eq!(seen[1], seen[0]);
+    // And what they are: the first send of the two to one chat, the chat in
+    // error, and nothing else.
+    let sent: Vec<bool> = seen[1].iter().map(|s| s.starts_with("Some")).collect();
+    assert_eq!(sent, [true, false, true, false, false, false, false]);
 }

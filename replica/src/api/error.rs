@@ -104,7 +104,7 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
-        match &error {
+        match error.root() {
             // The pool could not give a connection in time: the database is
             // unreachable or overloaded; the client may retry.
             DbError::Pool(_) => {

@@ -43,7 +43,7 @@ mod worker;
 use std::sync::Arc;
 
 use chatd_shared::{
-    db::{DbError, Pool, batched::Batched, chats::Chat, turn_ends::TurnEnds},
+    db::{DbError, Pool, batched::Batched, chats::Chat, sends::Sends, turn_ends::TurnEnds},
     ids::UserId,
     pubsub::PubSub,
 };
@@ -105,9 +105,29 @@ pub struct ChatOps {
     settings: Arc<SettingsCache>,
     /// Wakes this replica's webhook sender when a turn end queued deliveries.
     webhooks: SenderHint,
-    /// The replica's queue of turn ends made together
-    /// ([`chatd_shared::db::turn_ends`]); without it each ends alone.
-    turn_ends: Option<Arc<Batched<TurnEnds>>>,
+    /// The replica's queues of writes made together; without them each
+    /// write runs alone.
+    queues: Option<WriteQueues>,
+}
+
+/// A replica's queues of writes that many tasks make at the same moment,
+/// each served by one statement ([`chatd_shared::db::batched`]).
+#[derive(Clone)]
+pub struct WriteQueues {
+    /// Turn ends of owners without webhooks ([`chatd_shared::db::turn_ends`]).
+    pub turn_ends: Arc<Batched<TurnEnds>>,
+    /// Sends to idle chats ([`chatd_shared::db::sends`]).
+    pub sends: Arc<Batched<Sends>>,
+}
+
+impl WriteQueues {
+    /// Queues on `pool`, their runners on `tracker`.
+    pub fn new(pool: &Pool, tracker: &tokio_util::task::TaskTracker) -> Self {
+        Self {
+            turn_ends: Batched::new(pool.clone(), tracker.clone()),
+            sends: Batched::new(pool.clone(), tracker.clone()),
+        }
+    }
 }
 
 impl ChatOps {
@@ -121,14 +141,14 @@ impl ChatOps {
             pubsub,
             settings,
             webhooks: SenderHint::default(),
-            turn_ends: None,
+            queues: None,
         }
     }
 
-    /// The same operations ending turns through the replica's queue
-    /// `turn_ends`, with other runs' turn ends of the moment.
-    pub fn with_turn_ends(mut self, turn_ends: Arc<Batched<TurnEnds>>) -> Self {
-        self.turn_ends = Some(turn_ends);
+    /// The same operations writing through the replica's `queues`, with
+    /// other tasks' writes of the moment.
+    pub fn with_queues(mut self, queues: WriteQueues) -> Self {
+        self.queues = Some(queues);
         self
     }
 

@@ -20,6 +20,7 @@ use chatd_shared::{
 };
 
 use super::{Access, Change, ChatOps, SpendRefusal};
+use chatd_shared::db::{batched::unshared, sends::SendCall};
 
 /// Why a model cannot be used for a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,9 +416,15 @@ impl ChatOps {
         // The usual case, one statement: an idle chat and no model or tools
         // change; a key used before makes it fall through to the replay.
         if request.model.is_none() && request.client_tools.is_none() {
-            let sent = {
-                let client = self.pool.get().await?;
-                transitions::send_to_idle(&client, id, &message, access.owner_filter()).await?
+            let sent = match &self.queues {
+                Some(queues) => {
+                    let call = SendCall::new(id, &message, access.owner_filter())?;
+                    queues.sends.run(call).await.map_err(unshared)?
+                }
+                None => {
+                    let client = self.pool.get().await?;
+                    transitions::send_to_idle(&client, id, &message, access.owner_filter()).await?
+                }
             };
             if let Some((message, pending)) = sent {
                 self.announce(

@@ -97,10 +97,10 @@ impl ChatOps {
         end: &TurnEnd,
         webhooks: OwnerWebhooks,
     ) -> Result<Option<(Vec<Message>, Released)>, Arc<DbError>> {
-        let finished = match (&self.turn_ends, webhooks) {
-            (Some(turn_ends), OwnerWebhooks::NoneSeen) => {
+        let finished = match (&self.queues, webhooks) {
+            (Some(queues), OwnerWebhooks::NoneSeen) => {
                 let call = TurnEndCall::new(*fence, step, end.clone())?;
-                match turn_ends.run(call).await? {
+                match queues.turn_ends.run(call).await? {
                     Some(done) => Some(done),
                     // The owner has a webhook now, or the fence failed:
                     // the full statement, which finds which.

@@ -71,6 +71,12 @@ pub fn answer_of<'a, T>(
 /// shared.
 pub type BatchedResult<T> = Result<T, Arc<DbError>>;
 
+/// A batched call's error as the caller's own: the error itself when no
+/// other call holds it, else [`DbError::Shared`].
+pub fn unshared(err: Arc<DbError>) -> DbError {
+    Arc::try_unwrap(err).unwrap_or_else(DbError::Shared)
+}
+
 /// The queue of calls of one kind, and its runner.
 pub struct Batched<B: BatchStatement> {
     pool: Pool,

@@ -25,6 +25,7 @@ pub mod prompt_context;
 pub mod providers;
 pub mod queued_messages;
 pub mod replicas;
+pub mod sends;
 pub mod spend;
 pub mod system_prompts;
 pub mod tokens;
@@ -54,12 +55,24 @@ pub enum DbError {
     /// A statement answered other than its contract says (a bug).
     #[error("unexpected answer: {0}")]
     Unexpected(&'static str),
+    /// The one error of a batched statement that failed several calls
+    /// ([`batched::unshared`]).
+    #[error(transparent)]
+    Shared(std::sync::Arc<DbError>),
 }
 
 impl DbError {
+    /// The error itself, seen through [`DbError::Shared`].
+    pub fn root(&self) -> &DbError {
+        match self {
+            Self::Shared(shared) => shared.root(),
+            other => other,
+        }
+    }
+
     /// The SQLSTATE of a failed statement, if that is what this is.
     pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
-        match self {
+        match self.root() {
             Self::Postgres(err) => err.code(),
             Self::Pool(deadpool_postgres::PoolError::Backend(err)) => err.code(),
             _ => None,

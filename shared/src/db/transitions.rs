@@ -214,13 +214,25 @@ pub async fn send_to_idle(
     message: &Outgoing<'_>,
     only_owner: Option<UserId>,
 ) -> DbResult<Option<(Message, BecamePending)>> {
+    send_to_idle_with(db, chat_id, &Json(message.content), message, only_owner).await
+}
+
+/// [`send_to_idle`] with the content as a parameter of its own (`Json`
+/// of the parts), so [`super::sends`] passes what it serialized once.
+pub(super) async fn send_to_idle_with(
+    db: &impl GenericClient,
+    chat_id: ChatId,
+    content: &(dyn postgres_types::ToSql + Sync),
+    message: &Outgoing<'_>,
+    only_owner: Option<UserId>,
+) -> DbResult<Option<(Message, BecamePending)>> {
     let stmt = db.prepare_cached(&SEND_TO_IDLE).await?;
     let Some(row) = db
         .query_opt(
             &stmt,
             &[
                 &chat_id,
-                &Json(message.content),
+                content,
                 &message.created_by,
                 &message.idempotency_key,
                 &only_owner,
@@ -231,12 +243,19 @@ pub async fn send_to_idle(
     else {
         return Ok(None);
     };
+    sent_of(&row).map(Some)
+}
+
+/// The message a send to an idle chat inserted, and the chat it made
+/// pending, from its statement's row.
+pub(super) fn sent_of(row: &tokio_postgres::Row) -> DbResult<(Message, BecamePending)> {
+    let message = Message::from_row(row)?;
     let pending = BecamePending {
-        chat_id,
+        chat_id: message.chat_id,
         owner_id: row.try_get("chat_owner_id")?,
         generation: row.try_get("chat_generation")?,
     };
-    Ok(Some((Message::from_row(&row)?, pending)))
+    Ok((message, pending))
 }
 
 /// How [`send_locked`] treats the chat.
