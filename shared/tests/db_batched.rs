@@ -358,24 +358,17 @@ async fn sends_made_together_are_those_made_one_by_one() {
     let client = db.pool().get().await.unwrap();
     let mut seen = Vec::new();
     for together in [false, true] {
-        let owner = users::insert(
-            &client,
-            UserId::new_random(),
-            &format!("o{together}"),
-            UserRole::Member,
-        )
-        .await
-        .unwrap()
-        .id;
-        let stranger = users::insert(
-            &client,
-            UserId::new_random(),
-            &format!("s{together}"),
-            UserRole::Member,
-        )
-        .await
-        .unwrap()
-        .id;
+        let user = |name: String| {
+            let client = &client;
+            async move {
+                users::insert(client, UserId::new_random(), &name, UserRole::Member)
+                    .await
+                    .unwrap()
+                    .id
+            }
+        };
+        let owner = user(format!("o{together}")).await;
+        let stranger = user(format!("s{together}")).await;
         let sends = sends_of_every_kind(&client, owner, stranger).await;
         let content = [Part::text("hi")];
         let outgoing = |key: Option<&'static str>| transitions::Outgoing {

@@ -52,6 +52,19 @@ pub trait BatchStatement: Send + Sync + 'static {
         client: &deadpool_postgres::Client,
         wants: &[Self::Want],
     ) -> impl Future<Output = DbResult<Vec<Self::Got>>> + Send;
+
+    /// Answers one want alone: a batch of one, a read made again, a write
+    /// split off its refused batch. By default [`Self::run_each`] of one; a
+    /// kind with a cheaper one-call statement runs that instead.
+    fn run_one(
+        client: &deadpool_postgres::Client,
+        want: &Self::Want,
+    ) -> impl Future<Output = DbResult<Self::Got>> + Send {
+        async move {
+            let mut got = Self::run_each(client, std::slice::from_ref(want)).await?;
+            got.pop().ok_or(DbError::Unexpected(MISSING))
+        }
+    }
 }
 
 /// The answer that one row of a batched statement belongs to: the
@@ -182,7 +195,11 @@ impl<B: BatchStatement> Batched<B> {
                 return;
             }
         };
-        let answers = match B::run_each(&client, &wants).await {
+        let answers = match &wants[..] {
+            [one] => B::run_one(&client, one).await.map(|got| vec![got]),
+            _ => B::run_each(&client, &wants).await,
+        };
+        let answers = match answers {
             Ok(answers) if answers.len() == wants.len() => Ok(answers),
             Ok(_) => Err(DbError::Unexpected(MISSING)),
             Err(err) => Err(err),
@@ -199,9 +216,7 @@ impl<B: BatchStatement> Batched<B> {
             Err(err) if B::WRITES && wants.len() > 1 && err.sql_state().is_some() => {
                 tracing::debug!(error = %err, calls = wants.len(), "a batched write failed; each call again alone");
                 for (reply, want) in replies.into_iter().zip(&wants) {
-                    let got = B::run_each(&client, std::slice::from_ref(want))
-                        .await
-                        .and_then(|mut got| got.pop().ok_or(DbError::Unexpected(MISSING)));
+                    let got = B::run_one(&client, want).await;
                     let _ = reply.send(got.map_err(Arc::new));
                 }
             }

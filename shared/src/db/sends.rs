@@ -84,18 +84,18 @@ impl BatchStatement for Sends {
         client: &deadpool_postgres::Client,
         wants: &[SendCall],
     ) -> DbResult<Vec<Self::Got>> {
-        if let [one] = wants {
-            let sent = transitions::send_to_idle_with(
-                client,
-                one.chat_id,
-                &Json(&*one.content),
-                &one.outgoing(),
-                one.only_owner,
-            )
-            .await?;
-            return Ok(vec![sent]);
-        }
         send_each(client, wants).await
+    }
+
+    async fn run_one(client: &deadpool_postgres::Client, one: &SendCall) -> DbResult<Self::Got> {
+        transitions::send_to_idle_with(
+            client,
+            one.chat_id,
+            &Json(&*one.content),
+            &one.outgoing(),
+            one.only_owner,
+        )
+        .await
     }
 }
 

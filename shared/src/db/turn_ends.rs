@@ -62,18 +62,18 @@ impl BatchStatement for TurnEnds {
         client: &deadpool_postgres::Client,
         wants: &[TurnEndCall],
     ) -> DbResult<Vec<Self::Got>> {
-        if let [one] = wants {
-            let done = lifecycle::finish_with(
-                client,
-                &FINISH_TURN_WITHOUT_WEBHOOKS,
-                &one.fence,
-                &Json(&*one.step),
-                &one.end,
-            )
-            .await?;
-            return Ok(vec![done]);
-        }
         finish_turns(client, wants).await
+    }
+
+    async fn run_one(client: &deadpool_postgres::Client, one: &TurnEndCall) -> DbResult<Self::Got> {
+        lifecycle::finish_with(
+            client,
+            &FINISH_TURN_WITHOUT_WEBHOOKS,
+            &one.fence,
+            &Json(&*one.step),
+            &one.end,
+        )
+        .await
     }
 }
 
