@@ -82,10 +82,11 @@ impl BatchStatement for TurnEnds {
 ///
 /// The fence compares the worker with `IS NOT DISTINCT FROM` (the same as
 /// `=` here: a batch's workers are never null), which no index serves, so
-/// each chat is found by its key. With `=`, the planner takes the smaller
-/// `chats_running_worker_idx` and scans all of the worker's running chats
-/// (and their dead versions) once per chat of the batch: quadratic, and
-/// measured at a third of the server's time under the bench.
+/// the planner finds the batch's chats by key or in one pass over the
+/// running ones. With `=`, it took the smaller `chats_running_worker_idx`
+/// and scanned all of the worker's running chats (and their dead versions)
+/// once per chat of the batch: quadratic, and measured at a third of the
+/// server's time under the bench.
 static FINISH_TURNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w AS (
