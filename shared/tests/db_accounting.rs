@@ -406,7 +406,7 @@ async fn turn_end_seen(
 /// One owner's turn ends of every kind: done with a priced step, failed
 /// without a step, done with a queued message to go on with, refused,
 /// done after a reservation, done with a tool result closing its call,
-/// and one whose fence no longer holds.
+/// and two whose fence does not hold (a later generation; another worker).
 async fn turn_ends_of_every_kind(
     client: &impl GenericClient,
     owner: UserId,
@@ -496,6 +496,9 @@ async fn turn_ends_of_every_kind(
     let mut stale = running_chat(client, owner).await;
     stale.generation = chatd_shared::ids::Generation(stale.generation.0 + 1);
     ends.push((stale, vec![priced_step(model, 100)], TurnEnd::Done));
+    let mut elsewhere = running_chat(client, owner).await;
+    elsewhere.worker_id = ReplicaId::new_random();
+    ends.push((elsewhere, vec![priced_step(model, 200)], TurnEnd::Done));
     ends
 }
 
