@@ -79,14 +79,8 @@ impl BatchStatement for TurnEnds {
 
 /// The statement: [`lifecycle::finish_turn`]'s without the outbox, for
 /// every chat of `$1…$7` (arrays, one element per chat, numbered `want`).
-///
-/// The fence compares the worker with `IS NOT DISTINCT FROM` (the same as
-/// `=` here: a batch's workers are never null), which no index serves, so
-/// the planner finds the batch's chats by key or in one pass over the
-/// running ones. With `=`, it took the smaller `chats_running_worker_idx`
-/// and scanned all of the worker's running chats (and their dead versions)
-/// once per chat of the batch: quadratic, and measured at a third of the
-/// server's time under the bench.
+/// The fence finds each chat through `chats_running_worker_idx` on
+/// `(worker_id, id)` (migration 0008) or the primary key: one row per chat.
 static FINISH_TURNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w AS (
@@ -98,8 +92,7 @@ static FINISH_TURNS: LazyLock<String> = LazyLock::new(|| {
              SELECT c.id, w.want, c.generation, c.owner_id, {stripe} AS stripe,
                     w.idle_status, w.error, w.code
              FROM chats c JOIN w ON c.id = w.chat_id
-             WHERE c.worker_id IS NOT DISTINCT FROM w.worker_id
-               AND c.generation = w.generation
+             WHERE c.worker_id = w.worker_id AND c.generation = w.generation
                AND c.status = 'running'
                AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = c.owner_id)
              ORDER BY c.id
