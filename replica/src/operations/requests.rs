@@ -6,11 +6,13 @@ use chatd_shared::{
     api::BusyBehavior,
     db::{
         DbError,
+        batched::unshared,
         chats::{self, Chat, ChatTools, ChatWithQueue, NewChat},
         mcp_servers,
         messages::{self, Message},
         model_configs,
         queued_messages::{self, QueuedMessage},
+        sends::SendCall,
         transitions::{self, EditRefused, FileRefused, Interrupted, Outgoing, SendRules, Sent},
     },
     ids::{ChatId, MessageId, ModelConfigId, QueuedMessageId, UserId},
@@ -20,7 +22,6 @@ use chatd_shared::{
 };
 
 use super::{Access, Change, ChatOps, SpendRefusal};
-use chatd_shared::db::{batched::unshared, sends::SendCall};
 
 /// Why a model cannot be used for a chat.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -61,6 +61,9 @@ impl SendCall {
         })
     }
 
+    /// The message's other fields: its content goes to
+    /// [`transitions::send_to_idle_with`] as the JSON serialized once in
+    /// [`Self::new`], so it is left empty here.
     fn outgoing(&self) -> Outgoing<'_> {
         Outgoing {
             content: &[],
