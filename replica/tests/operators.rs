@@ -242,13 +242,15 @@ async fn a_chat_whose_worker_died_reports_the_expired_lease_until_it_is_recovere
     assert!(!dead.lease_expired && dead.registered, "{dead:#?}");
     assert!(dead.lease_age_seconds.is_some_and(|age| age < 5.0));
     assert!(running.queue.is_none());
-    assert!(
+    // The run registers just after the claim that shows it running commits.
+    eventually("replica 0 to run it", WAIT, || async {
         app.replicas[0]
             .running()
             .iter()
-            .any(|(id, _)| *id == chat.id),
-        "replica 0 runs it"
-    );
+            .any(|(id, _)| *id == chat.id)
+            .then_some(())
+    })
+    .await;
 
     app.replicas.remove(0).kill();
     let stuck = diagnosis_until(&admin, chat.id, "the dead worker's lease expired", |d| {
