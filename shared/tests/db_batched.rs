@@ -194,6 +194,11 @@ async fn prompt_contexts_read_together_are_those_read_one_by_one() {
     assert_eq!(together[2].history.len(), 6);
     assert_eq!(together[6].user_prompt, "");
     assert!(!together[0].owner_webhooks && together[6].owner_webhooks);
+    // The settings come with a history too, not only with an empty one.
+    assert_eq!(together[2].user_prompt, "Call me Ada.");
+    assert_eq!(together[2].user_spend_limit, Some(5));
+    assert!(!together[2].owner_webhooks && together[8].owner_webhooks);
+    assert_eq!(together[8].history.len(), 6);
 
     // Through the queue, as the turn loop reads them.
     let batched = Batched::<prompt_context::Loads>::new(db.pool().clone(), TaskTracker::new());

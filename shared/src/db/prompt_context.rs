@@ -36,23 +36,38 @@ fn message_columns() -> String {
         .join(", ")
 }
 
-/// The prompt contexts of many chats. The `LATERAL` subquery reads each
-/// chat's messages on its own (`OFFSET 0` keeps it from being flattened into
-/// a join that could scan every chat's messages); nothing is sorted here,
-/// [`load_each`] puts each history in id order (cheaper than two sorts of
-/// wide rows in the server: a long history is most of what this reads).
+/// The prompt contexts of many chats: for each chat one row with its
+/// owner's settings (message columns null), then a row per message with the
+/// settings null. The settings are read once per chat, not once per message:
+/// repeated on every row, a 2 KB custom prompt doubled the read of an
+/// 800-message history, and the webhook probe ran per message. The `LATERAL`
+/// subquery reads each chat's messages on its own (`OFFSET 0` keeps it from
+/// being flattened into a join that could scan every chat's messages);
+/// nothing is sorted here, [`load_each`] puts each history in id order
+/// (cheaper than two sorts of wide rows in the server: a long history is
+/// most of what this reads).
 static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
+    // A union's columns are named by its first branch.
+    let nulls = super::messages::COLUMNS
+        .split(',')
+        .map(|column| format!("NULL AS {}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
+        "WITH w AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w(chat_id, user_id, want)
+         )
+         SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
                 EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = w.user_id) AS owner_webhooks,
-                {columns}
-         FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w(chat_id, user_id, want)
-         LEFT JOIN user_settings s ON s.user_id = w.user_id
-         LEFT JOIN LATERAL (
+                {nulls}
+         FROM w LEFT JOIN user_settings s ON s.user_id = w.user_id
+         UNION ALL
+         SELECT w.want, NULL, NULL, NULL, {columns}
+         FROM w CROSS JOIN LATERAL (
              SELECT * FROM chat_messages
              WHERE chat_id = w.chat_id AND NOT deleted AND NOT compacted AND visibility <> 'user'
              OFFSET 0
-         ) m ON true",
+         ) m",
         columns = message_columns(),
     )
 });
@@ -94,18 +109,18 @@ pub async fn load_each(
 }
 
 impl PromptContext {
-    /// Takes in one row of [`LOAD_EACH`]: the owner's settings
-    /// (on every row) and a message (none on the one row of a chat without
-    /// messages).
+    /// Takes in one row of [`LOAD_EACH`]: a message, or the chat's one row
+    /// of owner settings (no message id).
     fn add(&mut self, row: &tokio_postgres::Row) -> DbResult<()> {
+        if row.try_get::<_, Option<MessageId>>("id")?.is_some() {
+            self.history.push(Message::from_row(row)?);
+            return Ok(());
+        }
         if let Some(prompt) = row.try_get::<_, Option<String>>("owner_prompt")? {
             self.user_prompt = prompt;
         }
         self.user_spend_limit = row.try_get("owner_limit")?;
         self.owner_webhooks = row.try_get("owner_webhooks")?;
-        if row.try_get::<_, Option<MessageId>>("id")?.is_some() {
-            self.history.push(Message::from_row(row)?);
-        }
         Ok(())
     }
 }
