@@ -245,6 +245,14 @@ pub async fn visible_after(
 /// ascending, at most `limit`; one list per want, in the order of `wants`.
 /// A replica's stream feeds catch up on many chats at once this way (one
 /// round trip for a burst of notices instead of one each).
+///
+/// The range is a row comparison on `(chat_id, id)` because only the
+/// per-chat index can serve it: written as `id > w.after_id`, the planner
+/// (which cannot see a lateral cursor's value and guesses a third of the
+/// table) may walk the primary key from the cursor and filter by chat, which
+/// with few distinct chats it did: a chat quiet for a while then read every
+/// message of every chat written since (200,000 rows and 105 ms for one new
+/// message, against 0.2 ms through the per-chat index).
 pub async fn visible_after_each(
     db: &impl GenericClient,
     wants: &[(ChatId, MessageId)],
@@ -256,7 +264,8 @@ pub async fn visible_after_each(
                  AS w(chat_id, after_id, want)
              CROSS JOIN LATERAL (
                  SELECT {COLUMNS} FROM chat_messages
-                 WHERE chat_id = w.chat_id AND id > w.after_id AND NOT deleted
+                 WHERE chat_id = w.chat_id AND (chat_id, id) > (w.chat_id, w.after_id)
+                   AND NOT deleted
                    AND visibility <> 'model'
                  ORDER BY id LIMIT $3
              ) m"
