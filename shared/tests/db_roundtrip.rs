@@ -337,6 +337,31 @@ async fn chats_messages_and_queue_round_trip() {
         .await
         .unwrap();
     assert_eq!(tail, written[3..]);
+    // Rows are read by position from their `id` on: other columns may
+    // frame the message's, but columns out of order are refused, not misread.
+    let framed = client
+        .query_one(
+            &format!(
+                "SELECT 7 AS want, {}, 'x' AS after FROM chat_messages WHERE id = $1",
+                messages::COLUMNS
+            ),
+            &[&written[0].id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(messages::Message::from_row(&framed).unwrap(), written[0]);
+    let swapped = messages::COLUMNS.replacen("chat_id, role", "role, chat_id", 1);
+    let shuffled = client
+        .query_one(
+            &format!("SELECT {swapped} FROM chat_messages WHERE id = $1"),
+            &[&written[0].id],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        messages::Message::from_row(&shuffled),
+        Err(chatd_shared::db::DbError::Unexpected(_))
+    ));
 
     let queued = queued_messages::push(&client, chat.id, &parts[..1], Some(owner.id), Some("q1"))
         .await
