@@ -287,15 +287,15 @@ pub async fn visible_after_each(
 ) -> DbResult<Vec<Vec<Message>>> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT w.want, m.* FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY
-                 AS w(chat_id, after_id, want)
+            "SELECT w.want, m.* FROM {wants} AS w(chat_id, after_id, want)
              CROSS JOIN LATERAL (
                  SELECT {COLUMNS} FROM chat_messages
                  WHERE chat_id = w.chat_id AND (chat_id, id) > (w.chat_id, w.after_id)
                    AND NOT deleted
                    AND visibility <> 'model'
                  ORDER BY id LIMIT $3
-             ) m"
+             ) m",
+            wants = super::batched::numbered_wants(&["$1::uuid[]", "$2::bigint[]"]),
         )
     });
     let mut read = vec![Vec::new(); wants.len()];

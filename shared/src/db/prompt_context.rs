@@ -55,7 +55,7 @@ static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
         .join(", ");
     format!(
         "WITH w AS (
-             SELECT * FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w(chat_id, user_id, want)
+             SELECT * FROM {wants} AS w(chat_id, user_id, want)
          )
          SELECT w.want, s.custom_prompt AS owner_prompt, s.spend_limit_micros AS owner_limit,
                 EXISTS (SELECT 1 FROM webhooks h WHERE h.owner_id = w.user_id) AS owner_webhooks,
@@ -69,6 +69,7 @@ static LOAD_EACH: LazyLock<String> = LazyLock::new(|| {
              OFFSET 0
          ) m",
         columns = message_columns(),
+        wants = super::batched::numbered_wants(&["$1::uuid[]", "$2::uuid[]"]),
     )
 });
 

@@ -108,10 +108,9 @@ impl BatchStatement for Sends {
 static SEND_EACH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w AS (
-             SELECT * FROM unnest($1::uuid[], $2::jsonb[], $3::uuid[], $4::text[], $5::uuid[],
-                                  $6::text[])
-                 WITH ORDINALITY AS w(chat_id, content, created_by, idempotency_key,
-                                      only_owner, trace_parent, want)
+             SELECT * FROM {wants}
+                 AS w(chat_id, content, created_by, idempotency_key, only_owner, trace_parent,
+                      want)
          ), chat AS (
              UPDATE chats c SET status = 'pending', last_error = NULL, updated_at = now(),
                  trace_parent = w.trace_parent
@@ -138,6 +137,14 @@ static SEND_EACH: LazyLock<String> = LazyLock::new(|| {
                 chat.generation AS chat_generation
          FROM inserted JOIN chat ON chat.id = inserted.chat_id",
         message_columns = messages::COLUMNS,
+        wants = super::batched::numbered_wants(&[
+            "$1::uuid[]",
+            "$2::jsonb[]",
+            "$3::uuid[]",
+            "$4::text[]",
+            "$5::uuid[]",
+            "$6::text[]",
+        ]),
     )
 });
 

@@ -84,10 +84,8 @@ impl BatchStatement for TurnEnds {
 static FINISH_TURNS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w AS (
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::jsonb[], $5::text[],
-                                  $6::text[], $7::text[])
-                 WITH ORDINALITY AS w(chat_id, worker_id, generation, step, idle_status, error,
-                                      code, want)
+             SELECT * FROM {wants}
+                 AS w(chat_id, worker_id, generation, step, idle_status, error, code, want)
          ), owned AS (
              SELECT c.id, w.want, c.generation, c.owner_id, {stripe} AS stripe,
                     w.idle_status, w.error, w.code
@@ -149,6 +147,15 @@ static FINISH_TURNS: LazyLock<String> = LazyLock::new(|| {
         accounting = accounting::turn_ends_ctes(),
         insert_columns = messages::INSERT_COLUMNS,
         message_columns = messages::COLUMNS,
+        wants = super::batched::numbered_wants(&[
+            "$1::uuid[]",
+            "$2::uuid[]",
+            "$3::bigint[]",
+            "$4::jsonb[]",
+            "$5::text[]",
+            "$6::text[]",
+            "$7::text[]",
+        ]),
     )
 });
 
