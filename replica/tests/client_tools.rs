@@ -155,16 +155,8 @@ async fn a_client_tool_round_trip_over_websocket_and_sse() {
             )),
             "the status comes first: {events:#?}"
         );
-        // No replica holds the chat while it waits. The run leaves its slot
-        // just after the turn end commits, and the commit is what announces
-        // the wait, so the stream can see it a moment before the slot frees.
-        eventually("a waiting chat to hold no slot", WAIT, || async {
-            app.replicas
-                .iter()
-                .all(|replica| replica.running().iter().all(|(chat, _)| *chat != id))
-                .then_some(())
-        })
-        .await;
+        // No replica holds the chat while it waits.
+        app.wait_no_slot(id).await;
 
         let stored = other
             .post_tool_results(

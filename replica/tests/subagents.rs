@@ -136,14 +136,7 @@ async fn a_parent_waits_on_children_run_elsewhere_without_a_slot_and_reads_their
     // Waiting holds no slot anywhere, and the children run on the others.
     let kids = children(&client, id).await;
     assert_eq!(kids.len(), 2, "{kids:#?}");
-    // The run leaves its slot just after the commit that shows the wait.
-    eventually("the waiting parent to hold no slot", WAIT, || async {
-        app.replicas
-            .iter()
-            .all(|replica| replica.running().iter().all(|(chat, _)| *chat != id))
-            .then_some(())
-    })
-    .await;
+    app.wait_no_slot(id).await;
     // Seen on replicas 1 and 2, at any poll: a child may finish before the
     // other starts.
     let seen = std::sync::Mutex::new(std::collections::HashSet::new());

@@ -135,6 +135,24 @@ impl TestApp {
     pub fn admin(&self, index: usize) -> chatd_shared::client::Client {
         self.client(index, &self.admin_token)
     }
+
+    /// Waits until no replica holds a slot for `chat` (deadline: [`WAIT`]).
+    /// A run leaves its slot just after the commit that shows the chat
+    /// waiting, so a stream or read may see the wait a moment before.
+    pub async fn wait_no_slot(&self, chat: chatd_shared::ids::ChatId) {
+        eventually(
+            &format!("no replica to hold a slot for {chat}"),
+            WAIT,
+            || {
+                let free = self
+                    .replicas
+                    .iter()
+                    .all(|replica| replica.running().iter().all(|(id, _)| *id != chat));
+                async move { free.then_some(()) }
+            },
+        )
+        .await;
+    }
 }
 
 /// `@mock` directive text for the in-process mock model.
